@@ -1,0 +1,69 @@
+# recstream: `make demo` runs the system, `make test` runs the tests. Both install what they need.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LOCAL := .local
+KAFKA_LIBS := $(LOCAL)/kafka/libs
+APT_PACKAGES := redis-server libopenblas0
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install services services-down status test unit lint demo worker bench clean-data
+
+install: .apt-checked $(VENV)/.installed $(KAFKA_LIBS)/.resolved
+
+# Debian packages: Redis server and OpenBLAS (native BLAS for Spark's ALS). Installed only if missing.
+.apt-checked:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ $$(id -u) -eq 0 ] && echo "" || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  $$SUDO service redis-server stop >/dev/null 2>&1 || true; \
+	fi
+	@touch $@
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@echo "installing recstream and its Python dependencies into $(VENV)"
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[services,dev,bench]'
+	@touch $@
+
+# The genuine Apache Kafka broker, resolved from Maven Central at the version pinned in the pom.
+$(KAFKA_LIBS)/.resolved: services/kafka-pom.xml
+	@echo "resolving the Apache Kafka broker jars with Maven into $(KAFKA_LIBS)"
+	@rm -rf $(KAFKA_LIBS)
+	mvn -q -B -f services/kafka-pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) -DincludeScope=runtime
+	@touch $@
+
+services: install
+	$(BIN)/recstream services up
+
+services-down:
+	@test -x $(BIN)/recstream && $(BIN)/recstream services down || echo "nothing installed, nothing to stop"
+
+status:
+	$(BIN)/recstream services status
+
+test: install services
+	$(BIN)/pytest tests
+
+unit: install
+	$(BIN)/pytest tests -m "not integration"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+demo: install services
+	@echo
+	@echo "recstream services are up: Kafka 127.0.0.1:9092, Redis 127.0.0.1:6379, MongoDB 127.0.0.1:27017."
+	@echo "  $(BIN)/recstream services status   # health of each"
+	@echo "  make services-down                 # stop them"
+
+bench: install services
+	$(BIN)/python benchmarks/run.py
+
+clean-data: services-down
+	rm -rf $(LOCAL)/data

@@ -1,0 +1,112 @@
+"""One settings object for the whole product, read from `RECSTREAM_*` environment variables once."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Every knob recstream has. Each field is `RECSTREAM_<NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSTREAM_", frozen=True, extra="ignore")
+
+    # --- where things are ---------------------------------------------------------------
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    """Kafka bootstrap servers, comma separated. The local broker listens here by default."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis URL: the hot cache (neighbour lists, trending, the active model)."""
+    mongo_url: str = "mongodb://127.0.0.1:27017/"
+    """MongoDB URL: the durable store (catalog, per-video stats, model registry)."""
+    mongo_db: str = "recstream"
+    """MongoDB database name."""
+    data_dir: Path = _REPO_ROOT / ".local" / "data"
+    """Where local services keep data and logs, and where the Faust worker keeps RocksDB."""
+    local_dir: Path = _REPO_ROOT / ".local"
+    """Cache of installed artefacts (Kafka jars, the MongoDB-protocol server)."""
+
+    # --- which local services `recstream services up` manages ---------------------------
+    manage_kafka: bool | None = None
+    """Start a local Kafka broker. Default: only when `kafka_bootstrap` is on 127.0.0.1:9092."""
+    manage_redis: bool | None = None
+    """Start a local Redis. Default: only when `redis_url` points at 127.0.0.1:6379."""
+    manage_mongo: bool | None = None
+    """Start a local MongoDB-protocol server. Default: only when `mongo_url` is 127.0.0.1:27017."""
+    kafka_heap: str = "768m"
+    """JVM heap of the local broker."""
+
+    # --- topics -------------------------------------------------------------------------
+    topic_prefix: str = "recstream"
+    """Every topic name starts with this, so several deployments can share a cluster."""
+    interactions_partitions: int = Field(default=8, ge=1)
+    """Partitions of the interactions topic (keyed by user)."""
+    covisit_partitions: int = Field(default=8, ge=1)
+    """Partitions of the co-visitation topic (keyed by video)."""
+    replication_factor: int = Field(default=1, ge=1)
+    """Replication factor of the topics recstream creates."""
+
+    # --- the Faust worker ---------------------------------------------------------------
+    app_id: str = "recstream"
+    """Faust app id: also the consumer group and the prefix of changelog topics."""
+    web_host: str = "127.0.0.1"
+    """Interface the worker's HTTP views bind to."""
+    web_port: int = 6066
+    """Port of the worker's HTTP views."""
+    table_standby_replicas: int = Field(default=0, ge=0)
+    """Faust standby replicas per table (warm copies on other workers for fast failover)."""
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    """Faust processing guarantee; exactly_once uses Kafka transactions."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Worker log level."""
+
+    # --- streaming algorithms -----------------------------------------------------------
+    history_length: int = Field(default=50, ge=1)
+    """Engagements kept per user (newest first)."""
+    covisit_lookback: int = Field(default=10, ge=1)
+    """How many of a user's previous videos are paired with a new engagement."""
+    covisit_recency: float = Field(default=0.8, gt=0, le=1)
+    """Pair weight multiplier per step back in the user's history (w**m)."""
+    neighbours_per_video: int = Field(default=100, ge=1)
+    """Top-K item-CF neighbours kept per video."""
+    covisit_half_life_s: float = Field(default=6 * 3600, gt=0)
+    """Half-life of co-visitation weights: old pairs fade so the neighbours follow the present."""
+    completion_ratio: float = Field(default=0.9, gt=0, le=2)
+    """A view is a completion when watch_time >= completion_ratio * duration."""
+    fast_skip_ms: int = Field(default=2000, ge=0)
+    """A view shorter than this (or an explicit skip) is a fast skip: negative feedback."""
+    short_window_s: int = Field(default=60, ge=1)
+    """Tumbling window of per-video engagement, seconds."""
+    long_window_s: int = Field(default=3600, ge=1)
+    """Hopping window of per-video engagement, seconds."""
+    long_window_step_s: int = Field(default=300, ge=1)
+    """Step of the hopping window, seconds."""
+    trending_half_life_s: float = Field(default=1800, gt=0)
+    """Half-life of the gravity-decayed trending score."""
+    flush_interval_s: float = Field(default=0.2, gt=0)
+    """How often agents flush aggregated state to Redis (serving) and MongoDB (durable)."""
+
+    # --- serving ------------------------------------------------------------------------
+    max_per_creator: int = Field(default=2, ge=1)
+    """At most this many videos of one creator in a recommendation list."""
+    blend_itemcf: float = 1.0
+    """Blend weight of item-CF candidates."""
+    blend_als: float = 1.0
+    """Blend weight of ALS candidates."""
+    blend_trending: float = 0.3
+    """Blend weight of trending candidates."""
+    blend_fresh: float = 0.2
+    """Blend weight of fresh (recently published) videos."""
+    fresh_window_s: int = Field(default=24 * 3600, ge=1)
+    """A video counts as fresh for this long after it was published."""
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment the first time they are asked for."""
+    return Settings()

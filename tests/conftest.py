@@ -1,0 +1,31 @@
+"""Shared fixtures: settings, and the real local services for integration tests."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from recstream.settings import Settings, get_settings
+
+INTEGRATION_DIR = pathlib.Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_DIR in pathlib.Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def services(settings: Settings) -> Settings:
+    """Real Kafka, Redis and MongoDB, started by the project's own manager (a no-op when already up)."""
+    from recstream import services as svc
+
+    svc.up(settings, echo=lambda _line: None)
+    return settings

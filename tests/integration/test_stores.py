@@ -1,0 +1,63 @@
+"""Redis and the MongoDB-protocol server through the project's async store module."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from recstream.settings import Settings
+from recstream.stores import Stores
+
+
+@pytest.fixture
+async def stores(services: Settings):
+    s = Stores(services)
+    yield s
+    await s.close()
+
+
+async def test_redis_round_trip(stores: Stores) -> None:
+    key = f"test:{uuid.uuid4().hex}"
+    await stores.set_json_fields(key, {"a": {"views": 3}, "b": [1, 2]})
+    assert await stores.get_json_fields(key, ["a", "b", "missing"]) == {"a": {"views": 3}, "b": [1, 2]}
+    await stores.redis.zadd(key + ":z", {"x": 1.5, "y": 3.0})
+    assert await stores.redis.zrevrange(key + ":z", 0, -1) == ["y", "x"]
+    await stores.redis.delete(key, key + ":z")
+
+
+async def test_mongo_crud_index_and_group(stores: Stores) -> None:
+    coll = f"test_{uuid.uuid4().hex[:8]}"
+    c = stores.db[coll]
+    await c.insert_many(
+        [
+            {"_id": "v1", "creator": "c1", "views": 10},
+            {"_id": "v2", "creator": "c1", "views": 30},
+            {"_id": "v3", "creator": "c2", "views": 20},
+        ]
+    )
+    await c.create_index([("views", -1)], name="views_desc")
+    # Match by indexed field: nx-27017 names indexes itself and reports them ascending.
+    assert any(ix["key"][0][0] == "views" for ix in (await c.index_information()).values())
+
+    found = await stores.find(coll, {"creator": "c1"}, sort=[("views", -1)])
+    assert [d["_id"] for d in found] == ["v2", "v1"]
+
+    await stores.increment_many(coll, {"v1": {"views": 5}, "v4": {"views": 7}})
+    assert (await c.find_one({"_id": "v1"}))["views"] == 15
+    assert (await c.find_one({"_id": "v4"}))["views"] == 7  # $inc upsert created it
+
+    await stores.upsert_many(coll, {"v4": {"creator": "c2"}})
+    totals = await stores.aggregate(
+        coll,
+        [
+            {"$group": {"_id": "$creator", "views": {"$sum": "$views"}, "n": {"$sum": 1}}},
+            {"$sort": {"_id": 1}},
+        ],
+    )
+    assert totals == [{"_id": "c1", "views": 45, "n": 2}, {"_id": "c2", "views": 27, "n": 2}]
+    await c.drop()
+
+
+async def test_health_reports_both(stores: Stores) -> None:
+    assert await stores.health() == {"redis": "ok", "mongo": "ok"}
