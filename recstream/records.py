@@ -1,0 +1,138 @@
+"""The wire contract: one schema per message, used by HTTP validation and by the Kafka agents alike.
+
+Messages travel as JSON. The same pydantic models validate a `POST /events` body and every message an
+agent reads from Kafka, so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+EventType = Literal["view", "like", "share", "comment", "skip", "follow"]
+EVENT_TYPES: tuple[str, ...] = ("view", "like", "share", "comment", "skip", "follow")
+
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s]+$")]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _to_epoch_ms(value: Any) -> Any:
+    """Epoch milliseconds (int/float, or a numeric string) or ISO 8601 -> epoch ms; None passes through."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            return int(text)
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ValueError("must be epoch milliseconds or an ISO 8601 timestamp") from exc
+        if parsed.tzinfo is None:
+            raise ValueError("an ISO 8601 timestamp needs a timezone (e.g. Z or +00:00)")
+        return int(parsed.timestamp() * 1000)
+    return value
+
+
+class Interaction(BaseModel):
+    """One user action on one video. `view` carries how long the video was watched."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: EventType
+    user_id: Id
+    video_id: Id
+    ts: int = Field(default=0, ge=0, description="epoch ms; server time when absent")
+    watch_time_ms: int | None = Field(default=None, ge=0, le=24 * 3600 * 1000, validate_default=True)
+    duration_ms: int | None = Field(default=None, ge=0, le=24 * 3600 * 1000)
+
+    @field_validator("watch_time_ms", mode="after")
+    @classmethod
+    def _view_needs_watch_time(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is None and info.data.get("type") == "view":
+            raise ValueError("required for a view")
+        return value
+
+    _normalise_ts = field_validator("ts", mode="before")(lambda v: now_ms() if v is None else _to_epoch_ms(v))
+
+    @model_validator(mode="after")
+    def _default_ts(self) -> Interaction:
+        if self.ts == 0:
+            object.__setattr__(self, "ts", now_ms())
+        return self
+
+
+class Video(BaseModel):
+    """Video metadata, published to the compacted videos topic keyed by `video_id`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    video_id: Id
+    creator_id: Id
+    duration_ms: int | None = Field(default=None, ge=0, le=24 * 3600 * 1000)
+    category: str | None = Field(default=None, max_length=64)
+    hashtags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=50)
+    caption: str = Field(default="", max_length=2000)
+    created_at: int = Field(default=0, ge=0, description="epoch ms; server time when absent")
+
+    _normalise_created = field_validator("created_at", mode="before")(
+        lambda v: now_ms() if v is None else _to_epoch_ms(v)
+    )
+
+    @model_validator(mode="after")
+    def _default_created(self) -> Video:
+        if self.created_at == 0:
+            object.__setattr__(self, "created_at", now_ms())
+        return self
+
+
+class CovisitPair(BaseModel):
+    """A directional co-visitation: a user engaged with `dst` some steps after `src`. Keyed by `src`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    src: str
+    dst: str
+    weight: float
+    ts: int
+
+
+class DeadLetter(BaseModel):
+    """An input message that could not be used, kept with the reason so nothing is silently dropped."""
+
+    source_topic: str
+    partition: int | None = None
+    offset: int | None = None
+    key: str | None = None
+    value: str
+    reason: str
+    ts: int = Field(default_factory=now_ms)
+
+
+def encode(record: BaseModel) -> bytes:
+    return record.model_dump_json(exclude_none=True).encode()
+
+
+def describe_errors(error: ValidationError, index: int | None = None) -> list[dict[str, Any]]:
+    """Pydantic errors as `{"index", "field", "message"}`: what a client needs to fix its request."""
+    out = []
+    for e in error.errors(include_url=False):
+        field = ".".join(str(p) for p in e["loc"]) or None
+        out.append({"index": index, "field": field, "message": e["msg"]})
+    return out
