@@ -1,0 +1,212 @@
+"""Pure functions behind the streaming state and the serving blend (no I/O: unit-tested directly).
+
+The agents, the serving views and the offline evaluation all call these, so what is measured offline is
+what runs online.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from recstream.records import Interaction
+
+# Confidence each action adds on top of how much of the video was watched. A share or a follow is a
+# stronger statement than a like; a fast skip says "not this" (negative feedback).
+ACTION_WEIGHTS: Mapping[str, float] = {"like": 1.0, "share": 1.5, "comment": 1.0, "follow": 1.5, "skip": -0.5}
+
+
+@dataclass(frozen=True)
+class EngagementParams:
+    completion_ratio: float = 0.9
+    fast_skip_ms: int = 2000
+
+
+def watch_ratio(watch_time_ms: int | None, duration_ms: int | None) -> float | None:
+    """watch time / duration, capped at 3 (replays); None when the duration is unknown or zero."""
+    if watch_time_ms is None or not duration_ms:
+        return None
+    return min(watch_time_ms / duration_ms, 3.0)
+
+
+def is_completion(event: Interaction, params: EngagementParams) -> bool:
+    """A view is complete when watch time >= completion_ratio * duration (duration known and > 0)."""
+    ratio = watch_ratio(event.watch_time_ms, event.duration_ms)
+    return event.type == "view" and ratio is not None and ratio >= params.completion_ratio
+
+
+def is_fast_skip(event: Interaction, params: EngagementParams) -> bool:
+    if event.type == "skip":
+        return True
+    return event.type == "view" and (event.watch_time_ms or 0) < params.fast_skip_ms
+
+
+def engagement_weight(event: Interaction, params: EngagementParams) -> float:
+    """How much this action says the user wants this video: > 0 positive, < 0 negative, 0 neutral."""
+    if event.type != "view":
+        return ACTION_WEIGHTS[event.type]
+    if is_fast_skip(event, params):
+        return ACTION_WEIGHTS["skip"]
+    ratio = watch_ratio(event.watch_time_ms, event.duration_ms)
+    if ratio is None:  # unknown duration: credit watch time, saturating at a minute
+        return min((event.watch_time_ms or 0) / 60_000, 1.0)
+    return min(ratio, 2.0)
+
+
+# --- user history --------------------------------------------------------------------------------
+# An entry is [video_id, ts_ms, weight]: plain lists so that it serialises as JSON in a Faust table.
+HistoryEntry = list
+
+
+def update_history(history: Sequence[HistoryEntry], video_id: str, ts: int, weight: float,
+                   max_len: int) -> list[HistoryEntry]:
+    """Newest first, one entry per video (a re-engagement moves it to the front and adds up), bounded."""
+    previous = next((e for e in history if e[0] == video_id), None)
+    total = weight + (previous[2] if previous else 0.0)
+    rest = [e for e in history if e[0] != video_id]
+    return [[video_id, ts, round(total, 4)], *rest][:max_len]
+
+
+def covisit_pairs(history_before: Sequence[HistoryEntry], video_id: str, weight: float, lookback: int,
+                  recency: float) -> list[tuple[str, str, float]]:
+    """Directional pairs (earlier video -> this video), weighted recency**steps_back * engagement.
+
+    Only positive engagements pair: a skip says nothing about what goes with what. Earlier videos the
+    user skipped are not sources either.
+    """
+    if weight <= 0:
+        return []
+    pairs = []
+    step = 0
+    for src, _ts, src_weight in history_before:
+        if src == video_id or src_weight <= 0:
+            continue
+        pairs.append((src, video_id, round(weight * recency**step, 6)))
+        step += 1
+        if step >= lookback:
+            break
+    return pairs
+
+
+# --- time decay ----------------------------------------------------------------------------------
+def decay(value: float, from_ms: int, to_ms: int, half_life_s: float) -> float:
+    if to_ms <= from_ms:
+        return value
+    return value * 0.5 ** ((to_ms - from_ms) / 1000 / half_life_s)
+
+
+def merge_neighbours(neighbours: Mapping[str, Sequence[float]], pairs: Iterable[tuple[str, float]],
+                     now_ms: int, half_life_s: float, top_k: int) -> dict[str, list[float]]:
+    """Add pair weights to a video's neighbour map {dst: [weight, updated_ms]}, decayed to now; keep top K."""
+    merged = {dst: [decay(w, int(t), now_ms, half_life_s), now_ms] for dst, (w, t) in neighbours.items()}
+    for dst, w in pairs:
+        merged.setdefault(dst, [0.0, now_ms])[0] += w
+    best = sorted(merged.items(), key=lambda kv: kv[1][0], reverse=True)[:top_k]
+    return {dst: [round(w, 6), t] for dst, (w, t) in best if w > 1e-6}
+
+
+def normalise_neighbours(neighbours: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """Row-normalise so a popular source video does not drown out the rest of a user's history."""
+    total = sum(w for w, _t in neighbours.values())
+    if total <= 0:
+        return {}
+    return {dst: w / total for dst, (w, _t) in neighbours.items()}
+
+
+# --- trending ------------------------------------------------------------------------------------
+def trending_weight(event: Interaction, params: EngagementParams) -> float:
+    """Trending counts engagement, not raw views: completions and shares weigh more than a glance."""
+    if event.type == "view":
+        if is_fast_skip(event, params):
+            return 0.0
+        return 1.0 + (1.0 if is_completion(event, params) else 0.0)
+    return max(ACTION_WEIGHTS.get(event.type, 0.0), 0.0) * 2
+
+
+def add_trend(score: float, updated_ms: int, weight: float, now_ms: int, half_life_s: float) -> tuple[float, int]:
+    """Gravity-decayed trending score: decay the old score to now, add this event."""
+    return decay(score, updated_ms, now_ms, half_life_s) + weight, max(now_ms, updated_ms)
+
+
+def trend_rank(score: float, updated_ms: int, half_life_s: float) -> float:
+    """A time-independent key: log2(score) + t/half_life orders videos as their decayed scores would at
+    any common instant, so Redis can keep one sorted set without rewriting every score as time passes."""
+    return math.log2(max(score, 1e-12)) + updated_ms / 1000 / half_life_s
+
+
+def trend_score_now(rank: float, now_ms: int, half_life_s: float) -> float:
+    """The decayed score at `now_ms`, recovered from `trend_rank`."""
+    return 2 ** (rank - now_ms / 1000 / half_life_s)
+
+
+# --- serving -------------------------------------------------------------------------------------
+def itemcf_scores(recent: Sequence[HistoryEntry], neighbours_of: Mapping[str, Mapping[str, float]],
+                  recency: float, max_sources: int = 10) -> dict[str, tuple[float, str]]:
+    """Score candidates from the neighbours of the user's recent positive videos, weighted recency**m.
+
+    Returns {video: (score, the recent video that contributed most)}.
+    """
+    scores: dict[str, float] = {}
+    best_source: dict[str, tuple[float, str]] = {}
+    step = 0
+    for video_id, _ts, weight in recent:
+        if weight <= 0:
+            continue
+        factor = recency**step
+        for dst, s in neighbours_of.get(video_id, {}).items():
+            contribution = factor * s
+            scores[dst] = scores.get(dst, 0.0) + contribution
+            if contribution > best_source.get(dst, (0.0, ""))[0]:
+                best_source[dst] = (contribution, video_id)
+        step += 1
+        if step >= max_sources:
+            break
+    return {v: (s, best_source[v][1]) for v, s in scores.items()}
+
+
+@dataclass
+class Candidate:
+    video_id: str
+    score: float = 0.0
+    reasons: list[str] = field(default_factory=list)
+
+
+def _scaled(scores: Mapping[str, float]) -> dict[str, float]:
+    """Scale a source's scores to [0, 1] by its maximum, so blend weights compare like with like."""
+    top = max(scores.values(), default=0.0)
+    return {k: v / top for k, v in scores.items()} if top > 0 else {}
+
+
+def blend(sources: Sequence[tuple[float, Mapping[str, float], Mapping[str, str] | str]]) -> dict[str, Candidate]:
+    """Weighted sum of max-scaled sources. Each source is (weight, {video: score}, reason or {video: reason})."""
+    out: dict[str, Candidate] = {}
+    for weight, scores, reason in sources:
+        if weight <= 0:
+            continue
+        for video_id, s in _scaled(scores).items():
+            c = out.setdefault(video_id, Candidate(video_id))
+            c.score += weight * s
+            r = reason if isinstance(reason, str) else reason.get(video_id)
+            if r and r not in c.reasons:
+                c.reasons.append(r)
+    return out
+
+
+def select(candidates: Iterable[Candidate], k: int, seen: set[str], creator_of: Mapping[str, str],
+           max_per_creator: int) -> list[Candidate]:
+    """Best first, never a seen video, at most `max_per_creator` per creator (unknown creators uncapped)."""
+    picked: list[Candidate] = []
+    per_creator: dict[str, int] = {}
+    for c in sorted(candidates, key=lambda c: (-c.score, c.video_id)):
+        if c.video_id in seen:
+            continue
+        creator = creator_of.get(c.video_id)
+        if creator is not None:
+            if per_creator.get(creator, 0) >= max_per_creator:
+                continue
+            per_creator[creator] = per_creator.get(creator, 0) + 1
+        picked.append(c)
+        if len(picked) >= k:
+            break
+    return picked
