@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
@@ -38,20 +39,14 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _simulate(args: argparse.Namespace) -> int:
-    from recstream.simulator import SimulationConfig, run_simulation
-
-    config = SimulationConfig(
-        users=args.users,
-        videos=args.videos,
-        rate=args.rate,
-        duration_s=args.duration,
-        seed=args.seed,
-        progress=not args.quiet,
-    )
-    stats = run_simulation(get_settings(), config)
-    print(json.dumps(stats))
-    return 0
+# Subcommands that live beside the code they run. Each module has `add_arguments(parser)` and
+# `run(args) -> int`, and keeps its top-level imports light (heavy ones go inside `run`).
+_COMMAND_MODULES = {
+    "simulate": ("recstream.simulator", "publish a synthetic catalog and event stream to Kafka"),
+    "replay": ("recstream.replay", "publish a real dataset to Kafka in timestamp order"),
+    "train": ("recstream.training.cli", "train ALS with Spark from the log and publish the model"),
+    "evaluate": ("recstream.evaluation.cli", "offline evaluation of every strategy on a dataset"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,14 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("extra", nargs=argparse.REMAINDER)
     p.set_defaults(func=_worker)
 
-    p = sub.add_parser("simulate", help="publish a synthetic catalog and event stream to Kafka")
-    p.add_argument("--users", type=int, default=1000)
-    p.add_argument("--videos", type=int, default=500)
-    p.add_argument("--rate", type=float, default=200.0, help="events per second (0 = as fast as possible)")
-    p.add_argument("--duration", type=float, default=30.0, help="seconds to run")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--quiet", action="store_true", help="no progress line")
-    p.set_defaults(func=_simulate)
+    for name, (module_name, help_text) in _COMMAND_MODULES.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if not (exc.name and (module_name + ".").startswith(exc.name + ".")):
+                raise
+            continue  # not part of this build yet
+        p = sub.add_parser(name, help=help_text)
+        module.add_arguments(p)
+        p.set_defaults(func=module.run)
     return parser
 
 
