@@ -102,14 +102,16 @@ class Video(BaseModel):
         return self
 
 
-class CovisitPair(BaseModel):
-    """A directional co-visitation: a user engaged with `dst` some steps after `src`. Keyed by `src`."""
+class CovisitBatch(BaseModel):
+    """Directional co-visitations out of one source video, summed over an agent batch. Keyed by `src`.
+
+    `pairs[dst]` is the summed weight of "engaged with `dst` some steps after `src`".
+    """
 
     model_config = ConfigDict(frozen=True)
 
     src: str
-    dst: str
-    weight: float
+    pairs: dict[str, float]
     ts: int
 
 

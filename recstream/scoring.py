@@ -54,6 +54,47 @@ def engagement_weight(event: Interaction, params: EngagementParams) -> float:
     return min(ratio, 2.0)
 
 
+COUNTERS = ("views", "watch_time_ms", "completions", "likes", "shares", "comments", "skips", "follows")
+
+
+def event_counts(event: Interaction, params: EngagementParams) -> dict[str, float]:
+    """What one event adds to a video's engagement counters.
+
+    A view counts as a view (and its watch time) whatever its length; a completion is a view with
+    watch_time >= completion_ratio * duration; a skip is an explicit skip or a view shorter than
+    fast_skip_ms (so a fast-skipped view counts as both a view and a skip).
+    """
+    c: dict[str, float] = {}
+    if event.type == "view":
+        c["views"] = 1
+        c["watch_time_ms"] = event.watch_time_ms or 0
+        if is_completion(event, params):
+            c["completions"] = 1
+    if is_fast_skip(event, params):
+        c["skips"] = 1
+    plural = {"like": "likes", "share": "shares", "comment": "comments", "follow": "follows"}
+    if event.type in plural:
+        c[plural[event.type]] = 1
+    return c
+
+
+def add_counts(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
+    """Counter addition for plain dicts (the JSON values of Faust tables)."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + v
+    return out
+
+
+def stats_view(counts: Mapping[str, float]) -> dict[str, float]:
+    """Counters plus the derived rates the API shows."""
+    views = counts.get("views", 0)
+    out = {k: counts.get(k, 0) for k in COUNTERS}
+    out["avg_watch_time_ms"] = round(counts.get("watch_time_ms", 0) / views, 1) if views else 0.0
+    out["completion_rate"] = round(counts.get("completions", 0) / views, 4) if views else 0.0
+    return out
+
+
 # --- user history --------------------------------------------------------------------------------
 # An entry is [video_id, ts_ms, weight]: plain lists so that it serialises as JSON in a Faust table.
 HistoryEntry = list

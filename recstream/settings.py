@@ -88,8 +88,12 @@ class Settings(BaseSettings):
     """Step of the hopping window, seconds."""
     trending_half_life_s: float = Field(default=1800, gt=0)
     """Half-life of the gravity-decayed trending score."""
-    flush_interval_s: float = Field(default=0.2, gt=0)
-    """How often agents flush aggregated state to Redis (serving) and MongoDB (durable)."""
+    batch_size: int = Field(default=2000, ge=1)
+    """Most events an agent aggregates before writing tables and Redis once per key."""
+    batch_within_s: float = Field(default=0.05, gt=0)
+    """Longest an agent waits to fill a batch: the floor of event-to-visible latency."""
+    persist_interval_s: float = Field(default=2.0, gt=0)
+    """How often per-video stats and user profiles changed since the last time go to MongoDB."""
 
     # --- serving ------------------------------------------------------------------------
     max_per_creator: int = Field(default=2, ge=1)

@@ -16,7 +16,12 @@ from recstream.settings import Settings
 TRENDING_KEY = "trending"  # sorted set: video_id -> decayed trending score
 FRESH_KEY = "fresh"  # sorted set: video_id -> created_at (epoch ms)
 VIDEO_META_KEY = "video:meta"  # hash: video_id -> JSON metadata
-VIDEO_STATS_KEY = "video:stats"  # hash: video_id -> JSON lifetime stats
+VIDEO_STATS_KEY = "video:stats"  # hash: video_id -> JSON lifetime + windowed stats
+VIDEO_CREATOR_KEY = "video:creator"  # hash: video_id -> creator_id (the creator cap at serving)
+OVERVIEW_PREFIX = "overview:"  # hash per second: event counts by type, watch time, completions
+ACTIVE_USERS_PREFIX = "active:"  # HyperLogLog per minute of the users who acted
+OVERVIEW_TTL_S = 3600
+SEEN_TTL_S = 30 * 24 * 3600
 
 
 def neighbours_key(video_id: str) -> str:
@@ -25,8 +30,13 @@ def neighbours_key(video_id: str) -> str:
 
 
 def history_key(user_id: str) -> str:
-    """List of a user's recent video ids, newest first (what serving must never recommend again)."""
+    """JSON list of a user's recent engagements [video, ts, weight], newest first."""
     return f"hist:{user_id}"
+
+
+def seen_key(user_id: str) -> str:
+    """Set of every video the user engaged with (serving never recommends these again)."""
+    return f"seen:{user_id}"
 
 
 class Stores:
@@ -113,3 +123,101 @@ class Stores:
             return {}
         values = await self.redis.hmget(key, fields)
         return {f: json.loads(v) for f, v in zip(fields, values, strict=True) if v is not None}
+
+    # --- Redis: writes by the agents, one pipeline per batch -------------------------------
+    async def write_user_state(self, histories: Mapping[str, list], seen: Mapping[str, set[str]]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for user, history in histories.items():
+            pipe.set(history_key(user), json.dumps(history))
+        for user, videos in seen.items():
+            pipe.sadd(seen_key(user), *videos)
+            pipe.expire(seen_key(user), SEEN_TTL_S)
+        await pipe.execute()
+
+    async def write_overview(self, per_second: Mapping[int, Mapping[str, float]],
+                             users_per_minute: Mapping[int, set[str]]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for second, counts in per_second.items():
+            key = f"{OVERVIEW_PREFIX}{second}"
+            for field_, value in counts.items():
+                pipe.hincrbyfloat(key, field_, value)
+            pipe.expire(key, OVERVIEW_TTL_S)
+        for minute, users in users_per_minute.items():
+            key = f"{ACTIVE_USERS_PREFIX}{minute}"
+            pipe.pfadd(key, *users)
+            pipe.expire(key, OVERVIEW_TTL_S)
+        await pipe.execute()
+
+    async def write_video_stats(self, stats: Mapping[str, Mapping[str, Any]],
+                                trend_ranks: Mapping[str, float]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        if stats:
+            pipe.hset(VIDEO_STATS_KEY, mapping={v: json.dumps(doc) for v, doc in stats.items()})
+        if trend_ranks:
+            pipe.zadd(TRENDING_KEY, dict(trend_ranks))
+        await pipe.execute()
+
+    async def write_neighbours(self, neighbours: Mapping[str, Mapping[str, float]]) -> None:
+        """Replace each video's neighbour sorted set (atomically per video: MULTI/EXEC)."""
+        pipe = self.redis.pipeline(transaction=True)
+        for video, scores in neighbours.items():
+            pipe.delete(neighbours_key(video))
+            if scores:
+                pipe.zadd(neighbours_key(video), dict(scores))
+        await pipe.execute()
+
+    async def write_catalog(self, videos: Mapping[str, Mapping[str, Any]]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(VIDEO_META_KEY, mapping={v: json.dumps(doc) for v, doc in videos.items()})
+        pipe.hset(VIDEO_CREATOR_KEY, mapping={v: doc["creator_id"] for v, doc in videos.items()})
+        pipe.zadd(FRESH_KEY, {v: doc["created_at"] for v, doc in videos.items()})
+        await pipe.execute()
+
+    # --- Redis: reads by the serving views ------------------------------------------------
+    async def user_state(self, user_id: str) -> tuple[list, set[str]]:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(history_key(user_id))
+        pipe.smembers(seen_key(user_id))
+        raw, seen = await pipe.execute()
+        return (json.loads(raw) if raw else []), set(seen)
+
+    async def neighbours_of(self, videos: list[str], per_video: int) -> dict[str, dict[str, float]]:
+        if not videos:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for v in videos:
+            pipe.zrevrange(neighbours_key(v), 0, per_video - 1, withscores=True)
+        results = await pipe.execute()
+        return {v: dict(r) for v, r in zip(videos, results, strict=True)}
+
+    async def top_trending(self, k: int) -> list[tuple[str, float]]:
+        return await self.redis.zrevrange(TRENDING_KEY, 0, k - 1, withscores=True)
+
+    async def fresh_videos(self, since_ms: int, k: int) -> list[tuple[str, float]]:
+        return await self.redis.zrevrangebyscore(FRESH_KEY, "+inf", since_ms, start=0, num=k, withscores=True)
+
+    async def creators_of(self, videos: list[str]) -> dict[str, str]:
+        if not videos:
+            return {}
+        values = await self.redis.hmget(VIDEO_CREATOR_KEY, videos)
+        return {v: c for v, c in zip(videos, values, strict=True) if c is not None}
+
+    async def video_stats(self, videos: list[str]) -> dict[str, Any]:
+        return await self.get_json_fields(VIDEO_STATS_KEY, videos)
+
+    async def video_meta(self, videos: list[str]) -> dict[str, Any]:
+        return await self.get_json_fields(VIDEO_META_KEY, videos)
+
+    async def overview(self, since_s: int, until_s: int) -> tuple[dict[int, dict[str, float]], dict[int, int]]:
+        """Per-second counters and per-minute active users between two epoch seconds."""
+        seconds = list(range(since_s, until_s + 1))
+        minutes = sorted({s // 60 for s in seconds})
+        pipe = self.redis.pipeline(transaction=False)
+        for s in seconds:
+            pipe.hgetall(f"{OVERVIEW_PREFIX}{s}")
+        for m in minutes:
+            pipe.pfcount(f"{ACTIVE_USERS_PREFIX}{m}")
+        results = await pipe.execute()
+        per_second = {s: {k: float(v) for k, v in r.items()} for s, r in zip(seconds, results, strict=False) if r}
+        active = dict(zip(minutes, results[len(seconds):], strict=True))
+        return per_second, active

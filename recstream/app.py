@@ -1,0 +1,56 @@
+"""The Faust app: `faust -A recstream.app worker` and `recstream worker` both run it."""
+
+from __future__ import annotations
+
+import sys
+
+import faust
+
+from recstream.settings import Settings, get_settings
+
+
+def create_app(settings: Settings) -> faust.App:
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
+        store="rocksdb://",
+        datadir=str(settings.data_dir / "faust" / f"worker-{settings.web_port}"),
+        topic_partitions=settings.interactions_partitions,
+        topic_replication_factor=settings.replication_factor,
+        table_standby_replicas=settings.table_standby_replicas,
+        processing_guarantee=settings.processing_guarantee,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        # Serving reads what agents materialise to Redis, so any worker answers for any key; the raw
+        # table pages Faust would add are not an API we want to expose.
+        web_tables_enabled=False,
+        autodiscover=False,
+        consumer_auto_offset_reset="earliest",
+        # Faster group joins and failure detection than the defaults (a first join takes ~30 s).
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=20.0,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=settings.batch_size * 2,
+        producer_linger_ms=5,
+        table_cleanup_interval=30.0,
+    )
+    app.recstream_settings = settings  # type: ignore[attr-defined]
+    return app
+
+
+app = create_app(get_settings())
+
+# Register tables, agents and views (autodiscovery does not see packages mapped by package-dir).
+from recstream import agents as _agents  # noqa: E402,F401
+from recstream import web as _web  # noqa: E402,F401
+
+
+def run_worker(extra_args: list[str] | None = None) -> None:
+    """Run one worker with its web views, as `faust -A recstream.app worker` would."""
+    settings = get_settings()
+    argv = ["worker", "--loglevel", settings.log_level, *(extra_args or [])]
+    sys.argv = [sys.argv[0], *argv]
+    app.main()

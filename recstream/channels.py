@@ -1,0 +1,21 @@
+"""The app's Faust topic objects (names in recstream.topics). Values travel as raw JSON bytes so that
+one pydantic schema validates them, and a bad message can be sent to the dead letters untouched."""
+
+from __future__ import annotations
+
+from recstream.app import app
+from recstream.topics import topic_names
+
+_settings = app.recstream_settings  # type: ignore[attr-defined]
+names = topic_names(_settings)
+
+interactions = app.topic(names.interactions, key_type=str, value_type=bytes, value_serializer="raw",
+                         partitions=_settings.interactions_partitions)
+video_events = app.topic(names.video_events, key_type=str, value_type=bytes, value_serializer="raw",
+                         partitions=_settings.interactions_partitions)
+covisit = app.topic(names.covisit, key_type=str, value_type=bytes, value_serializer="raw",
+                    partitions=_settings.covisit_partitions)
+videos = app.topic(names.videos, key_type=str, value_type=bytes, value_serializer="raw",
+                   partitions=_settings.interactions_partitions, compacting=True)
+dead_letters = app.topic(names.dead_letters, key_type=str, value_type=bytes, value_serializer="raw",
+                         partitions=1)

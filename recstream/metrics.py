@@ -1,0 +1,28 @@
+"""Prometheus metrics of this process (served at GET /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+registry = CollectorRegistry()
+
+events_processed = Counter(
+    "recstream_events_processed_total", "Interaction events processed by the agents", ["type"], registry=registry
+)
+messages_processed = Counter(
+    "recstream_messages_processed_total", "Messages processed per agent", ["agent"], registry=registry
+)
+dead_letters = Counter(
+    "recstream_dead_letters_total", "Messages sent to the dead-letter topic", ["topic"], registry=registry
+)
+events_accepted = Counter(
+    "recstream_http_events_accepted_total", "Events accepted by POST /events", registry=registry
+)
+request_latency = Histogram(
+    "recstream_request_latency_seconds", "HTTP request latency", ["route"], registry=registry,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+consumer_lag = Gauge(
+    "recstream_consumer_lag", "Messages not yet consumed, per topic partition", ["topic", "partition"],
+    registry=registry,
+)
