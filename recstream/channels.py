@@ -1,5 +1,8 @@
 """The app's Faust topic objects (names in recstream.topics). Values travel as raw JSON bytes so that
-one pydantic schema validates them, and a bad message can be sent to the dead letters untouched."""
+one pydantic schema validates them, and a bad message can be sent to the dead letters untouched.
+
+`internal=True` makes the worker create missing topics with these partition counts at startup, the
+same specs `recstream.kafka_admin.ensure_topics` gives producers that start first."""
 
 from __future__ import annotations
 
@@ -10,12 +13,12 @@ _settings = app.recstream_settings  # type: ignore[attr-defined]
 names = topic_names(_settings)
 
 interactions = app.topic(names.interactions, key_type=str, value_type=bytes, value_serializer="raw",
-                         partitions=_settings.interactions_partitions)
+                         partitions=_settings.interactions_partitions, internal=True)
 video_events = app.topic(names.video_events, key_type=str, value_type=bytes, value_serializer="raw",
-                         partitions=_settings.interactions_partitions)
+                         partitions=_settings.interactions_partitions, internal=True)
 covisit = app.topic(names.covisit, key_type=str, value_type=bytes, value_serializer="raw",
-                    partitions=_settings.covisit_partitions)
+                    partitions=_settings.covisit_partitions, internal=True)
 videos = app.topic(names.videos, key_type=str, value_type=bytes, value_serializer="raw",
-                   partitions=_settings.interactions_partitions, compacting=True)
+                   partitions=_settings.interactions_partitions, compacting=True, internal=True)
 dead_letters = app.topic(names.dead_letters, key_type=str, value_type=bytes, value_serializer="raw",
-                         partitions=1)
+                         partitions=1, internal=True)

@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     """Faust standby replicas per table (warm copies on other workers for fast failover)."""
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     """Faust processing guarantee; exactly_once uses Kafka transactions."""
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warn", "error", "crit"] = "info"
     """Worker log level."""
 
     # --- streaming algorithms -----------------------------------------------------------

@@ -46,7 +46,8 @@ listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs={data_dir}
 num.partitions=1
-auto.create.topics.enable=true
+# Topics are created explicitly with their partition counts; an auto-created one would have 1.
+auto.create.topics.enable=false
 # One node: internal topics cannot be replicated; transactions still work with RF=1, min ISR 1.
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=8

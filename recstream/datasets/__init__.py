@@ -1,0 +1,129 @@
+"""Loaders: public datasets -> the canonical records (`Interaction`, `Video`), streamed in constant memory.
+
+    for event in iter_events("movielens", "ml-100k/u.data"): ...
+    for event in iter_events_sorted("kuairand", "log_random.csv", report=report): ...   # time order
+
+Each format maps one input row to a view plus one event per action flag (like, share, comment, follow;
+hate -> skip) at the row's time; see each module's docstring for its mapping. Bad rows are skipped and
+counted with their line numbers in a `LoadReport`; exact duplicate rows are dropped (within a window of
+recent rows by `iter_events`, all of them by `iter_events_sorted`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recstream.datasets import kuairand, kuairec, microlens, movielens, tsinghua
+from recstream.datasets.base import IMPLICIT_WATCH_MS, BadRow, DatasetError, LoadReport, Row
+from recstream.datasets.sort import DEFAULT_CHUNK_ROWS, sorted_rows
+from recstream.records import Interaction, Video
+
+__all__ = [
+    "FORMATS",
+    "IMPLICIT_WATCH_MS",
+    "BadRow",
+    "DatasetError",
+    "Format",
+    "LoadReport",
+    "iter_events",
+    "iter_events_sorted",
+    "iter_videos",
+]
+
+# Rows remembered to drop exact repeats while streaming: bounded, so memory stays constant.
+DEDUPE_WINDOW = 10_000
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    description: str
+    rows: Callable[..., Iterator[tuple[int, Row]]]
+    videos: Callable[[Path, LoadReport], Iterator[Video]]
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format("movielens", "MovieLens u.data / ratings.dat / ratings.csv / RecBole .inter", movielens.rows, movielens.videos),
+        Format("microlens", "MicroLens *_pairs.csv / *_pairs.tsv (videos: *_titles.csv)", microlens.rows, microlens.videos),
+        Format("kuairand", "KuaiRand log_*.csv", kuairand.rows, kuairand.videos),
+        Format("kuairec", "KuaiRec small_matrix.csv / big_matrix.csv", kuairec.rows, kuairec.videos),
+        Format("tsinghua", "Tsinghua ShortVideo interaction.csv (videos: the same file or a video table)", tsinghua.rows, tsinghua.videos),
+    )
+}
+
+
+def _format(fmt: str) -> Format:
+    try:
+        return FORMATS[fmt]
+    except KeyError:
+        raise DatasetError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}") from None
+
+
+def iter_rows(fmt: str, path: str | Path, report: LoadReport | None = None, **options: Any) -> Iterator[Row]:
+    """Every row's events in file order, duplicates within the last DEDUPE_WINDOW rows dropped."""
+    report = report if report is not None else LoadReport()
+    path = Path(path)
+    report.fmt, report.path = fmt, str(path)
+    loader = _format(fmt)
+    if not path.is_file():
+        raise DatasetError(f"{fmt}: no such file {path}")
+    recent: OrderedDict[tuple[Interaction, ...], None] = OrderedDict()
+    latest = 0
+    for _line, row in loader.rows(path, report, **options):
+        key = tuple(row)
+        if key in recent:
+            report.duplicates += 1
+            continue
+        recent[key] = None
+        if len(recent) > DEDUPE_WINDOW:
+            recent.popitem(last=False)
+        ts = row[0].ts
+        if ts < latest:
+            report.out_of_order += 1
+        latest = max(latest, ts)
+        report.events += len(row)
+        yield row
+
+
+def iter_events(fmt: str, path: str | Path, report: LoadReport | None = None, **options: Any) -> Iterator[Interaction]:
+    """Interactions in file order (not necessarily time order: see `iter_events_sorted`)."""
+    for row in iter_rows(fmt, path, report, **options):
+        yield from row
+
+
+def iter_events_sorted(
+    fmt: str,
+    path: str | Path,
+    report: LoadReport | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    tmp_dir: str | Path | None = None,
+    **options: Any,
+) -> Iterator[Interaction]:
+    """Interactions in timestamp order, every exact duplicate row dropped, in constant memory.
+
+    A file that fits in `chunk_rows` rows is sorted in memory; a bigger one is cut into sorted runs in
+    temporary files and merged (an external merge sort). Rows with equal timestamps come out in a fixed
+    order (by user, then video), and a row's own events (view, then its actions) stay together.
+    """
+    report = report if report is not None else LoadReport()
+    for row in sorted_rows(iter_rows(fmt, path, report, **options), report, chunk_rows, tmp_dir):
+        yield from row
+
+
+def iter_videos(fmt: str, path: str | Path, report: LoadReport | None = None) -> Iterator[Video]:
+    """Video metadata from the format's metadata file; nothing for formats without one."""
+    report = report if report is not None else LoadReport()
+    path = Path(path)
+    report.fmt, report.path = fmt, str(path)
+    loader = _format(fmt)
+    if not path.is_file():
+        raise DatasetError(f"{fmt}: no such file {path}")
+    for video in loader.videos(path, report):
+        report.videos += 1
+        yield video

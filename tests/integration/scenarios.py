@@ -1,0 +1,186 @@
+"""End-to-end scenarios through the real pipeline (HTTP -> Kafka -> Faust agents -> tables -> HTTP).
+
+Each takes a running cluster and uses fresh ids, so the same scenarios run against one worker and
+against two workers sharing the partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from recstream.topics import topic_names
+
+from .conftest import Cluster, get, post, wait_for
+
+
+def _ids(prefix: str, n: int) -> list[str]:
+    tag = uuid.uuid4().hex[:6]
+    return [f"{prefix}{tag}-{i}" for i in range(n)]
+
+
+def _urls(cluster: Cluster) -> list[str]:
+    return [w.url for w in cluster.workers]
+
+
+def stats_are_exact(cluster: Cluster) -> None:
+    (video, other), urls = _ids("v", 2), _urls(cluster)
+    assert post(urls[0] + "/videos", {"videos": [
+        {"video_id": video, "creator_id": "c-stats", "duration_ms": 10_000, "category": "test"},
+        {"video_id": other, "creator_id": "c-stats", "duration_ms": 10_000}]})[0] == 202
+    users = _ids("u", 10)
+    events = []
+    for i, user in enumerate(users):
+        # 10 views: watch 10 s, 9.5 s, 9 s ... 5.5 s of a 10 s video -> completions (>= 9 s) are 3.
+        events.append({"type": "view", "user_id": user, "video_id": video,
+                       "watch_time_ms": 10_000 - 500 * i, "duration_ms": 10_000})
+    events += [{"type": "like", "user_id": users[0], "video_id": video},
+               {"type": "like", "user_id": users[1], "video_id": video},
+               {"type": "share", "user_id": users[2], "video_id": video},
+               {"type": "comment", "user_id": users[3], "video_id": video},
+               {"type": "skip", "user_id": users[4], "video_id": video},
+               {"type": "view", "user_id": users[5], "video_id": other, "watch_time_ms": 1_000,
+                "duration_ms": 10_000}]
+    status, body = post(urls[-1] + "/events", {"events": events})
+    assert (status, body) == (202, {"accepted": 16})
+
+    def settled():
+        for url in urls:  # every worker gives the same answer
+            s = get(f"{url}/videos/{video}/stats")[1]
+            if s.get("views") != 10 or s.get("comments") != 1:
+                return None
+        return s
+
+    stats = wait_for(settled, timeout=15)
+    assert stats, get(f"{urls[0]}/videos/{video}/stats")
+    assert stats["watch_time_ms"] == sum(10_000 - 500 * i for i in range(10))
+    assert stats["avg_watch_time_ms"] == 7750.0
+    assert stats["completion_rate"] == 0.3
+    assert (stats["likes"], stats["shares"], stats["comments"], stats["skips"]) == (2, 1, 1, 1)
+    assert stats["window_short"]["views"] == 10 and stats["window_long"]["views"] == 10
+    assert get(f"{urls[0]}/videos/never-seen-{uuid.uuid4().hex}/stats")[0] == 404
+
+
+def burst_tops_trending(cluster: Cluster) -> None:
+    (hot,), urls = _ids("hot", 1), _urls(cluster)
+    post(urls[0] + "/videos", {"video_id": hot, "creator_id": "c-hot", "duration_ms": 8_000})
+    events = [{"type": "view", "user_id": u, "video_id": hot, "watch_time_ms": 8_000, "duration_ms": 8_000}
+              for u in _ids("fan", 60)]
+    events += [{"type": "share", "user_id": e["user_id"], "video_id": hot} for e in events[:20]]
+    assert post(urls[0] + "/events", {"events": events})[0] == 202
+
+    def first_is_hot_with_all_views():
+        first = (get(urls[-1] + "/trending?k=5")[1]["items"] or [{}])[0]
+        return first.get("video_id") == hot and first.get("views") == 60 and first
+    first = wait_for(first_is_hot_with_all_views, timeout=15)
+    assert first, get(urls[-1] + "/trending?k=5")
+    assert first["completion_rate"] == 1.0 and first["likes"] == 0
+
+
+def next_video_follows_within_a_second(cluster: Cluster) -> None:
+    (a, b, c), urls = _ids("seq", 3), _urls(cluster)
+    post(urls[0] + "/videos", {"videos": [{"video_id": v, "creator_id": f"cr-{v}", "duration_ms": 10_000}
+                                          for v in (a, b, c)]})
+    events = []
+    for u in _ids("crowd", 30):
+        events.append({"type": "view", "user_id": u, "video_id": a, "watch_time_ms": 10_000, "duration_ms": 10_000})
+        events.append({"type": "view", "user_id": u, "video_id": b, "watch_time_ms": 10_000, "duration_ms": 10_000})
+    assert post(urls[0] + "/events", {"events": events})[0] == 202
+    assert wait_for(lambda: any(i["video_id"] == b for i in get(f"{urls[-1]}/videos/{a}/similar")[1]["items"]),
+                    timeout=15)
+
+    (newcomer,) = _ids("new", 1)
+    before = get(f"{urls[0]}/recommendations/{newcomer}")[1]
+    assert before["items"] is not None  # cold start: trending/fresh, not an error
+    started = time.monotonic()
+    assert post(urls[0] + "/events", {"type": "view", "user_id": newcomer, "video_id": a,
+                                      "watch_time_ms": 10_000, "duration_ms": 10_000})[0] == 202
+
+    def b_first():
+        items = get(f"{urls[-1]}/recommendations/{newcomer}?k=10")[1]["items"]
+        return items and items[0]["video_id"] == b and items[0]
+    first = wait_for(b_first, timeout=5, interval=0.02)
+    elapsed = time.monotonic() - started
+    assert first, get(f"{urls[-1]}/recommendations/{newcomer}?k=10")
+    assert f"because you watched {a}" in first["reasons"]
+    assert elapsed < 1.0, f"took {elapsed:.2f}s"
+    # Never a video the user already watched, however often we ask.
+    for url in urls:
+        items = get(f"{url}/recommendations/{newcomer}?k=50")[1]["items"]
+        assert a not in {i["video_id"] for i in items}
+    post(urls[0] + "/events", {"type": "view", "user_id": newcomer, "video_id": b, "watch_time_ms": 10_000,
+                               "duration_ms": 10_000})
+    assert wait_for(lambda: b not in {i["video_id"] for i in get(f"{urls[-1]}/recommendations/{newcomer}?k=50")[1]["items"]})
+
+
+async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        if not parts:
+            await consumer.topics()
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        return {tp.partition: off for tp, off in (await consumer.end_offsets(parts)).items()}
+    finally:
+        await consumer.stop()
+
+
+def malformed_request_produces_nothing(cluster: Cluster) -> None:
+    url, s = cluster.url, cluster.settings
+    topic = topic_names(s).interactions
+    before = asyncio.run(_end_offsets(s.kafka_bootstrap, topic))
+    good = {"type": "like", "user_id": "u-ok", "video_id": "v-ok"}
+    status, body = post(url + "/events", {"events": [good, good, {"type": "view", "user_id": "u", "video_id": "v",
+                                                                   "watch_time_ms": -5}]})
+    assert status == 422
+    assert body["details"][0]["index"] == 2 and body["details"][0]["field"] == "watch_time_ms"
+    status, body = post(url + "/events", {"events": [good, {"type": "teleport", "user_id": "u", "video_id": "v"}]})
+    assert status == 422 and body["details"][0] == {"index": 1, "field": "type", "message": body["details"][0]["message"]}
+    assert post(url + "/events", b"{not json")[0] == 400
+    assert post(url + "/events", [1, 2])[0] == 422
+    assert asyncio.run(_end_offsets(s.kafka_bootstrap, topic)) == before
+
+
+async def _write_raw_and_read_dead_letter(s, garbage: bytes) -> dict:  # noqa: ANN001
+    names = topic_names(s)
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(names.interactions, key=b"garbage-user", value=garbage)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(names.dead_letters, bootstrap_servers=s.kafka_bootstrap,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                for m in msgs:
+                    letter = json.loads(m.value)
+                    if letter["value"] == garbage.decode(errors="replace"):
+                        return letter
+        return {}
+    finally:
+        await consumer.stop()
+
+
+def garbage_goes_to_dead_letters(cluster: Cluster) -> None:
+    garbage = f"}}garbage {uuid.uuid4().hex}".encode()
+    letter = asyncio.run(_write_raw_and_read_dead_letter(cluster.settings, garbage))
+    assert letter, "no dead letter arrived"
+    assert letter["source_topic"] == topic_names(cluster.settings).interactions
+    assert "json" in letter["reason"].lower()
+    # The worker keeps going: a good event after the garbage is still processed.
+    (video,) = _ids("after", 1)
+    post(cluster.url + "/events", {"type": "like", "user_id": "garbage-user", "video_id": video})
+    assert wait_for(lambda: get(f"{cluster.url}/videos/{video}/stats")[1].get("likes") == 1, timeout=10)
+
+
+ALL = [stats_are_exact, burst_tops_trending, next_video_follows_within_a_second,
+       malformed_request_produces_nothing, garbage_goes_to_dead_letters]
