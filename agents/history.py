@@ -47,13 +47,15 @@ async def process(events) -> None:  # noqa: ANN001
                                                      _s.covisit_recency):
                 pairs[src][dst] += w
             history = scoring.update_history(history, record.video_id, record.ts, weight, _s.history_length)
-            seen[user].add(record.video_id)
             _count_overview(overview[record.ts // 1000], record)
             active[record.ts // 60_000].add(user)
             newest_ts = max(newest_ts, record.ts)
         with as_event(items[-1][0]):
             user_history[user] = history  # one changelog write per user per batch
         histories[user] = history
+        # Re-adding the whole bounded history (not just this batch) lets the Redis seen set rebuild
+        # itself from the table after Redis lost it.
+        seen[user] = {e[0] for e in history}
 
     for event, record in parsed:
         await channels.video_events.send(key=record.video_id, value=event.value)

@@ -157,7 +157,12 @@ class Health(web.View):
         deps = await stores().health()
         deps["kafka"] = "ok" if app.producer is not None and app.producer.started else "not connected"
         ok = all(v == "ok" for v in deps.values())
-        return self.json({"status": "ok" if ok else "degraded", "dependencies": deps},
+        assigned: dict[str, int] = {}
+        if app.consumer is not None:
+            for tp in app.consumer.assignment():
+                assigned[tp.topic] = assigned.get(tp.topic, 0) + 1
+        return self.json({"status": "ok" if ok else "degraded", "dependencies": deps,
+                          "rebalancing": bool(app.rebalancing), "assigned_partitions": assigned},
                          status=200 if ok else 503)
 
 

@@ -49,11 +49,26 @@ class Format:
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
-        Format("movielens", "MovieLens u.data / ratings.dat / ratings.csv / RecBole .inter", movielens.rows, movielens.videos),
-        Format("microlens", "MicroLens *_pairs.csv / *_pairs.tsv (videos: *_titles.csv)", microlens.rows, microlens.videos),
+        Format(
+            "movielens",
+            "MovieLens u.data / ratings.dat / ratings.csv / RecBole .inter",
+            movielens.rows,
+            movielens.videos,
+        ),
+        Format(
+            "microlens",
+            "MicroLens *_pairs.csv / *_pairs.tsv (videos: *_titles.csv)",
+            microlens.rows,
+            microlens.videos,
+        ),
         Format("kuairand", "KuaiRand log_*.csv", kuairand.rows, kuairand.videos),
         Format("kuairec", "KuaiRec small_matrix.csv / big_matrix.csv", kuairec.rows, kuairec.videos),
-        Format("tsinghua", "Tsinghua ShortVideo interaction.csv (videos: the same file or a video table)", tsinghua.rows, tsinghua.videos),
+        Format(
+            "tsinghua",
+            "Tsinghua ShortVideo interaction.csv (videos: the same file or a video table)",
+            tsinghua.rows,
+            tsinghua.videos,
+        ),
     )
 }
 
@@ -91,7 +106,9 @@ def iter_rows(fmt: str, path: str | Path, report: LoadReport | None = None, **op
         yield row
 
 
-def iter_events(fmt: str, path: str | Path, report: LoadReport | None = None, **options: Any) -> Iterator[Interaction]:
+def iter_events(
+    fmt: str, path: str | Path, report: LoadReport | None = None, **options: Any
+) -> Iterator[Interaction]:
     """Interactions in file order (not necessarily time order: see `iter_events_sorted`)."""
     for row in iter_rows(fmt, path, report, **options):
         yield from row

@@ -45,13 +45,16 @@ def rows(path: Path, report: LoadReport) -> Iterator[tuple[int, Row]]:
             if len(fields) != len(cols.names):
                 raise BadRow(f"expected {len(cols.names)} fields, got {len(fields)}")
             actions = [event for i, name, event in flags if i is not None and flag(cell(fields, i), name)]
-            yield line, row_events(
-                identifier(cell(fields, user), "user_id"),
-                identifier(cell(fields, video), "video_id"),
-                millis(cell(fields, ts), "time_ms", 1),
-                millis(cell(fields, play), "play_time_ms", 1),
-                millis(cell(fields, duration), "duration_ms", 1, required=False),
-                actions,
+            yield (
+                line,
+                row_events(
+                    identifier(cell(fields, user), "user_id"),
+                    identifier(cell(fields, video), "video_id"),
+                    millis(cell(fields, ts), "time_ms", 1),
+                    millis(cell(fields, play), "play_time_ms", 1),
+                    millis(cell(fields, duration), "duration_ms", 1, required=False),
+                    actions,
+                ),
             )
         except BadRow as exc:
             report.bad(line, str(exc))

@@ -65,12 +65,15 @@ def rows(path: Path, report: LoadReport) -> Iterator[tuple[int, Row]]:
                 if r is None or not dur:
                     raise BadRow("play_duration is missing (and no watch_ratio with a duration)")
                 watch = round(max(r, 0.0) * dur)
-            yield line, row_events(
-                identifier(cell(fields, user), "user_id"),
-                identifier(cell(fields, video), "video_id"),
-                when,
-                watch,
-                dur,
+            yield (
+                line,
+                row_events(
+                    identifier(cell(fields, user), "user_id"),
+                    identifier(cell(fields, video), "video_id"),
+                    when,
+                    watch,
+                    dur,
+                ),
             )
         except BadRow as exc:
             report.bad(line, str(exc))

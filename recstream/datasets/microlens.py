@@ -38,7 +38,9 @@ MAX_CAPTION = 2000
 
 
 def _pair(user: str, item: str, ts: int | None) -> Row:
-    return row_events(identifier(user, "user"), identifier(item, "item"), ts, IMPLICIT_WATCH_MS, None, ["comment"])
+    return row_events(
+        identifier(user, "user"), identifier(item, "item"), ts, IMPLICIT_WATCH_MS, None, ["comment"]
+    )
 
 
 def _csv_pairs(path: Path, report: LoadReport) -> Iterator[tuple[int, Row]]:
@@ -46,7 +48,11 @@ def _csv_pairs(path: Path, report: LoadReport) -> Iterator[tuple[int, Row]]:
     has_header = not head[0].strip().isdigit()
     if has_header:
         cols = Columns(head, "microlens")
-        u, i, t = cols.find("user", "userid", "user_id"), cols.find("item", "videoid", "item_id", "video_id"), cols.find("timestamp", "time", "ts")
+        u, i, t = (
+            cols.find("user", "userid", "user_id"),
+            cols.find("item", "videoid", "item_id", "video_id"),
+            cols.find("timestamp", "time", "ts"),
+        )
     else:
         u, i, t = 0, 1, 2
     need = max(u, i, t) + 1  # type: ignore[type-var]

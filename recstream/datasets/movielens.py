@@ -65,12 +65,15 @@ def rows(path: Path, report: LoadReport) -> Iterator[tuple[int, Row]]:
                 if rating is None or rating <= 0:
                     raise BadRow(f"rating must be > 0, got {fields[r].strip()!r}")  # type: ignore[index]
                 watch = round(min(rating, MAX_RATING) / MAX_RATING * IMPLICIT_WATCH_MS)
-                yield line_no, row_events(
-                    identifier(fields[u].strip(), "user"),
-                    identifier(fields[i].strip(), "item"),
-                    millis(fields[t].strip(), "timestamp", 1000),
-                    watch,
-                    None,
+                yield (
+                    line_no,
+                    row_events(
+                        identifier(fields[u].strip(), "user"),
+                        identifier(fields[i].strip(), "item"),
+                        millis(fields[t].strip(), "timestamp", 1000),
+                        watch,
+                        None,
+                    ),
                 )
             except BadRow as exc:
                 report.bad(line_no, str(exc))

@@ -38,7 +38,10 @@ def _spill(lines: Iterable[str], directory: str) -> IO[str]:
 
 
 def sorted_rows(
-    rows: Iterable[Row], report: LoadReport, chunk_rows: int = DEFAULT_CHUNK_ROWS, tmp_dir: str | Path | None = None
+    rows: Iterable[Row],
+    report: LoadReport,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    tmp_dir: str | Path | None = None,
 ) -> Iterator[Row]:
     """`rows` in timestamp order without exact duplicates (counted in `report`)."""
     with tempfile.TemporaryDirectory(prefix="recstream-sort-", dir=tmp_dir) as directory:

@@ -32,12 +32,21 @@ from recstream.datasets.base import (
 from recstream.records import EventType, Video
 
 BEIJING = timezone(timedelta(hours=8))
-FLAGS: dict[str, EventType] = {"cvm_like": "like", "forward": "share", "comment": "comment", "follow": "follow", "hate": "skip"}
+FLAGS: dict[str, EventType] = {
+    "cvm_like": "like",
+    "forward": "share",
+    "comment": "comment",
+    "follow": "follow",
+    "hate": "skip",
+}
 VIDEO_COLUMNS = ("duration", "author_id", "category_id", "parent_id", "root_id", "tag_name", "title")
 
 
 def _hour_time(fields: list[str], cols: Columns) -> int | None:
-    day, hour = cell(fields, cols.find("p_date", required=False)), cell(fields, cols.find("p_hour", required=False))
+    day, hour = (
+        cell(fields, cols.find("p_date", required=False)),
+        cell(fields, cols.find("p_hour", required=False)),
+    )
     if not day:
         return None
     try:
@@ -75,13 +84,16 @@ def rows(path: Path, report: LoadReport, videos_path: Path | None = None) -> Ite
                 actions.insert(0, "like")
             when = millis(cell(fields, ts), "exposed_time", 1000, required=False)
             dur = millis(cell(fields, duration), "duration", 1000, required=False) or known.get(video)
-            yield line, row_events(
-                identifier(cell(fields, user), "user_id"),
-                video,
-                when if when is not None else _hour_time(fields, cols),
-                millis(cell(fields, watch), "watch_time", 1000),
-                dur,
-                actions,
+            yield (
+                line,
+                row_events(
+                    identifier(cell(fields, user), "user_id"),
+                    video,
+                    when if when is not None else _hour_time(fields, cols),
+                    millis(cell(fields, watch), "watch_time", 1000),
+                    dur,
+                    actions,
+                ),
             )
         except BadRow as exc:
             report.bad(line, str(exc))
@@ -101,7 +113,11 @@ def videos(path: Path, report: LoadReport) -> Iterator[Video]:
             if video_id in seen:
                 continue
             author = cell(fields, at["author_id"])
-            category = cell(fields, at["root_id"]) or cell(fields, at["parent_id"]) or cell(fields, at["category_id"])
+            category = (
+                cell(fields, at["root_id"])
+                or cell(fields, at["parent_id"])
+                or cell(fields, at["category_id"])
+            )
             tags = [t[:64] for t in (cell(fields, at["tag_name"]),) if t]
             tags += [f"category:{c}" for c in (cell(fields, at["category_id"]),) if c]
             yield make_video(

@@ -68,6 +68,18 @@ class Cluster:
         for w in self.workers:
             w.stop()
 
+    def wait_settled(self, timeout: float = 60) -> None:
+        """Until every partition of the interactions topic is owned by exactly one worker, no rebalance."""
+        topic = f"{self.settings.topic_prefix}.interactions"
+
+        def settled() -> bool:
+            healths = [get(w.url + "/health")[1] for w in self.workers]
+            owned = [h.get("assigned_partitions", {}).get(topic, 0) for h in healths]
+            return not any(h.get("rebalancing") for h in healths) and sum(owned) == \
+                self.settings.interactions_partitions and all(owned)
+        if not wait_for(settled, timeout=timeout, interval=0.5):
+            raise RuntimeError(f"cluster did not settle: {[get(w.url + '/health')[1] for w in self.workers]}")
+
 
 class WorkerProcess:
     def __init__(self, cluster: Cluster, port: int) -> None:
@@ -148,5 +160,6 @@ def cluster2(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
     c = Cluster(services, tmp_path_factory.mktemp("cluster2"))
     c.start_worker()
     c.start_worker()
+    c.wait_settled()
     yield c
     c.stop()

@@ -1,0 +1,280 @@
+"""The ALS model registry: every version in MongoDB, the active one hot in Redis, a training lock.
+
+Redis (hot, what serving reads), under a namespace `ns` (default "model"):
+
+- `{ns}:active`                  the active version (a short string): the one key serving polls
+- `{ns}:{version}:meta`          JSON: params, metrics, data range, shapes
+- `{ns}:{version}:item_factors`  float32 little-endian bytes, row-major (n_items x rank)
+- `{ns}:{version}:user_factors`  float32 little-endian bytes, row-major (n_users x rank)
+- `{ns}:{version}:item_ids`      JSON list: row i of item_factors is video item_ids[i]
+- `{ns}:{version}:user_ids`      JSON list: row i of user_factors is user user_ids[i]
+- `{ns}:lock:train`              the training lock (SET NX PX, renewed while training runs)
+
+A version's keys are written first and never change; activation is then one `SET {ns}:active`, so a
+reader sees either the old model or the new one, never a mix. The previous version's keys get a TTL
+(kept a day, for rollback and for readers still loading it).
+
+MongoDB (durable, every version kept): collection `models` (one document per version: params,
+metrics, gate decision, status) and `model_chunks` (the same five blobs, cut into chunks of at most
+4 MiB, because documents must stay small on the MongoDB-protocol server).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import redis
+import redis.asyncio as aioredis
+from pymongo import ASCENDING, DESCENDING, MongoClient
+
+from recstream.settings import Settings
+
+DEFAULT_NAMESPACE = "model"
+MODELS = "models"
+CHUNKS = "model_chunks"
+CHUNK_BYTES = 4 * 1024 * 1024
+PREVIOUS_VERSION_TTL_S = 24 * 3600
+BLOBS = ("meta", "item_factors", "user_factors", "item_ids", "user_ids")
+
+
+class ModelStoreError(Exception):
+    """The registry cannot do what was asked (unknown version, lock held, ...)."""
+
+
+class LockHeld(ModelStoreError):
+    """Another training holds the lock."""
+
+
+def active_key(namespace: str = DEFAULT_NAMESPACE) -> str:
+    return f"{namespace}:active"
+
+
+def blob_key(version: str, blob: str, namespace: str = DEFAULT_NAMESPACE) -> str:
+    return f"{namespace}:{version}:{blob}"
+
+
+def new_version(now_ms: int | None = None) -> str:
+    """Sortable by time, unique across concurrent trainers: 20261126T084500Z-3fa2."""
+    t = time.gmtime((now_ms if now_ms is not None else time.time() * 1000) / 1000)
+    return time.strftime("%Y%m%dT%H%M%SZ", t) + "-" + secrets.token_hex(2)
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A trained model as serving needs it. `meta` is JSON-serialisable (params, metrics, data range)."""
+
+    version: str
+    user_ids: list[str]
+    item_ids: list[str]
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+    meta: Mapping[str, Any]
+
+    def blobs(self) -> dict[str, bytes]:
+        meta = {
+            **self.meta,
+            "version": self.version,
+            "rank": int(self.item_factors.shape[1]),
+            "n_users": len(self.user_ids),
+            "n_items": len(self.item_ids),
+            "dtype": "<f4",
+        }
+        return {
+            "meta": json.dumps(meta).encode(),
+            "item_factors": np.ascontiguousarray(self.item_factors, dtype="<f4").tobytes(),
+            "user_factors": np.ascontiguousarray(self.user_factors, dtype="<f4").tobytes(),
+            "item_ids": json.dumps(self.item_ids).encode(),
+            "user_ids": json.dumps(self.user_ids).encode(),
+        }
+
+    @classmethod
+    def from_blobs(cls, version: str, blobs: Mapping[str, bytes]) -> ModelArtifact:
+        meta = json.loads(blobs["meta"])
+        rank = int(meta["rank"])
+        items = np.frombuffer(blobs["item_factors"], dtype="<f4").reshape(-1, rank)
+        users = np.frombuffer(blobs["user_factors"], dtype="<f4").reshape(-1, rank)
+        return cls(
+            version=version,
+            user_ids=json.loads(blobs["user_ids"]),
+            item_ids=json.loads(blobs["item_ids"]),
+            user_factors=users,
+            item_factors=items,
+            meta=meta,
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars and tuples out, so the registry document is plain BSON/JSON."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class ModelRegistry:
+    """Synchronous registry client for the trainer (Spark's driver is not an asyncio program)."""
+
+    def __init__(self, settings: Settings, namespace: str = DEFAULT_NAMESPACE) -> None:
+        self.namespace = namespace
+        self.redis = redis.Redis.from_url(settings.redis_url, decode_responses=False)
+        self.mongo = MongoClient(settings.mongo_url, serverSelectionTimeoutMS=5000)
+        self.db = self.mongo[settings.mongo_db]
+
+    def close(self) -> None:
+        self.redis.close()
+        self.mongo.close()
+
+    def ensure_indexes(self) -> None:
+        self.db[MODELS].create_index([("namespace", ASCENDING), ("created_at", DESCENDING)])
+        self.db[CHUNKS].create_index([("version", ASCENDING), ("blob", ASCENDING), ("seq", ASCENDING)])
+
+    # --- reading ---------------------------------------------------------------------------
+    def active_version(self) -> str | None:
+        raw = self.redis.get(active_key(self.namespace))
+        return raw.decode() if raw else None
+
+    def get(self, version: str) -> dict[str, Any] | None:
+        """The registry document of a version (params, metrics, gate, status)."""
+        return self.db[MODELS].find_one({"_id": version, "namespace": self.namespace})
+
+    def versions(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Newest first."""
+        cursor = self.db[MODELS].find({"namespace": self.namespace}).sort([("created_at", DESCENDING)])
+        return list(cursor.limit(limit))
+
+    def load(self, version: str) -> ModelArtifact:
+        """A version's factors and id maps from the durable registry (Mongo chunks)."""
+        blobs: dict[str, bytearray] = {b: bytearray() for b in BLOBS}
+        for doc in self.db[CHUNKS].find({"version": version}).sort([("blob", 1), ("seq", 1)]):
+            blobs[doc["blob"]] += doc["data"]
+        if not blobs["meta"]:
+            raise ModelStoreError(f"model version {version!r} has no stored factors")
+        return ModelArtifact.from_blobs(version, {k: bytes(v) for k, v in blobs.items()})
+
+    # --- writing ---------------------------------------------------------------------------
+    def register(self, artifact: ModelArtifact, document: Mapping[str, Any]) -> None:
+        """Keep a version for good: its factors as chunks, then its document (so a document never
+        points at missing chunks)."""
+        chunks = []
+        for blob, data in artifact.blobs().items():
+            for seq, start in enumerate(range(0, max(len(data), 1), CHUNK_BYTES)):
+                chunks.append(
+                    {
+                        "_id": f"{artifact.version}/{blob}/{seq}",
+                        "version": artifact.version,
+                        "blob": blob,
+                        "seq": seq,
+                        "data": data[start : start + CHUNK_BYTES],
+                    }
+                )
+        # One insert per chunk keeps each wire message small on the MongoDB-protocol server.
+        for chunk in chunks:
+            self.db[CHUNKS].replace_one({"_id": chunk["_id"]}, chunk, upsert=True)
+        doc = _jsonable({**document, "_id": artifact.version, "namespace": self.namespace})
+        self.db[MODELS].replace_one({"_id": artifact.version}, doc, upsert=True)
+
+    def activate(self, artifact: ModelArtifact) -> str | None:
+        """Make `artifact` the served model; returns the version it replaced.
+
+        The versioned keys go first, in one MULTI/EXEC; the switch is the single SET afterwards.
+        """
+        ns, version = self.namespace, artifact.version
+        previous = self.active_version()
+        pipe = self.redis.pipeline(transaction=True)
+        for blob, data in artifact.blobs().items():
+            pipe.set(blob_key(version, blob, ns), data)
+        pipe.execute()
+        self.redis.set(active_key(ns), version)
+        now = int(time.time() * 1000)
+        models = self.db[MODELS]
+        models.update_one({"_id": version}, {"$set": {"status": "active", "activated_at": now}})
+        if previous and previous != version:
+            for blob in BLOBS:
+                self.redis.expire(blob_key(previous, blob, ns), PREVIOUS_VERSION_TTL_S)
+            models.update_one({"_id": previous}, {"$set": {"status": "retired", "retired_at": now}})
+        return previous
+
+    def activate_version(self, version: str) -> str | None:
+        """Roll back (or forward) to any registered version."""
+        if self.get(version) is None:
+            raise ModelStoreError(f"no model version {version!r} in namespace {self.namespace!r}")
+        return self.activate(self.load(version))
+
+    def delete_namespace(self) -> None:
+        """Remove every version of this namespace from Redis and MongoDB (tests, experiments)."""
+        versions = [d["_id"] for d in self.db[MODELS].find({"namespace": self.namespace}, {"_id": 1})]
+        for version in versions:
+            self.db[CHUNKS].delete_many({"version": version})
+            self.redis.delete(*(blob_key(version, b, self.namespace) for b in BLOBS))
+        self.db[MODELS].delete_many({"namespace": self.namespace})
+        self.redis.delete(active_key(self.namespace), self.lock_key)
+
+    # --- the training lock -----------------------------------------------------------------
+    @property
+    def lock_key(self) -> str:
+        return f"{self.namespace}:lock:train"
+
+    _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+    _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+    @contextmanager
+    def training_lock(self, ttl_s: float = 300.0, holder: str = "") -> Iterator[None]:
+        """At most one training at a time, across processes and hosts.
+
+        SET NX with an expiry, so a crashed trainer frees it after `ttl_s`; a thread renews it every
+        ttl/3 while this one is alive, so a long training keeps it. Raises LockHeld otherwise.
+        """
+        token = f"{holder or 'trainer'}/{secrets.token_hex(8)}/{int(time.time())}"
+        ttl_ms = int(ttl_s * 1000)
+        if not self.redis.set(self.lock_key, token, nx=True, px=ttl_ms):
+            current = self.redis.get(self.lock_key)
+            raise LockHeld(f"another training holds {self.lock_key}: {current.decode() if current else '?'}")
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(ttl_s / 3):
+                try:
+                    self.redis.eval(self._RENEW, 1, self.lock_key, token, ttl_ms)
+                except redis.RedisError:  # a blip: the next renewal (or the TTL) settles it
+                    pass
+
+        thread = threading.Thread(target=renew, name="train-lock-renewal", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+            self.redis.eval(self._RELEASE, 1, self.lock_key, token)
+
+
+# --- serving: async reads of the active model --------------------------------------------------
+async def get_active_version(client: aioredis.Redis, namespace: str = DEFAULT_NAMESPACE) -> str | None:
+    raw = await client.get(active_key(namespace))
+    if raw is None:
+        return None
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+async def load_version(
+    client: aioredis.Redis, version: str, namespace: str = DEFAULT_NAMESPACE
+) -> ModelArtifact | None:
+    """One version's blobs in one round trip; None when they are gone (expired, deleted).
+
+    `client` must be created with decode_responses=False: the factors are raw bytes.
+    """
+    values = await client.mget([blob_key(version, b, namespace) for b in BLOBS])
+    if any(v is None for v in values):
+        return None
+    return ModelArtifact.from_blobs(version, dict(zip(BLOBS, values, strict=True)))

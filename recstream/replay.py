@@ -1,0 +1,225 @@
+"""`recstream replay`: publish a dataset to Kafka in timestamp order (its videos first), and `Publisher`,
+the batching producer that `simulate` shares.
+
+Timestamps: by default every event keeps the dataset's own ts, so event-time windows and the ALS
+holdout see the dataset's real time line; `--speed X` only paces the sending (X times faster than the
+original gaps). `--retime` instead stamps each event with the wall-clock time it is sent, as if the
+log were happening live (what trending windows and "fresh" candidates need); videos are then
+published as created now, otherwise as created at the log's first event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from recstream.datasets import FORMATS, DatasetError, LoadReport, iter_events_sorted, iter_videos
+from recstream.datasets.sort import DEFAULT_CHUNK_ROWS
+from recstream.records import Interaction, Video, encode, now_ms
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaProducer
+
+    from recstream.settings import Settings
+
+# Formats whose interaction file carries the video attributes too (used when --videos is not given).
+VIDEOS_IN_LOG = {"tsinghua"}
+
+
+class PublishError(Exception):
+    """Kafka refused or lost a message (the first such error; the rest of the run was still sent)."""
+
+
+class Publisher:
+    """One producer for videos (key video_id) and interactions (key user_id).
+
+    `send` only appends to the producer's batch (awaiting just when its buffer is full); deliveries are
+    checked by callback, so throughput is bounded by the broker, not by one round trip per message.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from recstream.topics import topic_names
+
+        self.settings = settings
+        self.topics = topic_names(settings)
+        self.sent = 0
+        self.error: BaseException | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    async def __aenter__(self) -> Publisher:
+        from aiokafka import AIOKafkaProducer
+
+        from recstream.kafka_admin import ensure_topics
+
+        await ensure_topics(self.settings)
+        # Batches up to 1 MiB with a few ms of linger: far fewer requests than messages. acks=all with
+        # idempotence keeps each user's events in order even when a batch is retried.
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            linger_ms=5,
+            max_batch_size=1 << 20,
+            acks="all",
+            enable_idempotence=True,
+        )
+        await self._producer.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._producer is not None
+        try:
+            if exc_type is None:
+                await self._producer.flush()
+        finally:
+            await self._producer.stop()
+        if exc_type is None and self.error is not None:
+            raise PublishError(str(self.error)) from self.error
+
+    async def video(self, video: Video) -> None:
+        await self._send(self.topics.videos, video.video_id, encode(video))
+
+    async def event(self, event: Interaction) -> None:
+        await self._send(self.topics.interactions, event.user_id, encode(event))
+
+    async def flush(self) -> None:
+        assert self._producer is not None
+        await self._producer.flush()
+
+    async def _send(self, topic: str, key: str, value: bytes) -> None:
+        assert self._producer is not None
+        future = await self._producer.send(topic, value, key=key.encode())
+        future.add_done_callback(self._delivered)
+        self.sent += 1
+
+    def _delivered(self, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None and self.error is None:
+            self.error = future.exception()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("format", choices=list(FORMATS), help="dataset format")
+    parser.add_argument("path", type=Path, help="the interactions file")
+    parser.add_argument("--videos", type=Path, metavar="PATH",
+                        help="metadata file (microlens *_titles.csv, tsinghua video table)")  # fmt: skip
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, help="replay X times faster than the original gaps")
+    pace.add_argument("--as-fast-as-possible", action="store_true", help="no waiting (the default)")
+    parser.add_argument("--limit", type=int, help="publish at most N events")
+    parser.add_argument("--retime", action="store_true", help="stamp events with the time they are sent")
+    parser.add_argument(
+        "--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help="rows sorted in memory at once"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from recstream.settings import get_settings
+
+    if args.speed is not None and args.speed <= 0:
+        print("error: --speed must be > 0", file=sys.stderr)
+        return 2
+    try:
+        stats = run_replay(
+            get_settings(), args.format, args.path, videos_path=args.videos, speed=args.speed,
+            limit=args.limit, retime=args.retime, chunk_rows=args.chunk_rows, quiet=args.quiet,
+        )  # fmt: skip
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(stats))
+    return 0
+
+
+def run_replay(
+    settings: Settings,
+    fmt: str,
+    path: str | Path,
+    *,
+    videos_path: str | Path | None = None,
+    speed: float | None = None,
+    limit: int | None = None,
+    retime: bool = False,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Publish the dataset's videos, then its events in timestamp order; returns counts and the report."""
+    return asyncio.run(replay(settings, fmt, path, videos_path, speed, limit, retime, chunk_rows, quiet))
+
+
+async def replay(
+    settings: Settings,
+    fmt: str,
+    path: str | Path,
+    videos_path: str | Path | None,
+    speed: float | None,
+    limit: int | None,
+    retime: bool,
+    chunk_rows: int,
+    quiet: bool,
+) -> dict[str, Any]:
+    from recstream.progress import Progress
+
+    report, video_report = LoadReport(), LoadReport()
+    if videos_path is None and fmt in VIDEOS_IN_LOG:
+        videos_path = path
+    # The sort reads the whole file before the first event comes out: do it before connecting, so a
+    # bad file fails fast and the videos can be dated from the log's first event.
+    events = iter_events_sorted(fmt, path, report, chunk_rows=chunk_rows)
+    first = next(events, None)
+    created_at = now_ms() if retime or first is None else first.ts
+    progress = Progress("replay", quiet=quiet)
+    sent_videos = 0
+    first_ts = last_ts = None
+    async with Publisher(settings) as publisher:
+        if videos_path is not None:
+            for video in iter_videos(fmt, videos_path, video_report):
+                await publisher.video(video.model_copy(update={"created_at": created_at}))
+                sent_videos += 1
+            await publisher.flush()  # the catalog is in the log before any event that refers to it
+        wall0 = time.monotonic()
+        pending = [first] if first is not None else []
+        for event in itertools.chain(pending, events):
+            if limit is not None and progress.count >= limit:
+                break
+            if first_ts is None:
+                first_ts = event.ts
+            last_ts = event.ts
+            if speed is not None:  # wait until this event's (scaled) moment has come
+                ahead = wall0 + (event.ts - first_ts) / 1000 / speed - time.monotonic()
+                if ahead > 0.002:
+                    await asyncio.sleep(ahead)
+            if retime:
+                event = event.model_copy(update={"ts": now_ms()})
+            await publisher.event(event)
+            progress.add()
+            if progress.count % 1024 == 0:
+                progress.detail = "at " + datetime.fromtimestamp(last_ts / 1000, UTC).strftime(
+                    "%Y-%m-%d %H:%M"
+                )
+    progress.close()
+    if not quiet:
+        print(report.summary(), file=sys.stderr)
+    elapsed = time.monotonic() - progress.started
+    return {
+        "format": fmt,
+        "videos": sent_videos,
+        "events": progress.count,
+        "rows": report.rows,
+        "bad_rows": report.bad_rows,
+        "bad_samples": report.bad_samples,
+        "duplicates": report.duplicates,
+        "out_of_order_rows": report.out_of_order,
+        "first_ts": first_ts,
+        "last_ts": last_ts,
+        "elapsed_s": round(elapsed, 3),
+        "events_per_s": round(progress.count / elapsed, 1) if elapsed else None,
+    }

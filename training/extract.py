@@ -1,0 +1,150 @@
+"""Extract: the interactions log from Kafka (batch, up to the current end offsets) or a dataset file.
+
+Both paths end in the same DataFrame of Interaction fields, so everything after extraction is shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from recstream.records import EVENT_TYPES
+
+# The wire contract (recstream.records.Interaction) as a Spark schema.
+INTERACTION_SCHEMA = T.StructType(
+    [
+        T.StructField("type", T.StringType()),
+        T.StructField("user_id", T.StringType()),
+        T.StructField("video_id", T.StringType()),
+        T.StructField("ts", T.LongType()),
+        T.StructField("watch_time_ms", T.LongType()),
+        T.StructField("duration_ms", T.LongType()),
+    ]
+)
+
+
+class ExtractError(Exception):
+    """Nothing to train on, or the source cannot be read."""
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Where the data came from: stored with the model (reproducibility, data range)."""
+
+    kind: str
+    name: str
+    offsets: dict[str, list[int]] = field(default_factory=dict)
+    """Kafka: partition -> [start, end) offsets read."""
+
+    def as_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "name": self.name, "offsets": self.offsets}
+
+
+async def _offsets(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = await _partitions(consumer, topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        starts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: (starts[tp], ends[tp]) for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    if topic not in await consumer.topics():
+        raise ExtractError(f"Kafka topic {topic!r} does not exist: nothing to train on")
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        raise ExtractError(f"Kafka topic {topic!r} has no partitions")
+    return partitions
+
+
+def kafka_end_offsets(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
+    """[start, end) offsets per partition, fixed now: the batch reads exactly this much of the log."""
+    return asyncio.run(_offsets(bootstrap, topic))
+
+
+def read_kafka(spark: SparkSession, bootstrap: str, topic: str) -> tuple[DataFrame, SourceInfo]:
+    offsets = kafka_end_offsets(bootstrap, topic)
+    if sum(end - start for start, end in offsets.values()) == 0:
+        raise ExtractError(f"Kafka topic {topic!r} is empty: nothing to train on")
+    ending = {topic: {str(p): end for p, (_s, end) in offsets.items()}}
+    starting = {topic: {str(p): start for p, (start, _e) in offsets.items()}}
+    try:
+        raw = (
+            spark.read.format("kafka")
+            .option("kafka.bootstrap.servers", bootstrap)
+            .option("subscribe", topic)
+            .option("startingOffsets", json.dumps(starting))
+            .option("endingOffsets", json.dumps(ending))
+            .load()
+        )
+    except Exception as exc:
+        if "Failed to find data source: kafka" in str(exc):
+            raise ExtractError(
+                "Spark's Kafka source is not on the classpath: run `make install` (resolves it into "
+                ".local/spark-jars) and pass it with --jars-dir, or spark-submit --jars"
+            ) from exc
+        raise
+    # ts is optional on the wire (the server stamps it); fall back to the broker's timestamp.
+    events = parse_json(raw.select(F.col("value").cast("string").alias("json"), "timestamp"))
+    events = events.withColumn(
+        "ts", F.coalesce(F.col("ts"), (F.unix_micros(F.col("timestamp")) / 1000).cast("long"))
+    ).drop("timestamp")
+    info = SourceInfo("kafka", topic, {str(p): [s, e] for p, (s, e) in offsets.items()})
+    return valid(events), info
+
+
+def parse_json(raw: DataFrame) -> DataFrame:
+    """A `json` string column -> Interaction columns (other columns kept)."""
+    parsed = raw.withColumn("e", F.from_json(F.col("json"), INTERACTION_SCHEMA))
+    others = [c for c in raw.columns if c != "json"]
+    return parsed.select("e.*", *others)
+
+
+def read_dataset(spark: SparkSession, path: Path) -> tuple[DataFrame, SourceInfo]:
+    """JSON lines of Interaction records, or Parquet with the same columns (by suffix)."""
+    if not path.exists():
+        raise ExtractError(f"dataset {path} does not exist")
+    if path.suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet"))):
+        events = spark.read.schema(INTERACTION_SCHEMA).parquet(str(path))
+    else:
+        events = spark.read.schema(INTERACTION_SCHEMA).json(str(path))
+    events = events.withColumn("ts", F.coalesce(F.col("ts"), F.lit(0).cast("long")))
+    return valid(events), SourceInfo("dataset", str(path))
+
+
+def _is_valid() -> Column:
+    return (
+        F.col("type").isin(*EVENT_TYPES)
+        & F.col("user_id").isNotNull()
+        & F.col("video_id").isNotNull()
+        & (F.length("user_id") > 0)
+        & (F.length("video_id") > 0)
+    )
+
+
+def valid(events: DataFrame) -> DataFrame:
+    """Only records the wire contract accepts; the agents dead-letter the rest, training skips them."""
+    return events.where(_is_valid()).select(*INTERACTION_SCHEMA.fieldNames())
+
+
+def restrict_window(events: DataFrame, window_days: float) -> DataFrame:
+    """The last `window_days` of the log, relative to its newest event (not the wall clock, so a
+    replayed or offline dataset trains the same way)."""
+    if window_days <= 0:
+        return events
+    newest = events.agg(F.max("ts")).first()[0]
+    if newest is None:
+        return events
+    return events.where(F.col("ts") >= F.lit(int(newest - window_days * 86_400_000)))

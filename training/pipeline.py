@@ -1,0 +1,211 @@
+"""One training run: extract -> transform -> fit -> evaluate -> (refit) -> publish, with stage timings."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recstream.model_store import ModelRegistry, new_version
+from recstream.scoring import EngagementParams
+from recstream.training import evaluate, extract, fit, publish, transform
+from recstream.training.params import TrainParams
+from recstream.training.session import blas_implementation
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class KafkaSource:
+    bootstrap: str
+    topic: str
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    path: Path
+
+
+@dataclass
+class TrainResult:
+    version: str
+    metrics: dict[str, Any]
+    baseline: dict[str, Any]
+    data: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+    gate: dict[str, Any] | None = None
+    activated: bool = False
+
+
+class Stages:
+    """Prints one line per stage as it ends (progress you can watch), keeps the timings."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.timings: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[dict[str, Any]]:
+        notes: dict[str, Any] = {}
+        self.log(f"[train] {name} ...")
+        t0 = time.perf_counter()
+        yield notes
+        self.timings[name] = round(time.perf_counter() - t0, 3)
+        detail = " ".join(f"{k}={v}" for k, v in notes.items())
+        self.log(f"[train] {name} done in {self.timings[name]:.1f} s {detail}".rstrip())
+
+    def total(self) -> float:
+        return round(time.perf_counter() - self.started, 3)
+
+
+def _extract(spark: SparkSession, source: KafkaSource | DatasetSource) -> tuple[DataFrame, extract.SourceInfo]:
+    if isinstance(source, KafkaSource):
+        return extract.read_kafka(spark, source.bootstrap, source.topic)
+    return extract.read_dataset(spark, source.path)
+
+
+def _collect_eval(marked: DataFrame) -> tuple[np.ndarray, list[list[int]], list[list[int]]]:
+    rows = transform.eval_sets(marked).orderBy("user").collect()
+    users = np.fromiter((r["user"] for r in rows), dtype=np.int64, count=len(rows))
+    return users, [r["train_items"] for r in rows], [r["test_items"] for r in rows]
+
+
+def _popularity(train: DataFrame, n_items: int) -> np.ndarray:
+    counts = np.zeros(n_items, dtype=np.float32)
+    for row in transform.item_popularity(train).collect():
+        counts[row["item"]] = row["users"]
+    return counts
+
+
+def train_once(
+    spark: SparkSession,
+    params: TrainParams,
+    source: KafkaSource | DatasetSource,
+    registry: ModelRegistry | None,
+    *,
+    force: bool = False,
+    log: Log = print,
+) -> TrainResult:
+    """Train, evaluate and (with a registry) publish one model version. The caller owns the session
+    and the training lock."""
+    stages = Stages(log)
+    version = new_version()
+    engagement = EngagementParams(params.completion_ratio, params.fast_skip_ms)
+    blocks = params.blocks or spark.sparkContext.defaultParallelism
+    cached: list[DataFrame] = []
+    try:
+        with stages.stage("extract") as notes:
+            events, info = _extract(spark, source)
+            events = extract.restrict_window(events, params.window_days)
+            events = events.persist(StorageLevel.MEMORY_AND_DISK)
+            cached.append(events)
+            stats = events.agg(F.count(F.lit(1)), F.min("ts"), F.max("ts")).first()
+            n_events, min_ts, max_ts = int(stats[0]), stats[1], stats[2]
+            if n_events == 0:
+                raise extract.ExtractError(f"no valid interactions in {info.kind} {info.name}")
+            notes.update(source=f"{info.kind}:{info.name}", events=n_events)
+
+        with stages.stage("transform") as notes:
+            indexed = transform.index_ids(transform.ratings(events, engagement))
+            marked = transform.mark_holdout(indexed.ratings, params.holdout, params.min_user_videos)
+            marked = marked.persist(StorageLevel.MEMORY_AND_DISK)
+            cached.append(marked)
+            counts = marked.agg(F.count(F.lit(1)), F.sum(F.col("held").cast("int"))).first()
+            n_pairs, n_held = int(counts[0]), int(counts[1] or 0)
+            events.unpersist()
+            cached.remove(events)
+            n_users, n_items = len(indexed.user_ids), len(indexed.item_ids)
+            notes.update(users=n_users, videos=n_items, pairs=n_pairs, held_out=n_held)
+        train = marked.where(~F.col("held"))
+
+        with stages.stage("fit") as notes:
+            model = fit.fit_als(train, params, blocks)
+            factors = fit.collect_factors(model, n_users, n_items)
+            notes.update(rank=params.rank, iterations=params.max_iter, blocks=blocks, **_blas(spark))
+
+        metrics: dict[str, Any] = {}
+        baseline: dict[str, Any] = {}
+        with stages.stage("evaluate") as notes:
+            users, seen, relevant = _collect_eval(marked) if n_held else (np.array([], int), [], [])
+            pick = evaluate.sample_users(len(users), params.eval_max_users, params.seed)
+            users, seen, relevant = users[pick], [seen[i] for i in pick], [relevant[i] for i in pick]
+            if len(users):
+                als_scores = evaluate.factor_scores(factors.user_factors, factors.item_factors)
+                metrics = evaluate.ranking_metrics(als_scores, users, seen, relevant, params.eval_k)
+                pop = evaluate.popularity_scores(_popularity(train, n_items))
+                baseline = evaluate.ranking_metrics(pop, users, seen, relevant, params.eval_k)
+                metrics["users"] = baseline["users"] = len(users)
+            notes.update(users=len(users), als=_short(metrics), popularity=_short(baseline))
+
+        if params.refit and n_held:
+            with stages.stage("refit") as notes:
+                model = fit.fit_als(marked, params, blocks)
+                factors = fit.collect_factors(model, n_users, n_items)
+                notes.update(pairs=n_pairs)
+
+        data = {
+            "source": info.as_dict(),
+            "events": n_events,
+            "min_ts": min_ts,
+            "max_ts": max_ts,
+            "users": n_users,
+            "videos": n_items,
+            "pairs": n_pairs,
+            "held_out_pairs": n_held,
+            "trained_on": "all pairs" if params.refit and n_held else "pairs not held out",
+        }
+        result = TrainResult(version, metrics, baseline, data)
+        if registry is not None:
+            with stages.stage("publish") as notes:
+                meta = {
+                    "created_at": int(time.time() * 1000),
+                    "params": params.as_dict(),
+                    "metrics": metrics,
+                    "baseline": {"popularity": baseline},
+                    "data": data,
+                    # What serving needs to fold users in exactly as Spark solved them.
+                    "reg_param": params.reg_param,
+                    "alpha": params.alpha,
+                    "reg_scaling": "per positive rating (Spark ALS-WR)",
+                    "data_until_ms": max_ts,
+                    "spark": {"master": spark.sparkContext.master, "blocks": blocks, **_blas(spark)},
+                }
+                artifact = publish.build_artifact(
+                    version,
+                    indexed.user_ids,
+                    indexed.item_ids,
+                    factors.user_factors,
+                    factors.item_factors,
+                    factors.has_user,
+                    factors.has_item,
+                    meta,
+                )
+                document = {**meta, "timings": dict(stages.timings)}
+                metric = f"{params.gate_metric}@{params.eval_k}"
+                decision = publish.publish(registry, artifact, document, metric, params.gate_margin, force)
+                result.gate = decision.as_dict()
+                result.activated = decision.passed
+                notes.update(version=version, activated=decision.passed, gate=f"'{decision.reason}'")
+        result.timings = {**stages.timings, "total": stages.total()}
+        log(f"[train] finished {version} in {result.timings['total']:.1f} s")
+        return result
+    finally:
+        for df in cached:
+            df.unpersist()
+
+
+def _short(metrics: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v:.4f}" for k, v in metrics.items() if "@" in k) or "-"
+
+
+def _blas(spark: SparkSession) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in blas_implementation(spark).split() if "=" in part)

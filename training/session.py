@@ -1,0 +1,75 @@
+"""The Spark session of a training run: tuned for ALS, with the Kafka connector on the classpath."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+
+@dataclass(frozen=True)
+class SparkOptions:
+    master: str | None = None
+    """None under spark-submit (its --master wins); `recstream train` passes local[*] by default."""
+    jars_dir: Path | None = None
+    """Directory of jars for spark.jars (the Kafka connector, resolved by Maven into .local/spark-jars)."""
+    checkpoint_dir: Path | None = None
+    driver_memory: str = "2g"
+    app_name: str = "recstream-als"
+
+
+def connector_jars(jars_dir: Path | None) -> list[str]:
+    if jars_dir is None or not jars_dir.is_dir():
+        return []
+    return sorted(str(p) for p in jars_dir.glob("*.jar"))
+
+
+def build_session(options: SparkOptions, launched_by_spark_submit: bool = False) -> SparkSession:
+    """A session for one training process.
+
+    When this process starts the JVM itself (`recstream train`), launch-time settings apply here:
+    jars, driver memory, Kryo. Under spark-submit the JVM already exists, so those come from its
+    flags (see docs in training/als_job.py) and only runtime settings are applied.
+    """
+    builder = SparkSession.builder.appName(options.app_name)
+    if options.master:
+        builder = builder.master(options.master)
+    if not launched_by_spark_submit:
+        # Native BLAS threads on top of Spark's task threads oversubscribe the cores: one each.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        jars = connector_jars(options.jars_dir)
+        if jars:
+            builder = builder.config("spark.jars", ",".join(jars))
+        builder = (
+            builder.config("spark.driver.memory", options.driver_memory)
+            # ALS shuffles blocks of Java objects: Kryo is several times smaller/faster than Java
+            # serialization for them.
+            .config("spark.serializer", "org.apache.spark.serializer.KryoSerializer")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.executorEnv.OPENBLAS_NUM_THREADS", "1")
+        )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    # 200 shuffle partitions (the default) is tuned for clusters; for the aggregations here a few per
+    # core is faster. Respect an explicit setting.
+    if spark.conf.get("spark.sql.shuffle.partitions") == "200":
+        cores = spark.sparkContext.defaultParallelism
+        spark.conf.set("spark.sql.shuffle.partitions", str(max(2, 2 * cores)))
+    if options.checkpoint_dir is not None:
+        options.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        spark.sparkContext.setCheckpointDir(str(options.checkpoint_dir))
+    return spark
+
+
+def blas_implementation(spark: SparkSession) -> str:
+    """Which BLAS Spark's ALS uses: JNIBLAS = native (OpenBLAS via libblas.so.3), else Java."""
+    try:
+        jvm = spark.sparkContext._jvm  # noqa: SLF001 - the only way to ask the JVM
+        native = jvm.org.apache.spark.ml.linalg.BLAS.nativeBLAS().getClass().getSimpleName()
+        lapack = jvm.dev.ludovic.netlib.lapack.LAPACK.getInstance().getClass().getSimpleName()
+        return f"blas={native} lapack={lapack}"
+    except Exception as exc:  # diagnostics only: never fail a training on it
+        return f"unknown ({exc.__class__.__name__})"
