@@ -38,7 +38,7 @@ def test_state_survives_restarts(cluster: Cluster) -> None:
         # One more view: the count continues from the recovered table, it does not start again at 1.
         post(cluster.url + "/events", {"events": [_view(f"rx-{tag}-{wipe}", video), _view(user, video)]})
         expected = 7 if not wipe else 9
-        stats = wait_for(lambda: (s := get(f"{cluster.url}/videos/{video}/stats")[1]).get("views") == expected
+        stats = wait_for(lambda n=expected: (s := get(f"{cluster.url}/videos/{video}/stats")[1]).get("views") == n
                          and s, timeout=30)
         assert stats, (wipe, get(f"{cluster.url}/videos/{video}/stats")[1])
         # The user's history came back too: nothing they watched before the restart is recommended.
