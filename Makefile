@@ -56,11 +56,8 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-demo: install services
-	@echo
-	@echo "recstream services are up: Kafka 127.0.0.1:9092, Redis 127.0.0.1:6379, MongoDB 127.0.0.1:27017."
-	@echo "  $(BIN)/recstream services status   # health of each"
-	@echo "  make services-down                 # stop them"
+demo: install
+	$(BIN)/recstream demo
 
 bench: install services
 	$(BIN)/python benchmarks/run.py

@@ -46,6 +46,7 @@ _COMMAND_MODULES = {
     "replay": ("recstream.replay", "publish a real dataset to Kafka in timestamp order"),
     "train": ("recstream.training.cli", "train ALS with Spark from the log and publish the model"),
     "evaluate": ("recstream.evaluation.cli", "offline evaluation of every strategy on a dataset"),
+    "demo": ("recstream.demo", "run services, a worker and the simulator until Ctrl-C"),
 }
 
 

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace, launched_by_spark_submit: bool = False) -> int
 
     settings = get_settings()
     try:
-        params = params_from_args(args)
+        params = params_from_args(args, settings)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -3,55 +3,48 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Literal, get_args, get_origin, get_type_hints
 
-Source = Literal["kafka", "dataset"]
+from recstream.settings import Settings
+
+
+def _p(default: object, help_text: str) -> object:
+    return field(default=default, metadata={"help": help_text})
 
 
 @dataclass(frozen=True)
 class TrainParams:
     """Everything that shapes a model. Stored with each version in the registry."""
 
-    rank: int = 64
-    """Latent factors per user and video."""
-    reg_param: float = 0.05
-    """L2 regularisation. Spark multiplies it by each user's (video's) count of positive ratings
-    (ALS-WR); serving's fold-in does the same, so the two agree."""
-    alpha: float = 5.0
-    """Confidence slope: c = 1 + alpha * |r| for an aggregated engagement r."""
-    max_iter: int = 10
-    """ALS sweeps (each solves all users, then all videos)."""
-    blocks: int = 0
-    """User and item blocks of Spark's ALS; 0 = the cluster's default parallelism (cores). Fewer,
-    larger blocks mean less shuffling of factors: on one machine, one block per core is fastest."""
-    seed: int = 42
-    """Factor initialisation seed (same data + same seed = same model)."""
-    checkpoint_interval: int = 10
-    """Checkpoint the factor RDDs every N sweeps (cuts the lineage; avoids StackOverflowError)."""
-    storage_level: str = "MEMORY_AND_DISK"
-    """Spark storage level of ALS's intermediate RDDs."""
-    holdout: int = 1
-    """Each eligible user's latest N videos are held out for evaluation."""
-    min_user_videos: int = 3
-    """Only users with at least this many videos give a holdout (the rest all go to training)."""
-    eval_k: int = 10
-    """Cut-off of the ranking metrics."""
-    eval_max_users: int = 20_000
-    """Evaluate on at most this many holdout users (a fixed-seed sample)."""
-    window_days: float = 0.0
-    """Train only on the last N days of the log (0 = all of it)."""
-    refit: bool = True
-    """After evaluating, refit on all the data (the holdout too) before publishing."""
-    gate_metric: Literal["ndcg", "map", "recall", "precision"] = "ndcg"
-    """Metric (at eval_k) the quality gate compares."""
-    gate_margin: float = 0.05
-    """Refuse to activate a model whose gate metric is below the active one's by more than this
-    fraction (0.05 = 5 % relative)."""
-    completion_ratio: float = 0.9
-    """Same meaning as the streaming side's setting (engagement weights must agree)."""
-    fast_skip_ms: int = 2000
-    """A view shorter than this is a fast skip (negative feedback), as on the streaming side."""
+    rank: int = _p(64, "latent factors per user and video")
+    reg_param: float = _p(
+        0.05,
+        "L2 regularisation; Spark multiplies it by each user's (video's) number of positive ratings "
+        "(ALS-WR) and serving's fold-in does the same",
+    )
+    alpha: float = _p(5.0, "confidence slope: c = 1 + alpha * |r| for an aggregated engagement r")
+    max_iter: int = _p(10, "ALS sweeps (each solves all users, then all videos)")
+    blocks: int = _p(
+        0,
+        "user and item blocks of Spark's ALS; 0 = the default parallelism (cores): fewer, larger "
+        "blocks shuffle fewer factors, one per core is fastest on one machine",
+    )
+    seed: int = _p(42, "factor initialisation seed (same data + same seed = same model)")
+    checkpoint_interval: int = _p(10, "checkpoint the factors every N sweeps (cuts the RDD lineage)")
+    storage_level: str = _p("MEMORY_AND_DISK", "Spark storage level of ALS's intermediate RDDs")
+    holdout: int = _p(1, "each eligible user's latest N videos are held out for evaluation")
+    min_user_videos: int = _p(3, "only users with at least this many videos give a holdout")
+    eval_k: int = _p(10, "cut-off k of the ranking metrics")
+    eval_max_users: int = _p(20_000, "evaluate on at most this many holdout users (fixed-seed sample)")
+    window_days: float = _p(0.0, "train on the last N days of the log only (0 = all of it)")
+    refit: bool = _p(True, "after evaluating, refit on all the data (holdout included) before publishing")
+    gate_metric: Literal["ndcg", "map", "recall", "precision"] = _p("ndcg", "metric the quality gate compares")
+    gate_margin: float = _p(
+        0.05, "refuse to activate a model whose gate metric is below the active one's by more than "
+        "this fraction"
+    )
+    fast_skip_ms: int = _p(2000, "a view shorter than this is a fast skip; as RECSTREAM_FAST_SKIP_MS")
 
     def __post_init__(self) -> None:
         checks = {
@@ -63,34 +56,44 @@ class TrainParams:
             "holdout": self.holdout >= 0,
             "min_user_videos": self.min_user_videos >= self.holdout + 1,
             "eval_k": self.eval_k >= 1,
+            "eval_max_users": self.eval_max_users >= 1,
             "gate_margin": 0 <= self.gate_margin <= 1,
             "window_days": self.window_days >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"invalid training parameters: {', '.join(bad)} ({self})")
+            raise ValueError(f"invalid training parameters: {', '.join(bad)}")
 
     def as_dict(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 _DEFAULTS = TrainParams()
+# The engagement definition is the streaming side's: it comes from the settings unless a flag says.
+_FROM_SETTINGS = ("fast_skip_ms",)
 
 
 def add_param_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainParams field (`--reg-param` for reg_param), defaulting to the dataclass."""
-    group = parser.add_argument_group("model parameters (defaults in recstream/training/params.py)")
+    group = parser.add_argument_group("model parameters")
     hints = get_type_hints(TrainParams)
     for f in fields(TrainParams):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(_DEFAULTS, f.name)
+        shown = "settings" if f.name in _FROM_SETTINGS else default
+        kwargs: dict[str, object] = {"dest": f.name, "help": f"{f.metadata['help']} (default: {shown})"}
         if isinstance(default, bool):
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, **kwargs)
         elif get_origin(hints[f.name]) is Literal:
-            group.add_argument(flag, dest=f.name, choices=get_args(hints[f.name]), default=default)
+            group.add_argument(flag, choices=get_args(hints[f.name]), default=default, **kwargs)
         else:
-            group.add_argument(flag, dest=f.name, type=type(default), default=default, metavar="N")
+            value_default = None if f.name in _FROM_SETTINGS else default
+            group.add_argument(flag, type=type(default), default=value_default, metavar="N", **kwargs)
 
 
-def params_from_args(args: argparse.Namespace) -> TrainParams:
-    return TrainParams(**{f.name: getattr(args, f.name) for f in fields(TrainParams)})
+def params_from_args(args: argparse.Namespace, settings: Settings) -> TrainParams:
+    values = {f.name: getattr(args, f.name) for f in fields(TrainParams)}
+    for name in _FROM_SETTINGS:
+        if values[name] is None:
+            values[name] = getattr(settings, name)
+    return TrainParams(**values)

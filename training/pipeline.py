@@ -99,7 +99,7 @@ def train_once(
     and the training lock."""
     stages = Stages(log)
     version = new_version()
-    engagement = EngagementParams(params.completion_ratio, params.fast_skip_ms)
+    engagement = EngagementParams(fast_skip_ms=params.fast_skip_ms)
     blocks = params.blocks or spark.sparkContext.defaultParallelism
     cached: list[DataFrame] = []
     try:

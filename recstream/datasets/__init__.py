@@ -88,10 +88,11 @@ def iter_rows(fmt: str, path: str | Path, report: LoadReport | None = None, **op
     loader = _format(fmt)
     if not path.is_file():
         raise DatasetError(f"{fmt}: no such file {path}")
-    recent: OrderedDict[tuple[Interaction, ...], None] = OrderedDict()
+    # 64-bit hashes, not the rows: ~100 bytes a row remembered (a false match is ~1e-11 per row).
+    recent: OrderedDict[int, None] = OrderedDict()
     latest = 0
     for _line, row in loader.rows(path, report, **options):
-        key = tuple(row)
+        key = hash(tuple(row))
         if key in recent:
             report.duplicates += 1
             continue

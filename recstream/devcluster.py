@@ -1,0 +1,158 @@
+"""Local worker processes for the demo, the end-to-end tests and the benchmarks.
+
+A `Cluster` is a set of `recstream worker` processes sharing one app id. Tests and benchmarks give
+each cluster its own topics, Redis DB and MongoDB database so that runs never see each other's state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+
+from recstream.settings import Settings
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(method: str, url: str, body: object | None = None, timeout: float = 10) -> tuple[int, Any]:
+    """A tiny JSON HTTP client (stdlib only): returns (status, parsed body)."""
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            return resp.status, (json.loads(raw) if raw[:1] in (b"{", b"[") else {"text": raw.decode()})
+    except urllib.error.HTTPError as err:
+        raw = err.read()
+        return err.code, (json.loads(raw) if raw[:1] == b"{" else {"text": raw.decode()})
+
+
+def get(url: str) -> tuple[int, Any]:
+    return request("GET", url)
+
+
+def post(url: str, body: object) -> tuple[int, Any]:
+    return request("POST", url, body)
+
+
+def wait_for(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> T:
+    """Poll `check()` until it returns a truthy value; return it (or the last value on timeout)."""
+    deadline = time.monotonic() + timeout
+    value = check()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = check()
+    return value
+
+
+class Cluster:
+    """Environment shared by this cluster's workers, plus the worker processes themselves."""
+
+    def __init__(self, base: Settings, data_dir: Path, *, isolated: bool = True, redis_db: int = 1,
+                 log_level: str = "warn") -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+        self.env.update({
+            "RECSTREAM_DATA_DIR": str(data_dir),
+            "RECSTREAM_KAFKA_BOOTSTRAP": base.kafka_bootstrap,
+            "RECSTREAM_REDIS_URL": base.redis_url,
+            "RECSTREAM_MONGO_URL": base.mongo_url,
+            "RECSTREAM_LOG_LEVEL": log_level,
+        })
+        if isolated:
+            tag = uuid.uuid4().hex[:8]
+            self.env.update({
+                "RECSTREAM_APP_ID": f"rs-test-{tag}",
+                "RECSTREAM_TOPIC_PREFIX": f"rs-test-{tag}",
+                "RECSTREAM_REDIS_URL": base.redis_url.rsplit("/", 1)[0] + f"/{redis_db}",
+                "RECSTREAM_MONGO_DB": f"rs_test_{tag}",
+            })
+        self.settings = Settings(**{k.removeprefix("RECSTREAM_").lower(): v for k, v in self.env.items()
+                                    if k.startswith("RECSTREAM_")})
+        self.data_dir = data_dir
+        self.workers: list[WorkerProcess] = []
+        if isolated:
+            redis.Redis.from_url(self.settings.redis_url).flushdb()
+
+    def start_worker(self, port: int | None = None) -> WorkerProcess:
+        worker = WorkerProcess(self, port or free_port())
+        self.workers.append(worker)
+        worker.start()
+        return worker
+
+    @property
+    def url(self) -> str:
+        return self.workers[0].url
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+    def wait_settled(self, timeout: float = 60) -> None:
+        """Until every interactions partition is owned by exactly one worker, and none rebalances."""
+        topic = f"{self.settings.topic_prefix}.interactions"
+
+        def settled() -> bool:
+            healths = [get(w.url + "/health")[1] for w in self.workers]
+            owned = [h.get("assigned_partitions", {}).get(topic, 0) for h in healths]
+            return (not any(h.get("rebalancing") for h in healths)
+                    and sum(owned) == self.settings.interactions_partitions and all(owned))
+
+        if not wait_for(settled, timeout=timeout, interval=0.5):
+            raise RuntimeError(f"cluster did not settle: {[get(w.url + '/health')[1] for w in self.workers]}")
+
+
+class WorkerProcess:
+    """One `recstream worker` process with its web views on `port`; log beside the data dir."""
+
+    def __init__(self, cluster: Cluster, port: int) -> None:
+        self.cluster, self.port = cluster, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = cluster.data_dir / f"worker-{port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> None:
+        env = {**self.cluster.env, "RECSTREAM_WEB_PORT": str(self.port)}
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([str(Path(sys.executable).parent / "recstream"), "worker"], env=env,
+                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited; log {self.log}:\n{self.log.read_text()[-3000:]}")
+            try:
+                if get(self.url + "/health")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"worker did not become healthy; log {self.log}:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()

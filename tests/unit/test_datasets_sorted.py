@@ -1,0 +1,86 @@
+"""Time-ordered loading: the external merge sort (runs on disk, rounds of merges, duplicates, memory)."""
+
+from __future__ import annotations
+
+import random
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+import recstream.datasets as datasets
+from recstream.datasets import LoadReport, iter_events, iter_events_sorted, sort
+
+HEADER = "user_id,video_id,play_duration,video_duration,time,date,timestamp,watch_ratio\n"
+
+
+def kuairec_file(path: Path, n: int, seed: int = 0, duplicates: int = 0) -> list[str]:
+    """A shuffled KuaiRec-format file of n distinct rows plus `duplicates` repeats placed far apart."""
+    rng = random.Random(seed)
+    rows = [f"{i % 97},{i},{1000 + i},{5000},,,{1_600_000_000 + rng.randrange(10**6)}.5,0.2\n" for i in range(n)]
+    rng.shuffle(rows)
+    repeats = [rows[i] for i in range(duplicates)]
+    path.write_text(HEADER + "".join(rows + repeats), encoding="utf-8")
+    return rows
+
+
+def key(e: datasets.Interaction) -> tuple:
+    return (e.ts, e.user_id, e.video_id, e.type, e.watch_time_ms)
+
+
+def test_sorted_across_many_runs_equals_in_memory_sort(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "big_matrix.csv"
+    kuairec_file(path, 500, duplicates=7)
+    monkeypatch.setattr(sort, "FAN_IN", 3)  # 500 rows / 20 per run = 25 runs: several merge rounds
+    monkeypatch.setattr(datasets, "DEDUPE_WINDOW", 1)  # leave the far-apart duplicates to the sort
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    report = LoadReport()
+    events = list(iter_events_sorted("kuairec", path, report, chunk_rows=20, tmp_dir=spill))
+    streamed = list(iter_events("kuairec", path))
+    assert len(streamed) == 507  # the window of 1 row does not catch them...
+    assert len(events) == 500 and report.duplicates == 7 and report.events == 500  # ...the sort does
+    assert [key(e) for e in events] == sorted({key(e) for e in streamed})
+    assert list(spill.iterdir()) == []  # temporary runs are removed
+
+
+def test_sorted_keeps_a_rows_events_together_and_cleans_up_when_abandoned(tmp_path: Path) -> None:
+    header = (
+        "user_id,video_id,date,hourmin,time_ms,is_click,is_like,is_follow,is_comment,is_forward,is_hate,"
+        "long_view,play_time_ms,duration_ms,profile_stay_time,comment_stay_time,is_profile_enter,is_rand,tab\n"
+    )
+    rows = [f"{u},{v},20220430,1800,{ts},1,1,0,1,0,0,0,9000,10000,0,0,0,1,1\n" for u, v, ts in
+            [(2, 5, 3000), (1, 6, 1000), (3, 7, 3000), (1, 8, 2000)]]  # fmt: skip
+    path = tmp_path / "log.csv"
+    path.write_text(header + "".join(rows))
+    events = list(iter_events_sorted("kuairand", path, chunk_rows=1))
+    assert [(e.ts, e.user_id, e.type) for e in events] == [
+        (1000, "1", "view"), (1000, "1", "like"), (1000, "1", "comment"),
+        (2000, "1", "view"), (2000, "1", "like"), (2000, "1", "comment"),
+        (3000, "2", "view"), (3000, "2", "like"), (3000, "2", "comment"),  # equal ts: by user
+        (3000, "3", "view"), (3000, "3", "like"), (3000, "3", "comment"),
+    ]  # fmt: skip
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    it = iter_events_sorted("kuairand", path, chunk_rows=1, tmp_dir=spill)
+    next(it)
+    assert len(list(spill.iterdir())) == 1  # the sort directory exists while iterating
+    it.close()
+    assert list(spill.iterdir()) == []
+
+
+def test_sorted_memory_is_bounded_by_the_chunk_not_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "big_matrix.csv"
+    kuairec_file(path, 6000, seed=1)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        count = sum(1 for _ in iter_events_sorted("kuairec", path, chunk_rows=200, tmp_dir=tmp_path))
+        _, chunked_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        everything = list(iter_events("kuairec", path))  # what holding the file in memory costs
+        _, in_memory_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == len(everything) == 6000
+    assert chunked_peak < in_memory_peak / 4, (chunked_peak, in_memory_peak)
