@@ -92,8 +92,9 @@ class Cluster:
         if isolated:
             redis.Redis.from_url(self.settings.redis_url).flushdb()
 
-    def start_worker(self, port: int | None = None) -> WorkerProcess:
-        worker = WorkerProcess(self, port or free_port())
+    def start_worker(self, port: int | None = None, command: list[str] | None = None) -> WorkerProcess:
+        """Start a worker: `recstream worker`, or another command such as `faust -A recstream.app worker`."""
+        worker = WorkerProcess(self, port or free_port(), command)
         self.workers.append(worker)
         worker.start()
         return worker
@@ -123,8 +124,9 @@ class Cluster:
 class WorkerProcess:
     """One `recstream worker` process with its web views on `port`; log beside the data dir."""
 
-    def __init__(self, cluster: Cluster, port: int) -> None:
+    def __init__(self, cluster: Cluster, port: int, command: list[str] | None = None) -> None:
         self.cluster, self.port = cluster, port
+        self.command = command or [str(Path(sys.executable).parent / "recstream"), "worker"]
         self.url = f"http://127.0.0.1:{port}"
         self.log = cluster.data_dir / f"worker-{port}.log"
         self.proc: subprocess.Popen | None = None
@@ -133,7 +135,7 @@ class WorkerProcess:
         env = {**self.cluster.env, "RECSTREAM_WEB_PORT": str(self.port)}
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([str(Path(sys.executable).parent / "recstream"), "worker"], env=env,
+            self.proc = subprocess.Popen(self.command, env=env,
                                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
         deadline = time.monotonic() + timeout

@@ -65,11 +65,12 @@ def build_session(options: SparkOptions, launched_by_spark_submit: bool = False)
 
 
 def blas_implementation(spark: SparkSession) -> str:
-    """Which BLAS Spark's ALS uses: JNIBLAS = native (OpenBLAS via libblas.so.3), else Java."""
+    """Which BLAS/LAPACK Spark's ALS uses: JNIBLAS/JNILAPACK = native (OpenBLAS through libblas.so.3
+    and liblapack.so.3); VectorBLAS or F2jBLAS = the Java fallbacks (Spark then warns at first use)."""
     try:
-        jvm = spark.sparkContext._jvm  # noqa: SLF001 - the only way to ask the JVM
-        native = jvm.org.apache.spark.ml.linalg.BLAS.nativeBLAS().getClass().getSimpleName()
-        lapack = jvm.dev.ludovic.netlib.lapack.LAPACK.getInstance().getClass().getSimpleName()
+        netlib = spark.sparkContext._jvm.dev.ludovic.netlib  # the library Spark's BLAS wraps
+        native = netlib.blas.BLAS.getInstance().getClass().getSimpleName()
+        lapack = netlib.lapack.LAPACK.getInstance().getClass().getSimpleName()
         return f"blas={native} lapack={lapack}"
     except Exception as exc:  # diagnostics only: never fail a training on it
         return f"unknown ({exc.__class__.__name__})"

@@ -114,11 +114,17 @@ def test_microlens_pairs_csv(tmp_path: Path) -> None:
 
 def test_microlens_other_spellings(tmp_path: Path) -> None:
     headerless = load("microlens", write(tmp_path, "a_pairs.csv", "5,50,1660000000000\n"))[0]
-    renamed = load("microlens", write(tmp_path, "b_pairs.csv", "userID,videoID,timestamp\n5,50,1660000000000\n"))[0]
-    assert [(e.user_id, e.video_id) for e in headerless] == [(e.user_id, e.video_id) for e in renamed] == [
-        ("5", "50"),
-        ("5", "50"),
-    ]
+    renamed = load(
+        "microlens", write(tmp_path, "b_pairs.csv", "userID,videoID,timestamp\n5,50,1660000000000\n")
+    )[0]
+    assert (
+        [(e.user_id, e.video_id) for e in headerless]
+        == [(e.user_id, e.video_id) for e in renamed]
+        == [
+            ("5", "50"),
+            ("5", "50"),
+        ]
+    )
 
 
 def test_microlens_pairs_tsv_keeps_order_and_interleaves_users(tmp_path: Path) -> None:
@@ -271,7 +277,11 @@ def test_tsinghua_videos_and_duration_join(tmp_path: Path) -> None:
     ]
     assert videos[0].hashtags == ["photo", "category:1350"]
     # A narrow interactions file takes durations from a separate video table.
-    narrow = write(tmp_path, "narrow.csv", "user_id,pid,exposed_time,watch_time\n7,2024,1663471400,30\n7,9,1663471401,3\n")
+    narrow = write(
+        tmp_path,
+        "narrow.csv",
+        "user_id,pid,exposed_time,watch_time\n7,2024,1663471400,30\n7,9,1663471401,3\n",
+    )
     table = write(tmp_path, "videos.csv", "pid,duration\n2024,20.5\n")
     events, _ = load("tsinghua", narrow, videos_path=table)
     assert [(e.video_id, e.duration_ms) for e in events] == [("2024", 20500), ("9", None)]

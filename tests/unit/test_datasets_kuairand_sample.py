@@ -10,7 +10,13 @@ import pytest
 from recstream.datasets import LoadReport, iter_events, iter_events_sorted
 
 SAMPLE = Path("/work/shared/data/kuairand/log_random_sample.csv")
-FLAGS = {"is_like": "like", "is_follow": "follow", "is_comment": "comment", "is_forward": "share", "is_hate": "skip"}
+FLAGS = {
+    "is_like": "like",
+    "is_follow": "follow",
+    "is_comment": "comment",
+    "is_forward": "share",
+    "is_hate": "skip",
+}
 
 pytestmark = pytest.mark.skipif(not SAMPLE.is_file(), reason="the KuaiRand sample is not on this machine")
 

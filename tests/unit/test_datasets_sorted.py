@@ -17,7 +17,9 @@ HEADER = "user_id,video_id,play_duration,video_duration,time,date,timestamp,watc
 def kuairec_file(path: Path, n: int, seed: int = 0, duplicates: int = 0) -> list[str]:
     """A shuffled KuaiRec-format file of n distinct rows plus `duplicates` repeats placed far apart."""
     rng = random.Random(seed)
-    rows = [f"{i % 97},{i},{1000 + i},{5000},,,{1_600_000_000 + rng.randrange(10**6)}.5,0.2\n" for i in range(n)]
+    rows = [
+        f"{i % 97},{i},{1000 + i},{5000},,,{1_600_000_000 + rng.randrange(10**6)}.5,0.2\n" for i in range(n)
+    ]
     rng.shuffle(rows)
     repeats = [rows[i] for i in range(duplicates)]
     path.write_text(HEADER + "".join(rows + repeats), encoding="utf-8")
@@ -28,7 +30,9 @@ def key(e: datasets.Interaction) -> tuple:
     return (e.ts, e.user_id, e.video_id, e.type, e.watch_time_ms)
 
 
-def test_sorted_across_many_runs_equals_in_memory_sort(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sorted_across_many_runs_equals_in_memory_sort(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "big_matrix.csv"
     kuairec_file(path, 500, duplicates=7)
     monkeypatch.setattr(sort, "FAN_IN", 3)  # 500 rows / 20 per run = 25 runs: several merge rounds
