@@ -208,10 +208,13 @@ async def replay(
     progress.close()
     if not quiet:
         print(report.summary(), file=sys.stderr)
+        if videos_path is not None:
+            print(video_report.summary(), file=sys.stderr)
     elapsed = time.monotonic() - progress.started
     return {
         "format": fmt,
         "videos": sent_videos,
+        "video_bad_rows": video_report.bad_rows,
         "events": progress.count,
         "rows": report.rows,
         "bad_rows": report.bad_rows,

@@ -36,14 +36,14 @@ class SimConfig(WorldConfig):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--users", type=int, default=1000)
-    parser.add_argument("--videos", type=int, default=5000)
+    parser.add_argument("--users", type=int, default=1000, help="number of simulated users")
+    parser.add_argument("--videos", type=int, default=5000, help="size of the video catalog")
     parser.add_argument(
         "--rate", type=float, default=200.0, help="events per second; 0 = as fast as possible"
     )
     parser.add_argument("--duration", type=float, default=60.0, help="seconds (0 = until Ctrl-C)")
     parser.add_argument("--events", type=int, default=None, help="stop after this many events")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="same seed, same catalog, tastes and actions")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -18,6 +18,8 @@ class SparkOptions:
     checkpoint_dir: Path | None = None
     driver_memory: str = "2g"
     app_name: str = "recstream-als"
+    conf: dict[str, str] = field(default_factory=dict)
+    """Extra Spark settings (applied last)."""
 
 
 def connector_jars(jars_dir: Path | None) -> list[str]:
@@ -51,6 +53,8 @@ def build_session(options: SparkOptions, launched_by_spark_submit: bool = False)
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.executorEnv.OPENBLAS_NUM_THREADS", "1")
         )
+    for key, value in options.conf.items():
+        builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     # 200 shuffle partitions (the default) is tuned for clusters; for the aggregations here a few per

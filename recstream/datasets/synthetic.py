@@ -108,14 +108,22 @@ class SimulatedWorld:
         self._vcat, self._vcreator = self.video_cat.tolist(), self.video_creator.tolist()
         self._dur, self._quality = self.duration_ms.tolist(), self.quality.tolist()
         self._user_cum = list(itertools.accumulate(self.activity.tolist()))
-        self._by_cat = [self._pool(np.flatnonzero(self.video_cat == k)) for k in range(c.categories)]
-        self._by_creator = [
-            self._pool(np.flatnonzero(self.video_creator == k)) for k in range(self.n_creators)
-        ]
-        self._all = self._pool(np.arange(c.videos))
+        self._by_cat = self._pools(self.video_cat, c.categories)
+        self._by_creator = self._pools(self.video_creator, self.n_creators)
+        self._all = self._pools(np.zeros(c.videos, dtype=int), 1)[0]
 
-    def _pool(self, ids: Any) -> tuple[list[int], list[float]]:
-        return ids.tolist(), list(itertools.accumulate(self.popularity[ids].tolist()))
+    def _pools(self, group: Any, n: int) -> list[tuple[list[int], list[float]]]:
+        """Per group: its videos and their cumulative popularity (for weighted draws by bisection).
+        One sort, not one scan per group: creators number in the thousands for big catalogs."""
+        import numpy as np
+
+        order = np.argsort(group, kind="stable")
+        bounds = np.searchsorted(group[order], np.arange(n + 1))
+        out = []
+        for k in range(n):
+            ids = order[bounds[k] : bounds[k + 1]]
+            out.append((ids.tolist(), list(itertools.accumulate(self.popularity[ids].tolist()))))
+        return out
 
     # --- ground truth ---------------------------------------------------------------------------
     def user_id(self, u: int) -> str:

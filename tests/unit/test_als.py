@@ -19,10 +19,14 @@ from recstream.training.params import TrainParams
 from recstream.training.session import SparkOptions, build_session
 
 
+import json, os
+TEST_CONF = json.loads(os.environ.get("EXP_CONF", "{}"))
+
+
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     checkpoints = tmp_path_factory.mktemp("checkpoints")
-    session = build_session(SparkOptions(master="local[2]", checkpoint_dir=checkpoints, driver_memory="1g"))
+    session = build_session(SparkOptions(master="local[2]", checkpoint_dir=checkpoints, driver_memory="1g", conf=TEST_CONF))
     yield session
     session.stop()
 
