@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     """Blend weight of fresh (recently published) videos."""
     fresh_window_s: int = Field(default=24 * 3600, ge=1)
     """A video counts as fresh for this long after it was published."""
+    strategies: list[Literal["random", "trending", "itemcf", "als", "hybrid"]] = Field(
+        default_factory=lambda: ["hybrid"], min_length=1
+    )
+    """Serving strategies for A/B buckets: users are split by a stable hash of their id into one bucket
+    per entry (JSON list in the environment, e.g. '["random","trending","itemcf","als","hybrid"]')."""
 
 
 @lru_cache(maxsize=1)

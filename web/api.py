@@ -22,6 +22,7 @@ from recstream.runtime import stores
 _s = app.recstream_settings  # type: ignore[attr-defined]
 MAX_BATCH = 10_000
 MAX_K = 500
+STRATEGIES = ("random", "trending", "itemcf", "als", "hybrid")
 
 
 def timed(route: str) -> Callable:
@@ -99,7 +100,11 @@ class Videos(web.View):
 class Recommendations(web.View):
     @timed("/recommendations")
     async def get(self, request: web.Request, user_id: str) -> web.Response:
-        return self.json(await recommend(stores(), _s, user_id, _k(request), als=als_scorer()))
+        strategy = request.query.get("strategy")  # overrides the user's A/B bucket (explorer, debugging)
+        if strategy is not None and strategy not in STRATEGIES:
+            return self.json({"error": f"strategy must be one of {list(STRATEGIES)}", "field": "strategy"},
+                             status=422)
+        return self.json(await recommend(stores(), _s, user_id, _k(request), als=als_scorer(), strategy=strategy))
 
 
 def als_scorer():  # noqa: ANN201 - replaced once the model side is wired in

@@ -182,5 +182,22 @@ def garbage_goes_to_dead_letters(cluster: Cluster) -> None:
     assert wait_for(lambda: get(f"{cluster.url}/videos/{video}/stats")[1].get("likes") == 1, timeout=10)
 
 
-ALL = [stats_are_exact, burst_tops_trending, next_video_follows_within_a_second,
+def strategies_are_selectable(cluster: Cluster) -> None:
+    url = cluster.url
+    (video,) = _ids("strat", 1)
+    post(url + "/videos", {"video_id": video, "creator_id": f"c-{video}", "duration_ms": 5_000})
+    post(url + "/events", {"type": "view", "user_id": "strat-fan", "video_id": video, "watch_time_ms": 5_000,
+                           "duration_ms": 5_000})
+    assert wait_for(lambda: get(f"{url}/videos/{video}/stats")[1].get("views") == 1)
+    default = get(f"{url}/recommendations/someone")[1]
+    assert default["strategy"] == "hybrid"  # one bucket unless RECSTREAM_STRATEGIES says otherwise
+    trending = get(f"{url}/recommendations/someone?strategy=trending&k=50")[1]
+    assert trending["strategy"] == "trending" and trending["items"]
+    assert all(i["reasons"] == ["trending"] for i in trending["items"])
+    rnd = get(f"{url}/recommendations/someone?strategy=random&k=5")[1]
+    assert rnd["strategy"] == "random" and len(rnd["items"]) == 5
+    assert get(f"{url}/recommendations/someone?strategy=psychic")[0] == 422
+
+
+ALL = [strategies_are_selectable, stats_are_exact, burst_tops_trending, next_video_follows_within_a_second,
        malformed_request_produces_nothing, garbage_goes_to_dead_letters]

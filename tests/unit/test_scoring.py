@@ -105,3 +105,15 @@ def test_select_drops_seen_and_caps_creators() -> None:
     picked = scoring.select(cands, k=10, seen={"b"}, creator_of=creators, max_per_creator=1)
     assert [c.video_id for c in picked] == ["a", "d", "e"]
     assert len(scoring.select(cands, k=2, seen=set(), creator_of={}, max_per_creator=1)) == 2
+
+
+def test_strategy_buckets_are_stable_and_balanced() -> None:
+    from collections import Counter
+
+    from recstream.recommend import strategy_for
+
+    strategies = ["random", "trending", "itemcf", "als", "hybrid"]
+    assert strategy_for("user-42", strategies) == strategy_for("user-42", list(strategies))
+    counts = Counter(strategy_for(f"u{i}", strategies) for i in range(5000))
+    assert set(counts) == set(strategies) and min(counts.values()) > 850
+    assert strategy_for("anyone", ["hybrid"]) == "hybrid"
