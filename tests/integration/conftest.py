@@ -18,6 +18,7 @@ def cluster(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
     """One worker on its own topics."""
     c = Cluster(services, tmp_path_factory.mktemp("cluster"), redis_db=next(_redis_dbs))
     c.start_worker()
+    c.wait_settled()
     yield c
     c.stop()
 

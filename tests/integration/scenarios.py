@@ -184,8 +184,9 @@ def garbage_goes_to_dead_letters(cluster: Cluster) -> None:
 
 def strategies_are_selectable(cluster: Cluster) -> None:
     url = cluster.url
-    (video,) = _ids("strat", 1)
-    post(url + "/videos", {"video_id": video, "creator_id": f"c-{video}", "duration_ms": 5_000})
+    catalog = _ids("strat", 6)
+    video = catalog[0]
+    post(url + "/videos", {"videos": [{"video_id": v, "creator_id": f"c-{v}", "duration_ms": 5_000} for v in catalog]})
     post(url + "/events", {"type": "view", "user_id": "strat-fan", "video_id": video, "watch_time_ms": 5_000,
                            "duration_ms": 5_000})
     assert wait_for(lambda: get(f"{url}/videos/{video}/stats")[1].get("views") == 1)

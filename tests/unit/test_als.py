@@ -16,17 +16,15 @@ from recstream.scoring import EngagementParams, engagement_weight
 from recstream.training import fit, transform
 from recstream.training.extract import INTERACTION_SCHEMA, valid
 from recstream.training.params import TrainParams
-from recstream.training.session import SparkOptions, build_session
-
-
-import json, os
-TEST_CONF = json.loads(os.environ.get("EXP_CONF", "{}"))
+from recstream.training.session import SMALL_DATA_CONF, SparkOptions, build_session
 
 
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     checkpoints = tmp_path_factory.mktemp("checkpoints")
-    session = build_session(SparkOptions(master="local[2]", checkpoint_dir=checkpoints, driver_memory="1g", conf=TEST_CONF))
+    session = build_session(
+        SparkOptions(master="local[2]", checkpoint_dir=checkpoints, driver_memory="1g", conf=SMALL_DATA_CONF)
+    )
     yield session
     session.stop()
 
@@ -45,7 +43,10 @@ def test_event_weights_are_the_streaming_weights(spark: SparkSession) -> None:
         Interaction(type="view", user_id="u", video_id="d", ts=4, watch_time_ms=30_000, duration_ms=0),
         Interaction(type="view", user_id="u", video_id="e", ts=5, watch_time_ms=90_000),
         Interaction(type="view", user_id="u", video_id="f", ts=6, watch_time_ms=2_000, duration_ms=4_000),
-        *(Interaction(type=t, user_id="u", video_id=t, ts=7) for t in ("like", "share", "comment", "follow", "skip")),
+        *(
+            Interaction(type=t, user_id="u", video_id=t, ts=7)
+            for t in ("like", "share", "comment", "follow", "skip")
+        ),
     ]
     df = _events(spark, [c.model_dump() for c in cases]).withColumn("w", transform.event_weight(params))
     got = {r["video_id"]: r["w"] for r in df.collect()}
@@ -80,7 +81,7 @@ def test_ratings_sum_per_pair_and_hold_out_each_users_latest(spark: SparkSession
         {"type": "like", "user_id": "c", "video_id": "v9", "ts": 2},
         {"type": "view", "user_id": "c", "video_id": "v9", "ts": 3, "watch_time_ms": 1000},  # r == 0: dropped
     ]
-    r = transform.ratings(_events(spark, rows), EngagementParams())
+    r = transform.ratings(transform.pairs(_events(spark, rows), EngagementParams()))
     indexed = transform.index_ids(r)
     assert indexed.user_ids == ["a", "b"] and indexed.item_ids == ["v1", "v2", "v3", "v4"]
     marked = transform.mark_holdout(indexed.ratings, holdout=1, min_user_videos=4)
@@ -94,7 +95,10 @@ def test_ratings_sum_per_pair_and_hold_out_each_users_latest(spark: SparkSession
         ("b", "v2"): (1.0, False),
         ("b", "v3"): (0.5, False),
     }
-    sets = {row["user"]: (sorted(row["train_items"]), row["test_items"]) for row in transform.eval_sets(marked).collect()}
+    sets = {
+        row["user"]: (sorted(row["train_items"]), row["test_items"])
+        for row in transform.eval_sets(marked).collect()
+    }
     assert sets == {0: ([0, 2, 3], [1])}
 
 

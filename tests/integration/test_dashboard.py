@@ -1,0 +1,375 @@
+"""The dashboard in a real headless Chromium against a real worker: the figures on the page are the
+API's, the charts draw, and the empty and worker-down states are clear. Screenshots: tests/artifacts/."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaProducer
+from playwright.sync_api import sync_playwright
+
+from recstream.topics import topic_names
+
+from .conftest import Cluster, get, post, wait_for
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Debian's Chromium, never a downloaded browser; no background traffic towards the closed network.
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+TAG = uuid.uuid4().hex[:6]
+A, B, C = (f"dash{TAG}-{x}" for x in "abc")
+USERS = [f"dashu{TAG}-{i}" for i in range(10)]
+
+OVERVIEW = "/api/overview?minutes=5&step=2"  # what the page asks for in its default 5-minute window
+# The burst, and what the overview must make of it.
+EXPECTED = {"events": 27, "views": 20, "completion_rate": 0.45, "like_rate": 0.2, "share_rate": 0.1,
+            "avg_watch_time_ms": 6675.0, "active_users": 10}
+
+
+def _burst() -> list[dict]:
+    events = []
+    for i, user in enumerate(USERS):  # A (10 s): watched 10 s, 9.5 s ... 5.5 s -> 3 completions
+        events.append({"type": "view", "user_id": user, "video_id": A, "watch_time_ms": 10_000 - 500 * i,
+                       "duration_ms": 10_000})
+    for user in USERS[:6]:  # B (8 s): watched to the end
+        events.append({"type": "view", "user_id": user, "video_id": B, "watch_time_ms": 8_000, "duration_ms": 8_000})
+    for user in USERS[6:]:  # C (20 s): 2 s each
+        events.append({"type": "view", "user_id": user, "video_id": C, "watch_time_ms": 2_000, "duration_ms": 20_000})
+    events += [{"type": "like", "user_id": u, "video_id": A} for u in USERS[:4]]
+    events += [{"type": "share", "user_id": u, "video_id": B} for u in USERS[:2]]
+    events += [{"type": "comment", "user_id": USERS[9], "video_id": C}]
+    return events
+
+
+@pytest.fixture(scope="module")
+def seeded(cluster: Cluster) -> Cluster:
+    cluster.wait_settled()  # the worker owns every partition: nothing sent now waits for a rebalance
+    videos = [{"video_id": A, "creator_id": "cr-cats", "duration_ms": 10_000, "caption": "Cat meets cucumber",
+               "hashtags": ["cats", "fail"], "category": "pets"},
+              {"video_id": B, "creator_id": "cr-food", "duration_ms": 8_000, "caption": "Pasta in 8 seconds",
+               "hashtags": ["food"]},
+              {"video_id": C, "creator_id": "cr-skate", "duration_ms": 20_000, "caption": "Skate fail"}]
+    assert post(cluster.url + "/videos", {"videos": videos})[0] == 202
+    assert post(cluster.url + "/events", {"events": _burst()})[0] == 202
+
+    def stats(video: str) -> dict:
+        return get(f"{cluster.url}/videos/{video}/stats")[1]
+
+    settled = wait_for(lambda: get(cluster.url + OVERVIEW)[1]["totals"]["events"] == 27
+                       and stats(A).get("likes") == 4 and stats(B).get("shares") == 2
+                       and stats(C).get("comments") == 1, timeout=20, interval=0.2)
+    assert settled, get(cluster.url + OVERVIEW)[1]["totals"]
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+class Page:
+    """A browser tab on the dashboard that records console errors and uncaught exceptions."""
+
+    def __init__(self, browser, base: str) -> None:  # noqa: ANN001
+        self.context = browser.new_context(viewport={"width": 1440, "height": 1000})
+        self.page = self.context.new_page()
+        self.base = base
+        self.console_errors: list[str] = []
+        self.page_errors: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.console_errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.page_errors.append(str(e)))
+
+    def open(self, fragment: str = "#/live") -> None:
+        self.page.goto(f"{self.base}/{fragment}")
+
+    def wait_loaded(self, tab: str) -> None:
+        self.page.wait_for_selector(f'body[data-loaded="{tab}"]', timeout=10_000)
+
+    def kpi(self, root: str, key: str) -> str:
+        return self.page.get_attribute(f'{root} [data-kpi="{key}"]', "data-value")
+
+    def chart_drawn(self, canvas_id: str) -> dict:
+        """Painted pixels on the canvas, and whether its Chart.js instance holds any non-zero value."""
+        return self.page.evaluate("""(id) => {
+            const c = document.getElementById(id), chart = Chart.getChart(c);
+            const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let painted = 0;
+            for (let i = 3; i < px.length; i += 4) if (px[i]) painted++;
+            const values = chart ? chart.data.datasets.flatMap(d => d.data.map(p => p && typeof p === 'object' ? p.y : p)) : [];
+            return {painted, hasData: values.some(v => typeof v === 'number' && v > 0), width: c.width};
+        }""", canvas_id)
+
+    def shot(self, name: str) -> Path:
+        path = ARTIFACTS / f"dashboard-{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def page(browser, seeded: Cluster) -> Iterator[Page]:  # noqa: ANN001
+    p = Page(browser, seeded.url)
+    yield p
+    p.close()
+
+
+def _close(a: str | None, b: float | None) -> bool:
+    if b is None:
+        return a in ("", None)
+    return a not in ("", None) and math.isclose(float(a), b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+# --- the JSON API the page reads ---------------------------------------------------------------
+def test_api_overview_counts_the_burst(seeded: Cluster) -> None:
+    body = get(seeded.url + OVERVIEW)[1]
+    totals = body["totals"]
+    for key, value in EXPECTED.items():
+        assert totals[key] == pytest.approx(value), key
+    assert totals["by_type"] == {"view": 20, "like": 4, "share": 2, "comment": 1, "skip": 0, "follow": 0}
+    series = body["series"]
+    assert len(series["t"]) == 150 and series["t"][1] - series["t"][0] == 2
+    assert sum(series["views"]) == 20
+    assert sum(v * 2 for v in series["events_per_s"]["like"]) == pytest.approx(4)
+    assert body["until_s"] - body["since_s"] == 300
+    assert sum(body["active_users"]["users"]) >= 10
+
+
+def test_api_trending_is_the_client_trending_with_metadata(seeded: Cluster) -> None:
+    ours = get(seeded.url + "/api/trending?k=10")[1]["items"]
+    theirs = get(seeded.url + "/trending?k=10")[1]["items"]
+    assert [i["video_id"] for i in ours] == [i["video_id"] for i in theirs]
+    for a, b in zip(ours, theirs, strict=True):
+        assert (a["views"], a["completion_rate"], a["likes"]) == (b["views"], b["completion_rate"], b["likes"])
+        assert a["trend"]["direction"] in {"up", "down", "flat", "new"}
+    by_id = {i["video_id"]: i for i in ours}
+    assert by_id[A]["caption"] == "Cat meets cucumber" and by_id[A]["hashtags"] == ["cats", "fail"]
+    assert by_id[A]["creator_id"] == "cr-cats" and by_id[A]["completion_rate"] == 0.3
+
+
+def test_api_video_analytics(seeded: Cluster) -> None:
+    status, body = get(f"{seeded.url}/api/videos/{A}/analytics")
+    assert status == 200
+    assert body["stats"]["views"] == 10 and body["stats"]["completion_rate"] == 0.3
+    assert sum(body["watch_time"]["views"]) == 10
+    assert [w["name"] for w in body["windows"]] == ["lifetime", "long", "short"]
+    assert body["windows"][0]["like_rate"] == 0.4
+    similar = get(f"{seeded.url}/videos/{A}/similar")[1]["items"]
+    assert [s["video_id"] for s in body["similar"]] == [s["video_id"] for s in similar]
+    assert get(f"{seeded.url}/api/videos/nope-{TAG}/analytics")[0] == 404
+
+
+def test_api_user_history_and_model_and_pipeline(seeded: Cluster) -> None:
+    hist = get(f"{seeded.url}/api/users/{USERS[0]}/history")[1]
+    assert {h["video_id"] for h in hist["history"]} == {A, B}
+    assert hist["seen"] == 2 and hist["history"][0]["caption"]
+    model = get(seeded.url + "/api/model")[1]
+    assert model["state"] == "no model trained yet" and model["active_version"] is None and model["versions"] == []
+    pipe = get(seeded.url + "/api/pipeline")[1]
+    assert pipe["dependencies"] == {"redis": "ok", "mongo": "ok", "kafka": "ok"}, pipe["dependencies"]
+    topics = {lag["topic"] for lag in pipe["consumer_lag"]}
+    assert topic_names(seeded.settings).interactions in topics and not any("changelog" in t for t in topics)
+    assert pipe["dead_letters"]["total"] == 0 and pipe["events_processed"]["view"] >= 20
+
+
+# --- the page -----------------------------------------------------------------------------------
+def test_live_page_shows_the_api_figures_and_draws(page: Page, seeded: Cluster) -> None:
+    page.open("#/live")
+    page.wait_loaded("live")
+
+    def kpis_match() -> bool:
+        totals = get(seeded.url + OVERVIEW)[1]["totals"]
+        return all(_close(page.kpi("#live-kpis", k), totals[k]) for k in
+                   ("events_per_s", "active_users", "avg_watch_time_ms", "completion_rate", "like_rate", "share_rate"))
+    assert wait_for(kpis_match, timeout=8, interval=0.3)
+    assert page.page.inner_text('#live-kpis [data-kpi="completion_rate"] .value') == "45.0%"
+    assert page.page.inner_text('#live-kpis [data-kpi="avg_watch_time_ms"] .value') == "6.7 s"
+
+    api_ids = [i["video_id"] for i in get(seeded.url + "/trending?k=10")[1]["items"]]
+    rows = page.page.locator("#trending-table tbody tr")
+    assert wait_for(lambda: rows.evaluate_all("rs => rs.map(r => r.dataset.videoId)") == api_ids, timeout=5)
+    assert "Cat meets cucumber" in page.page.inner_text("#trending-table")
+
+    for canvas in ("chart-events", "chart-active", "chart-watch", "chart-rates"):
+        drawn = page.chart_drawn(canvas)
+        assert drawn["hasData"] and drawn["painted"] > 1000, (canvas, drawn)
+    page.shot("live")
+    assert not page.console_errors and not page.page_errors, (page.console_errors, page.page_errors)
+
+
+def test_trending_row_opens_video_analytics(page: Page, seeded: Cluster) -> None:
+    page.open("#/live")
+    page.page.locator(f'#trending-table tbody tr[data-video-id="{A}"]').click()
+    page.page.wait_for_function(f"location.hash === '#/video/{A}'")
+    page.wait_loaded("video")
+    page.page.wait_for_selector("#video-body:not([hidden])")
+    assert page.page.inner_text("#video-caption") == "Cat meets cucumber"
+    stats = get(f"{seeded.url}/videos/{A}/stats")[1]
+    assert page.kpi("#video-kpis", "views") == str(stats["views"])
+    assert _close(page.kpi("#video-kpis", "completion_rate"), stats["completion_rate"])
+    for canvas in ("chart-watchdist", "chart-horizons"):
+        assert page.chart_drawn(canvas)["hasData"], canvas
+    similar = [s["video_id"] for s in get(f"{seeded.url}/videos/{A}/similar")[1]["items"]]
+    shown = page.page.locator("#similar-list li").evaluate_all("ls => ls.map(l => l.dataset.videoId)")
+    assert shown == similar
+    page.shot("video")
+    assert not page.console_errors and not page.page_errors, (page.console_errors, page.page_errors)
+
+    page.open(f"#/video/nope-{TAG}")
+    page.page.wait_for_selector("#video-missing:not([hidden])")
+    assert "No video" in page.page.inner_text("#video-missing")
+    assert all("404" in e for e in page.console_errors), page.console_errors  # the API's answer, logged
+
+
+def test_user_explorer_shows_the_api_recommendations_live(page: Page, seeded: Cluster) -> None:
+    user = USERS[7]  # watched C only
+    page.open("#/users")
+    page.page.fill("#user-input", user)
+    page.page.press("#user-input", "Enter")
+    page.wait_loaded("users")
+
+    def shown_matches_api() -> bool:
+        api = [i["video_id"] for i in get(f"{seeded.url}/recommendations/{user}?k=20")[1]["items"]]
+        shown = page.page.locator("#recs-table tbody tr").evaluate_all("rs => rs.map(r => r.dataset.videoId)")
+        return bool(api) and shown == api
+    assert wait_for(shown_matches_api, timeout=8, interval=0.3)
+    first = get(f"{seeded.url}/recommendations/{user}?k=20")[1]["items"][0]
+    assert f"{first['score']:.4f}" in page.page.inner_text("#recs-table tbody tr:first-child")
+    assert page.page.locator("#history-table tbody tr").count() == 1
+
+    # The user acts: the page follows without a reload.
+    assert post(seeded.url + "/events", {"type": "view", "user_id": user, "video_id": A, "watch_time_ms": 10_000,
+                                         "duration_ms": 10_000})[0] == 202
+    page.page.wait_for_function("document.querySelectorAll('#history-table tbody tr').length === 2", timeout=8_000)
+    assert page.page.locator("#history-table tbody tr").first.get_attribute("data-video-id") == A
+    assert wait_for(shown_matches_api, timeout=8, interval=0.3)
+    assert A not in page.page.locator("#recs-table tbody tr").evaluate_all("rs => rs.map(r => r.dataset.videoId)")
+    page.shot("users")
+    assert not page.console_errors and not page.page_errors, (page.console_errors, page.page_errors)
+
+
+def test_model_tab_without_a_model(page: Page) -> None:
+    page.open("#/model")
+    page.wait_loaded("model")
+    page.page.wait_for_selector("#model-empty:not([hidden])")
+    assert "No model trained yet" in page.page.inner_text("#model-empty")
+    assert page.page.is_hidden("#model-body")
+    page.shot("model-empty")
+    assert not page.console_errors and not page.page_errors, (page.console_errors, page.page_errors)
+
+
+def test_model_tab_shows_registered_versions(page: Page, seeded: Cluster) -> None:
+    from recstream.model_store import ModelArtifact, ModelRegistry, new_version
+
+    registry = ModelRegistry(seeded.settings)
+    rng = np.random.default_rng(0)
+    try:
+        versions = []
+        for i, ndcg in enumerate((0.21, 0.24)):
+            version = new_version()
+            artifact = ModelArtifact(version, USERS[:2], [A, B], rng.random((2, 4), dtype=np.float32),
+                                     rng.random((2, 4), dtype=np.float32), {"rank": 4})
+            registry.register(artifact, {
+                "created_at": 1_700_000_000_000 + i * 60_000, "status": "candidate",
+                "metrics": {"ndcg@10": ndcg, "recall@10": ndcg * 2}, "baseline": {"popularity": {"ndcg@10": 0.1}},
+                "data": {"events": 27, "users": 10, "videos": 3, "min_ts": 1, "max_ts": 2, "trained_on": "all pairs"},
+                "params": {"rank": 4, "alpha": 5.0}, "timings": {"extract": 1.5, "fit": 3.0},
+                "gate": {"passed": True, "reason": "no active model"}})
+            registry.activate(artifact)
+            versions.append(version)
+        api = get(seeded.url + "/api/model")[1]
+        assert api["active_version"] == versions[1] and [v["version"] for v in api["versions"]] == versions[::-1]
+        assert api["active"]["training_s"] == 4.5 and api["versions"][1]["status"] == "retired"
+
+        page.open("#/model")
+        page.page.wait_for_selector("#model-body:not([hidden])")
+        assert versions[1] in page.page.inner_text("#model-facts")
+        rows = page.page.locator("#versions-table tbody tr[data-version]")
+        assert rows.evaluate_all("rs => rs.map(r => r.dataset.version)") == versions[::-1]
+        assert "0.2400" in page.page.inner_text("#versions-table")
+        assert page.chart_drawn("chart-versions")["hasData"] and page.chart_drawn("chart-timings")["hasData"]
+        page.shot("model")
+        assert not page.console_errors and not page.page_errors, (page.console_errors, page.page_errors)
+    finally:
+        registry.delete_namespace()
+        registry.close()
+
+
+async def _produce_garbage(settings, value: bytes) -> None:  # noqa: ANN001
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic_names(settings).interactions, key=b"dash-garbage", value=value)
+    finally:
+        await producer.stop()
+
+
+def test_pipeline_tab_shows_health_lag_and_dead_letters(page: Page, seeded: Cluster) -> None:
+    asyncio.run(_produce_garbage(seeded.settings, b"{not json " + TAG.encode()))
+    assert wait_for(lambda: get(seeded.url + "/api/pipeline")[1]["dead_letters"]["total"] == 1, timeout=15)
+    page.open("#/pipeline")
+    page.wait_loaded("pipeline")
+    page.page.wait_for_selector("#dead-table tbody tr")
+    for dep in ("kafka", "redis", "mongo"):
+        assert page.page.get_attribute(f'[data-dep="{dep}"]', "data-state") == "ok"
+    assert page.kpi("#pipeline-kpis", "dead_letters") == "1"
+    assert "json" in page.page.inner_text("#dead-table").lower()
+    assert page.chart_drawn("chart-lag")["painted"] > 1000
+    page.shot("pipeline")
+    assert not page.console_errors and not page.page_errors, (page.console_errors, page.page_errors)
+
+
+def test_worker_down_shows_retrying_then_recovers(page: Page, seeded: Cluster) -> None:
+    page.open("#/live")
+    page.wait_loaded("live")
+    page.page.wait_for_selector('#conn-status[data-state="live"]')
+    before = page.kpi("#live-kpis", "events_per_s")
+    worker = seeded.workers[0]
+    worker.stop()
+    try:
+        page.page.wait_for_selector('#conn-status[data-state="down"]', timeout=10_000)
+        status = page.page.inner_text("#conn-status")
+        assert "unreachable" in status and "retrying" in status
+        assert page.page.is_visible("#conn-banner") and "retrying" in page.page.inner_text("#conn-banner").lower()
+        # Not a blank page: the last figures stay, dimmed.
+        assert page.kpi("#live-kpis", "events_per_s") == before and page.page.is_visible("#chart-events")
+        page.shot("worker-down")
+    finally:
+        worker.start()
+    page.page.wait_for_selector('#conn-status[data-state="live"]', timeout=15_000)
+    assert page.page.is_hidden("#conn-banner")
+    totals = get(seeded.url + OVERVIEW)[1]["totals"]
+    assert wait_for(lambda: _close(page.kpi("#live-kpis", "active_users"), totals["active_users"]), timeout=5)
+    assert not page.page_errors, page.page_errors
+    # While the worker was down the browser logged the refused connections; nothing else.
+    assert all("ERR_CONNECTION_REFUSED" in e or "Failed to load resource" in e for e in page.console_errors), \
+        page.console_errors
+
+
+# --- pure pieces ------------------------------------------------------------------------------
+def test_quantiles_and_trend_direction() -> None:
+    from recstream.web.dashboard import quantile_ms, trend_direction
+
+    buckets = [(0.01, 10.0), (0.05, 60.0), (0.1, 100.0), (float("inf"), 100.0)]
+    assert quantile_ms(buckets, 0.5) == pytest.approx(42.0)
+    assert quantile_ms(buckets, 0.99) == pytest.approx(97.5)
+    assert quantile_ms([(0.1, 0.0), (float("inf"), 0.0)], 0.5) is None
+    now = 10_000_000
+    rising = {"window_short": {"start_ms": now - 30_000, "views": 30}, "window_long": {"start_ms": now - 3_000_000, "views": 40}}
+    assert trend_direction(rising, now)["direction"] == "up"
+    falling = {"window_short": {"start_ms": now - 600_000, "views": 1}, "window_long": {"start_ms": now - 900_000, "views": 90}}
+    assert trend_direction(falling, now)["direction"] == "down"
+    assert trend_direction({}, now)["direction"] == "flat"

@@ -1,0 +1,141 @@
+"""Training publishes to the real registry: Redis (active model) and MongoDB (every version)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyspark.sql import SparkSession
+
+from recstream.foldin import ModelCache
+from recstream.model_store import BLOBS, LockHeld, ModelRegistry, active_key, blob_key
+from recstream.settings import Settings
+from recstream.training import synthetic
+from recstream.training.params import TrainParams
+from recstream.training.pipeline import DatasetSource, TrainResult, train_once
+from recstream.training.session import SMALL_DATA_CONF, SparkOptions, build_session
+
+PARAMS = TrainParams(rank=8, max_iter=6, reg_param=0.05, alpha=5.0, refit=False)
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
+    options = SparkOptions(
+        master="local[2]",
+        checkpoint_dir=tmp_path_factory.mktemp("checkpoints"),
+        driver_memory="1g",
+        conf=SMALL_DATA_CONF,
+    )
+    session = build_session(options)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def registry(services: Settings) -> Iterator[ModelRegistry]:
+    reg = ModelRegistry(services, namespace=f"test-model-{uuid.uuid4().hex[:8]}")
+    reg.ensure_indexes()
+    yield reg
+    reg.delete_namespace()
+    reg.close()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> DatasetSource:
+    log = synthetic.generate(400, 80, 8000, n_topics=4, seed=1)
+    return DatasetSource(synthetic.write_jsonl(log, tmp_path_factory.mktemp("data") / "log.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def first(spark: SparkSession, registry: ModelRegistry, dataset: DatasetSource) -> TrainResult:
+    return train_once(spark, PARAMS, dataset, registry, log=lambda _line: None)
+
+
+def test_first_model_is_registered_with_metrics_and_activated(
+    first: TrainResult, registry: ModelRegistry
+) -> None:
+    assert first.activated and first.gate["reason"] == "no active model"
+    assert registry.active_version() == first.version
+    doc = registry.get(first.version)
+    assert doc["status"] == "active"
+    assert set(doc["metrics"]) == {"ndcg@10", "recall@10", "precision@10", "map@10", "users"}
+    assert doc["metrics"]["users"] > 300
+    # Tastes are learnable on this data: the model must beat popularity on the same holdout.
+    assert doc["metrics"]["ndcg@10"] > 1.2 * doc["baseline"]["popularity"]["ndcg@10"]
+    assert doc["data"]["events"] == first.data["events"] > 8000
+    assert doc["data"]["min_ts"] < doc["data"]["max_ts"] == doc["data_until_ms"]
+    assert doc["params"]["rank"] == 8 and set(doc["timings"]) >= {"extract", "transform", "fit", "evaluate"}
+    for blob in BLOBS:
+        assert registry.redis.exists(blob_key(first.version, blob, registry.namespace))
+
+
+async def test_serving_cache_loads_the_active_model(
+    first: TrainResult, registry: ModelRegistry, services: Settings
+) -> None:
+    cache = ModelCache.from_url(services.redis_url, namespace=registry.namespace, check_interval_s=0)
+    try:
+        assert await cache.refresh()
+        model = cache.model
+        assert model.version == first.version and model.rank == 8
+        assert model.item_factors.shape == (80, 8) and len(model.user_index) == 400
+        stored = registry.load(first.version)  # the durable copy (Mongo chunks) is the same model
+        np.testing.assert_array_equal(stored.item_factors, model.item_factors)
+        assert stored.user_ids == sorted(model.user_index, key=model.user_index.get)
+        scores = cache.score_user("u0", [["v1", 1, 1.0]], k=10)
+        assert len(scores) == 10 and "v1" not in scores
+        assert not await cache.refresh()  # unchanged: nothing reloaded
+    finally:
+        await cache.close()
+
+
+def test_second_training_makes_a_new_active_version(
+    first: TrainResult, spark: SparkSession, registry: ModelRegistry, dataset: DatasetSource
+) -> None:
+    second = train_once(spark, PARAMS, dataset, registry, log=lambda _line: None)
+    assert second.version != first.version and second.activated
+    assert registry.active_version() == second.version
+    assert [d["_id"] for d in registry.versions()][:2] == [second.version, first.version]
+    assert registry.get(first.version)["status"] == "retired"
+    # The replaced version stays readable for a while (readers mid-load, rollback), then expires.
+    assert 0 < registry.redis.ttl(blob_key(first.version, "item_factors", registry.namespace)) <= 86_400
+
+
+def test_a_worse_model_is_kept_but_not_activated(
+    first: TrainResult, spark: SparkSession, registry: ModelRegistry, dataset: DatasetSource
+) -> None:
+    active_before = registry.active_version()
+    weak = TrainParams(rank=1, max_iter=1, refit=False)  # one factor: about popularity, no tastes
+    lines: list[str] = []
+    result = train_once(spark, weak, dataset, registry, log=lines.append)
+    assert not result.activated
+    assert registry.active_version() == active_before
+    doc = registry.get(result.version)
+    assert doc["status"] == "rejected" and doc["gate"]["passed"] is False
+    assert doc["gate"]["active_version"] == active_before and "ndcg@10" in doc["gate"]["reason"]
+    assert not registry.redis.exists(blob_key(result.version, "item_factors", registry.namespace))
+    assert any("activated=False" in line for line in lines)
+    # Kept in the registry: it can still be activated by hand (rollback/forward path).
+    assert registry.activate_version(result.version) == active_before
+    assert registry.redis.get(active_key(registry.namespace)).decode() == result.version
+    assert registry.load(result.version).item_factors.shape == (80, 1)
+
+
+def test_only_one_training_at_a_time(registry: ModelRegistry) -> None:
+    with registry.training_lock(ttl_s=30, holder="first"):
+        with pytest.raises(LockHeld, match="first"):
+            with registry.training_lock(ttl_s=30, holder="second"):
+                pass
+        assert 0 < registry.redis.pttl(registry.lock_key) <= 30_000
+    with registry.training_lock(ttl_s=30):  # released: free again
+        pass
+    assert not registry.redis.exists(registry.lock_key)
+
+
+def test_dataset_path_must_exist(spark: SparkSession, registry: ModelRegistry, tmp_path: Path) -> None:
+    from recstream.training.extract import ExtractError
+
+    with pytest.raises(ExtractError, match="does not exist"):
+        train_once(spark, PARAMS, DatasetSource(tmp_path / "missing.jsonl"), registry, log=lambda _l: None)
