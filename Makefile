@@ -5,15 +5,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 LOCAL := .local
 KAFKA_LIBS := $(LOCAL)/kafka/libs
-APT_PACKAGES := redis-server libopenblas0
+APT_PACKAGES := redis-server libopenblas0 chromium
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install services services-down status test unit lint demo worker bench clean-data
 
-install: .apt-checked $(VENV)/.installed $(KAFKA_LIBS)/.resolved
+install: .apt-checked $(VENV)/.installed $(KAFKA_LIBS)/.resolved web/static/vendor/.built
 
-# Debian packages: Redis server and OpenBLAS (native BLAS for Spark's ALS). Installed only if missing.
-.apt-checked:
+# Debian packages: Redis server, OpenBLAS (native BLAS for Spark's ALS), Chromium (dashboard tests).
+# Installed only if missing; re-checked when this list changes.
+.apt-checked: Makefile
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
@@ -35,6 +36,11 @@ $(KAFKA_LIBS)/.resolved: services/kafka-pom.xml
 	@echo "resolving the Apache Kafka broker jars with Maven into $(KAFKA_LIBS)"
 	@rm -rf $(KAFKA_LIBS)
 	mvn -q -B -f services/kafka-pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) -DincludeScope=runtime
+	@touch $@
+
+# Chart.js from npm (web/package-lock.json) into web/static/vendor: served locally, no CDN.
+web/static/vendor/.built: web/package-lock.json scripts/build-web-assets.sh
+	scripts/build-web-assets.sh
 	@touch $@
 
 services: install

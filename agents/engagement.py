@@ -11,6 +11,7 @@ from recstream.app import app
 from recstream.channels import video_events
 from recstream.records import Interaction
 from recstream.runtime import as_event, stores
+from recstream.stores import VIDEO_SERIES_STEP_S
 from recstream.tables import video_stats, video_stats_long, video_stats_short
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
@@ -31,6 +32,7 @@ async def process(events) -> None:  # noqa: ANN001
 
     docs: dict[str, dict] = {}
     ranks: dict[str, float] = {}
+    series: dict[str, dict[int, dict[str, float]]] = {}
     for video, items in by_video.items():
         doc = dict(video_stats[video])
         counts = dict(doc.get("counts", {}))
@@ -56,12 +58,22 @@ async def process(events) -> None:  # noqa: ANN001
                 video_stats_short.table._apply_window_op(scoring.add_counts, video, delta, float(second))
                 video_stats_long.table._apply_window_op(scoring.add_counts, video, delta, float(second))
         docs[video] = stats_document(video, doc)
+        series[video] = series_buckets(window_deltas)
         if score > 0:
             ranks[video] = scoring.trend_rank(score, updated, _s.trending_half_life_s)
     metrics.messages_processed.labels(agent="engagement").inc(len(events))
     if docs:
-        await stores().write_video_stats(docs, ranks)
+        await stores().write_video_stats(docs, ranks, series)
         dirty_stats.update(docs)
+
+
+def series_buckets(per_second: dict[float, dict[str, float]]) -> dict[int, dict[str, float]]:
+    """This batch's counters of one video per VIDEO_SERIES_STEP_S bucket (the dashboard's timeline)."""
+    out: dict[int, dict[str, float]] = {}
+    for second, delta in per_second.items():
+        start = int(second) // VIDEO_SERIES_STEP_S * VIDEO_SERIES_STEP_S
+        out[start] = scoring.add_counts(out.get(start, {}), {k: v for k, v in delta.items() if k in scoring.COUNTERS})
+    return out
 
 
 def stats_document(video: str, doc: dict) -> dict:

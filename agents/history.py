@@ -7,6 +7,7 @@ tables, and materialises histories, seen sets and overview counters to Redis.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
 from recstream import channels, metrics, scoring
@@ -68,6 +69,9 @@ async def process(events) -> None:  # noqa: ANN001
         await stores().write_user_state(histories, seen)
         await stores().write_overview(overview, active)
         dirty_users.update(histories)
+        now = time.time()  # event.message.timestamp: Kafka's CreateTime, in seconds (POST /events' send)
+        for event, _record in parsed:
+            metrics.freshness.labels(agent="history").observe(max(0.0, now - event.message.timestamp))
 
 
 def _count_overview(bucket: dict[str, float], record: Interaction) -> None:

@@ -70,7 +70,9 @@ class LoadedModel:
         return int(self.item_factors.shape[1])
 
 
-def history_ratings(history: Iterable[Sequence[Any]], item_index: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
+def history_ratings(
+    history: Iterable[Sequence[Any]], item_index: Mapping[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """History entries [video_id, ts_ms, weight] -> (item rows, r) for the videos the model knows.
     Repeated videos add up (as training sums a user's events per video); r == 0 says nothing."""
     totals: dict[int, float] = {}

@@ -22,6 +22,11 @@ request_latency = Histogram(
     "recstream_request_latency_seconds", "HTTP request latency", ["route"], registry=registry,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+freshness = Histogram(
+    "recstream_freshness_seconds", "From an event's append to Kafka to its effect being readable in Redis",
+    ["agent"], registry=registry,
+    buckets=(0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 consumer_lag = Gauge(
     "recstream_consumer_lag", "Messages not yet consumed, per topic partition", ["topic", "partition"],
     registry=registry,

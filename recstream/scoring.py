@@ -54,6 +54,16 @@ def engagement_weight(event: Interaction, params: EngagementParams) -> float:
     return min(ratio, 2.0)
 
 
+WATCH_BUCKETS = 10
+"""Watch-ratio histogram: tenths of the video (wr0 = under 10 %), the last bucket 100 % and more."""
+
+
+def watch_bucket(event: Interaction) -> int | None:
+    """The histogram bucket of a view, or None when its duration is unknown or zero."""
+    ratio = watch_ratio(event.watch_time_ms, event.duration_ms)
+    return None if ratio is None else min(int(ratio * WATCH_BUCKETS), WATCH_BUCKETS)
+
+
 COUNTERS = ("views", "watch_time_ms", "completions", "likes", "shares", "comments", "skips", "follows")
 
 
@@ -70,6 +80,9 @@ def event_counts(event: Interaction, params: EngagementParams) -> dict[str, floa
         c["watch_time_ms"] = event.watch_time_ms or 0
         if is_completion(event, params):
             c["completions"] = 1
+        bucket = watch_bucket(event)
+        if bucket is not None:
+            c[f"wr{bucket}"] = 1
     if is_fast_skip(event, params):
         c["skips"] = 1
     plural = {"like": "likes", "share": "shares", "comment": "comments", "follow": "follows"}
@@ -92,6 +105,7 @@ def stats_view(counts: Mapping[str, float]) -> dict[str, float]:
     out = {k: counts.get(k, 0) for k in COUNTERS}
     out["avg_watch_time_ms"] = round(counts.get("watch_time_ms", 0) / views, 1) if views else 0.0
     out["completion_rate"] = round(counts.get("completions", 0) / views, 4) if views else 0.0
+    out["watch_ratio_hist"] = [int(counts.get(f"wr{i}", 0)) for i in range(WATCH_BUCKETS + 1)]
     return out
 
 

@@ -21,12 +21,19 @@ VIDEO_CREATOR_KEY = "video:creator"  # hash: video_id -> creator_id (the creator
 OVERVIEW_PREFIX = "overview:"  # hash per second: event counts by type, watch time, completions
 ACTIVE_USERS_PREFIX = "active:"  # HyperLogLog per minute of the users who acted
 OVERVIEW_TTL_S = 3600
+VIDEO_SERIES_STEP_S = 10  # a video's engagement over time: one hash of counters per 10 s
+VIDEO_SERIES_TTL_S = 3600
 SEEN_TTL_S = 30 * 24 * 3600
 
 
 def neighbours_key(video_id: str) -> str:
     """Sorted set of a video's item-CF neighbours (neighbour -> normalised score)."""
     return f"nbrs:{video_id}"
+
+
+def video_series_key(video_id: str, start_s: int) -> str:
+    """Hash of a video's counters in the VIDEO_SERIES_STEP_S bucket starting at `start_s` (epoch s)."""
+    return f"vseries:{video_id}:{start_s}"
 
 
 def history_key(user_id: str) -> str:
@@ -149,12 +156,20 @@ class Stores:
         await pipe.execute()
 
     async def write_video_stats(self, stats: Mapping[str, Mapping[str, Any]],
-                                trend_ranks: Mapping[str, float]) -> None:
+                                trend_ranks: Mapping[str, float],
+                                series: Mapping[str, Mapping[int, Mapping[str, float]]] | None = None) -> None:
+        """Per-video documents, trending ranks, and counter increments per video per series bucket."""
         pipe = self.redis.pipeline(transaction=False)
         if stats:
             pipe.hset(VIDEO_STATS_KEY, mapping={v: json.dumps(doc) for v, doc in stats.items()})
         if trend_ranks:
             pipe.zadd(TRENDING_KEY, dict(trend_ranks))
+        for video, buckets in (series or {}).items():
+            for start, counts in buckets.items():
+                key = video_series_key(video, start)
+                for field_, value in counts.items():
+                    pipe.hincrbyfloat(key, field_, value)
+                pipe.expire(key, VIDEO_SERIES_TTL_S)
         await pipe.execute()
 
     async def write_neighbours(self, neighbours: Mapping[str, Mapping[str, float]]) -> None:
@@ -202,6 +217,10 @@ class Stores:
         values = await self.redis.hmget(VIDEO_CREATOR_KEY, videos)
         return {v: c for v, c in zip(videos, values, strict=True) if c is not None}
 
+    async def random_videos(self, n: int) -> list[str]:
+        """Up to n distinct catalog videos at random."""
+        return await self.redis.hrandfield(VIDEO_CREATOR_KEY, n) or []
+
     async def video_stats(self, videos: list[str]) -> dict[str, Any]:
         return await self.get_json_fields(VIDEO_STATS_KEY, videos)
 
@@ -221,3 +240,28 @@ class Stores:
         per_second = {s: {k: float(v) for k, v in r.items()} for s, r in zip(seconds, results, strict=False) if r}
         active = dict(zip(minutes, results[len(seconds):], strict=True))
         return per_second, active
+
+    # --- dashboard reads ---
+    VIDEO_SERIES_STEP_S = VIDEO_SERIES_STEP_S
+
+    async def active_users(self, since_s: int, until_s: int) -> int:
+        """Distinct users who acted in the minutes covering two epoch seconds (one HyperLogLog union)."""
+        keys = [f"{ACTIVE_USERS_PREFIX}{m}" for m in range(since_s // 60, until_s // 60 + 1)]
+        return int(await self.redis.pfcount(*keys)) if keys else 0
+
+    async def video_series(self, video_id: str, since_s: int, until_s: int) -> dict[int, dict[str, float]]:
+        """A video's counters per `VIDEO_SERIES_STEP_S` bucket between two epoch seconds (empty until
+        the engagement agent writes `vseries:` keys)."""
+        step = self.VIDEO_SERIES_STEP_S
+        buckets = list(range(since_s // step * step, until_s + 1, step))
+        pipe = self.redis.pipeline(transaction=False)
+        for b in buckets:
+            pipe.hgetall(video_series_key(video_id, b))
+        results = await pipe.execute()
+        return {b: {k: float(v) for k, v in r.items()} for b, r in zip(buckets, results, strict=True) if r}
+
+    async def model_versions(self, namespace: str, limit: int) -> list[dict[str, Any]]:
+        """The model registry's documents of a namespace, newest first (written by recstream.model_store)."""
+        from recstream.model_store import MODELS
+
+        return await self.find(MODELS, {"namespace": namespace}, sort=[("created_at", -1)], limit=limit)

@@ -22,8 +22,11 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     from recstream.training import cli
 
-    parser = argparse.ArgumentParser(prog="spark-submit training/als_job.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="spark-submit training/als_job.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     cli.add_arguments(parser)
     return cli.run(parser.parse_args(argv), launched_by_spark_submit=True)
 

@@ -25,34 +25,75 @@ EXIT_NO_DATA = 4
 EXIT_REJECTED = 5
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from recstream.training.params import add_param_arguments
 
     src = parser.add_argument_group("data")
-    src.add_argument("--dataset", type=Path, help="JSON-lines or Parquet file of Interaction records "
-                     "(default: the interactions topic in Kafka, up to its current end offsets)")
+    src.add_argument(
+        "--dataset",
+        type=Path,
+        help="JSON-lines or Parquet file of Interaction records "
+        "(default: the interactions topic in Kafka, up to its current end offsets)",
+    )
     src.add_argument("--topic", help="Kafka topic (default: <topic_prefix>.interactions)")
 
     run = parser.add_argument_group("run")
-    run.add_argument("--master", default=None, help="Spark master (default local[*]; spark://host:7077 "
-                     "for a cluster; under spark-submit, its own --master)")
-    run.add_argument("--jars-dir", type=Path, default=None,
-                     help="jars for Spark's Kafka source (default <local_dir>/spark-jars, from `make install`)")
-    run.add_argument("--checkpoint-dir", type=Path, default=None,
-                     help="ALS checkpoint directory (default <data_dir>/spark-checkpoints)")
+    run.add_argument(
+        "--master",
+        default=None,
+        help="Spark master (default local[*]; spark://host:7077 "
+        "for a cluster; under spark-submit, its own --master)",
+    )
+    run.add_argument(
+        "--jars-dir",
+        type=Path,
+        default=None,
+        help="jars for Spark's Kafka source (default <local_dir>/spark-jars, from `make install`)",
+    )
+    run.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="ALS checkpoint directory (default <data_dir>/spark-checkpoints)",
+    )
     run.add_argument("--driver-memory", default="2g", help="Spark driver memory (local mode: all of Spark)")
+    run.add_argument(
+        "--conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=_key_value,
+        help="extra Spark setting, as spark-submit's --conf (repeatable)",
+    )
     run.add_argument("--force", action="store_true", help="activate even if the quality gate refuses")
     run.add_argument("--no-publish", action="store_true", help="train and evaluate only")
     run.add_argument("--every", type=float, default=0, metavar="SECONDS", help="retrain every N seconds")
-    run.add_argument("--lock-ttl", type=float, default=600, metavar="SECONDS",
-                     help="expiry of the training lock (renewed while training runs)")
-    run.add_argument("--namespace", default="model",
-                     help="registry namespace (Redis key prefix; serving's ModelCache uses the same)")
+    run.add_argument(
+        "--lock-ttl",
+        type=float,
+        default=600,
+        metavar="SECONDS",
+        help="expiry of the training lock (renewed while training runs)",
+    )
+    run.add_argument(
+        "--namespace",
+        default="model",
+        help="registry namespace (Redis key prefix; serving's ModelCache uses the same)",
+    )
     run.add_argument("--json", action="store_true", help="print each result as one JSON line")
 
     admin = parser.add_argument_group("registry")
     admin.add_argument("--list", action="store_true", help="list registered versions and exit")
-    admin.add_argument("--activate", metavar="VERSION", help="activate a registered version (rollback) and exit")
+    admin.add_argument(
+        "--activate", metavar="VERSION", help="activate a registered version (rollback) and exit"
+    )
     add_param_arguments(parser)
 
 
@@ -70,17 +111,70 @@ def _list(registry: Any) -> int:
         m = doc.get("metrics", {})
         ndcg = next((f"{k}={v:.4f}" for k, v in m.items() if k.startswith("ndcg@")), "-")
         mark = "*" if doc["_id"] == active else " "
-        print(f"{mark} {doc['_id']}  {doc.get('status', '?'):8}  {ndcg}  users={doc.get('data', {}).get('users')}")
+        print(
+            f"{mark} {doc['_id']}  {doc.get('status', '?'):8}  {ndcg}  users={doc.get('data', {}).get('users')}"
+        )
     return 0
 
 
-def run(args: argparse.Namespace, launched_by_spark_submit: bool = False) -> int:
-    from recstream.model_store import LockHeld, ModelStoreError
-    from recstream.topics import topic_names
+def _loop(
+    args: argparse.Namespace,
+    settings: Settings,
+    params: Any,
+    source: Any,
+    registry: Any,
+    options: Any,
+    launched_by_spark_submit: bool,
+) -> int:
+    """Train once, or every `--every` seconds, with one Spark session started at the first run that
+    has data (a cron run on an empty log costs a Kafka round trip, not a JVM)."""
+    from recstream.model_store import LockHeld
     from recstream.training.extract import ExtractError
+    from recstream.training.pipeline import check_source, train_once
+    from recstream.training.session import build_session
+
+    spark = None
+    try:
+        while True:
+            started = time.monotonic()
+            code = 0
+            try:
+                with registry.training_lock(args.lock_ttl, holder=f"{settings.app_id}-trainer"):
+                    check_source(source)
+                    if spark is None:
+                        spark = build_session(options, launched_by_spark_submit)
+                    result = train_once(
+                        spark,
+                        params,
+                        source,
+                        None if args.no_publish else registry,
+                        force=args.force,
+                        log=lambda line: print(line, flush=True),
+                    )
+                if args.json:
+                    print(json.dumps(result.__dict__, default=str), flush=True)
+                if result.gate is not None and not result.activated:
+                    code = EXIT_REJECTED
+            except LockHeld as exc:
+                print(f"[train] skipped: {exc}", flush=True)
+                code = EXIT_LOCKED
+            except ExtractError as exc:
+                print(f"[train] skipped: {exc}", flush=True)
+                code = EXIT_NO_DATA
+            if args.every <= 0:
+                return code
+            time.sleep(max(0.0, args.every - (time.monotonic() - started)))
+    finally:
+        if spark is not None:
+            spark.stop()
+
+
+def run(args: argparse.Namespace, launched_by_spark_submit: bool = False) -> int:
+    from recstream.model_store import ModelStoreError
+    from recstream.topics import topic_names
     from recstream.training.params import params_from_args
-    from recstream.training.pipeline import DatasetSource, KafkaSource, train_once
-    from recstream.training.session import SparkOptions, build_session
+    from recstream.training.pipeline import DatasetSource, KafkaSource
+    from recstream.training.session import SparkOptions
 
     settings = get_settings()
     try:
@@ -105,33 +199,9 @@ def run(args: argparse.Namespace, launched_by_spark_submit: bool = False) -> int
             jars_dir=args.jars_dir or settings.local_dir / "spark-jars",
             checkpoint_dir=args.checkpoint_dir or settings.data_dir / "spark-checkpoints",
             driver_memory=args.driver_memory,
+            conf=dict(args.conf),
         )
-        spark = build_session(options, launched_by_spark_submit)
-        try:
-            while True:
-                started = time.monotonic()
-                code = 0
-                try:
-                    with registry.training_lock(args.lock_ttl, holder=f"{settings.app_id}-trainer"):
-                        result = train_once(
-                            spark, params, source, None if args.no_publish else registry,
-                            force=args.force, log=lambda line: print(line, flush=True),
-                        )
-                    if args.json:
-                        print(json.dumps(result.__dict__, default=str), flush=True)
-                    if result.gate is not None and not result.activated:
-                        code = EXIT_REJECTED
-                except LockHeld as exc:
-                    print(f"[train] skipped: {exc}", flush=True)
-                    code = EXIT_LOCKED
-                except ExtractError as exc:
-                    print(f"[train] skipped: {exc}", flush=True)
-                    code = EXIT_NO_DATA
-                if args.every <= 0:
-                    return code
-                time.sleep(max(0.0, args.every - (time.monotonic() - started)))
-        finally:
-            spark.stop()
+        return _loop(args, settings, params, source, registry, options, launched_by_spark_submit)
     except ModelStoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

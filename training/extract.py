@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recstream.records import EVENT_TYPES
+
+UNKNOWN_TOPIC_OR_PARTITION = 3  # Kafka protocol error code
 
 # The wire contract (recstream.records.Interaction) as a Spark schema.
 INTERACTION_SCHEMA = T.StructType(
@@ -47,26 +50,30 @@ class SourceInfo:
         return {"kind": self.kind, "name": self.name, "offsets": self.offsets}
 
 
+async def _partitions(bootstrap: str, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (meta,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if meta["error_code"] == UNKNOWN_TOPIC_OR_PARTITION:
+        raise ExtractError(f"Kafka topic {topic!r} does not exist: nothing to train on")
+    if meta["error_code"] or not meta["partitions"]:
+        raise ExtractError(f"Kafka topic {topic!r} cannot be read (error code {meta['error_code']})")
+    return sorted(p["partition"] for p in meta["partitions"])
+
+
 async def _offsets(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
+    tps = [TopicPartition(topic, p) for p in await _partitions(bootstrap, topic)]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = await _partitions(consumer, topic)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
         return {tp.partition: (starts[tp], ends[tp]) for tp in tps}
     finally:
         await consumer.stop()
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    if topic not in await consumer.topics():
-        raise ExtractError(f"Kafka topic {topic!r} does not exist: nothing to train on")
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        raise ExtractError(f"Kafka topic {topic!r} has no partitions")
-    return partitions
 
 
 def kafka_end_offsets(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:

@@ -39,10 +39,12 @@ class TrainParams:
     eval_max_users: int = _p(20_000, "evaluate on at most this many holdout users (fixed-seed sample)")
     window_days: float = _p(0.0, "train on the last N days of the log only (0 = all of it)")
     refit: bool = _p(True, "after evaluating, refit on all the data (holdout included) before publishing")
-    gate_metric: Literal["ndcg", "map", "recall", "precision"] = _p("ndcg", "metric the quality gate compares")
+    gate_metric: Literal["ndcg", "map", "recall", "precision"] = _p(
+        "ndcg", "metric the quality gate compares"
+    )
     gate_margin: float = _p(
-        0.05, "refuse to activate a model whose gate metric is below the active one's by more than "
-        "this fraction"
+        0.05,
+        "refuse to activate a model whose gate metric is below the active one's by more than this fraction",
     )
     fast_skip_ms: int = _p(2000, "a view shorter than this is a fast skip; as RECSTREAM_FAST_SKIP_MS")
 

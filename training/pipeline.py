@@ -43,6 +43,8 @@ class TrainResult:
     timings: dict[str, float] = field(default_factory=dict)
     gate: dict[str, Any] | None = None
     activated: bool = False
+    als_fit_s: float = 0.0
+    """Seconds in Spark's ALS.fit alone (the fit stage also brings the factors to the driver)."""
 
 
 class Stages:
@@ -67,14 +69,26 @@ class Stages:
         return round(time.perf_counter() - self.started, 3)
 
 
-def _extract(spark: SparkSession, source: KafkaSource | DatasetSource) -> tuple[DataFrame, extract.SourceInfo]:
+def check_source(source: KafkaSource | DatasetSource) -> None:
+    """Raise ExtractError now, before any Spark cost, if there is nothing to train on."""
+    if isinstance(source, KafkaSource):
+        offsets = extract.kafka_end_offsets(source.bootstrap, source.topic)
+        if sum(end - start for start, end in offsets.values()) == 0:
+            raise extract.ExtractError(f"Kafka topic {source.topic!r} is empty: nothing to train on")
+    elif not source.path.exists():
+        raise extract.ExtractError(f"dataset {source.path} does not exist")
+
+
+def _extract(
+    spark: SparkSession, source: KafkaSource | DatasetSource
+) -> tuple[DataFrame, extract.SourceInfo]:
     if isinstance(source, KafkaSource):
         return extract.read_kafka(spark, source.bootstrap, source.topic)
     return extract.read_dataset(spark, source.path)
 
 
 def _collect_eval(marked: DataFrame) -> tuple[np.ndarray, list[list[int]], list[list[int]]]:
-    rows = transform.eval_sets(marked).orderBy("user").collect()
+    rows = sorted(transform.eval_sets(marked).collect(), key=lambda r: r["user"])  # stable sampling
     users = np.fromiter((r["user"] for r in rows), dtype=np.int64, count=len(rows))
     return users, [r["train_items"] for r in rows], [r["test_items"] for r in rows]
 
@@ -103,34 +117,40 @@ def train_once(
     blocks = params.blocks or spark.sparkContext.defaultParallelism
     cached: list[DataFrame] = []
     try:
+        # One pass over the raw log: per-event weights summed per (user, video) and cached; the event
+        # count and time range come from the same cached pairs.
         with stages.stage("extract") as notes:
             events, info = _extract(spark, source)
             events = extract.restrict_window(events, params.window_days)
-            events = events.persist(StorageLevel.MEMORY_AND_DISK)
-            cached.append(events)
-            stats = events.agg(F.count(F.lit(1)), F.min("ts"), F.max("ts")).first()
-            n_events, min_ts, max_ts = int(stats[0]), stats[1], stats[2]
+            pairs = transform.pairs(events, engagement).persist(StorageLevel.MEMORY_AND_DISK)
+            cached.append(pairs)
+            stats = pairs.agg(F.sum("events"), F.min("first_ts"), F.max("last_ts")).first()
+            n_events, min_ts, max_ts = int(stats[0] or 0), stats[1], stats[2]
             if n_events == 0:
                 raise extract.ExtractError(f"no valid interactions in {info.kind} {info.name}")
             notes.update(source=f"{info.kind}:{info.name}", events=n_events)
 
         with stages.stage("transform") as notes:
-            indexed = transform.index_ids(transform.ratings(events, engagement))
+            indexed = transform.index_ids(transform.ratings(pairs))
             marked = transform.mark_holdout(indexed.ratings, params.holdout, params.min_user_videos)
             marked = marked.persist(StorageLevel.MEMORY_AND_DISK)
             cached.append(marked)
             counts = marked.agg(F.count(F.lit(1)), F.sum(F.col("held").cast("int"))).first()
             n_pairs, n_held = int(counts[0]), int(counts[1] or 0)
-            events.unpersist()
-            cached.remove(events)
+            pairs.unpersist()
+            cached.remove(pairs)
             n_users, n_items = len(indexed.user_ids), len(indexed.item_ids)
             notes.update(users=n_users, videos=n_items, pairs=n_pairs, held_out=n_held)
         train = marked.where(~F.col("held"))
 
         with stages.stage("fit") as notes:
+            t0 = time.perf_counter()
             model = fit.fit_als(train, params, blocks)
+            als_fit_s = round(time.perf_counter() - t0, 3)  # ALS.fit alone (the rest: factors to numpy)
             factors = fit.collect_factors(model, n_users, n_items)
-            notes.update(rank=params.rank, iterations=params.max_iter, blocks=blocks, **_blas(spark))
+            notes.update(
+                als_s=als_fit_s, rank=params.rank, iterations=params.max_iter, blocks=blocks, **_blas(spark)
+            )
 
         metrics: dict[str, Any] = {}
         baseline: dict[str, Any] = {}
@@ -163,7 +183,7 @@ def train_once(
             "held_out_pairs": n_held,
             "trained_on": "all pairs" if params.refit and n_held else "pairs not held out",
         }
-        result = TrainResult(version, metrics, baseline, data)
+        result = TrainResult(version, metrics, baseline, data, als_fit_s=als_fit_s)
         if registry is not None:
             with stages.stage("publish") as notes:
                 meta = {

@@ -51,7 +51,9 @@ def gate(
     if value < floor:
         reason = f"{metric} {value:.4f} < {floor:.4f} (active {active_value:.4f} - {margin:.0%})"
         return GateDecision(False, reason, metric, value, active_value, active_version)
-    return GateDecision(True, f"{metric} {value:.4f} >= {floor:.4f}", metric, value, active_value, active_version)
+    return GateDecision(
+        True, f"{metric} {value:.4f} >= {floor:.4f}", metric, value, active_value, active_version
+    )
 
 
 def build_artifact(

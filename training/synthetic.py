@@ -41,8 +41,8 @@ def generate(
     n_items: int,
     n_views: int,
     *,
-    n_topics: int = 20,
-    explore: float = 0.2,
+    n_topics: int = 30,
+    explore: float = 0.1,
     zipf: float = 1.0,
     seed: int = 7,
 ) -> Log:
@@ -96,8 +96,13 @@ def generate(
 def records(log: Log) -> Iterator[dict[str, object]]:
     """Interaction records (the wire contract) of a log."""
     for u, i, k, t, w, d in zip(
-        log.user.tolist(), log.item.tolist(), log.kind.tolist(), log.ts.tolist(),
-        log.watch_ms.tolist(), log.duration_ms.tolist(), strict=True,
+        log.user.tolist(),
+        log.item.tolist(),
+        log.kind.tolist(),
+        log.ts.tolist(),
+        log.watch_ms.tolist(),
+        log.duration_ms.tolist(),
+        strict=True,
     ):
         rec: dict[str, object] = {"type": KINDS[k], "user_id": f"u{u}", "video_id": f"v{i}", "ts": t}
         if k == 0:

@@ -36,7 +36,9 @@ def event_weight(params: EngagementParams) -> Column:
     duration = F.col("duration_ms").cast("double")
     view = (
         F.when(watch < params.fast_skip_ms, F.lit(ACTION_WEIGHTS["skip"]))
-        .when(duration.isNull() | (duration == 0), F.least(watch / UNKNOWN_DURATION_SATURATION_MS, F.lit(1.0)))
+        .when(
+            duration.isNull() | (duration == 0), F.least(watch / UNKNOWN_DURATION_SATURATION_MS, F.lit(1.0))
+        )
         .otherwise(F.least(watch / duration, F.lit(MAX_VIEW_RATIO)))
     )
     weight = F.when(F.col("type") == "view", view)
@@ -45,19 +47,24 @@ def event_weight(params: EngagementParams) -> Column:
     return weight.otherwise(F.lit(0.0))
 
 
-def ratings(events: DataFrame, params: EngagementParams) -> DataFrame:
-    """One row per (user_id, video_id): r (summed weight), last_ts, events. Pairs with r == 0 say
-    nothing and are dropped."""
+def pairs(events: DataFrame, params: EngagementParams) -> DataFrame:
+    """One row per (user_id, video_id) seen in the log: r (summed weight), first_ts, last_ts, events.
+    The one pass over the raw log; everything after works on these (much fewer) rows."""
     return (
         events.withColumn("w", event_weight(params))
         .groupBy("user_id", "video_id")
         .agg(
             F.sum("w").alias("r"),
+            F.min("ts").alias("first_ts"),
             F.max("ts").alias("last_ts"),
             F.count(F.lit(1)).alias("events"),
         )
-        .where(F.abs(F.col("r")) > 1e-9)
     )
+
+
+def ratings(pairs_df: DataFrame) -> DataFrame:
+    """The pairs ALS learns from: r == 0 (e.g. a like cancelled by a fast skip) says nothing."""
+    return pairs_df.where(F.abs(F.col("r")) > 1e-9)
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,9 @@ def mark_holdout(indexed: DataFrame, holdout: int, min_user_videos: int) -> Data
         .withColumn("user_videos", F.count(F.lit(1)).over(per_user))
         .withColumn(
             "held",
-            (F.lit(holdout) > 0) & (F.col("recency_rank") <= holdout) & (F.col("user_videos") >= min_user_videos),
+            (F.lit(holdout) > 0)
+            & (F.col("recency_rank") <= holdout)
+            & (F.col("user_videos") >= min_user_videos),
         )
         .drop("recency_rank", "user_videos")
     )

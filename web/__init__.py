@@ -1,3 +1,3 @@
 """HTTP views (Faust web, aiohttp). Importing this registers them on the app."""
 
-from recstream.web import api  # noqa: F401
+from recstream.web import api, dashboard  # noqa: F401

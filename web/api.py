@@ -185,6 +185,8 @@ async def update_consumer_lag() -> dict[tuple[str, int], int]:
     if consumer is None:
         return lags
     for tp in consumer.assignment():
+        if tp.topic.endswith("-changelog"):  # read by recovery, never committed: not a lag
+            continue
         try:
             highwater = consumer.highwater(tp)
         except Exception:  # not fetched yet

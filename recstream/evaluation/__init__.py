@@ -6,5 +6,6 @@
     models/     popularity, trending, item-CF, Spark ALS, implicit ALS, the served hybrid blend
     runner      split -> tune on validation -> refit -> one candidate set for every model -> metrics
     report      JSON and a self-contained HTML report (inline SVG charts)
-    buckets     which serving strategy a user's bucket gets (closed loop)
+
+The closed-loop online evaluation is recstream.closed_loop.
 """

@@ -66,4 +66,5 @@ def mean_ci(values: np.ndarray) -> tuple[float, float]:
 
 def coverage(top: np.ndarray, n_candidates: int, k: int = 10) -> float:
     """Share of the candidate catalogue that appears in at least one user's top k."""
-    return len(np.unique(top[:, :k])) / n_candidates if n_candidates else 0.0
+    shown = np.unique(top[:, :k])
+    return int((shown >= 0).sum()) / n_candidates if n_candidates else 0.0

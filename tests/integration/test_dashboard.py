@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import math
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 TAG = uuid.uuid4().hex[:6]
 A, B, C = (f"dash{TAG}-{x}" for x in "abc")
+FRESH = [f"dash{TAG}-new{i}" for i in range(3)]
 USERS = [f"dashu{TAG}-{i}" for i in range(10)]
 
 OVERVIEW = "/api/overview?minutes=5&step=2"  # what the page asks for in its default 5-minute window
@@ -57,6 +60,8 @@ def seeded(cluster: Cluster) -> Cluster:
               {"video_id": B, "creator_id": "cr-food", "duration_ms": 8_000, "caption": "Pasta in 8 seconds",
                "hashtags": ["food"]},
               {"video_id": C, "creator_id": "cr-skate", "duration_ms": 20_000, "caption": "Skate fail"}]
+    videos += [{"video_id": v, "creator_id": f"cr-new-{i}", "duration_ms": 15_000, "caption": f"Brand new {i}"}
+               for i, v in enumerate(FRESH)]  # no engagement: recommended as new
     assert post(cluster.url + "/videos", {"videos": videos})[0] == 202
     assert post(cluster.url + "/events", {"events": _burst()})[0] == 202
 
@@ -164,7 +169,15 @@ def test_api_video_analytics(seeded: Cluster) -> None:
     status, body = get(f"{seeded.url}/api/videos/{A}/analytics")
     assert status == 200
     assert body["stats"]["views"] == 10 and body["stats"]["completion_rate"] == 0.3
-    assert sum(body["watch_time"]["views"]) == 10
+    # A's ten views watched 100 %, 95 %, 90 % ... 55 % of the video.
+    if body["watch_time"]["source"] == "histogram":  # the engagement agent keeps watch-ratio buckets
+        assert body["watch_time"]["views"] == [0, 0, 0, 0, 0, 1, 2, 2, 2, 2, 1]
+        assert body["watch_time"]["labels"][0] == "0-10%" and body["watch_time"]["labels"][-1] == "100%+"
+    else:  # derived from the completions counter
+        assert body["watch_time"]["views"] == [7, 3]
+    if body["timeline"] is not None:  # the engagement agent writes a per-video series
+        assert sum(body["timeline"]["views"]) == 10 and sum(body["timeline"]["likes"]) == 4
+        assert 0.3 in body["timeline"]["completion_rate"] or sum(body["timeline"]["views"]) > 10
     assert [w["name"] for w in body["windows"]] == ["lifetime", "long", "short"]
     assert body["windows"][0]["like_rate"] == 0.4
     similar = get(f"{seeded.url}/videos/{A}/similar")[1]["items"]
@@ -183,6 +196,8 @@ def test_api_user_history_and_model_and_pipeline(seeded: Cluster) -> None:
     topics = {lag["topic"] for lag in pipe["consumer_lag"]}
     assert topic_names(seeded.settings).interactions in topics and not any("changelog" in t for t in topics)
     assert pipe["dead_letters"]["total"] == 0 and pipe["events_processed"]["view"] >= 20
+    if pipe["freshness"] is not None:  # the history agent observes recstream_freshness_seconds
+        assert pipe["freshness"]["p50_ms"] is None or 0 < pipe["freshness"]["p50_ms"] <= pipe["freshness"]["p99_ms"]
 
 
 # --- the page -----------------------------------------------------------------------------------
@@ -220,7 +235,12 @@ def test_trending_row_opens_video_analytics(page: Page, seeded: Cluster) -> None
     stats = get(f"{seeded.url}/videos/{A}/stats")[1]
     assert page.kpi("#video-kpis", "views") == str(stats["views"])
     assert _close(page.kpi("#video-kpis", "completion_rate"), stats["completion_rate"])
-    for canvas in ("chart-watchdist", "chart-horizons"):
+    charts = ["chart-watchdist", "chart-horizons"]
+    if get(f"{seeded.url}/api/videos/{A}/analytics")[1]["timeline"] is not None:
+        charts.append("chart-timeline")
+    else:
+        assert page.page.is_visible("#timeline-empty")
+    for canvas in charts:
         assert page.chart_drawn(canvas)["hasData"], canvas
     similar = [s["video_id"] for s in get(f"{seeded.url}/videos/{A}/similar")[1]["items"]]
     shown = page.page.locator("#similar-list li").evaluate_all("ls => ls.map(l => l.dataset.videoId)")
@@ -235,7 +255,7 @@ def test_trending_row_opens_video_analytics(page: Page, seeded: Cluster) -> None
 
 
 def test_user_explorer_shows_the_api_recommendations_live(page: Page, seeded: Cluster) -> None:
-    user = USERS[7]  # watched C only
+    user = USERS[7]  # watched A and C
     page.open("#/users")
     page.page.fill("#user-input", user)
     page.page.press("#user-input", "Enter")
@@ -248,15 +268,16 @@ def test_user_explorer_shows_the_api_recommendations_live(page: Page, seeded: Cl
     assert wait_for(shown_matches_api, timeout=8, interval=0.3)
     first = get(f"{seeded.url}/recommendations/{user}?k=20")[1]["items"][0]
     assert f"{first['score']:.4f}" in page.page.inner_text("#recs-table tbody tr:first-child")
-    assert page.page.locator("#history-table tbody tr").count() == 1
+    history = page.page.locator("#history-table tbody tr")
+    assert sorted(history.evaluate_all("rs => rs.map(r => r.dataset.videoId)")) == sorted([A, C])
 
     # The user acts: the page follows without a reload.
-    assert post(seeded.url + "/events", {"type": "view", "user_id": user, "video_id": A, "watch_time_ms": 10_000,
-                                         "duration_ms": 10_000})[0] == 202
-    page.page.wait_for_function("document.querySelectorAll('#history-table tbody tr').length === 2", timeout=8_000)
-    assert page.page.locator("#history-table tbody tr").first.get_attribute("data-video-id") == A
+    assert post(seeded.url + "/events", {"type": "view", "user_id": user, "video_id": B, "watch_time_ms": 8_000,
+                                         "duration_ms": 8_000})[0] == 202
+    page.page.wait_for_function("document.querySelectorAll('#history-table tbody tr').length === 3", timeout=8_000)
+    assert history.first.get_attribute("data-video-id") == B
     assert wait_for(shown_matches_api, timeout=8, interval=0.3)
-    assert A not in page.page.locator("#recs-table tbody tr").evaluate_all("rs => rs.map(r => r.dataset.videoId)")
+    assert B not in page.page.locator("#recs-table tbody tr").evaluate_all("rs => rs.map(r => r.dataset.videoId)")
     page.shot("users")
     assert not page.console_errors and not page.page_errors, (page.console_errors, page.page_errors)
 
@@ -276,6 +297,7 @@ def test_model_tab_shows_registered_versions(page: Page, seeded: Cluster) -> Non
 
     registry = ModelRegistry(seeded.settings)
     rng = np.random.default_rng(0)
+    now = int(time.time() * 1000)
     try:
         versions = []
         for i, ndcg in enumerate((0.21, 0.24)):
@@ -283,9 +305,10 @@ def test_model_tab_shows_registered_versions(page: Page, seeded: Cluster) -> Non
             artifact = ModelArtifact(version, USERS[:2], [A, B], rng.random((2, 4), dtype=np.float32),
                                      rng.random((2, 4), dtype=np.float32), {"rank": 4})
             registry.register(artifact, {
-                "created_at": 1_700_000_000_000 + i * 60_000, "status": "candidate",
+                "created_at": now - (2 - i) * 3_600_000, "status": "candidate",
                 "metrics": {"ndcg@10": ndcg, "recall@10": ndcg * 2}, "baseline": {"popularity": {"ndcg@10": 0.1}},
-                "data": {"events": 27, "users": 10, "videos": 3, "min_ts": 1, "max_ts": 2, "trained_on": "all pairs"},
+                "data": {"events": 27, "users": 10, "videos": 3, "min_ts": now - 86_400_000, "max_ts": now - 60_000,
+                         "trained_on": "all pairs"},
                 "params": {"rank": 4, "alpha": 5.0}, "timings": {"extract": 1.5, "fit": 3.0},
                 "gate": {"passed": True, "reason": "no active model"}})
             registry.activate(artifact)
@@ -308,6 +331,30 @@ def test_model_tab_shows_registered_versions(page: Page, seeded: Cluster) -> Non
         registry.close()
 
 
+def test_model_tab_shows_closed_loop_buckets(page: Page, seeded: Cluster) -> None:
+    closed_loop = pytest.importorskip("recstream.closed_loop")
+
+    def figures(mean: float) -> dict:
+        return {"mean": mean, "ci95": mean / 10}
+    summary = {"run_id": f"dash-{TAG}", "config": {"users": 20}, "world": {}, "strategies": {
+        name: {"users": 10, "impressions": 100, "watch_time_ms": figures(w), "completion_rate": figures(c),
+               "like_rate": figures(c / 5), "taste": figures(c * 2)}
+        for name, w, c in (("hybrid", 6000.0, 0.42), ("random", 2500.0, 0.11))}}
+    with ThreadPoolExecutor(1) as pool:  # the page's event loop owns this thread
+        pool.submit(asyncio.run, closed_loop.save(seeded.settings, summary)).result()
+    loop = get(seeded.url + "/api/model")[1]["closed_loop"]
+    assert loop["run_id"] == f"dash-{TAG}"
+    assert {r["strategy"]: r["completion_rate"]["mean"] for r in loop["strategies"]} == {"hybrid": 0.42, "random": 0.11}
+
+    page.open("#/model")
+    page.page.wait_for_selector("#closed-loop-table")
+    shown = page.page.locator("#closed-loop-table tbody tr").evaluate_all("rs => rs.map(r => r.dataset.strategy)")
+    assert sorted(shown) == ["hybrid", "random"]
+    assert "42.0%" in page.page.inner_text('#closed-loop-table tr[data-strategy="hybrid"]')
+    page.shot("closed-loop")
+    assert not page.console_errors and not page.page_errors, (page.console_errors, page.page_errors)
+
+
 async def _produce_garbage(settings, value: bytes) -> None:  # noqa: ANN001
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
     await producer.start()
@@ -318,7 +365,9 @@ async def _produce_garbage(settings, value: bytes) -> None:  # noqa: ANN001
 
 
 def test_pipeline_tab_shows_health_lag_and_dead_letters(page: Page, seeded: Cluster) -> None:
-    asyncio.run(_produce_garbage(seeded.settings, b"{not json " + TAG.encode()))
+    # Playwright's sync API keeps an event loop on this thread: produce from another one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _produce_garbage(seeded.settings, b"{not json " + TAG.encode())).result()
     assert wait_for(lambda: get(seeded.url + "/api/pipeline")[1]["dead_letters"]["total"] == 1, timeout=15)
     page.open("#/pipeline")
     page.wait_loaded("pipeline")
@@ -361,11 +410,12 @@ def test_worker_down_shows_retrying_then_recovers(page: Page, seeded: Cluster) -
 
 # --- pure pieces ------------------------------------------------------------------------------
 def test_quantiles_and_trend_direction() -> None:
+    import recstream.app  # noqa: F401 - the app module first: it imports agents and views in order
     from recstream.web.dashboard import quantile_ms, trend_direction
 
     buckets = [(0.01, 10.0), (0.05, 60.0), (0.1, 100.0), (float("inf"), 100.0)]
     assert quantile_ms(buckets, 0.5) == pytest.approx(42.0)
-    assert quantile_ms(buckets, 0.99) == pytest.approx(97.5)
+    assert quantile_ms(buckets, 0.99) == pytest.approx(98.75, abs=0.05)  # 50 + 50 * (99 - 60) / 40 ms
     assert quantile_ms([(0.1, 0.0), (float("inf"), 0.0)], 0.5) is None
     now = 10_000_000
     rising = {"window_short": {"start_ms": now - 30_000, "views": 30}, "window_long": {"start_ms": now - 3_000_000, "views": 40}}

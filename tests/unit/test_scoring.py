@@ -34,8 +34,10 @@ def test_event_counts_and_stats_view() -> None:
     total: dict[str, float] = {}
     for e in (view(10_000), view(9_500), view(1_000), Interaction(type="like", user_id="u", video_id="v", ts=1)):
         total = scoring.add_counts(total, scoring.event_counts(e, P))
-    assert total == {"views": 3, "watch_time_ms": 20_500, "completions": 2, "skips": 1, "likes": 1}
+    assert total == {"views": 3, "watch_time_ms": 20_500, "completions": 2, "skips": 1, "likes": 1,
+                     "wr10": 1, "wr9": 1, "wr1": 1}
     s = scoring.stats_view(total)
+    assert s["watch_ratio_hist"] == [0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1]
     assert s["completion_rate"] == round(2 / 3, 4) and s["avg_watch_time_ms"] == round(20_500 / 3, 1)
     assert scoring.stats_view({})["completion_rate"] == 0.0
 

@@ -1,0 +1,304 @@
+"""ALS benchmark: Spark MLlib ALS (the production job) vs the `implicit` library, same data, same run.
+
+    .venv/bin/python benchmarks/als_benchmark.py            # 50k users x 10k videos, ~1M events
+    .venv/bin/python benchmarks/als_benchmark.py --quick    # 5k x 2k, ~100k events (harness check)
+
+A synthetic log with hidden tastes and power-law popularity (fixed seed) is written as JSON lines and
+trained on by the real job (`train_once`: extract, transform, ALS fit, evaluate, publish to the
+registry in a throw-away namespace) on local[2]. `implicit`'s CPU ALS is then fitted on exactly the
+ratings Spark trained on (collected from the same transform), with Spark's confidences
+sign(r) * (1 + alpha * |r|), and both are scored on the same time-based holdout with the same numpy
+metrics. Writes benchmarks/results/als.json and als.md and prints the markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+WORK = ROOT / ".local" / "bench" / "als"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--users", type=int, default=50_000)
+    p.add_argument("--videos", type=int, default=10_000)
+    p.add_argument("--events", type=int, default=1_000_000, help="approximate number of interactions")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--topics", type=int, default=30, help="hidden taste topics of the generator")
+    p.add_argument("--explore", type=float, default=0.1, help="share of views picked by popularity alone")
+    p.add_argument("--quick", action="store_true", help="5k users x 2k videos x 100k events")
+    p.add_argument("--rank", type=int, default=64)
+    p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--reg-param", type=float, default=None, help="Spark regParam (default: the job's)")
+    p.add_argument("--alpha", type=float, default=None, help="confidence slope (default: the job's)")
+    p.add_argument("--blocks", type=int, default=0, help="ALS blocks (0 = cores)")
+    p.add_argument("--master", default="local[2]")
+    p.add_argument("--driver-memory", default="4g")
+    p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark setting")
+    p.add_argument(
+        "--implicit-reg",
+        type=float,
+        nargs="+",
+        default=[0.01, 0.1, 1.0],
+        help="implicit regularization values to try (its lambda is not scaled per user; the best "
+        "NDCG is reported, each fit timed)",
+    )
+    p.add_argument("--out", type=Path, default=RESULTS / "als.json")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.users, args.videos, args.events = 5_000, 2_000, 100_000
+    return args
+
+
+def dataset(args: argparse.Namespace) -> Path:
+    from recstream.training import synthetic
+
+    name = f"log-{args.users}-{args.videos}-{args.events}-t{args.topics}-e{args.explore}-s{args.seed}.jsonl"
+    path = WORK / name
+    if not path.exists():
+        t0 = time.perf_counter()
+        # About 1.35 interactions per view (likes, shares, skips... on top): aim at --events in total.
+        log = synthetic.generate(
+            args.users,
+            args.videos,
+            int(args.events / 1.35),
+            n_topics=args.topics,
+            explore=args.explore,
+            seed=args.seed,
+        )
+        synthetic.write_jsonl(log, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").rename(path)
+        print(
+            f"[bench] wrote {len(log):,} interactions to {path} in {time.perf_counter() - t0:.1f} s",
+            flush=True,
+        )
+    return path
+
+
+def holdout_arrays(spark: Any, path: Path, params: Any) -> dict[str, Any]:
+    """The job's own transform of the same file (alphabetical ids: the same integer ids), collected."""
+    from pyspark.sql import functions as F
+
+    from recstream.scoring import EngagementParams
+    from recstream.training import extract, transform
+
+    events, _ = extract.read_dataset(spark, path)
+    indexed = transform.index_ids(
+        transform.ratings(events, EngagementParams(fast_skip_ms=params.fast_skip_ms))
+    )
+    marked = transform.mark_holdout(indexed.ratings, params.holdout, params.min_user_videos)
+    rows = marked.select("user", "item", "r", F.col("held").cast("int")).collect()
+    arr = np.array(rows, dtype=np.float64)
+    return {
+        "user": arr[:, 0].astype(np.int64),
+        "item": arr[:, 1].astype(np.int64),
+        "r": arr[:, 2],
+        "held": arr[:, 3].astype(bool),
+        "user_ids": indexed.user_ids,
+        "item_ids": indexed.item_ids,
+    }
+
+
+def eval_sets(h: dict[str, Any]) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    order = np.argsort(h["user"], kind="stable")
+    user, item, r, held = h["user"][order], h["item"][order], h["r"][order], h["held"][order]
+    bounds = np.flatnonzero(np.diff(user)) + 1
+    users, seen, relevant = [], [], []
+    for u_items, u_r, u_held, u in zip(
+        np.split(item, bounds),
+        np.split(r, bounds),
+        np.split(held, bounds),
+        user[np.r_[0, bounds]],
+        strict=True,
+    ):
+        rel = u_items[u_held & (u_r > 0)]
+        if len(rel):
+            users.append(u)
+            seen.append(u_items[~u_held])
+            relevant.append(rel)
+    return np.array(users), seen, relevant
+
+
+def dense(ids: list[str], rows: np.ndarray, index_ids: list[str]) -> np.ndarray:
+    """Published factors (a subset of ids) -> a matrix in the transform's integer id space."""
+    out = np.zeros((len(index_ids), rows.shape[1]), dtype=np.float32)
+    pos = {v: i for i, v in enumerate(ids)}
+    for j, v in enumerate(index_ids):
+        i = pos.get(v)
+        if i is not None:
+            out[j] = rows[i]
+    return out
+
+
+def run_implicit(h: dict[str, Any], args: argparse.Namespace, alpha: float, sets: tuple) -> dict[str, Any]:
+    from implicit.cpu.als import AlternatingLeastSquares
+    from scipy.sparse import csr_matrix
+    from threadpoolctl import threadpool_limits
+
+    from recstream.training.evaluate import factor_scores, ranking_metrics
+
+    train = ~h["held"]
+    values = np.sign(h["r"][train]) * (1 + alpha * np.abs(h["r"][train]))
+    shape = (len(h["user_ids"]), len(h["item_ids"]))
+    matrix = csr_matrix((values.astype(np.float32), (h["user"][train], h["item"][train])), shape=shape)
+    runs = []
+    for reg in args.implicit_reg:
+        with threadpool_limits(1, "blas"):  # implicit parallelises itself; BLAS threads on top only contend
+            model = AlternatingLeastSquares(
+                factors=args.rank,
+                regularization=reg,
+                alpha=1.0,  # the confidences are already Spark's 1 + alpha * |r|
+                iterations=args.iterations,
+                num_threads=2,
+                random_state=args.seed,
+                calculate_training_loss=False,
+            )
+            t0 = time.perf_counter()
+            model.fit(matrix, show_progress=False)
+            fit_s = time.perf_counter() - t0
+        m = ranking_metrics(factor_scores(model.user_factors, model.item_factors), *sets, k=10)
+        runs.append({"regularization": reg, "fit_s": round(fit_s, 2), **m})
+        print(f"[bench] implicit reg={reg}: fit {fit_s:.1f} s, ndcg@10={m['ndcg@10']:.4f}", flush=True)
+    best = max(runs, key=lambda run: run["ndcg@10"])
+    return {**best, "runs": runs, "solver": "conjugate gradient (3 steps), implicit's default"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from recstream.model_store import ModelRegistry
+    from recstream.settings import get_settings
+    from recstream.training.evaluate import factor_scores, popularity_scores, ranking_metrics
+    from recstream.training.params import TrainParams
+    from recstream.training.pipeline import DatasetSource, train_once
+    from recstream.training.session import SparkOptions, blas_implementation, build_session
+
+    load_before = os.getloadavg()
+    path = dataset(args)
+    defaults = TrainParams()
+    params = TrainParams(
+        rank=args.rank,
+        max_iter=args.iterations,
+        reg_param=args.reg_param if args.reg_param is not None else defaults.reg_param,
+        alpha=args.alpha if args.alpha is not None else defaults.alpha,
+        blocks=args.blocks,
+        refit=False,  # implicit is fitted on the training split only: the same for Spark
+        eval_max_users=10_000_000,
+    )
+    settings = get_settings()
+    registry = ModelRegistry(settings, namespace=f"bench-als-{uuid.uuid4().hex[:6]}")
+    conf = dict(item.split("=", 1) for item in args.conf)
+    t0 = time.perf_counter()
+    spark = build_session(
+        SparkOptions(
+            master=args.master,
+            driver_memory=args.driver_memory,
+            checkpoint_dir=WORK / "checkpoints",
+            conf=conf,
+        )
+    )
+    session_s = time.perf_counter() - t0
+    try:
+        blas = blas_implementation(spark)
+        print(f"[bench] Spark {spark.version} {args.master}, {blas}, session {session_s:.1f} s", flush=True)
+        result = train_once(spark, params, DatasetSource(path), registry, force=True, log=print)
+        artifact = registry.load(result.version)
+        print("[bench] collecting the same ratings and holdout for implicit ...", flush=True)
+        h = holdout_arrays(spark, path, params)
+    finally:
+        spark.stop()
+        registry.delete_namespace()
+        registry.close()
+
+    sets = eval_sets(h)
+    spark_scores = factor_scores(
+        dense(artifact.user_ids, artifact.user_factors, h["user_ids"]),
+        dense(artifact.item_ids, artifact.item_factors, h["item_ids"]),
+    )
+    spark_metrics = ranking_metrics(spark_scores, *sets, k=10)
+    train = ~h["held"] & (h["r"] > 0)
+    popularity = np.bincount(h["item"][train], minlength=len(h["item_ids"])).astype(np.float32)
+    pop_metrics = ranking_metrics(popularity_scores(popularity), *sets, k=10)
+    implicit_res = run_implicit(h, args, params.alpha, sets)
+
+    out = {
+        "dataset": {
+            "users": len(h["user_ids"]),
+            "videos": len(h["item_ids"]),
+            "interactions": result.data["events"],
+            "pairs": int(len(h["r"])),
+            "train_pairs": int((~h["held"]).sum()),
+            "holdout_users": int(len(sets[0])),
+            "seed": args.seed,
+            "generator": f"recstream.training.synthetic: {args.topics} Dirichlet taste topics, Zipf "
+            f"popularity, {args.explore:.0%} of views by popularity alone",
+        },
+        "machine": {
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "load_avg_before": [round(x, 2) for x in load_before],
+            "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+        },
+        "spark": {
+            "master": args.master,
+            "blas": blas,
+            "params": params.as_dict(),
+            "conf": conf,
+            "session_start_s": round(session_s, 2),
+            "fit_s": result.als_fit_s,
+            "stages_s": result.timings,
+            "end_to_end_s": result.timings["total"],
+            "metrics_in_job": result.metrics,
+            **spark_metrics,
+        },
+        "implicit": implicit_res,
+        "popularity": pop_metrics,
+    }
+    out["spark_fit_over_implicit_fit"] = round(out["spark"]["fit_s"] / implicit_res["fit_s"], 2)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    table = markdown(out)
+    args.out.with_suffix(".md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
+def markdown(r: dict[str, Any]) -> str:
+    d, s, i, p = r["dataset"], r["spark"], r["implicit"], r["popularity"]
+    rows = [
+        "| ALS, rank 64, 10 iterations | fit (s) | end to end (s) | NDCG@10 | Recall@10 | MAP@10 |",
+        "|---|---|---|---|---|---|",
+        f"| implicit {i['solver'].split(',')[0]} (reg {i['regularization']}) | {i['fit_s']:.1f} | - | "
+        f"{i['ndcg@10']:.4f} | {i['recall@10']:.4f} | {i['map@10']:.4f} |",
+        f"| Spark MLlib ALS {s['master']} ({s['blas']}) | {s['fit_s']:.1f} | {s['end_to_end_s']:.1f} | "
+        f"{s['ndcg@10']:.4f} | {s['recall@10']:.4f} | {s['map@10']:.4f} |",
+        f"| popularity | - | - | {p['ndcg@10']:.4f} | {p['recall@10']:.4f} | {p['map@10']:.4f} |",
+    ]
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in s["stages_s"].items() if k != "total")
+    return "\n".join(
+        [
+            f"ALS on {d['interactions']:,} synthetic interactions ({d['users']:,} users x {d['videos']:,} videos, "
+            f"{d['holdout_users']:,} holdout users), {r['machine']['cores']} cores:",
+            "",
+            *rows,
+            "",
+            f"Spark fit / implicit fit = {r['spark_fit_over_implicit_fit']}x. Spark end to end = extract, "
+            f"transform, fit, evaluate, publish ({stages} s).",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The served blend, offline: item-CF + ALS + trending candidates -> scoring.blend -> scoring.select.
+
+Each source is built as `recstream.recommend.recommend` builds it: item-CF from the user's recent
+positives; ALS's best CANDIDATES_PER_SOURCE unseen videos; the trending list's top
+k + |seen| + 50. The fresh source needs publication times that offline datasets lack: it is left out
+(its weight has nothing to act on). `hybrid` uses the settings' blend weights as served;
+`hybrid-tuned` chooses them on validation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from recstream import scoring
+from recstream.evaluation.metrics import K_MAX
+from recstream.evaluation.models import Context, DenseScores, FactorScores, GridSize
+from recstream.evaluation.models.itemcf import FittedItemCF
+from recstream.recommend import CANDIDATES_PER_SOURCE
+
+COMPONENTS = ("itemcf", "spark-als", "trending")
+WEIGHTS = ("w_itemcf", "w_als", "w_trending")
+
+
+def served_weights(ctx: Context) -> dict[str, float]:
+    s = ctx.settings
+    return {"w_itemcf": s.blend_itemcf, "w_als": s.blend_als, "w_trending": s.blend_trending}
+
+
+@dataclass
+class FittedHybrid:
+    itemcf: FittedItemCF
+    als: FactorScores
+    trending: DenseScores
+    seen: dict[int, np.ndarray]  # training items per user (serving's seen set)
+    weights: dict[str, float]
+    max_per_creator: int
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        ds = self.itemcf.ds
+        index = {v: i for i, v in enumerate(ds.item_ids)}
+        out = np.full((len(users), ds.n_items), -np.inf)
+        trend_order = np.argsort(-self.trending.vector, kind="stable")
+        als_all = self.als.scores(users)
+        for row, u in enumerate(users):
+            seen = self.seen.get(int(u), np.zeros(0, dtype=np.int64))
+            itemcf = self.itemcf.candidates(int(u))
+            als = als_all[row].astype(np.float64, copy=True)
+            als[seen] = -np.inf
+            top = np.argsort(-als, kind="stable")[:CANDIDATES_PER_SOURCE]
+            als_scores = {ds.item_ids[i]: float(als[i]) for i in top if np.isfinite(als[i])}
+            pool = trend_order[: min(K_MAX + len(seen) + 50, 1000)]
+            trending = {ds.item_ids[i]: float(self.trending.vector[i]) for i in pool if self.trending.vector[i] > 0}
+            candidates = scoring.blend([
+                (self.weights["w_itemcf"], {v: s for v, (s, _src) in itemcf.items()}, "itemcf"),
+                (self.weights["w_als"], als_scores, "als"),
+                (self.weights["w_trending"], trending, "trending"),
+            ])
+            seen_ids = {ds.item_ids[i] for i in seen}
+            # Offline datasets have no creators: the creator cap has nothing to act on.
+            picked = scoring.select(candidates.values(), K_MAX, seen_ids, {}, self.max_per_creator)
+            for rank, c in enumerate(picked):  # the served order, as descending scores
+                out[row, index[c.video_id]] = K_MAX - rank
+        return out
+
+
+class Hybrid:
+    """Not fitted from rows: assembled from the tuned components (see runner)."""
+
+    NAME = "hybrid"
+    TUNED = "hybrid-tuned"
+
+    @staticmethod
+    def axes(size: GridSize, ctx: Context) -> dict[str, list[Any]]:
+        values = [0.0, 0.3, 1.0, 3.0] if size == "small" else [0.0, 0.1, 0.3, 0.5, 1.0, 2.0, 4.0]
+        return {"w_als": values, "w_itemcf": values, "w_trending": values}
+
+    @staticmethod
+    def assemble(components: dict[str, Any], seen: dict[int, np.ndarray], weights: dict[str, float],
+                 ctx: Context) -> FittedHybrid:
+        return FittedHybrid(components["itemcf"], components["spark-als"], components["trending"], seen,
+                            weights, ctx.settings.max_per_creator)

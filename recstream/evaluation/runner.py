@@ -1,0 +1,155 @@
+"""One evaluation run: for every model, tune on validation, refit on the training split, rank the same
+candidates for the same test users, and measure.
+
+Nothing a model sees comes from the test rows: parameters are chosen on the validation split (carved
+out of the training rows by the protocol), then the chosen parameters are refitted on all training
+rows. The hybrid blends the tuned components (item-CF, Spark ALS, trending): on validation, the
+components fitted on the validation split; on test, the refitted ones.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from recstream.evaluation import metrics, targets
+from recstream.evaluation.data import Dataset
+from recstream.evaluation.models import Context, Fitted
+from recstream.evaluation.models.baselines import Popularity, Trending
+from recstream.evaluation.models.hybrid import COMPONENTS, Hybrid, served_weights
+from recstream.evaluation.models.implicit_als import ImplicitALS
+from recstream.evaluation.models.itemcf import ItemCF
+from recstream.evaluation.models.spark_als import SparkALS
+from recstream.evaluation.protocols import Protocol
+from recstream.evaluation.tune import Search, Trial, coordinate_ascent
+
+BASE_MODELS = {m.NAME: m for m in (Popularity, Trending, ItemCF, SparkALS, ImplicitALS)}
+HYBRIDS = (Hybrid.NAME, Hybrid.TUNED)
+DEFAULTS_SUFFIX = "-defaults"  # e.g. implicit-als-defaults: the start parameters, untuned
+DEFAULT_MODELS = ("popularity", "trending", "itemcf", "spark-als", "implicit-als", "hybrid", "hybrid-tuned")
+TUNE_METRIC = "ndcg@10"
+Log = Callable[[str], None]
+
+
+def model_names() -> list[str]:
+    names = [*BASE_MODELS, *HYBRIDS]
+    return names + [n + DEFAULTS_SUFFIX for n in BASE_MODELS if n != "popularity"]
+
+
+@dataclass
+class ModelResult:
+    name: str
+    params: dict[str, Any]
+    validation: float  # TUNE_METRIC on validation with the chosen parameters
+    trials: list[Trial]
+    tune_s: float
+    fit_s: float  # refit on the whole training split
+    rank_s: float
+    per_user: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+    coverage: float = 0.0
+
+
+@dataclass
+class RunResult:
+    protocol: Protocol
+    test: targets.Targets
+    validation: targets.Targets
+    models: dict[str, ModelResult]
+
+
+def _measure(fitted: Fitted, t: targets.Targets) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    top = targets.rank(fitted.scores, t)
+    return metrics.per_user(top, t.relevant), top
+
+
+def run(ds: Dataset, protocol: Protocol, models: list[str], grid: str, ctx: Context,
+        log: Log = print) -> RunResult:
+    unknown = sorted(set(models) - set(model_names()))
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; choose from {', '.join(model_names())}")
+    val_t = targets.build(ds, protocol.validation)
+    test_t = targets.build(ds, protocol.test)
+    log(f"[evaluate] {protocol.name}: validation {len(protocol.validation.train):,} train rows -> "
+        f"{len(val_t.users):,} users; test {len(protocol.test.train):,} train rows -> {len(test_t.users):,} users")
+    wanted = set(models)
+    if wanted & set(HYBRIDS):
+        wanted |= set(COMPONENTS)
+    results: dict[str, ModelResult] = {}
+    fitted_val: dict[str, Fitted] = {}
+    fitted_test: dict[str, Fitted] = {}
+    for name in model_names():
+        if name not in wanted or name in HYBRIDS:
+            continue
+        base = name.removesuffix(DEFAULTS_SUFFIX)
+        model = BASE_MODELS[base]
+        axes = {} if name.endswith(DEFAULTS_SUFFIX) else model.axes(grid, ctx)
+        best_fit: dict[str, Any] = {}
+
+        def evaluate(params: dict[str, Any], model: Any = model, best_fit: dict = best_fit) -> tuple[float, float]:
+            t0 = time.perf_counter()
+            fitted = model.fit(ds, protocol.validation.train, params, ctx)
+            seconds = time.perf_counter() - t0
+            value = float(_measure(fitted, val_t)[0][TUNE_METRIC].mean())
+            if value > best_fit.get("value", -1.0):
+                best_fit.update(value=value, fitted=fitted)
+            log(f"[evaluate]   {name} {params} -> validation {TUNE_METRIC} {value:.4f} ({seconds:.1f} s)")
+            return value, seconds
+
+        t0 = time.perf_counter()
+        search = coordinate_ascent(model.start(ctx), axes, evaluate)
+        tune_s = time.perf_counter() - t0
+        fitted_val[name] = best_fit["fitted"]
+        results[name] = _refit_and_measure(name, model, search, tune_s, ds, protocol, test_t, ctx, fitted_test, log)
+
+    for name in HYBRIDS:
+        if name not in wanted:
+            continue
+        results[name] = _hybrid(name, grid, val_t, test_t, fitted_val, fitted_test, ctx, log)
+        # A blend trains nothing of its own: its training time is its components'.
+        results[name].fit_s = sum(results[c].fit_s for c in COMPONENTS)
+    return RunResult(protocol, test_t, val_t, {n: results[n] for n in models})
+
+
+def _refit_and_measure(name: str, model: Any, search: Search, tune_s: float, ds: Dataset, protocol: Protocol,
+                       test_t: targets.Targets, ctx: Context, fitted_test: dict[str, Fitted],
+                       log: Log) -> ModelResult:
+    t0 = time.perf_counter()
+    fitted = model.fit(ds, protocol.test.train, search.best, ctx)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    per_user, top = _measure(fitted, test_t)
+    rank_s = time.perf_counter() - t0
+    fitted_test[name] = fitted
+    result = ModelResult(name, search.best, search.value, search.trials, tune_s, fit_s, rank_s, per_user,
+                         metrics.coverage(top, test_t.n_candidates))
+    log(f"[evaluate] {name}: {search.best} -> test {TUNE_METRIC} {per_user[TUNE_METRIC].mean():.4f} "
+        f"(fit {fit_s:.1f} s, tuning {tune_s:.1f} s over {len(search.trials)} trials)")
+    return result
+
+
+def _hybrid(name: str, grid: str, val_t: targets.Targets, test_t: targets.Targets,
+            fitted_val: dict[str, Fitted], fitted_test: dict[str, Fitted], ctx: Context, log: Log) -> ModelResult:
+    val_seen = dict(zip(val_t.users.tolist(), val_t.seen, strict=True))
+    test_seen = dict(zip(test_t.users.tolist(), test_t.seen, strict=True))
+    axes = Hybrid.axes(grid, ctx) if name == Hybrid.TUNED else {}
+
+    def evaluate(weights: dict[str, Any]) -> tuple[float, float]:
+        fitted = Hybrid.assemble(fitted_val, val_seen, weights, ctx)
+        value = float(_measure(fitted, val_t)[0][TUNE_METRIC].mean())
+        log(f"[evaluate]   {name} {weights} -> validation {TUNE_METRIC} {value:.4f}")
+        return value, 0.0
+
+    t0 = time.perf_counter()
+    search = coordinate_ascent(served_weights(ctx), axes, evaluate)
+    tune_s = time.perf_counter() - t0
+    fitted = Hybrid.assemble(fitted_test, test_seen, search.best, ctx)
+    t0 = time.perf_counter()
+    per_user, top = _measure(fitted, test_t)
+    rank_s = time.perf_counter() - t0
+    log(f"[evaluate] {name}: {search.best} -> test {TUNE_METRIC} {per_user[TUNE_METRIC].mean():.4f}")
+    return ModelResult(name, search.best, search.value, search.trials, tune_s, 0.0, rank_s, per_user,
+                       metrics.coverage(top, test_t.n_candidates))
