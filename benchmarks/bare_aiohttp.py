@@ -26,8 +26,14 @@ def static_app(k: int) -> web.Application:
     async def recommendations(request: web.Request) -> web.Response:
         user_id = request.match_info["user_id"]
         n = max(1, min(int(request.query.get("k", k)), 500))
-        items = [{"video_id": f"v{i}", "score": round(1.0 - i / (n + 1), 6),
-                  "reasons": ["because you watched v12345" if i % 2 else "trending"]} for i in range(n)]
+        items = [
+            {
+                "video_id": f"v{i}",
+                "score": round(1.0 - i / (n + 1), 6),
+                "reasons": ["because you watched v12345" if i % 2 else "trending"],
+            }
+            for i in range(n)
+        ]
         return web.json_response({"user_id": user_id, "items": items, "model_version": None})
 
     app = web.Application()
@@ -79,7 +85,9 @@ async def serve(app: web.Application, port: int, max_seconds: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", choices=["static", "recommend"], default="static")
     parser.add_argument("--k", type=int, default=20, help="items per answer when the request has no ?k=")

@@ -73,13 +73,20 @@ class Impression:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The closed loop's flags, for `recstream simulate` (the world's --users/--videos/--seed are its own)."""
     group = parser.add_argument_group("closed loop (--closed-loop)")
-    group.add_argument("--closed-loop", action="store_true",
-                       help="users request /recommendations and react to them, per strategy bucket")
+    group.add_argument(
+        "--closed-loop",
+        action="store_true",
+        help="users request /recommendations and react to them, per strategy bucket",
+    )
     group.add_argument("--loop-users", type=int, default=LoopConfig.users, help="users taking part")
     group.add_argument("--loop-rounds", type=int, default=LoopConfig.rounds, help="requests per user")
     group.add_argument("--loop-k", type=int, default=LoopConfig.k, help="videos per request")
-    group.add_argument("--warmup-events", type=int, default=LoopConfig.warmup_events,
-                       help="organic events published before the loop")
+    group.add_argument(
+        "--warmup-events",
+        type=int,
+        default=LoopConfig.warmup_events,
+        help="organic events published before the loop",
+    )
     group.add_argument("--api-url", default="", help="API base URL (default: from the settings)")
 
 
@@ -89,16 +96,29 @@ def run(args: argparse.Namespace) -> int:
     from recstream.settings import get_settings
 
     world = WorldConfig(users=args.users, videos=args.videos, seed=args.seed)
-    loop = LoopConfig(users=min(args.loop_users, args.users), rounds=args.loop_rounds, k=args.loop_k,
-                      warmup_events=args.warmup_events, api_url=args.api_url, seed=args.seed)
+    loop = LoopConfig(
+        users=min(args.loop_users, args.users),
+        rounds=args.loop_rounds,
+        k=args.loop_k,
+        warmup_events=args.warmup_events,
+        api_url=args.api_url,
+        seed=args.seed,
+    )
     summary = asyncio.run(run_loop(get_settings(), world, loop))
     print(json.dumps(summary, indent=2))
     return 0
 
 
 # --- how a simulated user reacts to one video --------------------------------------------------
-def react(world: SimulatedWorld, rng: random.Random, user: int, video: int, ts: int,
-          completion_ratio: float, base_taste: float = math.nan) -> tuple[list[Interaction], Impression]:
+def react(
+    world: SimulatedWorld,
+    rng: random.Random,
+    user: int,
+    video: int,
+    ts: int,
+    completion_ratio: float,
+    base_taste: float = math.nan,
+) -> tuple[list[Interaction], Impression]:
     """A view (fast skip or a taste-driven watch ratio, replays on loved short videos) plus a like
     with a taste x watch probability: the response curves of the world's organic sessions, driven by
     the world's own `taste()`."""
@@ -162,7 +182,9 @@ def summarise(impressions: list[Impression]) -> dict[str, dict[str, Any]]:
 # --- the loop ---------------------------------------------------------------------------------
 async def _post(session: Any, url: str, items: list[Any], key: str) -> None:
     for start in range(0, len(items), POST_BATCH):
-        body = {key: [json.loads(x.model_dump_json(exclude_none=True)) for x in items[start:start + POST_BATCH]]}
+        body = {
+            key: [json.loads(x.model_dump_json(exclude_none=True)) for x in items[start : start + POST_BATCH]]
+        }
         async with session.post(url, json=body) as resp:
             if resp.status != 202:
                 raise RuntimeError(f"POST {url} -> {resp.status}: {(await resp.text())[:300]}")
@@ -191,12 +213,21 @@ async def wait_ready(session: Any, api: str, probe_user: str, timeout_s: float =
         if trending and recs:
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the API at {api} served no trending videos or recommendations after the warm-up")
+            raise RuntimeError(
+                f"the API at {api} served no trending videos or recommendations after the warm-up"
+            )
         await asyncio.sleep(0.5)
 
 
-async def _serve_user(session: Any, api: str, world: SimulatedWorld, user: int, config: LoopConfig,
-                      rng: random.Random, completion_ratio: float) -> tuple[list[Interaction], list[Impression]]:
+async def _serve_user(
+    session: Any,
+    api: str,
+    world: SimulatedWorld,
+    user: int,
+    config: LoopConfig,
+    rng: random.Random,
+    completion_ratio: float,
+) -> tuple[list[Interaction], list[Impression]]:
     async with session.get(f"{api}/recommendations/{world.user_id(user)}", params={"k": config.k}) as resp:
         if resp.status != 200:
             raise RuntimeError(f"GET /recommendations -> {resp.status}: {(await resp.text())[:300]}")
@@ -214,8 +245,9 @@ async def _serve_user(session: Any, api: str, world: SimulatedWorld, user: int, 
     return events, impressions
 
 
-async def run_loop(settings: Settings, world_config: Any, config: LoopConfig,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
+async def run_loop(
+    settings: Settings, world_config: Any, config: LoopConfig, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     import aiohttp
 
     from recstream.datasets.synthetic import SimulatedWorld
@@ -267,8 +299,12 @@ async def save(settings: Settings, summary: dict[str, Any]) -> None:
     try:
         docs = {
             f"{summary['run_id']}:{strategy}": {
-                "run_id": summary["run_id"], "strategy": strategy, "created_at": now_ms(),
-                "config": summary["config"], "world": summary["world"], **figures,
+                "run_id": summary["run_id"],
+                "strategy": strategy,
+                "created_at": now_ms(),
+                "config": summary["config"],
+                "world": summary["world"],
+                **figures,
             }
             for strategy, figures in summary["strategies"].items()
         }

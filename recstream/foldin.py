@@ -214,7 +214,9 @@ class ModelCache:
         vector = self.user_vector(user_id, history)
         if model is None or vector is None:
             return {}
-        scores = model.item_factors @ vector
+        # einsum, not `@`: a BLAS matrix-vector product may wake a thread pool per call, which costs
+        # ~1 ms on a busy 2-core host (vs ~0.15 ms here) in a latency-bound event loop.
+        scores = np.einsum("ij,j->i", model.item_factors, vector)
         if exclude_seen:
             seen = [model.item_index[e[0]] for e in history if e[0] in model.item_index]
             scores[seen] = -np.inf
@@ -223,4 +225,5 @@ class ModelCache:
             return {}
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
-        return {model.item_ids[i]: float(scores[i]) for i in top if np.isfinite(scores[i])}
+        top = top[np.isfinite(scores[top])]
+        return dict(zip([model.item_ids[i] for i in top.tolist()], scores[top].tolist(), strict=True))

@@ -12,7 +12,7 @@ Redis (hot, what serving reads), under a namespace `ns` (default "model"):
 
 A version's keys are written first and never change; activation is then one `SET {ns}:active`, so a
 reader sees either the old model or the new one, never a mix. The previous version's keys get a TTL
-(kept a day, for rollback and for readers still loading it).
+(10 minutes, for readers still loading it; a rollback reloads any version from MongoDB).
 
 MongoDB (durable, every version kept): collection `models` (one document per version: params,
 metrics, gate decision, status) and `model_chunks` (the same five blobs, cut into chunks of at most
@@ -41,7 +41,7 @@ DEFAULT_NAMESPACE = "model"
 MODELS = "models"
 CHUNKS = "model_chunks"
 CHUNK_BYTES = 4 * 1024 * 1024
-PREVIOUS_VERSION_TTL_S = 24 * 3600
+PREVIOUS_VERSION_TTL_S = 600  # readers mid-load finish; older versions come back from MongoDB
 BLOBS = ("meta", "item_factors", "user_factors", "item_ids", "user_ids")
 
 
@@ -210,6 +210,20 @@ class ModelRegistry:
         if self.get(version) is None:
             raise ModelStoreError(f"no model version {version!r} in namespace {self.namespace!r}")
         return self.activate(self.load(version))
+
+    def prune_factors(self, keep: int) -> list[str]:
+        """Drop the factor chunks of all but the `keep` newest versions (never the active one); their
+        documents and metrics stay. Returns the versions pruned."""
+        active = self.active_version()
+        docs = self.db[MODELS].find(
+            {"namespace": self.namespace, "factors_pruned": {"$ne": True}}, {"_id": 1}
+        )
+        versions = [d["_id"] for d in docs.sort([("created_at", DESCENDING)])]
+        pruned = [v for v in versions[keep:] if v != active]
+        for version in pruned:
+            self.db[CHUNKS].delete_many({"version": version})
+            self.db[MODELS].update_one({"_id": version}, {"$set": {"factors_pruned": True}})
+        return pruned
 
     def delete_namespace(self) -> None:
         """Remove every version of this namespace from Redis and MongoDB (tests, experiments)."""

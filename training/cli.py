@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--json", action="store_true", help="print each result as one JSON line")
 
     admin = parser.add_argument_group("registry")
+    admin.add_argument(
+        "--keep-factors",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after publishing, drop the factor chunks of all but the N newest versions from MongoDB "
+        "(documents and metrics are always kept; 0 = keep everything)",
+    )
     admin.add_argument("--list", action="store_true", help="list registered versions and exit")
     admin.add_argument(
         "--activate", metavar="VERSION", help="activate a registered version (rollback) and exit"
@@ -151,6 +160,8 @@ def _loop(
                         force=args.force,
                         log=lambda line: print(line, flush=True),
                     )
+                    if args.keep_factors > 0 and not args.no_publish:
+                        registry.prune_factors(args.keep_factors)
                 if args.json:
                     print(json.dumps(result.__dict__, default=str), flush=True)
                 if result.gate is not None and not result.activated:
@@ -161,6 +172,12 @@ def _loop(
             except ExtractError as exc:
                 print(f"[train] skipped: {exc}", flush=True)
                 code = EXIT_NO_DATA
+            except Exception:
+                if args.every <= 0:
+                    raise
+                # A scheduler outlives one bad round (a broker restart, a registry blip): say so, go on.
+                traceback.print_exc()
+                print("[train] failed; retrying at the next round", flush=True)
             if args.every <= 0:
                 return code
             time.sleep(max(0.0, args.every - (time.monotonic() - started)))

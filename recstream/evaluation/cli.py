@@ -1,7 +1,7 @@
 """`recstream evaluate <format> <path> --protocol <name>`: every model on one split, one report.
 
-    recstream evaluate movielens ml-100k.inter --protocol recommenders
-    recstream evaluate microlens MicroLens-50k_pairs.csv --protocol leave-one-out --models popularity,itemcf
+recstream evaluate movielens ml-100k.inter --protocol recommenders
+recstream evaluate microlens MicroLens-50k_pairs.csv --protocol leave-one-out --models popularity,itemcf
 """
 
 from __future__ import annotations
@@ -22,19 +22,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("format", choices=sorted(FORMATS), help="dataset format")
     parser.add_argument("path", type=Path, help="dataset file")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="recommenders")
-    parser.add_argument("--models", default=DEFAULT_MODELS,
-                        help=f"comma-separated (default: {DEFAULT_MODELS}); also <model>-defaults for a "
-                        "model's untuned defaults, e.g. implicit-als-defaults")
-    parser.add_argument("--grid", choices=["small", "full"], default="full",
-                        help="parameter values tried on validation: full, or small for a quick look")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output directory (default: reports/<dataset>-<protocol>)")
-    parser.add_argument("--by", choices=["item", "user"], default="item",
-                        help="recommenders: stratify by item (the benchmark notebook) or by user")
+    parser.add_argument(
+        "--models",
+        default=DEFAULT_MODELS,
+        help=f"comma-separated (default: {DEFAULT_MODELS}); also <model>-defaults for a "
+        "model's untuned defaults, e.g. implicit-als-defaults",
+    )
+    parser.add_argument(
+        "--grid",
+        choices=["small", "full"],
+        default="full",
+        help="parameter values tried on validation: full, or small for a quick look",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output directory (default: reports/<dataset>-<protocol>)"
+    )
+    parser.add_argument(
+        "--by",
+        choices=["item", "user"],
+        default="item",
+        help="recommenders: stratify by item (the benchmark notebook) or by user",
+    )
     parser.add_argument("--seed", type=int, default=42, help="recommenders: split seed")
     parser.add_argument("--ratio", type=float, default=0.75, help="recommenders: training share per group")
     parser.add_argument("--keep-last", type=int, default=13, help="leave-one-out: rows kept per user")
-    parser.add_argument("--test-fraction", type=float, default=0.2, help="temporal: share of rows after the cut")
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.2, help="temporal: share of rows after the cut"
+    )
     parser.add_argument("--threads", type=int, default=2, help="threads for ALS (Spark local[N], implicit)")
 
 
@@ -57,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(models) - set(runner.model_names()))
     if unknown:
-        print(f"error: unknown models {unknown}; choose from {', '.join(runner.model_names())}", file=sys.stderr)
+        print(
+            f"error: unknown models {unknown}; choose from {', '.join(runner.model_names())}", file=sys.stderr
+        )
         return 2
     try:
         ds = data.load(args.format, args.path)
@@ -69,20 +85,28 @@ def run(args: argparse.Namespace) -> int:
         return 2
     protocol = protocols.make(args.protocol, ds, **_protocol_options(args))
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    ctx = Context(settings, threads=args.threads,
-                  spark_factory=lambda: make_session(settings.local_dir / "evaluate", args.threads, ds.n_rows))
+    ctx = Context(
+        settings,
+        threads=args.threads,
+        spark_factory=lambda: make_session(settings.local_dir / "evaluate", args.threads, ds.n_rows),
+    )
     try:
         result = runner.run(ds, protocol, models, args.grid, ctx, log)
     finally:
         ctx.close()
-    meta = {"command": "recstream evaluate " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["evaluate"] else
-                                                           [args.format, str(args.path)]),
-            "grid": args.grid, "dataset": {"format": args.format, "path": str(args.path)}}
+    meta = {
+        "command": "recstream evaluate "
+        + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["evaluate"] else [args.format, str(args.path)]),
+        "grid": args.grid,
+        "dataset": {"format": args.format, "path": str(args.path)},
+    }
     out = args.out or Path("reports") / f"{ds.name}-{args.protocol}"
     json_path, html_path = report.write(out, report.payload(ds, result, meta))
     print(f"{'model':22} {'ndcg@10':>8} {'hr@10':>7} {'map':>7} {'fit s':>7}")
     for name, r in result.models.items():
-        print(f"{name:22} {r.per_user['ndcg@10'].mean():8.4f} {r.per_user['hr@10'].mean():7.4f} "
-              f"{r.per_user['map'].mean():7.4f} {r.fit_s:7.1f}")
+        print(
+            f"{name:22} {r.per_user['ndcg@10'].mean():8.4f} {r.per_user['hr@10'].mean():7.4f} "
+            f"{r.per_user['map'].mean():7.4f} {r.fit_s:7.1f}"
+        )
     print(f"wrote {json_path} and {html_path}")
     return 0

@@ -74,8 +74,9 @@ class Dataset:
                 )
 
 
-def from_events(events: Iterable[Interaction], params: EngagementParams | None = None,
-                name: str = "") -> Dataset:
+def from_events(
+    events: Iterable[Interaction], params: EngagementParams | None = None, name: str = ""
+) -> Dataset:
     """Group consecutive events of the same (user, video, ts) into rows (the loaders emit a row's
     view and its actions together), index users and items in order of first appearance."""
     params = params or EngagementParams()

@@ -61,26 +61,42 @@ def payload(ds: Dataset, result: RunResult, meta: dict[str, Any]) -> dict[str, A
             "tune_s": r.tune_s,
             "rank_s": r.rank_s,
             "trials": [{"params": tr.params, "validation": tr.value, "fit_s": tr.fit_s} for tr in r.trials],
-            "buckets": {label: {m: float(v[mask].mean()) for m, v in r.per_user.items()}
-                        for label, mask in buckets},
+            "buckets": {
+                label: {m: float(v[mask].mean()) for m, v in r.per_user.items()} for label, mask in buckets
+            },
         }
-    return _clean({
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **meta,
-        "dataset": {"name": ds.name, "rows": ds.n_rows, "events": len(ds.event_type), "users": ds.n_users,
-                    "items": ds.n_items, **meta.get("dataset", {})},
-        "protocol": {
-            "name": p.name, "params": p.params,
-            "train_rows": len(p.test.train), "test_rows": len(p.test.test),
-            "validation_train_rows": len(p.validation.train), "validation_rows": len(p.validation.test),
-            "test_users": len(t.users), "validation_users": len(result.validation.users),
-            "candidates": t.n_candidates,
-        },
-        "tuning": {"metric": TUNE_METRIC, "on": "validation split carved out of the training rows",
-                   "method": "coordinate ascent from the served / library defaults"},
-        "buckets": [{"label": label, "users": int(mask.sum())} for label, mask in buckets],
-        "models": models,
-    })
+    return _clean(
+        {
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **meta,
+            "dataset": {
+                "name": ds.name,
+                "rows": ds.n_rows,
+                "events": len(ds.event_type),
+                "users": ds.n_users,
+                "items": ds.n_items,
+                **meta.get("dataset", {}),
+            },
+            "protocol": {
+                "name": p.name,
+                "params": p.params,
+                "train_rows": len(p.test.train),
+                "test_rows": len(p.test.test),
+                "validation_train_rows": len(p.validation.train),
+                "validation_rows": len(p.validation.test),
+                "test_users": len(t.users),
+                "validation_users": len(result.validation.users),
+                "candidates": t.n_candidates,
+            },
+            "tuning": {
+                "metric": TUNE_METRIC,
+                "on": "validation split carved out of the training rows",
+                "method": "coordinate ascent from the served / library defaults",
+            },
+            "buckets": [{"label": label, "users": int(mask.sum())} for label, mask in buckets],
+            "models": models,
+        }
+    )
 
 
 def write(out_dir: Path, data: dict[str, Any]) -> tuple[Path, Path]:
@@ -107,34 +123,59 @@ def html(data: dict[str, Any]) -> str:
             s = m["metrics"][k]
             ci = "" if s["ci95"] is None else f' <span class="ci">±{s["ci95"]:.3f}</span>'
             cells.append(f"<td>{_fmt(s['mean'])}{ci}</td>")
-        cells += [f"<td>{_fmt(m['coverage@10'], 3)}</td>", f"<td>{_fmt(m[f'validation_{TUNE_METRIC}'])}</td>",
-                  f"<td>{_fmt(m['fit_s'], 1)}</td>", f"<td>{_fmt(m['tune_s'], 1)}</td>"]
+        cells += [
+            f"<td>{_fmt(m['coverage@10'], 3)}</td>",
+            f"<td>{_fmt(m[f'validation_{TUNE_METRIC}'])}</td>",
+            f"<td>{_fmt(m['fit_s'], 1)}</td>",
+            f"<td>{_fmt(m['tune_s'], 1)}</td>",
+        ]
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    params = "".join(f"<tr><td>{escape(n)}</td><td><code>{escape(json.dumps(m['params']))}</code></td>"
-                     f"<td>{len(m['trials'])}</td></tr>" for n, m in models.items())
+    params = "".join(
+        f"<tr><td>{escape(n)}</td><td><code>{escape(json.dumps(m['params']))}</code></td>"
+        f"<td>{len(m['trials'])}</td></tr>"
+        for n, m in models.items()
+    )
     charts = [
-        svg.grouped_bars(["NDCG@10"], {n: [models[n]["metrics"]["ndcg@10"]["mean"] or 0.0] for n in names},
-                         "NDCG@10 by model (whiskers: 95 % CI)",
-                         errors={n: [models[n]["metrics"]["ndcg@10"]["ci95"] or 0.0] for n in names}),
-        svg.grouped_bars(names, {"HR@10": [models[n]["metrics"]["hr@10"]["mean"] or 0.0 for n in names],
-                                 "Recall@10": [models[n]["metrics"]["recall@10"]["mean"] or 0.0 for n in names],
-                                 "Precision@10": [models[n]["metrics"]["precision@10"]["mean"] or 0.0
-                                                  for n in names]},
-                         "HR@10, Recall@10, Precision@10 by model"),
+        svg.grouped_bars(
+            ["NDCG@10"],
+            {n: [models[n]["metrics"]["ndcg@10"]["mean"] or 0.0] for n in names},
+            "NDCG@10 by model (whiskers: 95 % CI)",
+            errors={n: [models[n]["metrics"]["ndcg@10"]["ci95"] or 0.0] for n in names},
+        ),
+        svg.grouped_bars(
+            names,
+            {
+                "HR@10": [models[n]["metrics"]["hr@10"]["mean"] or 0.0 for n in names],
+                "Recall@10": [models[n]["metrics"]["recall@10"]["mean"] or 0.0 for n in names],
+                "Precision@10": [models[n]["metrics"]["precision@10"]["mean"] or 0.0 for n in names],
+            },
+            "HR@10, Recall@10, Precision@10 by model",
+        ),
     ]
     labels = [b["label"] for b in data["buckets"]]
     if labels:
-        charts.append(svg.grouped_bars(
-            [f"{b['label']} ({b['users']} users)" for b in data["buckets"]],
-            {n: [models[n]["buckets"][lab]["ndcg@10"] for lab in labels] for n in names},
-            "NDCG@10 by user activity (training rows per user)"))
-    charts.append(svg.hbars(names, [models[n]["fit_s"] or 0.0 for n in names],
-                            "Training time (fit on the whole training split; hybrid = its components)"))
-    charts.append(svg.hbars(names, [models[n]["tune_s"] or 0.0 for n in names],
-                            "Tuning time on validation (all trials)"))
+        charts.append(
+            svg.grouped_bars(
+                [f"{b['label']} ({b['users']} users)" for b in data["buckets"]],
+                {n: [models[n]["buckets"][lab]["ndcg@10"] for lab in labels] for n in names},
+                "NDCG@10 by user activity (training rows per user)",
+            )
+        )
+    charts.append(
+        svg.hbars(
+            names,
+            [models[n]["fit_s"] or 0.0 for n in names],
+            "Training time (fit on the whole training split; hybrid = its components)",
+        )
+    )
+    charts.append(
+        svg.hbars(
+            names, [models[n]["tune_s"] or 0.0 for n in names], "Tuning time on validation (all trials)"
+        )
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<title>recstream evaluate: {escape(ds['name'])} / {escape(p['name'])}</title>
+<title>recstream evaluate: {escape(ds["name"])} / {escape(p["name"])}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; font-size: 13px; }}
@@ -142,23 +183,24 @@ td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
 td:first-child, th:first-child {{ text-align: left; }}
 .ci {{ color: #888; font-size: 11px; }} code {{ font-size: 12px; }}
 figure {{ margin: 1.5em 0; }}
+table.params td {{ text-align: left; }}
 </style></head><body>
-<h1>{escape(ds['name'])}: {escape(p['name'])} protocol</h1>
-<p>{ds['rows']:,} rows ({ds['events']:,} events), {ds['users']:,} users, {ds['items']:,} items.
-Protocol parameters <code>{escape(json.dumps(p['params']))}</code>: {p['train_rows']:,} training rows,
-{p['test_rows']:,} test rows; {p['test_users']:,} test users ranked over the same {p['candidates']:,}
+<h1>{escape(ds["name"])}: {escape(p["name"])} protocol</h1>
+<p>{ds["rows"]:,} rows ({ds["events"]:,} events), {ds["users"]:,} users, {ds["items"]:,} items.
+Protocol parameters <code>{escape(json.dumps(p["params"]))}</code>: {p["train_rows"]:,} training rows,
+{p["test_rows"]:,} test rows; {p["test_users"]:,} test users ranked over the same {p["candidates"]:,}
 candidate items (items with a training row, minus each user's own training items).
-Parameters were chosen on a validation split ({p['validation_train_rows']:,} / {p['validation_rows']:,}
-rows) carved out of the training rows, by {escape(data['tuning']['method'])}, on
-{escape(data['tuning']['metric'])}; the test rows were never used to choose anything.</p>
+Parameters were chosen on a validation split ({p["validation_train_rows"]:,} / {p["validation_rows"]:,}
+rows) carved out of the training rows, by {escape(data["tuning"]["method"])}, on
+{escape(data["tuning"]["metric"])}; the test rows were never used to choose anything.</p>
 <h2>Results on the test split</h2>
-<table><tr>{''.join(f'<th>{escape(h)}</th>' for h in head)}</tr>
-{''.join(rows)}</table>
+<table><tr>{"".join(f"<th>{escape(h)}</th>" for h in head)}</tr>
+{"".join(rows)}</table>
 <p>± = half-width of the 95 % confidence interval of the mean over users. MAP divides by all of a
 user's relevant items (Microsoft Recommenders' definition).</p>
-{''.join(f'<figure>{c}</figure>' for c in charts)}
+{"".join(f"<figure>{c}</figure>" for c in charts)}
 <h2>Chosen parameters</h2>
-<table><tr><th>model</th><th>parameters</th><th>trials</th></tr>{params}</table>
-<p>Command: <code>{escape(data.get('command', ''))}</code> &middot; {escape(data['created_at'])}</p>
+<table class="params"><tr><th>model</th><th>parameters</th><th>trials</th></tr>{params}</table>
+<p>Command: <code>{escape(data.get("command", ""))}</code> &middot; {escape(data["created_at"])}</p>
 </body></html>
 """

@@ -66,15 +66,18 @@ def _measure(fitted: Fitted, t: targets.Targets) -> tuple[dict[str, np.ndarray],
     return metrics.per_user(top, t.relevant), top
 
 
-def run(ds: Dataset, protocol: Protocol, models: list[str], grid: str, ctx: Context,
-        log: Log = print) -> RunResult:
+def run(
+    ds: Dataset, protocol: Protocol, models: list[str], grid: str, ctx: Context, log: Log = print
+) -> RunResult:
     unknown = sorted(set(models) - set(model_names()))
     if unknown:
         raise ValueError(f"unknown models {unknown}; choose from {', '.join(model_names())}")
     val_t = targets.build(ds, protocol.validation)
     test_t = targets.build(ds, protocol.test)
-    log(f"[evaluate] {protocol.name}: validation {len(protocol.validation.train):,} train rows -> "
-        f"{len(val_t.users):,} users; test {len(protocol.test.train):,} train rows -> {len(test_t.users):,} users")
+    log(
+        f"[evaluate] {protocol.name}: validation {len(protocol.validation.train):,} train rows -> "
+        f"{len(val_t.users):,} users; test {len(protocol.test.train):,} train rows -> {len(test_t.users):,} users"
+    )
     wanted = set(models)
     if wanted & set(HYBRIDS):
         wanted |= set(COMPONENTS)
@@ -84,26 +87,11 @@ def run(ds: Dataset, protocol: Protocol, models: list[str], grid: str, ctx: Cont
     for name in model_names():
         if name not in wanted or name in HYBRIDS:
             continue
-        base = name.removesuffix(DEFAULTS_SUFFIX)
-        model = BASE_MODELS[base]
-        axes = {} if name.endswith(DEFAULTS_SUFFIX) else model.axes(grid, ctx)
-        best_fit: dict[str, Any] = {}
-
-        def evaluate(params: dict[str, Any], model: Any = model, best_fit: dict = best_fit) -> tuple[float, float]:
-            t0 = time.perf_counter()
-            fitted = model.fit(ds, protocol.validation.train, params, ctx)
-            seconds = time.perf_counter() - t0
-            value = float(_measure(fitted, val_t)[0][TUNE_METRIC].mean())
-            if value > best_fit.get("value", -1.0):
-                best_fit.update(value=value, fitted=fitted)
-            log(f"[evaluate]   {name} {params} -> validation {TUNE_METRIC} {value:.4f} ({seconds:.1f} s)")
-            return value, seconds
-
-        t0 = time.perf_counter()
-        search = coordinate_ascent(model.start(ctx), axes, evaluate)
-        tune_s = time.perf_counter() - t0
-        fitted_val[name] = best_fit["fitted"]
-        results[name] = _refit_and_measure(name, model, search, tune_s, ds, protocol, test_t, ctx, fitted_test, log)
+        model = BASE_MODELS[name.removesuffix(DEFAULTS_SUFFIX)]
+        search, tune_s, fitted_val[name] = _tune(name, model, grid, ds, protocol, val_t, ctx, log)
+        results[name] = _refit_and_measure(
+            name, model, search, tune_s, ds, protocol, test_t, ctx, fitted_test, log
+        )
 
     for name in HYBRIDS:
         if name not in wanted:
@@ -114,9 +102,47 @@ def run(ds: Dataset, protocol: Protocol, models: list[str], grid: str, ctx: Cont
     return RunResult(protocol, test_t, val_t, {n: results[n] for n in models})
 
 
-def _refit_and_measure(name: str, model: Any, search: Search, tune_s: float, ds: Dataset, protocol: Protocol,
-                       test_t: targets.Targets, ctx: Context, fitted_test: dict[str, Fitted],
-                       log: Log) -> ModelResult:
+def _tune(
+    name: str,
+    model: Any,
+    grid: str,
+    ds: Dataset,
+    protocol: Protocol,
+    val_t: targets.Targets,
+    ctx: Context,
+    log: Log,
+) -> tuple[Search, float, Fitted]:
+    """Search the model's axes on validation; also returns the best validation fit (for the hybrid)."""
+    axes = {} if name.endswith(DEFAULTS_SUFFIX) else model.axes(grid, ctx)
+    best: dict[str, Any] = {}
+
+    def evaluate(params: dict[str, Any]) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        fitted = model.fit(ds, protocol.validation.train, params, ctx)
+        seconds = time.perf_counter() - t0
+        value = float(_measure(fitted, val_t)[0][TUNE_METRIC].mean())
+        if value > best.get("value", -1.0):
+            best.update(value=value, fitted=fitted)
+        log(f"[evaluate]   {name} {params} -> validation {TUNE_METRIC} {value:.4f} ({seconds:.1f} s)")
+        return value, seconds
+
+    t0 = time.perf_counter()
+    search = coordinate_ascent(model.start(ctx), axes, evaluate)
+    return search, time.perf_counter() - t0, best["fitted"]
+
+
+def _refit_and_measure(
+    name: str,
+    model: Any,
+    search: Search,
+    tune_s: float,
+    ds: Dataset,
+    protocol: Protocol,
+    test_t: targets.Targets,
+    ctx: Context,
+    fitted_test: dict[str, Fitted],
+    log: Log,
+) -> ModelResult:
     t0 = time.perf_counter()
     fitted = model.fit(ds, protocol.test.train, search.best, ctx)
     fit_s = time.perf_counter() - t0
@@ -124,15 +150,34 @@ def _refit_and_measure(name: str, model: Any, search: Search, tune_s: float, ds:
     per_user, top = _measure(fitted, test_t)
     rank_s = time.perf_counter() - t0
     fitted_test[name] = fitted
-    result = ModelResult(name, search.best, search.value, search.trials, tune_s, fit_s, rank_s, per_user,
-                         metrics.coverage(top, test_t.n_candidates))
-    log(f"[evaluate] {name}: {search.best} -> test {TUNE_METRIC} {per_user[TUNE_METRIC].mean():.4f} "
-        f"(fit {fit_s:.1f} s, tuning {tune_s:.1f} s over {len(search.trials)} trials)")
+    result = ModelResult(
+        name,
+        search.best,
+        search.value,
+        search.trials,
+        tune_s,
+        fit_s,
+        rank_s,
+        per_user,
+        metrics.coverage(top, test_t.n_candidates),
+    )
+    log(
+        f"[evaluate] {name}: {search.best} -> test {TUNE_METRIC} {per_user[TUNE_METRIC].mean():.4f} "
+        f"(fit {fit_s:.1f} s, tuning {tune_s:.1f} s over {len(search.trials)} trials)"
+    )
     return result
 
 
-def _hybrid(name: str, grid: str, val_t: targets.Targets, test_t: targets.Targets,
-            fitted_val: dict[str, Fitted], fitted_test: dict[str, Fitted], ctx: Context, log: Log) -> ModelResult:
+def _hybrid(
+    name: str,
+    grid: str,
+    val_t: targets.Targets,
+    test_t: targets.Targets,
+    fitted_val: dict[str, Fitted],
+    fitted_test: dict[str, Fitted],
+    ctx: Context,
+    log: Log,
+) -> ModelResult:
     val_seen = dict(zip(val_t.users.tolist(), val_t.seen, strict=True))
     test_seen = dict(zip(test_t.users.tolist(), test_t.seen, strict=True))
     axes = Hybrid.axes(grid, ctx) if name == Hybrid.TUNED else {}
@@ -151,5 +196,14 @@ def _hybrid(name: str, grid: str, val_t: targets.Targets, test_t: targets.Target
     per_user, top = _measure(fitted, test_t)
     rank_s = time.perf_counter() - t0
     log(f"[evaluate] {name}: {search.best} -> test {TUNE_METRIC} {per_user[TUNE_METRIC].mean():.4f}")
-    return ModelResult(name, search.best, search.value, search.trials, tune_s, 0.0, rank_s, per_user,
-                       metrics.coverage(top, test_t.n_candidates))
+    return ModelResult(
+        name,
+        search.best,
+        search.value,
+        search.trials,
+        tune_s,
+        0.0,
+        rank_s,
+        per_user,
+        metrics.coverage(top, test_t.n_candidates),
+    )

@@ -7,8 +7,18 @@ import math
 from collections.abc import Sequence
 from html import escape
 
-PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D",
-           "#BAB0AC", "#EECA3B")
+PALETTE = (
+    "#4C78A8",
+    "#F58518",
+    "#54A24B",
+    "#E45756",
+    "#72B7B2",
+    "#B279A2",
+    "#FF9DA6",
+    "#9D755D",
+    "#BAB0AC",
+    "#EECA3B",
+)
 FONT = 'font-family="system-ui, sans-serif" font-size="12"'
 
 
@@ -32,8 +42,14 @@ def _axis(x0: int, y0: int, height: int, width: int, top: float, ticks: int = 5)
     return out
 
 
-def grouped_bars(groups: Sequence[str], series: dict[str, Sequence[float]], title: str,
-                 errors: dict[str, Sequence[float]] | None = None, width: int = 760, height: int = 320) -> str:
+def grouped_bars(
+    groups: Sequence[str],
+    series: dict[str, Sequence[float]],
+    title: str,
+    errors: dict[str, Sequence[float]] | None = None,
+    width: int = 760,
+    height: int = 320,
+) -> str:
     """Bars for each series within each group (one group and many series = a plain bar chart)."""
     left, right, top_pad, bottom = 56, 16, 36, 64
     plot_w, plot_h = width - left - right, height - top_pad - bottom
@@ -41,9 +57,11 @@ def grouped_bars(groups: Sequence[str], series: dict[str, Sequence[float]], titl
     errs = [e for es in (errors or {}).values() for e in es if math.isfinite(e)]
     top = _nice_max(max(values, default=0) + max(errs, default=0))
     y0 = top_pad + plot_h
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 22 * _legend_rows(series)}" '
-             f'role="img" aria-label="{escape(title)}">',
-             f'<text x="{width / 2}" y="18" text-anchor="middle" {FONT} font-weight="bold">{escape(title)}</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 22 * _legend_rows(series)}" '
+        f'role="img" aria-label="{escape(title)}">',
+        f'<text x="{width / 2}" y="18" text-anchor="middle" {FONT} font-weight="bold">{escape(title)}</text>',
+    ]
     parts += _axis(left, y0, plot_h, plot_w, top)
     group_w = plot_w / max(len(groups), 1)
     bar_w = group_w * 0.8 / max(len(series), 1)
@@ -56,18 +74,24 @@ def grouped_bars(groups: Sequence[str], series: dict[str, Sequence[float]], titl
             h = plot_h * v / top
             x = gx + s * bar_w
             color = PALETTE[s % len(PALETTE)] if len(series) > 1 else PALETTE[g % len(PALETTE)]
-            parts.append(f'<rect x="{x:.1f}" y="{y0 - h:.1f}" width="{bar_w * 0.92:.1f}" height="{h:.1f}" '
-                         f'fill="{color}"><title>{escape(name)} {escape(group)}: {v:.4f}</title></rect>')
+            parts.append(
+                f'<rect x="{x:.1f}" y="{y0 - h:.1f}" width="{bar_w * 0.92:.1f}" height="{h:.1f}" '
+                f'fill="{color}"><title>{escape(name)} {escape(group)}: {v:.4f}</title></rect>'
+            )
             e = (errors or {}).get(name, [math.nan] * len(groups))[g]
             if math.isfinite(e) and e > 0:
                 cx = x + bar_w * 0.46
                 ya, yb = y0 - plot_h * (v - e) / top, y0 - plot_h * (v + e) / top
                 parts.append(f'<line x1="{cx:.1f}" y1="{ya:.1f}" x2="{cx:.1f}" y2="{yb:.1f}" stroke="#333"/>')
             if len(series) == 1 or len(groups) == 1:
-                parts.append(f'<text x="{x + bar_w * 0.46:.1f}" y="{y0 - h - 4:.1f}" text-anchor="middle" '
-                             f'{FONT}>{v:.3f}</text>')
-        parts.append(f'<text x="{left + (g + 0.5) * group_w:.1f}" y="{y0 + 16}" text-anchor="middle" '
-                     f'{FONT}>{escape(group)}</text>')
+                parts.append(
+                    f'<text x="{x + bar_w * 0.46:.1f}" y="{y0 - h - 4:.1f}" text-anchor="middle" '
+                    f"{FONT}>{v:.3f}</text>"
+                )
+        parts.append(
+            f'<text x="{left + (g + 0.5) * group_w:.1f}" y="{y0 + 16}" text-anchor="middle" '
+            f"{FONT}>{escape(group)}</text>"
+        )
     if len(series) > 1:
         parts += _legend(list(series), left, height - 8)
     parts.append("</svg>")
@@ -88,22 +112,27 @@ def _legend(names: list[str], x0: int, y: int) -> list[str]:
     return out
 
 
-def hbars(labels: Sequence[str], values: Sequence[float], title: str, unit: str = "s",
-          width: int = 760) -> str:
+def hbars(
+    labels: Sequence[str], values: Sequence[float], title: str, unit: str = "s", width: int = 760
+) -> str:
     """Horizontal bars, one per label (training times)."""
     row_h, left, right, top_pad = 24, 150, 70, 32
     height = top_pad + row_h * len(labels) + 12
     top = _nice_max(max((v for v in values if math.isfinite(v)), default=0))
     plot_w = width - left - right
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="{escape(title)}">',
-             f'<text x="{width / 2}" y="18" text-anchor="middle" {FONT} font-weight="bold">{escape(title)}</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="{escape(title)}">',
+        f'<text x="{width / 2}" y="18" text-anchor="middle" {FONT} font-weight="bold">{escape(title)}</text>',
+    ]
     for i, (label, v) in enumerate(zip(labels, values, strict=True)):
         y = top_pad + i * row_h
         w = plot_w * max(v, 0) / top if math.isfinite(v) else 0
         parts.append(f'<text x="{left - 6}" y="{y + 15}" text-anchor="end" {FONT}>{escape(label)}</text>')
-        parts.append(f'<rect x="{left}" y="{y + 3}" width="{w:.1f}" height="{row_h - 8}" '
-                     f'fill="{PALETTE[i % len(PALETTE)]}"/>')
+        parts.append(
+            f'<rect x="{left}" y="{y + 3}" width="{w:.1f}" height="{row_h - 8}" '
+            f'fill="{PALETTE[i % len(PALETTE)]}"/>'
+        )
         parts.append(f'<text x="{left + w + 4:.1f}" y="{y + 15}" {FONT}>{v:.2f} {escape(unit)}</text>')
     parts.append("</svg>")
     return "\n".join(parts)

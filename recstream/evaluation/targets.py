@@ -54,8 +54,9 @@ def build(ds: Dataset, split: Split) -> Targets:
             seen.append(seen_of[u])
             relevant.append(rel)
             activity.append(counts[u])
-    return Targets(np.asarray(users, dtype=np.int64), seen, relevant, candidate,
-                   np.asarray(activity, dtype=np.int64))
+    return Targets(
+        np.asarray(users, dtype=np.int64), seen, relevant, candidate, np.asarray(activity, dtype=np.int64)
+    )
 
 
 def rank(score_fn: ScoreFn, targets: Targets, k: int = metrics.K_MAX, batch: int = 1024) -> np.ndarray:
@@ -79,4 +80,4 @@ def _items_by_user(users: np.ndarray, items: np.ndarray, n_users: int) -> list[n
     order = np.argsort(users, kind="stable")
     bounds = np.searchsorted(users[order], np.arange(n_users + 1))
     sorted_items = items[order]
-    return [np.unique(sorted_items[bounds[u]:bounds[u + 1]]) for u in range(n_users)]
+    return [np.unique(sorted_items[bounds[u] : bounds[u + 1]]) for u in range(n_users)]

@@ -1,7 +1,9 @@
 """Parameter search on validation data: coordinate ascent from the served (or library) defaults.
 
-One axis at a time, every value of that axis is tried with the others held at the best so far; the
-best value stays (ties keep the earlier, simpler choice). Rounds repeat until one changes nothing.
+One axis at a time, every value of that axis is tried with the others held at the best so far; a
+value replaces the current one only if it gains at least `min_gain` (differences smaller than that are
+noise on validation, and the current value is the simpler or cheaper one: the defaults, fewer
+iterations). Rounds repeat until one changes nothing.
 Far fewer fits than a full grid (sum of the axes' sizes per round instead of their product), and
 the starting point is always among the trials, so tuning can only match or beat the defaults on
 validation.
@@ -33,11 +35,15 @@ def _key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
+Axes = dict[str | tuple[str, ...], list[Any]]
+
+
 def coordinate_ascent(
     start: dict[str, Any],
-    axes: dict[str, list[Any]],
+    axes: Axes,
     evaluate: Callable[[dict[str, Any]], tuple[float, float]],
     max_rounds: int = 3,
+    min_gain: float = 1e-3,
 ) -> Search:
     """`evaluate(params) -> (validation metric, fit seconds)`; higher metric is better."""
     done: dict[str, Trial] = {}
@@ -55,9 +61,10 @@ def coordinate_ascent(
         changed = False
         for name, values in axes.items():
             for value in values:
-                candidate = {**best, name: value}
+                change = dict(zip(name, value, strict=True)) if isinstance(name, tuple) else {name: value}
+                candidate = {**best, **change}
                 score = trial(candidate)
-                if score > best_value + 1e-9:
+                if score > best_value + min_gain:
                     best, best_value, changed = candidate, score, True
         if not changed:
             break

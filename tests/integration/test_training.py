@@ -11,7 +11,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from recstream.foldin import ModelCache
-from recstream.model_store import BLOBS, LockHeld, ModelRegistry, active_key, blob_key
+from recstream.model_store import BLOBS, LockHeld, ModelRegistry, ModelStoreError, active_key, blob_key
 from recstream.settings import Settings
 from recstream.training import synthetic
 from recstream.training.params import TrainParams
@@ -99,8 +99,8 @@ def test_second_training_makes_a_new_active_version(
     assert registry.active_version() == second.version
     assert [d["_id"] for d in registry.versions()][:2] == [second.version, first.version]
     assert registry.get(first.version)["status"] == "retired"
-    # The replaced version stays readable for a while (readers mid-load, rollback), then expires.
-    assert 0 < registry.redis.ttl(blob_key(first.version, "item_factors", registry.namespace)) <= 86_400
+    # The replaced version stays readable for a while (readers mid-load), then expires from Redis.
+    assert 0 < registry.redis.ttl(blob_key(first.version, "item_factors", registry.namespace)) <= 600
 
 
 def test_a_worse_model_is_kept_but_not_activated(
@@ -132,6 +132,19 @@ def test_only_one_training_at_a_time(registry: ModelRegistry) -> None:
     with registry.training_lock(ttl_s=30):  # released: free again
         pass
     assert not registry.redis.exists(registry.lock_key)
+
+
+def test_pruning_drops_old_factors_but_keeps_every_version(registry: ModelRegistry) -> None:
+    versions = [d["_id"] for d in registry.versions()]
+    active = registry.active_version()
+    assert len(versions) >= 3
+    pruned = registry.prune_factors(keep=1)
+    assert active not in pruned and set(pruned) == set(versions[1:]) - {active}
+    assert [d["_id"] for d in registry.versions()] == versions  # documents and metrics stay
+    assert all(registry.get(v)["factors_pruned"] and "ndcg@10" in registry.get(v)["metrics"] for v in pruned)
+    assert registry.load(active).item_factors.shape[0] == 80
+    with pytest.raises(ModelStoreError, match="no stored factors"):
+        registry.load(pruned[0])
 
 
 def test_dataset_path_must_exist(spark: SparkSession, registry: ModelRegistry, tmp_path: Path) -> None:

@@ -63,8 +63,9 @@ class Trending:
         state: dict[str, tuple[float, int]] = {}
         for event in ds.events_of(time_order(ds, rows)):
             score, updated = state.get(event.video_id, (0.0, 0))
-            state[event.video_id] = scoring.add_trend(score, updated, scoring.trending_weight(event, eng),
-                                                      event.ts, half_life)
+            state[event.video_id] = scoring.add_trend(
+                score, updated, scoring.trending_weight(event, eng), event.ts, half_life
+            )
         now = int(ds.ts[rows].max()) if len(rows) else 0
         index = {v: i for i, v in enumerate(ds.item_ids)}
         vector = np.zeros(ds.n_items)

@@ -52,12 +52,16 @@ class FittedHybrid:
             top = np.argsort(-als, kind="stable")[:CANDIDATES_PER_SOURCE]
             als_scores = {ds.item_ids[i]: float(als[i]) for i in top if np.isfinite(als[i])}
             pool = trend_order[: min(K_MAX + len(seen) + 50, 1000)]
-            trending = {ds.item_ids[i]: float(self.trending.vector[i]) for i in pool if self.trending.vector[i] > 0}
-            candidates = scoring.blend([
-                (self.weights["w_itemcf"], {v: s for v, (s, _src) in itemcf.items()}, "itemcf"),
-                (self.weights["w_als"], als_scores, "als"),
-                (self.weights["w_trending"], trending, "trending"),
-            ])
+            trending = {
+                ds.item_ids[i]: float(self.trending.vector[i]) for i in pool if self.trending.vector[i] > 0
+            }
+            candidates = scoring.blend(
+                [
+                    (self.weights["w_itemcf"], {v: s for v, (s, _src) in itemcf.items()}, "itemcf"),
+                    (self.weights["w_als"], als_scores, "als"),
+                    (self.weights["w_trending"], trending, "trending"),
+                ]
+            )
             seen_ids = {ds.item_ids[i] for i in seen}
             # Offline datasets have no creators: the creator cap has nothing to act on.
             picked = scoring.select(candidates.values(), K_MAX, seen_ids, {}, self.max_per_creator)
@@ -74,11 +78,18 @@ class Hybrid:
 
     @staticmethod
     def axes(size: GridSize, ctx: Context) -> dict[str, list[Any]]:
-        values = [0.0, 0.3, 1.0, 3.0] if size == "small" else [0.0, 0.1, 0.3, 0.5, 1.0, 2.0, 4.0]
+        values = [0.0, 1.0, 3.0] if size == "small" else [0.0, 0.1, 0.3, 0.5, 1.0, 2.0, 4.0]
         return {"w_als": values, "w_itemcf": values, "w_trending": values}
 
     @staticmethod
-    def assemble(components: dict[str, Any], seen: dict[int, np.ndarray], weights: dict[str, float],
-                 ctx: Context) -> FittedHybrid:
-        return FittedHybrid(components["itemcf"], components["spark-als"], components["trending"], seen,
-                            weights, ctx.settings.max_per_creator)
+    def assemble(
+        components: dict[str, Any], seen: dict[int, np.ndarray], weights: dict[str, float], ctx: Context
+    ) -> FittedHybrid:
+        return FittedHybrid(
+            components["itemcf"],
+            components["spark-als"],
+            components["trending"],
+            seen,
+            weights,
+            ctx.settings.max_per_creator,
+        )

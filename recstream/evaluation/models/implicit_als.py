@@ -12,6 +12,7 @@ import numpy as np
 
 from recstream.evaluation.data import Dataset
 from recstream.evaluation.models import Context, FactorScores, GridSize
+from recstream.evaluation.tune import Axes
 
 # implicit's own defaults: what "implicit ALS, defaults" means in the report.
 DEFAULTS = {"factors": 100, "regularization": 0.01, "alpha": 1.0, "iterations": 15}
@@ -25,12 +26,13 @@ class ImplicitALS:
         return dict(DEFAULTS)
 
     @staticmethod
-    def axes(size: GridSize, ctx: Context) -> dict[str, list[Any]]:
+    def axes(size: GridSize, ctx: Context) -> Axes:
         if size == "small":
             return {"regularization": [0.01, 10.0], "alpha": [1.0, 3.0]}
         return {
-            "regularization": [0.01, 0.1, 1.0, 10.0, 30.0, 100.0],
-            "alpha": [1.0, 3.0, 10.0, 40.0],
+            ("regularization", "alpha"): [
+                (r, a) for r in (0.01, 0.1, 1.0, 10.0, 30.0, 100.0) for a in (1.0, 3.0, 10.0, 40.0)
+            ],
             "factors": [32, 64, 100, 128],
             "iterations": [15, 30],
         }

@@ -134,6 +134,8 @@ class ItemCF:
 def _uniq(values: list[Any]) -> list[Any]:
     out: list[Any] = []
     for v in values:
-        if not any(isinstance(v, float) and isinstance(o, float) and math.isclose(v, o) or v == o for o in out):
+        if not any(
+            isinstance(v, float) and isinstance(o, float) and math.isclose(v, o) or v == o for o in out
+        ):
             out.append(v)
     return out

@@ -11,6 +11,7 @@ import numpy as np
 
 from recstream.evaluation.data import Dataset
 from recstream.evaluation.models import Context, FactorScores, GridSize
+from recstream.evaluation.tune import Axes
 from recstream.records import EVENT_TYPES
 
 
@@ -29,9 +30,12 @@ def make_session(local_dir: Path, threads: int, rows: int) -> Any:
     small dataset, the training job's small-data settings (Spark's fixed costs dominate there)."""
     from recstream.training.session import SMALL_DATA_CONF, SparkOptions, build_session
 
-    options = SparkOptions(master=f"local[{threads}]", checkpoint_dir=local_dir / "spark-checkpoints",
-                           app_name="recstream-evaluate",
-                           conf=dict(SMALL_DATA_CONF) if rows <= SMALL_DATA_ROWS else {})
+    options = SparkOptions(
+        master=f"local[{threads}]",
+        checkpoint_dir=local_dir / "spark-checkpoints",
+        app_name="recstream-evaluate",
+        conf=dict(SMALL_DATA_CONF) if rows <= SMALL_DATA_ROWS else {},
+    )
     return build_session(options)
 
 
@@ -58,8 +62,16 @@ def _prepare(ds: Dataset, rows: np.ndarray, ctx: Context) -> _Prepared:
         user, item, ts = ds.user_ids[ds.user[r]], ds.item_ids[ds.item[r]], int(ds.ts[r])
         for e in range(ds.row_start[r], ds.row_start[r + 1]):
             watch, duration = int(ds.event_watch[e]), int(ds.event_duration[e])
-            records.append((EVENT_TYPES[ds.event_type[e]], user, item, ts,
-                            None if watch < 0 else watch, None if duration < 0 else duration))
+            records.append(
+                (
+                    EVENT_TYPES[ds.event_type[e]],
+                    user,
+                    item,
+                    ts,
+                    None if watch < 0 else watch,
+                    None if duration < 0 else duration,
+                )
+            )
     events = extract.valid(spark.createDataFrame(records, extract.INTERACTION_SCHEMA))
     engagement = EngagementParams(ctx.settings.completion_ratio, ctx.settings.fast_skip_ms)
     indexed = transform.index_ids(transform.ratings(transform.pairs(events, engagement)))
@@ -85,14 +97,14 @@ class SparkALS:
         return start(ctx)
 
     @staticmethod
-    def axes(size: GridSize, ctx: Context) -> dict[str, list[Any]]:
+    def axes(size: GridSize, ctx: Context) -> Axes:
         if size == "small":
-            return {"reg_param": [0.05, 0.5], "alpha": [1.0, 5.0]}
+            return {"reg_param": [0.05, 0.5]}
         return {
-            "reg_param": [0.01, 0.05, 0.2, 0.5, 1.0],
-            "alpha": [0.5, 1.0, 2.0, 5.0, 10.0],
-            "rank": [16, 32, 64, 128],
-            "max_iter": [10, 20],
+            # Searched jointly: a larger alpha wants a larger lambda (measured on ML-100k validation).
+            ("reg_param", "alpha"): [(r, a) for r in (0.05, 0.2, 0.5, 0.8) for a in (1.0, 3.0, 5.0, 10.0)],
+            "rank": [32, 64, 128],
+            "max_iter": [10, 15],
         }
 
     @staticmethod
