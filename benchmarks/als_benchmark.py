@@ -95,9 +95,8 @@ def holdout_arrays(spark: Any, path: Path, params: Any) -> dict[str, Any]:
     from recstream.training import extract, transform
 
     events, _ = extract.read_dataset(spark, path)
-    indexed = transform.index_ids(
-        transform.ratings(events, EngagementParams(fast_skip_ms=params.fast_skip_ms))
-    )
+    engagement = EngagementParams(fast_skip_ms=params.fast_skip_ms)
+    indexed = transform.index_ids(transform.ratings(transform.pairs(events, engagement)))
     marked = transform.mark_holdout(indexed.ratings, params.holdout, params.min_user_videos)
     rows = marked.select("user", "item", "r", F.col("held").cast("int")).collect()
     arr = np.array(rows, dtype=np.float64)

@@ -327,20 +327,27 @@ class Profiler:
             self.env.profiles[self.name] = {"error": (err or b"").decode(errors="replace")[-500:]}
 
 
-CATEGORIES = [  # first match on the leaf frame's file wins
-    ("pydantic (parse/validate/serialise)", ("pydantic",)),
-    ("json (stdlib)", ("/json/",)),
-    ("rocksdict / Faust table store", ("rocksdict", "faust/stores", "faust/tables")),
-    ("aiokafka (consumer, producer, protocol)", ("aiokafka", "kafka/")),
-    ("Faust streams, agents, channels, topics", ("faust/",)),
-    ("mode (Faust's service framework)", ("/mode/",)),
-    ("redis client", ("redis/",)),
-    ("pymongo", ("pymongo", "bson")),
-    ("prometheus_client", ("prometheus_client",)),
-    ("aiohttp / yarl / multidict", ("aiohttp", "yarl", "multidict")),
-    ("recstream (agents, scoring, stores, recommend)", ("recstream", "/agents/", "/tables/", "/web/")),
+CATEGORIES = [  # by the leaf frame's file (py-spy prints it relative to sys.path); first match wins
+    ("pydantic (parse, validate, serialise)", ("pydantic",)),
+    ("json (stdlib)", ("json/",)),
+    ("Faust tables + RocksDB store", ("rocksdict", "faust/stores/", "faust/tables/")),
+    ("aiokafka (consumer, producer, protocol)", ("aiokafka/", "kafka/")),
+    ("Faust (streams, agents, channels, topics, producer buffer)", ("faust/",)),
+    ("mode (Faust's service framework)", ("mode/",)),
+    ("redis client", ("redis/", "hiredis")),
+    ("pymongo", ("pymongo/", "bson/")),
+    ("prometheus_client", ("prometheus_client/",)),
+    ("aiohttp, yarl, multidict", ("aiohttp/", "yarl/", "multidict/")),
+    ("recstream (agents, scoring, stores, recommend, views)", ("recstream/", "agents/", "tables/", "web/")),
     ("asyncio event loop", ("asyncio/",)),
+    ("logging", ("logging/",)),
+    ("threads, selectors", ("threading.py", "selectors.py", "concurrent/", "queue.py")),
 ]
+
+
+def _category(path: str) -> str:
+    short = _short(path).lstrip("/")
+    return next((c for c, prefixes in CATEGORIES if short.startswith(prefixes)), "other")
 
 
 def _frame(frame: str) -> tuple[str, str]:
@@ -384,8 +391,7 @@ def summarise_profile(raw: str, top: int = 25) -> dict[str, Any]:
                 child = names[i + 1] if i + 1 < len(names) else "(itself)"
                 children.setdefault(name, Counter())[child] += n
                 break
-        leaf_path = frames[-1][1]
-        category[next((c for c, keys in CATEGORIES if any(k in leaf_path for k in keys)), "other")] += n
+        category[_category(frames[-1][1])] += n
     if not total:
         return {"samples": 0}
 
@@ -691,7 +697,7 @@ def _wrk(env: BenchEnv, base: str, seconds: int, users_file: Path) -> dict[str, 
         "5s",
         "-s",
         str(lua),
-        base,
+        base + "/",  # the path comes from the Lua script
     ]
     out = subprocess.run(
         cmd,
@@ -856,7 +862,7 @@ def stage_http(env: BenchEnv) -> dict[str, Any]:
     if cfg.http_warmup_s:
         _load(env, env.url, cfg.http_warmup_s, users_file, generator)
     with Profiler(env, "http"):
-        out["recstream"] = _load(env, env.url + "/", cfg.http_duration_s, users_file, generator)
+        out["recstream"] = _load(env, env.url, cfg.http_duration_s, users_file, generator)
     say(f"  recstream /recommendations: {_brief(out['recstream'])}")
     for step, (mode, key) in enumerate(
         (("static", "bare_aiohttp"), ("recommend", "bare_aiohttp_recommend")), 2
@@ -866,7 +872,7 @@ def stage_http(env: BenchEnv) -> dict[str, Any]:
         try:
             if cfg.http_warmup_s:
                 _load(env, base, cfg.http_warmup_s, users_file, generator)
-            out[key] = _load(env, base + "/", cfg.http_duration_s, users_file, generator)
+            out[key] = _load(env, base, cfg.http_duration_s, users_file, generator)
         finally:
             proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):

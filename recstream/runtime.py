@@ -10,9 +10,11 @@ from faust.streams import _current_event  # Faust keeps the event being processe
 from faust.types import EventT
 
 from recstream.app import app
+from recstream.foldin import ModelCache
 from recstream.stores import Stores
 
 _stores: Stores | None = None
+_models: ModelCache | None = None
 
 
 def stores() -> Stores:
@@ -22,12 +24,24 @@ def stores() -> Stores:
     return _stores
 
 
+def models() -> ModelCache:
+    """The active ALS model of this process (polled in Redis, reloaded when a new one is activated)."""
+    global _models
+    if _models is None:
+        settings = app.recstream_settings  # type: ignore[attr-defined]
+        _models = ModelCache.from_url(settings.redis_url, check_interval_s=settings.model_check_interval_s)
+    return _models
+
+
 @app.on_before_shutdown.connect
 async def _close_stores(app, **kwargs) -> None:  # noqa: ANN001 - Faust signal signature
-    global _stores
+    global _stores, _models
     if _stores is not None:
         await _stores.close()
         _stores = None
+    if _models is not None:
+        await _models.close()
+        _models = None
 
 
 @contextlib.contextmanager

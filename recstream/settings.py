@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     """Blend weight of fresh (recently published) videos."""
     fresh_window_s: int = Field(default=24 * 3600, ge=1)
     """A video counts as fresh for this long after it was published."""
+    model_check_interval_s: float = Field(default=2.0, gt=0)
+    """How often a web process checks Redis for a newly activated ALS model (reloaded without restart)."""
     strategies: list[Literal["random", "trending", "itemcf", "als", "hybrid"]] = Field(
         default_factory=lambda: ["hybrid"], min_length=1
     )

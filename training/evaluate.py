@@ -15,16 +15,23 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
-"""Given a batch of user indices, the (batch, n_items) score matrix."""
+"""Given a batch of user indices, a new (batch, n_items) score matrix (the caller may modify it)."""
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Column indices of each row's k highest scores, best first (ties by index, deterministic)."""
     k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    part = np.argpartition(scores, -k, axis=1)[:, -k:]
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -part_scores), axis=1)
     return np.take_along_axis(part, order, axis=1)
+
+
+def _rows(lists: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged lists -> (row index, value) coordinate arrays."""
+    rows = np.repeat(np.arange(len(lists)), [len(x) for x in lists])
+    cols = np.fromiter((i for x in lists for i in x), dtype=np.int64, count=len(rows))
+    return rows, cols
 
 
 def ranking_metrics(
@@ -40,22 +47,22 @@ def ranking_metrics(
     totals = np.zeros(4)
     for start in range(0, len(users), batch):
         stop = min(start + batch, len(users))
-        scores = np.array(score_fn(users[start:stop]), dtype=np.float32, copy=True)
-        rows = np.repeat(np.arange(stop - start), [len(s) for s in seen[start:stop]])
-        cols = np.fromiter((i for s in seen[start:stop] for i in s), dtype=np.int64, count=len(rows))
-        scores[rows, cols] = -np.inf
+        scores = score_fn(users[start:stop])  # a fresh (batch, n_items) array: masked in place
+        scores[_rows(seen[start:stop])] = -np.inf
         best = top_k(scores, k)
-        for row, ranked in enumerate(best):
-            rel = relevant[start + row]
-            hits = np.isin(ranked, rel)
-            n_rel = len(rel)
-            ideal = discounts[: min(n_rel, k)].sum()
-            n_hits = hits.sum()
-            totals[0] += (discounts[: len(hits)] * hits).sum() / ideal
-            totals[1] += n_hits / n_rel
-            totals[2] += n_hits / k
-            precision_at_hits = np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1)
-            totals[3] += precision_at_hits.sum() / min(n_rel, k)
+        is_relevant = np.zeros(scores.shape, dtype=bool)
+        is_relevant[_rows(relevant[start:stop])] = True
+        hits = np.take_along_axis(is_relevant, best, axis=1)  # (batch, k), best first
+        kk = hits.shape[1]
+        n_rel = is_relevant.sum(axis=1)
+        n_hits = hits.sum(axis=1)
+        cut = np.minimum(n_rel, k)
+        ideal = np.cumsum(discounts)[cut - 1]
+        totals[0] += (hits @ discounts[:kk] / ideal).sum()
+        totals[1] += (n_hits / n_rel).sum()
+        totals[2] += (n_hits / k).sum()
+        precision_at = np.cumsum(hits, axis=1) / np.arange(1, kk + 1)
+        totals[3] += ((precision_at * hits).sum(axis=1) / cut).sum()
     n = max(len(users), 1)
     names = ("ndcg", "recall", "precision", "map")
     return {f"{name}@{k}": round(float(total / n), 6) for name, total in zip(names, totals, strict=True)}
@@ -67,7 +74,8 @@ def factor_scores(user_factors: np.ndarray, item_factors: np.ndarray) -> ScoreFn
 
 
 def popularity_scores(popularity: np.ndarray) -> ScoreFn:
-    return lambda users: np.broadcast_to(popularity.astype(np.float32), (len(users), len(popularity)))
+    row = popularity.astype(np.float32)
+    return lambda users: np.tile(row, (len(users), 1))
 
 
 def sample_users(n: int, max_users: int, seed: int) -> np.ndarray:

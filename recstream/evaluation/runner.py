@@ -20,7 +20,7 @@ from recstream.evaluation import metrics, targets
 from recstream.evaluation.data import Dataset
 from recstream.evaluation.models import Context, Fitted
 from recstream.evaluation.models.baselines import Popularity, Trending
-from recstream.evaluation.models.hybrid import COMPONENTS, Hybrid, served_weights
+from recstream.evaluation.models.hybrid import COMPONENTS, Hybrid, Sources, served_weights
 from recstream.evaluation.models.implicit_als import ImplicitALS
 from recstream.evaluation.models.itemcf import ItemCF
 from recstream.evaluation.models.spark_als import SparkALS
@@ -93,10 +93,14 @@ def run(
             name, model, search, tune_s, ds, protocol, test_t, ctx, fitted_test, log
         )
 
+    if wanted & set(HYBRIDS):
+        # The candidate lists do not depend on the weights: built once, shared by every blend.
+        val_sources = Hybrid.sources(fitted_val, dict(zip(val_t.users.tolist(), val_t.seen, strict=True)))
+        test_sources = Hybrid.sources(fitted_test, dict(zip(test_t.users.tolist(), test_t.seen, strict=True)))
     for name in HYBRIDS:
         if name not in wanted:
             continue
-        results[name] = _hybrid(name, grid, val_t, test_t, fitted_val, fitted_test, ctx, log)
+        results[name] = _hybrid(name, grid, val_t, test_t, val_sources, test_sources, ctx, log)
         # A blend trains nothing of its own: its training time is its components'.
         results[name].fit_s = sum(results[c].fit_s for c in COMPONENTS)
     return RunResult(protocol, test_t, val_t, {n: results[n] for n in models})
@@ -173,17 +177,15 @@ def _hybrid(
     grid: str,
     val_t: targets.Targets,
     test_t: targets.Targets,
-    fitted_val: dict[str, Fitted],
-    fitted_test: dict[str, Fitted],
+    val_sources: Sources,
+    test_sources: Sources,
     ctx: Context,
     log: Log,
 ) -> ModelResult:
-    val_seen = dict(zip(val_t.users.tolist(), val_t.seen, strict=True))
-    test_seen = dict(zip(test_t.users.tolist(), test_t.seen, strict=True))
     axes = Hybrid.axes(grid, ctx) if name == Hybrid.TUNED else {}
 
     def evaluate(weights: dict[str, Any]) -> tuple[float, float]:
-        fitted = Hybrid.assemble(fitted_val, val_seen, weights, ctx)
+        fitted = Hybrid.assemble(val_sources, weights, ctx)
         value = float(_measure(fitted, val_t)[0][TUNE_METRIC].mean())
         log(f"[evaluate]   {name} {weights} -> validation {TUNE_METRIC} {value:.4f}")
         return value, 0.0
@@ -191,7 +193,7 @@ def _hybrid(
     t0 = time.perf_counter()
     search = coordinate_ascent(served_weights(ctx), axes, evaluate)
     tune_s = time.perf_counter() - t0
-    fitted = Hybrid.assemble(fitted_test, test_seen, search.best, ctx)
+    fitted = Hybrid.assemble(test_sources, search.best, ctx)
     t0 = time.perf_counter()
     per_user, top = _measure(fitted, test_t)
     rank_s = time.perf_counter() - t0

@@ -9,7 +9,7 @@ k + |seen| + 50. The fresh source needs publication times that offline datasets 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,41 +30,61 @@ def served_weights(ctx: Context) -> dict[str, float]:
 
 
 @dataclass
-class FittedHybrid:
+class Sources:
+    """Each user's candidate lists, as serving fetches them, built once and shared by every weighting
+    tried (the lists do not depend on the weights; only the blend does)."""
+
     itemcf: FittedItemCF
     als: FactorScores
     trending: DenseScores
     seen: dict[int, np.ndarray]  # training items per user (serving's seen set)
+    _cache: dict[int, tuple[dict[str, float], dict[str, float], dict[str, float], set[str]]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def of(
+        self, users: np.ndarray
+    ) -> list[tuple[dict[str, float], dict[str, float], dict[str, float], set[str]]]:
+        missing = np.asarray([u for u in users if int(u) not in self._cache], dtype=np.int64)
+        if len(missing):
+            ids = self.itemcf.ds.item_ids
+            trend_order = np.argsort(-self.trending.vector, kind="stable")
+            als_all = self.als.scores(missing)
+            for row, u in enumerate(missing.tolist()):
+                seen = self.seen.get(u, np.zeros(0, dtype=np.int64))
+                itemcf = {v: s for v, (s, _src) in self.itemcf.candidates(u).items()}
+                als = als_all[row].astype(np.float64, copy=True)
+                als[seen] = -np.inf
+                top = np.argsort(-als, kind="stable")[:CANDIDATES_PER_SOURCE]
+                als_scores = {ids[i]: float(als[i]) for i in top if np.isfinite(als[i])}
+                pool = trend_order[: min(K_MAX + len(seen) + 50, 1000)]
+                vector = self.trending.vector
+                trending = {ids[i]: float(vector[i]) for i in pool if vector[i] > 0}
+                self._cache[u] = (itemcf, als_scores, trending, {ids[i] for i in seen})
+        return [self._cache[int(u)] for u in users]
+
+
+@dataclass
+class FittedHybrid:
+    sources: Sources
     weights: dict[str, float]
     max_per_creator: int
 
     def scores(self, users: np.ndarray) -> np.ndarray:
-        ds = self.itemcf.ds
+        ds = self.sources.itemcf.ds
         index = {v: i for i, v in enumerate(ds.item_ids)}
         out = np.full((len(users), ds.n_items), -np.inf)
-        trend_order = np.argsort(-self.trending.vector, kind="stable")
-        als_all = self.als.scores(users)
-        for row, u in enumerate(users):
-            seen = self.seen.get(int(u), np.zeros(0, dtype=np.int64))
-            itemcf = self.itemcf.candidates(int(u))
-            als = als_all[row].astype(np.float64, copy=True)
-            als[seen] = -np.inf
-            top = np.argsort(-als, kind="stable")[:CANDIDATES_PER_SOURCE]
-            als_scores = {ds.item_ids[i]: float(als[i]) for i in top if np.isfinite(als[i])}
-            pool = trend_order[: min(K_MAX + len(seen) + 50, 1000)]
-            trending = {
-                ds.item_ids[i]: float(self.trending.vector[i]) for i in pool if self.trending.vector[i] > 0
-            }
+        w = self.weights
+        for row, (itemcf, als, trending, seen) in enumerate(self.sources.of(users)):
             candidates = scoring.blend(
                 [
-                    (self.weights["w_itemcf"], {v: s for v, (s, _src) in itemcf.items()}, "itemcf"),
-                    (self.weights["w_als"], als_scores, "als"),
-                    (self.weights["w_trending"], trending, "trending"),
+                    (w["w_itemcf"], itemcf, "itemcf"),
+                    (w["w_als"], als, "als"),
+                    (w["w_trending"], trending, "trending"),
                 ]
             )
-            seen_ids = {ds.item_ids[i] for i in seen}
             # Offline datasets have no creators: the creator cap has nothing to act on.
-            picked = scoring.select(candidates.values(), K_MAX, seen_ids, {}, self.max_per_creator)
+            picked = scoring.select(candidates.values(), K_MAX, seen, {}, self.max_per_creator)
             for rank, c in enumerate(picked):  # the served order, as descending scores
                 out[row, index[c.video_id]] = K_MAX - rank
         return out
@@ -82,14 +102,9 @@ class Hybrid:
         return {"w_als": values, "w_itemcf": values, "w_trending": values}
 
     @staticmethod
-    def assemble(
-        components: dict[str, Any], seen: dict[int, np.ndarray], weights: dict[str, float], ctx: Context
-    ) -> FittedHybrid:
-        return FittedHybrid(
-            components["itemcf"],
-            components["spark-als"],
-            components["trending"],
-            seen,
-            weights,
-            ctx.settings.max_per_creator,
-        )
+    def sources(components: dict[str, Any], seen: dict[int, np.ndarray]) -> Sources:
+        return Sources(components["itemcf"], components["spark-als"], components["trending"], seen)
+
+    @staticmethod
+    def assemble(sources: Sources, weights: dict[str, float], ctx: Context) -> FittedHybrid:
+        return FittedHybrid(sources, weights, ctx.settings.max_per_creator)
