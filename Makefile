@@ -5,12 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 LOCAL := .local
 KAFKA_LIBS := $(LOCAL)/kafka/libs
+SPARK_JARS := $(LOCAL)/spark-jars
 APT_PACKAGES := redis-server libopenblas0 chromium
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install services services-down status test unit lint demo worker bench clean-data
 
-install: .apt-checked $(VENV)/.installed $(KAFKA_LIBS)/.resolved web/static/vendor/.built
+install: .apt-checked $(VENV)/.installed $(KAFKA_LIBS)/.resolved $(SPARK_JARS)/.resolved web/static/vendor/.built
 
 # Debian packages: Redis server, OpenBLAS (native BLAS for Spark's ALS), Chromium (dashboard tests).
 # Installed only if missing; re-checked when this list changes.
@@ -36,6 +37,13 @@ $(KAFKA_LIBS)/.resolved: services/kafka-pom.xml
 	@echo "resolving the Apache Kafka broker jars with Maven into $(KAFKA_LIBS)"
 	@rm -rf $(KAFKA_LIBS)
 	mvn -q -B -f services/kafka-pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) -DincludeScope=runtime
+	@touch $@
+
+# Spark's Kafka source (spark-sql-kafka-0-10) at pyspark's version, for `recstream train`.
+$(SPARK_JARS)/.resolved: services/spark-kafka-pom.xml
+	@echo "resolving Spark's Kafka connector jars with Maven into $(SPARK_JARS)"
+	@rm -rf $(SPARK_JARS)
+	mvn -q -B -f services/spark-kafka-pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(SPARK_JARS) -DincludeScope=runtime
 	@touch $@
 
 # Chart.js from npm (web/package-lock.json) into web/static/vendor: served locally, no CDN.
