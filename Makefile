@@ -68,7 +68,6 @@ unit: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
 
 demo: install
 	$(BIN)/recstream demo

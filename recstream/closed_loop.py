@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     summary = asyncio.run(run_loop(get_settings(), world, loop))
-    print(json.dumps(summary, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k != "assignments"}, indent=2))
     return 0
 
 

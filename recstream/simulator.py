@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from recstream import closed_loop
 from recstream.datasets.synthetic import SimulatedWorld, WorldConfig
 from recstream.records import now_ms
 
@@ -45,10 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=None, help="stop after this many events")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same catalog, tastes and actions")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+    closed_loop.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from recstream.settings import get_settings
+
+    if args.closed_loop:
+        return closed_loop.run(args)
 
     config = SimConfig(
         users=args.users, videos=args.videos, seed=args.seed, rate=args.rate,

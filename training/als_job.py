@@ -3,7 +3,7 @@
     PYSPARK_PYTHON=.venv/bin/python PYSPARK_DRIVER_PYTHON=.venv/bin/python \\
     .venv/bin/spark-submit --master local[2] \\
         --jars "$(ls .local/spark-jars/*.jar | paste -sd,)" \\
-        --driver-memory 4g \\
+        --driver-memory 4g --driver-java-options -XX:TieredStopAtLevel=1 \\
         --conf spark.serializer=org.apache.spark.serializer.KryoSerializer \\
         --conf spark.executorEnv.OPENBLAS_NUM_THREADS=1 \\
         training/als_job.py --rank 64 --max-iter 10

@@ -7,6 +7,7 @@ recstream evaluate microlens MicroLens-50k_pairs.csv --protocol leave-one-out --
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shlex
 import sys
 from pathlib import Path
@@ -73,6 +74,14 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         print(
             f"error: unknown models {unknown}; choose from {', '.join(runner.model_names())}", file=sys.stderr
+        )
+        return 2
+    if any(m.startswith("implicit-als") for m in models) and importlib.util.find_spec("implicit") is None:
+        # Fail now, not after minutes of tuning the other models.
+        print(
+            "error: implicit-als needs the `implicit` package (pip install 'recstream[bench]'), "
+            "or leave it out of --models",
+            file=sys.stderr,
         )
         return 2
     try:
