@@ -9,9 +9,19 @@ import faust
 from recstream.settings import Settings, get_settings
 
 
+class RecstreamApp(faust.App):
+    async def on_first_start(self) -> None:
+        # Create our topics before the consumer subscribes: a worker that subscribes to a topic that
+        # does not exist yet ignores it until the next rebalance.
+        from recstream.kafka_admin import ensure_topics
+
+        await ensure_topics(self.recstream_settings)  # type: ignore[attr-defined]
+        await super().on_first_start()
+
+
 def create_app(settings: Settings) -> faust.App:
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = RecstreamApp(
         settings.app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
         store="rocksdb://",

@@ -60,10 +60,3 @@ def as_event(event: EventT) -> Iterator[None]:
     finally:
         _current_event.reset(token)
 
-
-@app.task
-async def _ensure_topics() -> None:
-    """Create topics no agent consumes (the dead letters) with their specs, at worker start."""
-    from recstream.kafka_admin import ensure_topics
-
-    await ensure_topics(app.recstream_settings)  # type: ignore[attr-defined]
