@@ -11,11 +11,14 @@ from recstream.settings import Settings, get_settings
 
 class RecstreamApp(faust.App):
     async def on_first_start(self) -> None:
-        # Create our topics before the consumer subscribes: a worker that subscribes to a topic that
-        # does not exist yet ignores it until the next rebalance.
-        from recstream.kafka_admin import ensure_topics
+        # Create our topics and the tables' changelogs before the consumer subscribes: a worker that
+        # subscribes to a topic its broker does not list yet ignores it, and a table whose changelog
+        # it cannot see crashes its agent ("changelog topic has 0 partitions").
+        from recstream.kafka_admin import changelog_specs, ensure_topics
 
-        await ensure_topics(self.recstream_settings)  # type: ignore[attr-defined]
+        s = self.recstream_settings  # type: ignore[attr-defined]
+        changelogs = changelog_specs(self.tables.values(), s.interactions_partitions, s.replication_factor)
+        await ensure_topics(s, extra=changelogs)
         await super().on_first_start()
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Iterable
+from typing import Any
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -22,18 +27,41 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     ]
 
 
-async def ensure_topics(settings: Settings) -> list[str]:
-    """Create any missing topic; returns the names created."""
+async def ensure_topics(settings: Settings, extra: list[NewTopic] | None = None,
+                        timeout_s: float = 30.0) -> list[str]:
+    """Create any missing topic and wait until the broker's metadata lists it; returns the names created."""
+    specs = topic_specs(settings) + list(extra or [])
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [t for t in topic_specs(settings) if t.name not in existing]
+        missing = [t for t in specs if t.name not in existing]
         if missing:
             try:
                 await admin.create_topics(missing)
             except TopicAlreadyExistsError:  # another process won the race: fine
                 pass
+            # Creation is asynchronous in KRaft: a consumer that looks before the metadata has the
+            # topic ignores it (and Faust then fails its table with "changelog has 0 partitions").
+            deadline = time.monotonic() + timeout_s
+            while not {t.name for t in missing} <= set(await admin.list_topics()):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"topics not visible after {timeout_s:.0f}s: {[t.name for t in missing]}")
+                await asyncio.sleep(0.1)
         return [t.name for t in missing]
     finally:
         await admin.close()
+
+
+def changelog_specs(tables: Iterable[Any], default_partitions: int, replication_factor: int) -> list[NewTopic]:
+    """Faust tables' changelog topics, with the cleanup policy Faust itself would give them."""
+    specs = []
+    for table in tables:
+        topic = table.changelog_topic
+        policy = ",".join(p for p, on in (("compact", topic.compacting), ("delete", topic.deleting)) if on)
+        config = {"cleanup.policy": policy or "delete"}
+        if topic.retention:
+            config["retention.ms"] = str(int(topic.retention * 1000))
+        specs.append(NewTopic(topic.get_topic_name(), table.partitions or default_partitions,
+                              replication_factor, topic_configs=config))
+    return specs

@@ -9,6 +9,12 @@ import pytest
 from recstream.settings import Settings, get_settings
 
 INTEGRATION_DIR = pathlib.Path(__file__).parent / "integration"
+# The real KuaiRand sample lives in shared/ beside the repository (CI lays it there too).
+KUAIRAND_SAMPLE = next(
+    (p for p in (pathlib.Path(__file__).resolve().parents[2] / "shared", pathlib.Path("/work/shared"))
+     if (p / "data" / "kuairand" / "log_random_sample.csv").exists()),
+    pathlib.Path(__file__).resolve().parents[2] / "shared",
+) / "data" / "kuairand" / "log_random_sample.csv"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

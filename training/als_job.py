@@ -4,9 +4,11 @@
     .venv/bin/spark-submit --master local[2] \\
         --jars "$(ls .local/spark-jars/*.jar | paste -sd,)" \\
         --driver-memory 4g --driver-java-options -XX:TieredStopAtLevel=1 \\
-        --conf spark.serializer=org.apache.spark.serializer.KryoSerializer \\
-        --conf spark.executorEnv.OPENBLAS_NUM_THREADS=1 \\
         training/als_job.py --rank 64 --max-iter 10
+
+(The job sets Kryo, checkpoint cleaning and OPENBLAS_NUM_THREADS=1 for executors itself; what only
+spark-submit can set - jars, driver memory, JVM options - is in the flags above. `recstream train`
+sets those too when it starts the JVM.)
 
 On a cluster use `--master spark://host:7077` (the recstream package must be installed on the
 driver; the executors run only JVM code: there are no Python UDFs). Every `recstream train` flag

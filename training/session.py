@@ -39,14 +39,25 @@ def connector_jars(jars_dir: Path | None) -> list[str]:
 def build_session(options: SparkOptions, launched_by_spark_submit: bool = False) -> SparkSession:
     """A session for one training process.
 
-    When this process starts the JVM itself (`recstream train`), launch-time settings apply here:
-    jars, driver memory, Kryo. Under spark-submit the JVM already exists, so those come from its
-    flags (see docs in training/als_job.py) and only runtime settings are applied.
+    When this process starts the JVM itself (`recstream train`), JVM settings apply here too: jars,
+    driver memory, JIT. Under spark-submit the JVM already exists, so those come from its flags (see
+    training/als_job.py).
     """
     builder = SparkSession.builder.appName(options.app_name)
     if options.master:
         builder = builder.master(options.master)
+    # Settings of the SparkContext this process creates (spark-submit or not).
+    builder = (
+        builder
+        # ALS shuffles blocks of Java objects: Kryo is smaller/faster than Java serialization for them.
+        .config("spark.serializer", "org.apache.spark.serializer.KryoSerializer")
+        .config("spark.ui.showConsoleProgress", "false")
+        # Checkpoint files of a finished training are deleted, not left to pile up run after run.
+        .config("spark.cleaner.referenceTracking.cleanCheckpoints", "true")
+        .config("spark.executorEnv.OPENBLAS_NUM_THREADS", "1")
+    )
     if not launched_by_spark_submit:
+        # Settings of the JVM itself: only when this process starts it (spark-submit flags otherwise).
         # Native BLAS threads on top of Spark's task threads oversubscribe the cores: one each.
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -55,16 +66,11 @@ def build_session(options: SparkOptions, launched_by_spark_submit: bool = False)
             builder = builder.config("spark.jars", ",".join(jars))
         builder = (
             builder.config("spark.driver.memory", options.driver_memory)
-            # The quick C1 JIT only: a training run lasts a minute or two, and the heavy lifting is in
-            # native BLAS/LAPACK; C2 compilations cost more CPU than they save (measured: ALS fit on
-            # 230k pairs, rank 64, cold JVM: 34 -> 22 CPU-s, and twice as fast on a busy 2-core host).
+            # The quick C1 JIT only: a training run lasts a minute or two and the heavy lifting is in
+            # native BLAS/LAPACK; C2 compilations cost more CPU than they save (measured on the
+            # benchmark's ALS fit, 610k ratings, rank 64, cold JVM: 55 -> 46 CPU-s).
             .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1")
             .config("spark.executor.extraJavaOptions", "-XX:TieredStopAtLevel=1")
-            # ALS shuffles blocks of Java objects: Kryo is several times smaller/faster than Java
-            # serialization for them.
-            .config("spark.serializer", "org.apache.spark.serializer.KryoSerializer")
-            .config("spark.ui.showConsoleProgress", "false")
-            .config("spark.executorEnv.OPENBLAS_NUM_THREADS", "1")
         )
     for key, value in options.conf.items():
         builder = builder.config(key, value)

@@ -9,8 +9,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from recstream.devcluster import Cluster, get, wait_for
+from tests.conftest import KUAIRAND_SAMPLE
 
-SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "kuairand" / "log_random_sample.csv"
+SAMPLE = KUAIRAND_SAMPLE
 
 
 def expected_stats() -> dict[str, dict[str, int]]:

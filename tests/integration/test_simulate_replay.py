@@ -23,9 +23,10 @@ from recstream.records import Interaction, Video
 from recstream.replay import run_replay
 from recstream.settings import Settings
 from recstream.simulator import SimConfig, SimulatedWorld, WorldConfig, run_simulation
+from tests.conftest import KUAIRAND_SAMPLE
 
 RECSTREAM = Path(sys.executable).parent / "recstream"
-SAMPLE = Path("/work/shared/data/kuairand/log_random_sample.csv")
+SAMPLE = KUAIRAND_SAMPLE
 KUAIRAND_FLAGS = ("is_like", "is_follow", "is_comment", "is_forward", "is_hate")
 
 

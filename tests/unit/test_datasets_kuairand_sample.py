@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import pytest
 
 from recstream.datasets import LoadReport, iter_events, iter_events_sorted
+from tests.conftest import KUAIRAND_SAMPLE
 
-SAMPLE = Path("/work/shared/data/kuairand/log_random_sample.csv")
+SAMPLE = KUAIRAND_SAMPLE
 FLAGS = {
     "is_like": "like",
     "is_follow": "follow",
