@@ -140,7 +140,7 @@ def _loop(
     from recstream.model_store import LockHeld
     from recstream.training.extract import ExtractError
     from recstream.training.pipeline import check_source, train_once
-    from recstream.training.session import build_session
+    from recstream.training.session import build_session, release_cached
 
     spark = None
     try:
@@ -162,6 +162,7 @@ def _loop(
                     )
                     if args.keep_factors > 0 and not args.no_publish:
                         registry.prune_factors(args.keep_factors)
+                    release_cached(spark)
                 if args.json:
                     print(json.dumps(result.__dict__, default=str), flush=True)
                 if result.gate is not None and not result.activated:

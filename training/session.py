@@ -87,6 +87,14 @@ def build_session(options: SparkOptions, launched_by_spark_submit: bool = False)
     return spark
 
 
+def release_cached(spark: SparkSession) -> None:
+    """Drop everything a training run left persisted (ALS keeps its factor RDDs cached), so a
+    long-lived `--every` session does not grow round after round."""
+    spark.catalog.clearCache()
+    for rdd in spark.sparkContext._jsc.getPersistentRDDs().values():  # noqa: SLF001 - no public API
+        rdd.unpersist(False)
+
+
 def blas_implementation(spark: SparkSession) -> str:
     """Which BLAS/LAPACK Spark's ALS uses: JNIBLAS/JNILAPACK = native (OpenBLAS through libblas.so.3
     and liblapack.so.3); VectorBLAS or F2jBLAS = the Java fallbacks (Spark then warns at first use)."""
