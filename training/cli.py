@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 import traceback
@@ -142,6 +143,9 @@ def _loop(
     from recstream.training.pipeline import check_source, train_once
     from recstream.training.session import build_session, release_cached
 
+    # `docker stop` / systemd send SIGTERM: unwind like Ctrl-C so the lock is released and Spark
+    # stopped now, rather than the lock blocking the next trainer until it expires.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
     spark = None
     try:
         while True:
@@ -184,7 +188,10 @@ def _loop(
             time.sleep(max(0.0, args.every - (time.monotonic() - started)))
     finally:
         if spark is not None:
-            spark.stop()
+            try:
+                spark.stop()
+            except Exception:  # interrupted mid-call (SIGTERM): the JVM goes down with this process
+                pass
 
 
 def run(args: argparse.Namespace, launched_by_spark_submit: bool = False) -> int:

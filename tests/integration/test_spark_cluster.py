@@ -1,0 +1,77 @@
+"""`recstream train` on a Spark standalone cluster (one master, two workers) started on this machine
+with pyspark's own `spark-class` launcher: it trains from the Kafka log and publishes a model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from recstream.devcluster import Cluster, free_port, wait_for
+from recstream.model_store import ModelRegistry
+from recstream.settings import Settings
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def spark_master(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    tmp = tmp_path_factory.mktemp("spark")
+    env = {**os.environ, "SPARK_HOME": str(Path(__import__("pyspark").__file__).parent)}
+    port = free_port()
+    procs = []
+
+    def launch(name: str, *args: str) -> None:
+        with open(tmp / f"{name}.log", "wb") as log:
+            procs.append(subprocess.Popen([str(BIN / "spark-class"), *args], env=env, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+
+    launch("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
+           "--webui-port", str(free_port()))
+    url = f"spark://127.0.0.1:{port}"
+    assert wait_for(lambda: "ALIVE" in (tmp / "master.log").read_text(errors="replace"), timeout=60)
+    for i in (1, 2):
+        launch(f"worker{i}", "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", "1",
+               "--memory", "1g", "--webui-port", str(free_port()), "--work-dir", str(tmp / f"work{i}"))
+    assert wait_for(lambda: (tmp / "master.log").read_text(errors="replace").count("Registering worker") >= 2,
+                    timeout=60)
+    yield url, tmp / "master.log"
+    for p in procs:
+        os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_train_on_a_standalone_cluster(services: Settings, spark_master: tuple[str, Path], tmp_path: Path) -> None:
+    url, master_log = spark_master
+    cluster = Cluster(services, tmp_path, redis_db=13)  # no worker: only its isolated topics and stores
+    env = {**cluster.env, "PYSPARK_PYTHON": sys.executable}
+    sim = subprocess.run([str(BIN / "recstream"), "simulate", "--users", "120", "--videos", "80", "--rate", "0",
+                          "--events", "3000", "--seed", "5", "--quiet"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert sim.returncode == 0, sim.stderr[-2000:]
+    started = time.time()
+    train = subprocess.run([str(BIN / "recstream"), "train", "--master", url, "--rank", "8", "--max-iter", "4",
+                            "--json"], env=env, capture_output=True, text=True, timeout=400)
+    assert train.returncode == 0, train.stderr[-3000:]
+    result = json.loads(train.stdout.strip().splitlines()[-1])
+    assert result["activated"] is True and result["data"]["events"] >= 3000
+    log = master_log.read_text(errors="replace")
+    assert "Registering app" in log and log.count("Launching executor") >= 2  # ran on both workers
+    registry = ModelRegistry(cluster.settings)
+    try:
+        assert registry.active_version() == result["version"]
+        assert registry.get(result["version"])["metrics"]["ndcg@10"] >= 0
+    finally:
+        registry.close()
+    assert time.time() - started < 400
