@@ -1,15 +1,21 @@
-"""The video catalog (keyed by video): metadata into a table, Redis (serving) and MongoDB (durable)."""
+"""Video metadata (keyed by video): the catalog table, Redis for serving (metadata, creators, fresh
+videos) and MongoDB (durable)."""
 
 from __future__ import annotations
 
 from recstream import channels, metrics
 from recstream.agents.common import parse_batch
+from recstream.agents.pipeline import Pipeline
 from recstream.app import app
 from recstream.records import Video
 from recstream.runtime import as_event, stores
+from recstream.sinks import retry
 from recstream.tables import catalog
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
+# Metadata is rare next to interactions: Faust's own table writes suffice (its producer is flushed
+# before every offset commit). MongoDB is written on its own timer like every other sink.
+pipeline = Pipeline("catalog", channels.videos.get_topic_name(), [], mongo="videos")
 
 
 @app.agent(channels.videos, name="catalog")
@@ -25,7 +31,8 @@ async def process(events) -> None:  # noqa: ANN001
         with as_event(event):
             catalog[video.video_id] = doc
         latest[video.video_id] = doc
-    metrics.messages_processed.labels(agent="catalog").inc(len(events))
     if latest:
-        await stores().write_catalog(latest)
-        await stores().upsert_many("videos", latest)
+        await retry("redis", lambda: stores().write_catalog(latest))
+        pipeline.mongo.stage(latest)
+    pipeline.ticket(events)
+    metrics.messages_processed.labels(agent="catalog").inc(len(events))

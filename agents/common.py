@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import TypeVar
 
+import orjson
 from faust.types import EventT
 from pydantic import BaseModel, ValidationError
 
@@ -46,3 +47,18 @@ async def dead_letter(event: EventT, reason: str) -> None:
     await channels.dead_letters.send(key=msg.topic, value=encode(letter))
     metrics.dead_letters.labels(topic=msg.topic).inc()
     log.warning("dead letter from %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
+
+
+PACK_MAX_ENTRIES = 2000
+"""Entries per internal-topic message: many per message (one Kafka write per partition per batch), few
+enough that a message stays far below Kafka's 1 MB default."""
+
+
+def pack(entries: list[list]) -> list[tuple[None, bytes]]:
+    """Entries for one internal-topic partition as (key, value) records of at most PACK_MAX_ENTRIES."""
+    return [(None, orjson.dumps(entries[i:i + PACK_MAX_ENTRIES]))
+            for i in range(0, len(entries), PACK_MAX_ENTRIES)]
+
+
+def unpack(value: bytes) -> list[list]:
+    return orjson.loads(value)

@@ -1,19 +1,23 @@
-"""Item-CF state (keyed by source video): decayed top-K directional neighbours, row-normalised into
-Redis sorted sets that any web process reads."""
+"""Item-CF state (keyed by source video): forward-decayed directional neighbours, one table value per
+source video; row-normalised lists in Redis (one string per video) that any web process reads."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-
-from recstream import metrics, scoring
-from recstream.agents.common import parse_batch
+from recstream import metrics
+from recstream.agents.common import unpack
+from recstream.agents.pipeline import Pipeline
 from recstream.app import app
 from recstream.channels import covisit
-from recstream.records import CovisitBatch
-from recstream.runtime import as_event, stores
+from recstream.recommend import CANDIDATES_PER_SOURCE
+from recstream.runtime import stores
+from recstream.scoring import normalised_top
+from recstream.sinks import retry
+from recstream.streamstate import StreamParams, apply_pair, is_applied, new_neighbours
 from recstream.tables import neighbours
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
+PARAMS = StreamParams.from_settings(_s)
+pipeline = Pipeline("covisit", covisit.get_topic_name(), [neighbours])
 
 
 @app.agent(covisit, name="covisit")
@@ -23,21 +27,21 @@ async def covisit_agent(stream) -> None:  # noqa: ANN001
 
 
 async def process(events) -> None:  # noqa: ANN001
-    by_src: dict[str, list] = defaultdict(list)
-    for event, record in await parse_batch(events, CovisitBatch):
-        by_src[record.src].append((event, record))
-    normalised: dict[str, dict[str, float]] = {}
-    for src, items in by_src.items():
-        pairs: dict[str, float] = defaultdict(float)
-        for _event, record in items:
-            for dst, w in record.pairs.items():
-                pairs[dst] += w
-        now = max(r.ts for _, r in items)
-        merged = scoring.merge_neighbours(neighbours[src], pairs.items(), now, _s.covisit_half_life_s,
-                                          _s.neighbours_per_video)
-        with as_event(items[-1][0]):
-            neighbours[src] = merged
-        normalised[src] = scoring.normalise_neighbours(merged)
-    metrics.messages_processed.labels(agent="covisit").inc(len(events))
-    if normalised:
-        await stores().write_neighbours(normalised)
+    touched: dict[str, int] = {}  # source video -> partition
+    pairs = 0
+    for event in events:
+        c = event.message.partition
+        for src, dst, weight, ts, p, offset in unpack(event.value):
+            state = neighbours.get(c, src)
+            if state is None:
+                state = new_neighbours()
+            touched[src] = c
+            pairs += 1
+            if not is_applied(state["a"], p, offset):
+                apply_pair(state, dst, weight, ts, p, offset, PARAMS)
+            neighbours.put(c, src, state)
+    if touched:
+        lists = {src: normalised_top(neighbours.get(c, src)["n"], CANDIDATES_PER_SOURCE) for src, c in touched.items()}
+        await retry("redis", lambda: stores().write_neighbours(lists))
+    pipeline.ticket(events)
+    metrics.messages_processed.labels(agent="covisit").inc(pairs)

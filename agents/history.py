@@ -1,8 +1,10 @@
-"""Per-user history: the first stop of every interaction (keyed by user).
+"""Per-user history: the first stop of every interaction (keyed by user), and the user-facing path.
 
-Per batch it validates events (bad ones to the dead letters), updates each user's bounded history,
-emits co-visitation pairs keyed by source video, forwards events keyed by video for the engagement
-tables, and materialises histories, seen sets and overview counters to Redis.
+Per batch it validates events (bad ones to the dead letters), updates each user's bounded history
+(skipping what the history already applied), materialises histories, seen sets, the dashboard's
+per-second overview and per-video timeline to Redis, and forwards to the keyed-by-video agents one
+internal message per partition: the events' engagement facts, and the co-visitation pairs. Its own
+latency never waits on the engagement or co-visitation backlog: they are other agents on other topics.
 """
 
 from __future__ import annotations
@@ -11,15 +13,21 @@ import time
 from collections import defaultdict
 
 from recstream import channels, metrics, scoring
-from recstream.agents.common import parse_batch
+from recstream.agents.common import pack, parse_batch
+from recstream.agents.pipeline import Pipeline
 from recstream.app import app
-from recstream.records import CovisitBatch, Interaction, encode
-from recstream.runtime import as_event, stores
+from recstream.kafka_out import partition_for
+from recstream.records import Interaction
+from recstream.runtime import stores
+from recstream.sinks import retry
+from recstream.stores import ACTIVE_USERS_PREFIX, OVERVIEW_PREFIX, VIDEO_SERIES_STEP_S, video_series_key
+from recstream.streamstate import StreamParams, apply_to_history, new_history
 from recstream.tables import user_history
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
-PARAMS = scoring.EngagementParams(_s.completion_ratio, _s.fast_skip_ms)
-dirty_users: set[str] = set()  # users whose history changed since the last MongoDB persist
+PARAMS = StreamParams.from_settings(_s)
+PROGRESS_KEY = "progress:history"  # hash: interactions partition -> last offset counted in Redis
+pipeline = Pipeline("history", channels.interactions.get_topic_name(), [user_history], mongo="user_profiles")
 
 
 @app.agent(channels.interactions, name="history")
@@ -30,53 +38,77 @@ async def history_agent(stream) -> None:  # noqa: ANN001
 
 async def process(events) -> None:  # noqa: ANN001
     parsed = await parse_batch(events, Interaction)
-    by_user: dict[str, list] = defaultdict(list)
-    for event, record in parsed:
-        by_user[record.user_id].append((event, record))
-
-    pairs: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    histories: dict[str, list] = {}
-    seen: dict[str, set[str]] = defaultdict(set)
-    overview: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    active: dict[int, set[str]] = defaultdict(set)
-    newest_ts = 0
-    for user, items in by_user.items():
-        history = list(user_history[user])
-        for _event, record in sorted(items, key=lambda er: er[1].ts):
-            weight = scoring.engagement_weight(record, PARAMS)
-            for src, dst, w in scoring.covisit_pairs(history, record.video_id, weight, _s.covisit_lookback,
-                                                     _s.covisit_recency):
-                pairs[src][dst] += w
-            history = scoring.update_history(history, record.video_id, record.ts, weight, _s.history_length)
-            _count_overview(overview[record.ts // 1000], record)
-            active[record.ts // 60_000].add(user)
-            newest_ts = max(newest_ts, record.ts)
-        with as_event(items[-1][0]):
-            user_history[user] = history  # one changelog write per user per batch
-        histories[user] = history
-        # Re-adding the whole bounded history (not just this batch) lets the Redis seen set rebuild
-        # itself from the table after Redis lost it.
-        seen[user] = {e[0] for e in history}
-
-    for event, record in parsed:
-        await channels.video_events.send(key=record.video_id, value=event.value)
+    touched: dict[str, int] = {}  # user -> partition
+    new_videos: dict[str, set[str]] = defaultdict(set)
+    to_engagement: dict[int, list[list]] = defaultdict(list)
+    to_covisit: dict[int, list[list]] = defaultdict(list)
+    counted: list[tuple[int, int, Interaction]] = []  # (partition, offset, record) for Redis counters
+    n_video, n_covisit = channels.video_events_partitions, channels.covisit_partitions
+    for event, record in parsed:  # batch order: each partition's events in offset order
+        p, offset, user = event.message.partition, event.message.offset, record.user_id
+        state = user_history.get(p, user)
+        if state is None:
+            state = new_history()
+        touched[user] = p
+        new_videos[user].add(record.video_id)
+        counted.append((p, offset, record))
+        if offset <= state["o"]:  # applied before a crash: already in the history and forwarded
+            user_history.put(p, user, state)
+            continue
+        weight = scoring.engagement_weight(record, PARAMS.engagement)
+        for src, dst, w in apply_to_history(state, record.video_id, record.ts, weight, offset, PARAMS):
+            to_covisit[partition_for(src.encode(), n_covisit)].append([src, dst, w, record.ts, p, offset])
+        user_history.put(p, user, state)
+        to_engagement[partition_for(record.video_id.encode(), n_video)].append(
+            [record.video_id, p, offset, record.type, record.ts, record.watch_time_ms, record.duration_ms])
         metrics.events_processed.labels(type=record.type).inc()
-    for src, dsts in pairs.items():
-        batch = CovisitBatch(src=src, pairs={d: round(w, 6) for d, w in dsts.items()}, ts=newest_ts)
-        await channels.covisit.send(key=src, value=encode(batch))
+
+    for partition, entries in to_engagement.items():
+        await pipeline.outbox.send(channels.video_events.get_topic_name(), partition, pack(entries))
+    for partition, entries in to_covisit.items():
+        await pipeline.outbox.send(channels.covisit.get_topic_name(), partition, pack(entries))
+
+    if touched:
+        histories = {u: user_history.get(p, u)["h"] for u, p in touched.items()}
+        await retry("redis", lambda: stores().write_user_state(histories, new_videos))
+        await retry("redis", lambda: _write_counters(counted))
+        pipeline.mongo.stage({u: {"history": h, "updated_ms": max((e[1] for e in h), default=0)}
+                              for u, h in histories.items()})
+    pipeline.ticket(events)
     metrics.messages_processed.labels(agent="history").inc(len(events))
-    if histories:
-        await stores().write_user_state(histories, seen)
-        await stores().write_overview(overview, active)
-        dirty_users.update(histories)
-        now = time.time()  # event.message.timestamp: Kafka's CreateTime, in seconds (POST /events' send)
-        for event, _record in parsed:
-            metrics.freshness.labels(agent="history").observe(max(0.0, now - event.message.timestamp))
+    now = time.time()  # event.message.timestamp: Kafka's CreateTime, in seconds (POST /events' send)
+    for event, _record in parsed:
+        metrics.freshness.labels(agent="history").observe(max(0.0, now - event.message.timestamp))
 
 
-def _count_overview(bucket: dict[str, float], record: Interaction) -> None:
-    bucket[record.type] += 1
-    if record.type == "view":
-        bucket["watch_time_ms"] += record.watch_time_ms or 0
-        if scoring.is_completion(record, PARAMS):
-            bucket["completions"] += 1
+async def _write_counters(counted: list[tuple[int, int, Interaction]]) -> None:
+    """Add this batch's events to the per-second overview and per-video timeline counters in Redis,
+    exactly once: only events after the offsets Redis has already counted, in the same atomic script
+    that moves those offsets."""
+    if not counted:
+        return
+    partitions = sorted({p for p, _o, _r in counted})
+    seen = await stores().read_progress(PROGRESS_KEY, partitions)
+    overview: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    active: dict[str, set[str]] = defaultdict(set)
+    newest: dict[int, int] = {}
+    for p, offset, record in counted:
+        if offset <= seen.get(p, -1):
+            continue
+        newest[p] = max(newest.get(p, -1), offset)
+        second = record.ts // 1000
+        bucket = overview[f"{OVERVIEW_PREFIX}{second}"]
+        bucket[record.type] += 1
+        if record.type == "view":
+            bucket["watch_time_ms"] += record.watch_time_ms or 0
+            if scoring.is_completion(record, PARAMS.engagement):
+                bucket["completions"] += 1
+        series = overview[video_series_key(record.video_id, second // VIDEO_SERIES_STEP_S * VIDEO_SERIES_STEP_S)]
+        for name, value in scoring.event_counts(record, PARAMS.engagement).items():
+            if name in scoring.COUNTERS:
+                series[name] += value
+        active[f"{ACTIVE_USERS_PREFIX}{record.ts // 60_000}"].add(record.user_id)
+    if newest:
+        applied = await stores().add_counters(PROGRESS_KEY, seen, newest, overview, active)
+        if not applied:  # another owner moved the offsets meanwhile (a rebalance): read them again
+            raise RuntimeError("Redis counter offsets changed under us; recounting")

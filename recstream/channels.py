@@ -14,6 +14,10 @@ names = topic_names(_settings)
 
 interactions = app.topic(names.interactions, key_type=str, value_type=bytes, value_serializer="raw",
                          partitions=_settings.interactions_partitions, internal=True)
+# The internal topics carry packed lists of entries (recstream.agents.common.pack), one message per
+# partition per batch, written by the history agent's batch producer to an explicit partition.
+video_events_partitions = _settings.interactions_partitions
+covisit_partitions = _settings.covisit_partitions
 video_events = app.topic(names.video_events, key_type=str, value_type=bytes, value_serializer="raw",
                          partitions=_settings.interactions_partitions, internal=True)
 covisit = app.topic(names.covisit, key_type=str, value_type=bytes, value_serializer="raw",

@@ -31,3 +31,11 @@ consumer_lag = Gauge(
     "recstream_consumer_lag", "Messages not yet consumed, per topic partition", ["topic", "partition"],
     registry=registry,
 )
+sink_retries = Counter(
+    "recstream_sink_retries_total", "Writes retried because a sink (redis, mongo, kafka) failed", ["sink"],
+    registry=registry,
+)
+flushes = Counter(
+    "recstream_state_flushes_total", "State flushes (tables, changelogs, forwarded messages) per agent", ["agent"],
+    registry=registry,
+)

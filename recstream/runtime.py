@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import weakref
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 from faust.streams import _current_event  # Faust keeps the event being processed in this ContextVar.
 from faust.types import EventT
 
 from recstream.app import app
 from recstream.foldin import ModelCache
+from recstream.kafka_out import BatchProducer
 from recstream.stores import Stores
 
 _stores: Stores | None = None
 _models: ModelCache | None = None
+_producer: BatchProducer | None = None
+shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+"""Run at worker shutdown before the Redis, MongoDB and Kafka clients close."""
 
 
 def stores() -> Stores:
@@ -22,6 +27,14 @@ def stores() -> Stores:
     if _stores is None:
         _stores = Stores(app.recstream_settings)  # type: ignore[attr-defined]
     return _stores
+
+
+def producer() -> BatchProducer:
+    """The worker's batch producer (changelogs and internal topics in whole batches)."""
+    global _producer
+    if _producer is None:
+        _producer = BatchProducer(app.recstream_settings)  # type: ignore[attr-defined]
+    return _producer
 
 
 def models() -> ModelCache:
@@ -35,7 +48,15 @@ def models() -> ModelCache:
 
 @app.on_before_shutdown.connect
 async def _close_stores(app, **kwargs) -> None:  # noqa: ANN001 - Faust signal signature
-    global _stores, _models
+    global _stores, _models, _producer
+    for hook in shutdown_hooks:  # the agents make their state durable while the clients are still open
+        try:
+            await hook()
+        except Exception:
+            logging.getLogger(__name__).exception("shutdown hook %s failed", hook)
+    if _producer is not None:
+        await _producer.close()
+        _producer = None
     if _stores is not None:
         await _stores.close()
         _stores = None

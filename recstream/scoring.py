@@ -265,3 +265,108 @@ def select(candidates: Iterable[Candidate], k: int, seen: set[str], creator_of: 
         if len(picked) >= k:
             break
     return picked
+
+
+# --- order-independent streaming state -----------------------------------------------------------
+# The agents' state must come out the same whatever the batch boundaries and however the events of
+# different partitions interleave (a replay after a crash cuts batches differently). Sums are: so the
+# trending score and the co-visitation weights are kept forward-decayed (each event's weight scaled
+# by 2^(t/half_life) once, at arrival) instead of decayed-to-now at every update.
+NEG_INF = float("-inf")
+
+
+def log2_add(a: float, b: float) -> float:
+    """log2(2^a + 2^b) without overflow: the sum of two forward-decayed scores kept as logarithms."""
+    if a == NEG_INF:
+        return b
+    if b == NEG_INF:
+        return a
+    hi, lo = (a, b) if a >= b else (b, a)
+    return hi + math.log2(1.0 + 2.0 ** (lo - hi))
+
+
+def add_trend_rank(rank: float | None, weight: float, ts_ms: int, half_life_s: float) -> float | None:
+    """Add one event to a video's trending rank: log2(sum of w * 2^(t / half_life)).
+
+    The same key `trend_rank` gives (time-independent, so Redis keeps one sorted set), but a sum, so
+    the order events arrive in does not matter. Events of weight <= 0 (fast skips) do not trend.
+    """
+    if weight <= 0:
+        return rank
+    term = math.log2(weight) + ts_ms / 1000 / half_life_s
+    return term if rank is None else log2_add(rank, term)
+
+
+REBASE_EXPONENT = 64.0
+"""Forward-decayed neighbour weights are stored relative to a base time; past 2^64 they are rebased."""
+
+
+def add_pair(neighbours: dict[str, float], base_s: float | None, dst: str, weight: float, ts_ms: int,
+             half_life_s: float, top_k: int) -> float:
+    """Add one co-visitation (src -> dst, weight at time ts) to a source video's neighbour map.
+
+    `neighbours` maps dst -> weight * 2^((t - base_s) / half_life), summed: one new pair touches one
+    entry, not the whole list. Returns the (possibly new) base. The list is pruned to the best `top_k`
+    only when it reaches 2 * top_k entries, on the pair that makes it so, so pruning depends on the
+    order of pairs but never on where batches start and end.
+    """
+    t = ts_ms / 1000
+    if base_s is None:
+        base_s = t
+    exponent = (t - base_s) / half_life_s
+    if exponent > REBASE_EXPONENT:  # keep the stored numbers finite: rebase everything to t
+        scale = 2.0 ** -exponent
+        for key in neighbours:
+            neighbours[key] *= scale
+        base_s, exponent = t, 0.0
+    neighbours[dst] = neighbours.get(dst, 0.0) + weight * 2.0**exponent
+    if len(neighbours) >= 2 * top_k:
+        keep = sorted(neighbours.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
+        neighbours.clear()
+        neighbours.update(keep)
+    return base_s
+
+
+def neighbour_weights_at(neighbours: Mapping[str, float], base_s: float, at_ms: int,
+                         half_life_s: float) -> dict[str, float]:
+    """The decayed weights of a forward-decayed neighbour map at one instant."""
+    scale = 2.0 ** ((base_s - at_ms / 1000) / half_life_s)
+    return {dst: w * scale for dst, w in neighbours.items()}
+
+
+def normalised_top(neighbours: Mapping[str, float], limit: int) -> list[list]:
+    """Row-normalised [[dst, share], ...], best first: what serving reads. The decay factor is common
+    to every entry of a list, so shares need no decaying."""
+    total = sum(neighbours.values())
+    if total <= 0:
+        return []
+    best = sorted(neighbours.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+    return [[dst, w / total] for dst, w in best]
+
+
+# --- per-video engagement windows ----------------------------------------------------------------
+def window_start(ts_ms: int, size_s: int) -> int:
+    """Start (epoch s) of the tumbling window of `size_s` seconds that holds `ts_ms`."""
+    return ts_ms // 1000 // size_s * size_s
+
+
+def add_to_window(windows: dict[str, dict[str, float]], start_s: int, delta: Mapping[str, float]) -> None:
+    """Add counters to one window of a {start (str, a JSON key): counters} map, in place."""
+    key = str(start_s)
+    current = windows.get(key)
+    windows[key] = add_counts(current, delta) if current else dict(delta)
+
+
+def prune_windows(windows: dict[str, dict[str, float]], newest_start_s: int, keep_s: int) -> None:
+    """Drop windows that start more than `keep_s` before the newest one (in place)."""
+    for key in [k for k in windows if int(k) < newest_start_s - keep_s]:
+        del windows[key]
+
+
+def sum_windows(windows: Mapping[str, Mapping[str, float]], start_s: int, end_s: int) -> dict[str, float]:
+    """Counters summed over the windows starting in [start_s, end_s): a long window from its panes."""
+    out: dict[str, float] = {}
+    for key, counts in windows.items():
+        if start_s <= int(key) < end_s:
+            out = add_counts(out, counts)
+    return out

@@ -83,16 +83,25 @@ class Settings(BaseSettings):
     short_window_s: int = Field(default=60, ge=1)
     """Tumbling window of per-video engagement, seconds."""
     long_window_s: int = Field(default=3600, ge=1)
-    """Hopping window of per-video engagement, seconds."""
+    """Sliding (hopping) window of per-video engagement, seconds: the sum of its panes."""
     long_window_step_s: int = Field(default=900, ge=1)
-    """Step of the hopping window, seconds. Each event updates size/step windows (4 by default), each a
-    changelog message: a 5-minute step made the long window 10 of ~15 Kafka writes per event."""
+    """Pane of the long window, seconds (its hop). Each event adds to one pane; a long window is the sum
+    of the long_window_s / long_window_step_s panes it covers, added up when it is read."""
     trending_half_life_s: float = Field(default=1800, gt=0)
     """Half-life of the gravity-decayed trending score."""
     batch_size: int = Field(default=2000, ge=1)
     """Most events an agent aggregates before writing tables and Redis once per key."""
     batch_within_s: float = Field(default=0.05, gt=0)
     """Longest an agent waits to fill a batch: the floor of event-to-visible latency."""
+    state_flush_interval_s: float = Field(default=3.0, gt=0)
+    """How often an agent makes its state durable: dirty table keys to RocksDB and the changelog (once per
+    key, however many events changed it), forwarded messages acknowledged, then the offset commit. Longer
+    means fewer changelog messages per event and more events replayed after a crash (always exactly:
+    every value carries the source offsets it has applied)."""
+    producer_linger_ms: int = Field(default=10, ge=0)
+    """How long the worker's batch producer waits to fill a batch (changelogs, internal topics)."""
+    producer_batch_bytes: int = Field(default=512 * 1024, ge=16 * 1024)
+    """Largest batch the worker's producer sends to one partition at once."""
     persist_interval_s: float = Field(default=2.0, gt=0)
     """How often per-video stats and user profiles changed since the last time go to MongoDB."""
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -27,8 +28,31 @@ SEEN_TTL_S = 30 * 24 * 3600
 
 
 def neighbours_key(video_id: str) -> str:
-    """Sorted set of a video's item-CF neighbours (neighbour -> normalised score)."""
+    """A video's item-CF neighbours: JSON [[neighbour, normalised score], ...], best first."""
     return f"nbrs:{video_id}"
+
+
+# Adds counters and moves the per-partition offsets they cover in one atomic step, and only if those
+# offsets are still what the caller read: counting is exactly once however often a batch is retried.
+# KEYS[1] progress hash; ARGV[1] JSON {expect: {p: offset}, set: {p: offset}, incr: [[key, {field:
+# n}]], hll: [[key, [member, ...]]]}; ARGV[2] TTL of the counter keys. Returns 1, or 0 if it changed.
+ADD_COUNTERS_LUA = """
+local d = cjson.decode(ARGV[1])
+local ttl = tonumber(ARGV[2])
+for p, v in pairs(d['expect']) do
+  if tonumber(redis.call('HGET', KEYS[1], p) or '-1') ~= v then return 0 end
+end
+for _, item in ipairs(d['incr']) do
+  for f, v in pairs(item[2]) do redis.call('HINCRBYFLOAT', item[1], f, v) end
+  redis.call('EXPIRE', item[1], ttl)
+end
+for _, item in ipairs(d['hll']) do
+  redis.call('PFADD', item[1], unpack(item[2]))
+  redis.call('EXPIRE', item[1], ttl)
+end
+for p, v in pairs(d['set']) do redis.call('HSET', KEYS[1], p, string.format('%d', v)) end
+return 1
+"""
 
 
 def video_series_key(video_id: str, start_s: int) -> str:
@@ -59,6 +83,7 @@ class Stores:
             settings.mongo_url, serverSelectionTimeoutMS=5000, tz_aware=True
         )
         self.db: AsyncDatabase = self.mongo_client[settings.mongo_db]
+        self._add_counters = self.redis.register_script(ADD_COUNTERS_LUA)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -129,57 +154,50 @@ class Stores:
         if not fields:
             return {}
         values = await self.redis.hmget(key, fields)
-        return {f: json.loads(v) for f, v in zip(fields, values, strict=True) if v is not None}
+        return {f: orjson.loads(v) for f, v in zip(fields, values, strict=True) if v is not None}
 
     # --- Redis: writes by the agents, one pipeline per batch -------------------------------
-    async def write_user_state(self, histories: Mapping[str, list], seen: Mapping[str, set[str]]) -> None:
+    async def write_user_state(self, histories: Mapping[str, list], new_videos: Mapping[str, set[str]]) -> None:
+        """Absolute histories, and the batch's videos added to each seen set: both idempotent."""
         pipe = self.redis.pipeline(transaction=False)
-        for user, history in histories.items():
-            pipe.set(history_key(user), json.dumps(history))
-        for user, videos in seen.items():
+        pipe.mset({history_key(user): orjson.dumps(history) for user, history in histories.items()})
+        for user, videos in new_videos.items():
             pipe.sadd(seen_key(user), *videos)
             pipe.expire(seen_key(user), SEEN_TTL_S)
         await pipe.execute()
 
-    async def write_overview(self, per_second: Mapping[int, Mapping[str, float]],
-                             users_per_minute: Mapping[int, set[str]]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for second, counts in per_second.items():
-            key = f"{OVERVIEW_PREFIX}{second}"
-            for field_, value in counts.items():
-                pipe.hincrbyfloat(key, field_, value)
-            pipe.expire(key, OVERVIEW_TTL_S)
-        for minute, users in users_per_minute.items():
-            key = f"{ACTIVE_USERS_PREFIX}{minute}"
-            pipe.pfadd(key, *users)
-            pipe.expire(key, OVERVIEW_TTL_S)
-        await pipe.execute()
+    async def read_progress(self, key: str, partitions: list[int]) -> dict[int, int]:
+        values = await self.redis.hmget(key, [str(p) for p in partitions])
+        return {p: int(v) for p, v in zip(partitions, values, strict=True) if v is not None}
+
+    async def add_counters(self, progress_key: str, expect: Mapping[int, int], newest: Mapping[int, int],
+                           counters: Mapping[str, Mapping[str, float]],
+                           members: Mapping[str, set[str]]) -> bool:
+        """Add counters (HINCRBYFLOAT) and HyperLogLog members, moving the per-partition offsets they
+        cover from `expect` to `newest` in one atomic step; False when the offsets were not `expect`."""
+        hll = []
+        for key, users in members.items():
+            users_list = sorted(users)
+            hll += [[key, users_list[i:i + 1000]] for i in range(0, len(users_list), 1000)]
+        payload = {"expect": {str(p): expect.get(p, -1) for p in newest},
+                   "set": {str(p): o for p, o in newest.items()},
+                   "incr": [[key, fields] for key, fields in counters.items()], "hll": hll}
+        return bool(await self._add_counters(keys=[progress_key], args=[orjson.dumps(payload), OVERVIEW_TTL_S]))
 
     async def write_video_stats(self, stats: Mapping[str, Mapping[str, Any]],
-                                trend_ranks: Mapping[str, float],
-                                series: Mapping[str, Mapping[int, Mapping[str, float]]] | None = None) -> None:
-        """Per-video documents, trending ranks, and counter increments per video per series bucket."""
+                                trend_ranks: Mapping[str, float]) -> None:
+        """Per-video documents and trending ranks: absolute values, so a replay rewrites the same."""
         pipe = self.redis.pipeline(transaction=False)
         if stats:
-            pipe.hset(VIDEO_STATS_KEY, mapping={v: json.dumps(doc) for v, doc in stats.items()})
+            pipe.hset(VIDEO_STATS_KEY, mapping={v: orjson.dumps(doc) for v, doc in stats.items()})
         if trend_ranks:
             pipe.zadd(TRENDING_KEY, dict(trend_ranks))
-        for video, buckets in (series or {}).items():
-            for start, counts in buckets.items():
-                key = video_series_key(video, start)
-                for field_, value in counts.items():
-                    pipe.hincrbyfloat(key, field_, value)
-                pipe.expire(key, VIDEO_SERIES_TTL_S)
         await pipe.execute()
 
-    async def write_neighbours(self, neighbours: Mapping[str, Mapping[str, float]]) -> None:
-        """Replace each video's neighbour sorted set (atomically per video: MULTI/EXEC)."""
-        pipe = self.redis.pipeline(transaction=True)
-        for video, scores in neighbours.items():
-            pipe.delete(neighbours_key(video))
-            if scores:
-                pipe.zadd(neighbours_key(video), dict(scores))
-        await pipe.execute()
+    async def write_neighbours(self, neighbours: Mapping[str, list]) -> None:
+        """Replace each video's neighbour list (one string per video, one MSET for all)."""
+        if neighbours:
+            await self.redis.mset({neighbours_key(v): orjson.dumps(lst) for v, lst in neighbours.items()})
 
     async def write_catalog(self, videos: Mapping[str, Mapping[str, Any]]) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -194,16 +212,13 @@ class Stores:
         pipe.get(history_key(user_id))
         pipe.smembers(seen_key(user_id))
         raw, seen = await pipe.execute()
-        return (json.loads(raw) if raw else []), set(seen)
+        return (orjson.loads(raw) if raw else []), set(seen)
 
     async def neighbours_of(self, videos: list[str], per_video: int) -> dict[str, dict[str, float]]:
         if not videos:
             return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for v in videos:
-            pipe.zrevrange(neighbours_key(v), 0, per_video - 1, withscores=True)
-        results = await pipe.execute()
-        return {v: dict(r) for v, r in zip(videos, results, strict=True)}
+        values = await self.redis.mget([neighbours_key(v) for v in videos])
+        return {v: dict(orjson.loads(raw)[:per_video]) if raw else {} for v, raw in zip(videos, values, strict=True)}
 
     async def top_trending(self, k: int) -> list[tuple[str, float]]:
         return await self.redis.zrevrange(TRENDING_KEY, 0, k - 1, withscores=True)

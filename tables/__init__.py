@@ -1,38 +1,39 @@
 """Faust tables (RocksDB-backed, recovered from their changelog topics). Each is partitioned like the
-topic that updates it: user history by user, engagement by video, neighbours by source video."""
+topic that updates it: user history by user, engagement by video, neighbours by source video.
+
+The agents read and write them through `recstream.state.BatchTable` (each key once per flush, the
+changelog in whole batches), so keys and values are raw bytes here: UTF-8 keys, orjson values. The
+`-v2` names are the layouts of this version: a worker of an older layout's log rebuilds them by
+replaying the log (`recstream rebuild`, docs/architecture.md).
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from recstream.app import app
+from recstream.state import BatchTable
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
 
-user_history = app.Table(
-    "user-history", key_type=str, default=list,
-    partitions=_s.interactions_partitions, help="user -> last N engagements [video, ts, weight]",
-)
 
-video_stats = app.Table(
-    "video-stats", key_type=str, default=dict,
-    partitions=_s.interactions_partitions, help="video -> lifetime engagement counters and trend score",
-)
+def _raw_table(name: str, partitions: int, help_: str):  # noqa: ANN202 - a faust Table
+    return app.Table(name, key_type=bytes, value_type=bytes,
+                     partitions=partitions, help=help_)
 
-video_stats_short = app.Table(
-    "video-stats-short", key_type=str, default=dict,
-    partitions=_s.interactions_partitions, help="video -> counters per short tumbling window",
-).tumbling(_s.short_window_s, expires=timedelta(seconds=_s.short_window_s * 5))
 
-video_stats_long = app.Table(
-    "video-stats-long", key_type=str, default=dict,
-    partitions=_s.interactions_partitions, help="video -> counters per long hopping window",
-).hopping(_s.long_window_s, _s.long_window_step_s, expires=timedelta(seconds=_s.long_window_s * 2))
+user_history = BatchTable(_raw_table(
+    "user-history-v2", _s.interactions_partitions,
+    "user -> {h: last N engagements [video, ts, weight] newest first, o: last applied offset}",
+))
 
-neighbours = app.Table(
-    "covisit-neighbours", key_type=str, default=dict,
-    partitions=_s.covisit_partitions, help="video -> top-K directional neighbours {dst: [weight, t]}",
-)
+video_engagement = BatchTable(_raw_table(
+    "video-engagement-v2", _s.interactions_partitions,
+    "video -> lifetime counters, trend rank, 60 s windows and 15 min panes, applied offsets per origin",
+))
+
+neighbours = BatchTable(_raw_table(
+    "covisit-neighbours-v2", _s.covisit_partitions,
+    "video -> forward-decayed directional neighbours {dst: weight}, base time, applied offsets",
+))
 
 catalog = app.Table(
     "catalog", key_type=str, default=dict,

@@ -150,6 +150,7 @@ class VideoStats(web.View):
             if window is not None:
                 window["current"] = window["end_ms"] > now_ms  # a past window: no events since
         stats.pop("trend", None)
+        stats.pop("trend_rank", None)
         return self.json(stats)
 
 

@@ -1,0 +1,85 @@
+"""What every stateful agent shares: its commit gate, its Kafka outbox, its periodic flush of tables and
+forwarded messages, its MongoDB sinks, and what happens when partitions move or the worker stops."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from faust.types import TP, EventT
+
+from recstream import commits, metrics
+from recstream.app import app
+from recstream.runtime import producer, shutdown_hooks, stores
+from recstream.sinks import Flusher, MongoSink, Outbox
+from recstream.state import BatchTable
+
+_s = app.recstream_settings  # type: ignore[attr-defined]
+
+
+class Pipeline:
+    """One agent's durability: tables and forwards flushed on a timer (sink "kafka"), MongoDB documents
+    written on another (sink "mongo"), the source offsets committed only past what both hold."""
+
+    def __init__(self, name: str, topic: str, tables: Iterable[BatchTable], mongo: str | None = None) -> None:
+        self.name, self.topic = name, topic
+        self.tables = list(tables)
+        self.gate = commits.CommitGate(topic, ["kafka"] + (["mongo"] if mongo else []))
+        self.outbox = Outbox(producer())
+        self.flusher = Flusher(self.gate, self.outbox, self.tables)
+        self.mongo = MongoSink(mongo, self.gate, lambda c, d: stores().upsert_many(c, d)) if mongo else None
+        pipelines.append(self)
+
+    def ticket(self, events: Sequence[EventT]) -> int:
+        """The batch's synchronous effects (state in memory, Redis, forwards sent) are done."""
+        commits.install(app.consumer)
+        offsets: dict[TP, int] = {}
+        for event in events:
+            tp, offset = event.message.tp, event.message.offset
+            if offset > offsets.get(tp, -1):
+                offsets[tp] = offset
+        return self.gate.record(offsets)
+
+    async def flush(self) -> None:
+        await self.flusher.flush()
+        metrics.flushes.labels(agent=self.name).inc()
+
+    async def on_revoked(self, revoked: set[TP]) -> None:
+        mine = {tp for tp in revoked if tp.topic == self.topic}
+        if not mine:
+            return
+        await self.flush()  # the next owner starts from the freshest state we have
+        for table in self.tables:
+            table.drop_partitions({tp.partition for tp in mine})
+        self.gate.forget(mine)
+
+
+pipelines: list[Pipeline] = []
+
+
+@app.timer(interval=_s.state_flush_interval_s)
+async def flush_state() -> None:
+    for pipeline in pipelines:
+        await pipeline.flush()
+
+
+@app.timer(interval=_s.persist_interval_s)
+async def write_mongo() -> None:
+    for pipeline in pipelines:
+        if pipeline.mongo is not None:
+            await pipeline.mongo.write()
+
+
+@app.on_partitions_revoked.connect
+async def _on_revoked(app, revoked: set[TP], **kwargs) -> None:  # noqa: ANN001 - Faust signal signature
+    for pipeline in pipelines:
+        await pipeline.on_revoked(revoked)
+
+
+async def _on_shutdown() -> None:
+    for pipeline in pipelines:
+        await pipeline.flush()
+        if pipeline.mongo is not None:
+            await pipeline.mongo.write()
+
+
+shutdown_hooks.append(_on_shutdown)

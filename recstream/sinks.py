@@ -1,0 +1,122 @@
+"""Where the agents' effects go, each with its own progress: Kafka (changelogs and internal topics),
+MongoDB, and the retry every sink write goes through.
+
+A failed write is retried with backoff until it succeeds (counted in `recstream_sink_retries_total`);
+nothing is acknowledged before it is durable (`recstream.commits`). MongoDB lags on its own timer, so
+MongoDB being down holds back only MongoDB (and the offset commit), never the tables or Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from recstream import metrics
+from recstream.commits import CommitGate
+from recstream.kafka_out import BatchProducer
+from recstream.state import BatchTable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_BACKOFF_S = 2.0
+
+
+async def retry(sink: str, write: Callable[[], Awaitable[T]]) -> T:
+    """Run `write` until it succeeds, backing off from 50 ms to 2 s between tries."""
+    delay = 0.05
+    while True:
+        try:
+            return await write()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the dependency is down or failing: wait and try the same write again
+            metrics.sink_retries.labels(sink=sink).inc()
+            log.warning("%s write failed (%s: %s); retrying in %.2fs", sink, type(exc).__name__, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_S)
+
+
+class Outbox:
+    """Kafka writes of one agent: sent at once, awaited (and re-sent if they failed) at settle time."""
+
+    def __init__(self, producer: BatchProducer) -> None:
+        self.producer = producer
+        self.sent: list[tuple[str, int, list[tuple[bytes | None, bytes]], list[asyncio.Future]]] = []
+
+    async def send(self, topic: str, partition: int, records: list[tuple[bytes | None, bytes]]) -> None:
+        futures = await retry("kafka", lambda: self.producer.send(topic, partition, records))
+        self.sent.append((topic, partition, records, futures))
+
+    async def settle(self) -> list[tuple[str, int, int]]:
+        """Wait until everything sent so far is acknowledged; returns (topic, partition, last offset)."""
+        sent, self.sent = self.sent, []
+        acked: list[tuple[str, int, int]] = []
+        for topic, partition, records, futures in sent:
+            while True:
+                try:
+                    metas = await asyncio.gather(*futures)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    metrics.sink_retries.labels(sink="kafka").inc()
+                    log.warning("kafka delivery to %s[%d] failed (%s); re-sending", topic, partition, exc)
+                    await asyncio.sleep(0.2)
+                    futures = await retry("kafka", lambda t=topic, p=partition, r=records:
+                                          self.producer.send(t, p, r))
+            if metas:
+                acked.append((topic, partition, metas[-1].offset))
+        return acked
+
+
+class Flusher:
+    """Periodically makes one agent's state durable: its forwarded messages delivered, its tables'
+    dirty keys in RocksDB and the changelog; then tells the commit gate (sink "kafka")."""
+
+    def __init__(self, gate: CommitGate, outbox: Outbox, tables: Iterable[BatchTable]) -> None:
+        self.gate, self.outbox, self.tables = gate, outbox, list(tables)
+        self._lock = asyncio.Lock()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            upto = self.gate.seq
+            changelogs: dict[tuple[str, int], BatchTable] = {}
+            for table in self.tables:
+                for partition, records in table.write_local().items():
+                    await self.outbox.send(table.changelog_topic, partition, records)
+                    changelogs[(table.changelog_topic, partition)] = table
+            for topic, partition, offset in await self.outbox.settle():
+                table = changelogs.get((topic, partition))
+                if table is not None:
+                    table.set_persisted_offset(partition, offset)
+            self.gate.mark("kafka", upto)
+
+
+class MongoSink:
+    """Documents of one collection changed since the last write, written in bulk on a timer."""
+
+    def __init__(self, collection: str, gate: CommitGate,
+                 upsert: Callable[[str, Mapping[str, Mapping[str, Any]]], Awaitable[int]]) -> None:
+        self.collection, self.gate, self.upsert = collection, gate, upsert
+        self.docs: dict[str, Mapping[str, Any]] = {}
+        self._lock = asyncio.Lock()
+
+    def stage(self, docs: Mapping[str, Mapping[str, Any]]) -> None:
+        self.docs.update(docs)
+
+    async def write(self) -> None:
+        """One attempt; on failure the documents stay staged (newer versions win) for the next tick."""
+        async with self._lock:
+            upto, docs = self.gate.seq, self.docs
+            self.docs = {}
+            try:
+                if docs:
+                    await self.upsert(self.collection, docs)
+            except Exception as exc:
+                self.docs = {**docs, **self.docs}
+                metrics.sink_retries.labels(sink="mongo").inc()
+                log.warning("MongoDB write of %d %s failed (%s); will retry", len(docs), self.collection, exc)
+                return
+            self.gate.mark("mongo", upto)

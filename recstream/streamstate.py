@@ -1,0 +1,121 @@
+"""The streaming state as pure functions: what one event does to one key's value.
+
+The agents apply these per batch through the table cache; `recstream.reference` applies them to a
+plain list of events, which is the "computed from scratch" the exactness tests and the benchmark
+compare the live system with. Values are plain JSON (dict keys are strings).
+
+Every value records the source offsets it has applied, per source partition (`a`, or `o` for the
+user history, whose source is one partition). An event at or below them is skipped: that makes a
+replay after a crash, or a message forwarded twice, change nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from recstream import scoring
+from recstream.settings import Settings
+
+
+@dataclass(frozen=True)
+class StreamParams:
+    history_length: int = 50
+    covisit_lookback: int = 10
+    covisit_recency: float = 0.8
+    neighbours_per_video: int = 100
+    covisit_half_life_s: float = 6 * 3600
+    short_window_s: int = 60
+    long_window_s: int = 3600
+    long_window_step_s: int = 900
+    trending_half_life_s: float = 1800
+    engagement: scoring.EngagementParams = scoring.EngagementParams()
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> StreamParams:
+        return cls(s.history_length, s.covisit_lookback, s.covisit_recency, s.neighbours_per_video,
+                   s.covisit_half_life_s, s.short_window_s, s.long_window_s, s.long_window_step_s,
+                   s.trending_half_life_s, scoring.EngagementParams(s.completion_ratio, s.fast_skip_ms))
+
+
+class Facts(NamedTuple):
+    """What the per-video state needs of an interaction (the scoring functions read these fields)."""
+
+    type: str
+    video_id: str
+    ts: int
+    watch_time_ms: int | None
+    duration_ms: int | None
+
+
+def is_applied(applied: dict[str, int], partition: int, offset: int) -> bool:
+    return offset <= applied.get(str(partition), -1)
+
+
+# --- user history (keyed by user; source: the interactions partition) -----------------------------
+def new_history() -> dict[str, Any]:
+    return {"h": [], "o": -1}
+
+
+def apply_to_history(state: dict[str, Any], video_id: str, ts: int, weight: float, offset: int,
+                     params: StreamParams) -> list[tuple[str, str, float]]:
+    """Add one engagement to a user's history; returns the co-visitation pairs it makes."""
+    pairs = scoring.covisit_pairs(state["h"], video_id, weight, params.covisit_lookback, params.covisit_recency)
+    state["h"] = scoring.update_history(state["h"], video_id, ts, weight, params.history_length)
+    state["o"] = offset
+    return pairs
+
+
+# --- per-video engagement (keyed by video) ---------------------------------------------------------
+def new_engagement() -> dict[str, Any]:
+    # c: lifetime counters, r: trend rank, d: duration, l: newest event ms, s: short windows,
+    # w: long-window panes, a: applied offsets per origin (interactions) partition
+    return {"c": {}, "r": None, "d": None, "l": 0, "s": {}, "w": {}, "a": {}}
+
+
+def apply_engagement(state: dict[str, Any], facts: Facts, partition: int, offset: int,
+                     params: StreamParams) -> None:
+    delta = scoring.event_counts(facts, params.engagement)  # type: ignore[arg-type]
+    state["c"] = scoring.add_counts(state["c"], delta)
+    state["r"] = scoring.add_trend_rank(state["r"], scoring.trending_weight(facts, params.engagement),  # type: ignore[arg-type]
+                                        facts.ts, params.trending_half_life_s)
+    if facts.duration_ms:
+        state["d"] = facts.duration_ms
+    state["l"] = max(state["l"], facts.ts)
+    for windows, size, keep in ((state["s"], params.short_window_s, 4 * params.short_window_s),
+                                (state["w"], params.long_window_step_s, 2 * params.long_window_s)):
+        start = scoring.window_start(facts.ts, size)
+        is_new = str(start) not in windows
+        scoring.add_to_window(windows, start, delta)
+        if is_new:  # windows are only ever dropped when one opens: bounded, and cheap per event
+            scoring.prune_windows(windows, scoring.window_start(state["l"], size), keep)
+    state["a"][str(partition)] = offset
+
+
+def stats_document(video: str, state: dict[str, Any], params: StreamParams) -> dict[str, Any]:
+    """The per-video figures serving shows: lifetime, the short window and the widest long window that
+    hold the newest event (the long one added up from its panes)."""
+    last = state["l"]
+    out = {"video_id": video, **scoring.stats_view(state["c"]), "duration_ms": state["d"],
+           "last_event_ms": last, "trend_rank": state["r"]}
+    short = scoring.window_start(last, params.short_window_s)
+    out["window_short"] = {"start_ms": short * 1000, "end_ms": (short + params.short_window_s) * 1000,
+                           **scoring.stats_view(state["s"].get(str(short), {}))}
+    long_start = scoring.window_start(last, params.long_window_step_s) - params.long_window_s + params.long_window_step_s
+    long_counts = scoring.sum_windows(state["w"], long_start, long_start + params.long_window_s)
+    out["window_long"] = {"start_ms": long_start * 1000, "end_ms": (long_start + params.long_window_s) * 1000,
+                          **scoring.stats_view(long_counts)}
+    return out
+
+
+# --- co-visitation neighbours (keyed by source video) ------------------------------------------------
+def new_neighbours() -> dict[str, Any]:
+    # n: dst -> forward-decayed weight, b: their base time (s), a: applied offsets per origin partition
+    return {"n": {}, "b": None, "a": {}}
+
+
+def apply_pair(state: dict[str, Any], dst: str, weight: float, ts: int, partition: int, offset: int,
+               params: StreamParams) -> None:
+    state["b"] = scoring.add_pair(state["n"], state["b"], dst, weight, ts, params.covisit_half_life_s,
+                                  params.neighbours_per_video)
+    state["a"][str(partition)] = offset
