@@ -1,0 +1,140 @@
+"""Helpers of the exactness and fault tests: known events into a cluster's log, the reference state
+they imply, private Redis / MongoDB-protocol servers a test may stop and start, kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pymongo
+import redis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from recstream import reference
+from recstream.datasets.synthetic import SimulatedWorld, WorldConfig
+from recstream.devcluster import Cluster, WorkerProcess, free_port
+from recstream.kafka_admin import ensure_topics
+from recstream.records import Interaction, encode, now_ms
+from recstream.streamstate import StreamParams
+
+
+def world_events(n: int, users: int = 400, videos: int = 60, seed: int = 7) -> list[Interaction]:
+    """n simulated events, stamped 1 ms apart and ending now. Few videos: no neighbour list reaches K."""
+    start = now_ms() - n
+    ticks = itertools.count()
+    world = SimulatedWorld(WorldConfig(users=users, videos=videos, seed=seed))
+    return list(itertools.islice(world.events(clock=lambda: start + next(ticks)), n))
+
+
+async def produce(cluster: Cluster, events: list[Interaction], rate: float | None = None) -> None:
+    """Send the events keyed by user (as any producer would), optionally paced at `rate` per second."""
+    s = cluster.settings
+    await ensure_topics(s)
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    try:
+        topic, t0 = f"{s.topic_prefix}.interactions", time.monotonic()
+        for i, event in enumerate(events):
+            await producer.send(topic, key=event.user_id.encode(), value=encode(event))
+            if rate and i % 100 == 99:
+                await asyncio.sleep(max(0.0, t0 + (i + 1) / rate - time.monotonic()))
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def read_log(cluster: Cluster, n: int) -> list[tuple[int, int, Interaction]]:
+    """The interactions topic as the agents see it: (partition, offset, event), partition by partition."""
+    s = cluster.settings
+    topic = f"{s.topic_prefix}.interactions"
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(s.interactions_partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        out: list[tuple[int, int, Interaction]] = []
+        deadline = time.monotonic() + 60
+        while len(out) < n and time.monotonic() < deadline:
+            for tp, msgs in (await consumer.getmany(timeout_ms=500)).items():
+                out += [(tp.partition, m.offset, Interaction.model_validate_json(m.value)) for m in msgs]
+        assert len(out) == n, f"read {len(out)} of {n} events back"
+        return sorted(out, key=lambda e: (e[0], e[1]))
+    finally:
+        await consumer.stop()
+
+
+def wait_exact(cluster: Cluster, ref: reference.Reference, timeout: float = 120) -> list[str]:
+    """Until Redis and MongoDB equal the reference (then []), or the differences left at the deadline."""
+    params = StreamParams.from_settings(cluster.settings)
+    client = redis.Redis.from_url(cluster.settings.redis_url)
+    mongo = pymongo.MongoClient(cluster.settings.mongo_url)[cluster.settings.mongo_db]
+    deadline = time.monotonic() + timeout
+    diffs: list[str] = ["not checked"]
+    while time.monotonic() < deadline:
+        diffs = reference.compare_redis(client, ref, params) or reference.compare_mongo(mongo, ref, params)
+        if not diffs:
+            return []
+        time.sleep(1)
+    return diffs
+
+
+def kill9(worker: WorkerProcess) -> None:
+    assert worker.proc is not None and worker.proc.poll() is None, "worker not running"
+    os.killpg(worker.proc.pid, signal.SIGKILL)
+    worker.proc.wait()
+
+
+class PrivateServer:
+    """A redis-server or nx-27017 of a test's own on a free port, which the test may stop and start."""
+
+    def __init__(self, kind: str, home: Path) -> None:
+        self.kind, self.home, self.port = kind, home, free_port()
+        self.proc: subprocess.Popen | None = None
+        home.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return (f"redis://127.0.0.1:{self.port}/0" if self.kind == "redis"
+                else f"mongodb://127.0.0.1:{self.port}/")
+
+    def start(self) -> None:
+        if self.kind == "redis":
+            cmd = [shutil.which("redis-server") or "/usr/bin/redis-server", "--bind", "127.0.0.1",
+                   "--port", str(self.port), "--dir", str(self.home), "--appendonly", "yes",
+                   "--save", "", "--logfile", str(self.home / "redis.log")]
+        else:
+            cmd = [str(Path(sys.executable).parent / "nx-27017"), "--data-dir", str(self.home / "db"),
+                   "--host", "127.0.0.1", "--port", str(self.port), "--log-file", str(self.home / "nx.log")]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if self.kind == "redis":
+                    redis.Redis(port=self.port, socket_timeout=1).ping()
+                else:
+                    pymongo.MongoClient(self.url, serverSelectionTimeoutMS=500).admin.command("ping")
+                return
+            except Exception:
+                time.sleep(0.1)
+        raise RuntimeError(f"private {self.kind} did not start")
+
+    def stop(self) -> None:
+        """A clean stop: Redis writes its append-only file first, so nothing acknowledged is lost."""
+        if self.proc and self.proc.poll() is None:
+            if self.kind == "redis":
+                try:
+                    redis.Redis(port=self.port, socket_timeout=5).shutdown()
+                except redis.ConnectionError:
+                    pass  # the server closes the connection as it exits
+            else:
+                self.proc.terminate()
+            self.proc.wait(20)

@@ -1,0 +1,126 @@
+"""Exactly the figures the log implies, through kill -9, failover and sink outages.
+
+Each test streams known events into a real cluster, breaks something mid-stream, and then requires
+every user history, per-video lifetime counter and window, trending rank, co-visitation list and
+per-second counter in Redis, and every MongoDB document, to equal the reference computation (the
+agents' pure functions applied to the events in partition order: `recstream.reference`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+
+import pytest
+import redis
+
+from recstream import reference
+from recstream.devcluster import Cluster
+from recstream.streamstate import StreamParams
+
+from .conftest import get
+from .faults import PrivateServer, kill9, produce, read_log, wait_exact, world_events
+
+N = 50_000
+
+
+def _stream_in_background(cluster: Cluster, events, rate: float) -> threading.Thread:  # noqa: ANN001
+    thread = threading.Thread(target=lambda: asyncio.run(produce(cluster, events, rate)), daemon=True)
+    thread.start()
+    return thread
+
+
+def _reference(cluster: Cluster, n: int) -> reference.Reference:
+    log = asyncio.run(read_log(cluster, n))
+    return reference.compute(log, StreamParams.from_settings(cluster.settings))
+
+
+def _processed(url: str) -> float:
+    """Interactions the worker's history agent has processed (its /metrics counter)."""
+    for line in get(url + "/metrics")[1].get("text", "").splitlines():
+        if line.startswith('recstream_messages_processed_total{agent="history"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _wait_processing(cluster: Cluster, url: str, at_least: float, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _processed(url) >= at_least:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the worker did not start processing")
+
+
+def test_kill9_mid_stream_and_during_recovery(services, tmp_path) -> None:  # noqa: ANN001
+    cluster = Cluster(services, tmp_path, redis_db=14)
+    try:
+        worker = cluster.start_worker()
+        cluster.wait_settled()
+        events = world_events(N)
+        producer = _stream_in_background(cluster, events, rate=12_000)
+        _wait_processing(cluster, worker.url, random.uniform(0.15, 0.5) * N)
+        kill9(worker)  # mid-stream, with unflushed state, forwards in flight and offsets uncommitted
+        again = cluster.start_worker(port=worker.port)  # same data directory: local RocksDB ahead of Kafka
+        time.sleep(random.uniform(0.5, 2.0))
+        kill9(again)  # during its recovery or just after
+        cluster.start_worker(port=worker.port)
+        producer.join(120)
+        diffs = wait_exact(cluster, _reference(cluster, N))
+        assert diffs == [], "\n".join(diffs)
+    finally:
+        cluster.stop()
+
+
+def test_two_workers_one_killed_the_other_takes_over(services, tmp_path) -> None:  # noqa: ANN001
+    cluster = Cluster(services, tmp_path, redis_db=13)
+    try:
+        first = cluster.start_worker()
+        cluster.start_worker()
+        cluster.wait_settled()
+        events = world_events(N, seed=11)
+        producer = _stream_in_background(cluster, events, rate=12_000)
+        _wait_processing(cluster, first.url, random.uniform(0.05, 0.2) * N / 2)
+        kill9(first)  # its partitions move to the survivor after the session timeout
+        producer.join(120)
+        diffs = wait_exact(cluster, _reference(cluster, N), timeout=150)
+        assert diffs == [], "\n".join(diffs)
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.parametrize("sink", ["redis", "mongo"])
+def test_sink_outage_mid_stream(services, tmp_path, sink: str) -> None:  # noqa: ANN001
+    """Redis (then MongoDB) stopped for a few seconds mid-stream: batches retry until it is back, nothing
+    is lost or doubled; with MongoDB down, Redis keeps being served."""
+    server = PrivateServer(sink, tmp_path / sink)
+    server.start()
+    base = services.model_copy(update={f"{sink}_url": server.url})
+    cluster = Cluster(base, tmp_path / "cluster", redis_db=0 if sink == "redis" else 12)
+    try:
+        worker = cluster.start_worker()
+        cluster.wait_settled()
+        events = world_events(20_000, seed=5)
+        producer = _stream_in_background(cluster, events, rate=2_000)
+        _wait_processing(cluster, worker.url, 4_000)
+        server.stop()
+        time.sleep(1)
+        if sink == "mongo":  # the tables and the user-facing Redis path do not wait for MongoDB
+            probe = redis.Redis.from_url(cluster.settings.redis_url)
+            before = _processed(worker.url), probe.dbsize()
+            time.sleep(2)
+            after = _processed(worker.url), probe.dbsize()
+            assert after[0] > before[0] and after[1] > before[1], f"stalled while MongoDB was down: {before} {after}"
+        time.sleep(3)
+        server.start()
+        producer.join(120)
+        diffs = wait_exact(cluster, _reference(cluster, len(events)))
+        assert diffs == [], "\n".join(diffs)
+        retries = [line for line in get(worker.url + "/metrics")[1]["text"].splitlines()
+                   if line.startswith(f'recstream_sink_retries_total{{sink="{sink}"}}')]
+        assert retries and float(retries[0].split()[-1]) > 0, "the outage was not retried"
+    finally:
+        cluster.stop()
+        server.stop()

@@ -1,0 +1,125 @@
+"""The streaming state's pure functions: order independence, de-duplication, windows, pruning."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from recstream import scoring
+from recstream.streamstate import (
+    Facts,
+    StreamParams,
+    apply_engagement,
+    apply_pair,
+    is_applied,
+    new_engagement,
+    new_neighbours,
+    stats_document,
+)
+
+P = StreamParams()
+HOUR_MS = 3_600_000
+
+
+def test_trend_rank_is_a_sum_whatever_the_order() -> None:
+    rng = random.Random(1)
+    events = [(rng.choice([1.0, 2.0, 3.0]), 1_700_000_000_000 + rng.randrange(10 * HOUR_MS)) for _ in range(500)]
+    ranks = []
+    for _ in range(3):
+        rng.shuffle(events)
+        rank = None
+        for w, ts in events:
+            rank = scoring.add_trend_rank(rank, w, ts, 1800)
+        ranks.append(rank)
+    assert max(ranks) - min(ranks) < 1e-9
+    # The same key as the decay-to-now score of the old agent, for events in time order.
+    score, updated = 0.0, 0
+    for w, ts in sorted(events, key=lambda e: e[1]):
+        score, updated = scoring.add_trend(score, updated, w, ts, 1800)
+    assert ranks[0] == pytest.approx(scoring.trend_rank(score, updated, 1800), abs=1e-6)
+
+
+def test_trend_rank_stays_finite_far_from_the_epoch_and_ignores_zero_weights() -> None:
+    rank = scoring.add_trend_rank(None, 2.0, 10**13, 60)  # ~300 years ahead, 1 min half-life
+    assert math.isfinite(rank)
+    assert scoring.add_trend_rank(rank, 0.0, 10**13, 60) == rank
+    assert scoring.add_trend_rank(None, 0.0, 0, 60) is None
+
+
+def test_neighbour_shares_do_not_depend_on_order_or_rebasing() -> None:
+    rng = random.Random(2)
+    pairs = [(f"v{rng.randrange(30)}", rng.random(), 1_700_000_000_000 + rng.randrange(48 * HOUR_MS))
+             for _ in range(400)]
+    results = []
+    for half_life in (6 * 3600, 600):  # 600 s over 48 h forces rebasing (2^288)
+        for _ in range(2):
+            rng.shuffle(pairs)
+            nbrs: dict[str, float] = {}
+            base = None
+            for dst, w, ts in pairs:
+                base = scoring.add_pair(nbrs, base, dst, w, ts, half_life, top_k=100)
+            shares = dict(scoring.normalised_top(nbrs, 100))
+            at = scoring.neighbour_weights_at(nbrs, base, 1_700_000_000_000 + 48 * HOUR_MS, half_life)
+            results.append((half_life, shares, at))
+    for (hl_a, shares_a, at_a), (hl_b, shares_b, at_b) in zip(results, results[1:], strict=False):
+        if hl_a != hl_b:
+            continue
+        assert shares_a.keys() == shares_b.keys()
+        for k in shares_a:
+            assert shares_a[k] == pytest.approx(shares_b[k], rel=1e-9)
+            assert at_a[k] == pytest.approx(at_b[k], rel=1e-9)
+    assert sum(results[0][1].values()) == pytest.approx(1.0)
+
+
+def test_neighbours_are_pruned_to_k_when_they_reach_2k() -> None:
+    nbrs: dict[str, float] = {}
+    base = None
+    for i in range(7):  # k = 3: the 6th distinct neighbour prunes to the best 3
+        base = scoring.add_pair(nbrs, base, f"d{i}", float(i + 1), 1000, 3600, top_k=3)
+        assert len(nbrs) == (i + 1 if i < 5 else 3 + (i - 5))
+    assert set(nbrs) == {"d3", "d4", "d5", "d6"}
+
+
+def test_engagement_counts_windows_and_dedup() -> None:
+    state = new_engagement()
+    t0 = 1_700_000_000_000 - 1_700_000_000_000 % (3600 * 1000)  # an hour boundary
+    events = [
+        ("view", t0 + 5_000, 9_500, 10_000),  # a completion
+        ("view", t0 + 70_000, 1_000, 10_000),  # a fast skip, next minute
+        ("like", t0 + 70_500, None, None),
+        ("view", t0 + 20 * 60_000, 4_000, 10_000),  # the second 15-min pane
+    ]
+    for offset, (type_, ts, watch, duration) in enumerate(events):
+        facts = Facts(type_, "v", ts, watch, duration)
+        assert not is_applied(state["a"], 3, offset)
+        apply_engagement(state, facts, 3, offset, P)
+        assert is_applied(state["a"], 3, offset)
+        if offset == 2:  # before the 20th minute opens a window that drops these
+            assert state["s"][str(t0 // 1000)]["views"] == 1
+            assert state["s"][str(t0 // 1000 + 60)] == {"views": 1, "watch_time_ms": 1000, "wr1": 1, "skips": 1,
+                                                        "likes": 1}
+    assert list(state["s"]) == [str(t0 // 1000 + 1200)]
+    assert state["c"]["views"] == 3 and state["c"]["completions"] == 1 and state["c"]["skips"] == 1
+    assert state["c"]["likes"] == 1 and state["c"]["watch_time_ms"] == 14_500
+    doc = stats_document("v", state, P)
+    # The widest hourly window holding the newest event starts 45 min before its pane: all four events.
+    assert doc["window_long"]["views"] == 3 and doc["window_long"]["likes"] == 1
+    assert doc["window_long"]["end_ms"] - doc["window_long"]["start_ms"] == HOUR_MS
+    assert doc["window_short"]["views"] == 1 and doc["window_short"]["start_ms"] == t0 + 20 * 60_000
+    assert doc["views"] == 3 and doc["completion_rate"] == round(1 / 3, 4)
+
+
+def test_old_windows_are_dropped_when_a_new_one_opens() -> None:
+    state = new_engagement()
+    for i in range(10):
+        apply_engagement(state, Facts("view", "v", i * 60_000, 5000, 10_000), 0, i, P)
+    assert len(state["s"]) == 5  # the newest and the 4 before it (4 min)
+    assert state["c"]["views"] == 10
+
+
+def test_pairs_record_their_offsets() -> None:
+    state = new_neighbours()
+    apply_pair(state, "b", 1.0, 1000, 2, 41, P)
+    assert is_applied(state["a"], 2, 41) and not is_applied(state["a"], 2, 42) and not is_applied(state["a"], 1, 0)
