@@ -26,6 +26,7 @@ from recstream.tables import user_history
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
 PARAMS = StreamParams.from_settings(_s)
+FRESHNESS = metrics.freshness.labels(agent="history")
 PROGRESS_KEY = "progress:history"  # hash: interactions partition -> last offset counted in Redis
 pipeline = Pipeline("history", channels.interactions.get_topic_name(), [user_history], mongo="user_profiles")
 
@@ -43,6 +44,7 @@ async def process(events) -> None:  # noqa: ANN001
     to_engagement: dict[int, list[list]] = defaultdict(list)
     to_covisit: dict[int, list[list]] = defaultdict(list)
     counted: list[tuple[int, int, Interaction]] = []  # (partition, offset, record) for Redis counters
+    by_type: dict[str, int] = defaultdict(int)
     n_video, n_covisit = channels.video_events_partitions, channels.covisit_partitions
     for event, record in parsed:  # batch order: each partition's events in offset order
         p, offset, user = event.message.partition, event.message.offset, record.user_id
@@ -61,7 +63,7 @@ async def process(events) -> None:  # noqa: ANN001
         user_history.put(p, user, state)
         to_engagement[partition_for(record.video_id.encode(), n_video)].append(
             [record.video_id, p, offset, record.type, record.ts, record.watch_time_ms, record.duration_ms])
-        metrics.events_processed.labels(type=record.type).inc()
+        by_type[record.type] += 1
 
     for partition, entries in to_engagement.items():
         await pipeline.outbox.send(channels.video_events.get_topic_name(), partition, pack(entries))
@@ -75,10 +77,12 @@ async def process(events) -> None:  # noqa: ANN001
         pipeline.mongo.stage({u: {"history": h, "updated_ms": max((e[1] for e in h), default=0)}
                               for u, h in histories.items()})
     pipeline.ticket(events)
+    for type_, count in by_type.items():
+        metrics.events_processed.labels(type=type_).inc(count)
     metrics.messages_processed.labels(agent="history").inc(len(events))
     now = time.time()  # event.message.timestamp: Kafka's CreateTime, in seconds (POST /events' send)
     for event, _record in parsed:
-        metrics.freshness.labels(agent="history").observe(max(0.0, now - event.message.timestamp))
+        FRESHNESS.observe(max(0.0, now - event.message.timestamp))
 
 
 async def _write_counters(counted: list[tuple[int, int, Interaction]]) -> None:

@@ -9,6 +9,7 @@ keeps each partition's batches in order across retries, which the downstream de-
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
@@ -17,6 +18,7 @@ from aiokafka.partitioner import murmur2
 from recstream.settings import Settings
 
 
+@functools.lru_cache(maxsize=1 << 18)  # murmur2 is pure Python here; ids repeat a lot
 def partition_for(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2, as Java clients, aiokafka and Faust use for keyed messages)."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from faust import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
 from recstream import channels, metrics
 from recstream.app import app
+from recstream.kafka_out import partition_for
 from recstream.recommend import CANDIDATES_PER_SOURCE, recommend, trending_scores
 from recstream.records import Interaction, Video, describe_errors, encode
-from recstream.runtime import models, stores
+from recstream.runtime import models, producer, stores
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
 MAX_BATCH = 10_000
@@ -46,7 +47,7 @@ def _k(request: web.Request, default: int = 20) -> int:
 async def _read_items(view: web.View, request: web.Request, model: type[BaseModel], plural: str):
     """Parse one object or {plural: [...]}; return (records, None) or (None, a 4xx response)."""
     try:
-        body = json.loads(await request.read() or b"null")
+        body = orjson.loads(await request.read() or b"null")
     except ValueError as exc:
         return None, view.json({"error": "body is not valid JSON", "detail": str(exc)}, status=400)
     if isinstance(body, dict) and plural in body:
@@ -71,6 +72,19 @@ async def _read_items(view: web.View, request: web.Request, model: type[BaseMode
     return records, None
 
 
+async def publish(topic: str, partitions: int, records: list[tuple[str, bytes]]) -> None:
+    """Produce keyed records one batch per partition, in request order within each partition, and
+    return once Kafka acknowledged them all (accepted = durable, not just buffered)."""
+    by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+    for key, value in records:
+        raw_key = key.encode()
+        by_partition.setdefault(partition_for(raw_key, partitions), []).append((raw_key, value))
+    futures = []
+    for partition, batch in by_partition.items():
+        futures += await producer().send(topic, partition, batch)
+    await asyncio.gather(*futures)
+
+
 @app.page("/events")
 class Events(web.View):
     @timed("/events")
@@ -78,8 +92,8 @@ class Events(web.View):
         records, error = await _read_items(self, request, Interaction, "events")
         if error is not None:
             return error
-        futures = [await channels.interactions.send(key=r.user_id, value=encode(r)) for r in records]
-        await asyncio.gather(*futures)  # accepted = acknowledged by Kafka, not just buffered
+        await publish(channels.interactions.get_topic_name(), _s.interactions_partitions,
+                      [(r.user_id, encode(r)) for r in records])
         metrics.events_accepted.inc(len(records))
         return self.json({"accepted": len(records)}, status=202)
 
