@@ -4,7 +4,7 @@ videos) and MongoDB (durable)."""
 from __future__ import annotations
 
 from recstream import channels, metrics
-from recstream.agents.common import parse_batch
+from recstream.agents.common import parse_batch, take_batches
 from recstream.agents.pipeline import Pipeline
 from recstream.app import app
 from recstream.records import Video
@@ -20,7 +20,7 @@ pipeline = Pipeline("catalog", channels.videos.get_topic_name(), [], mongo="vide
 
 @app.agent(channels.videos, name="catalog")
 async def catalog_agent(stream) -> None:  # noqa: ANN001
-    async for events in stream.take_events(_s.batch_size, within=_s.batch_within_s):
+    async for events in take_batches(stream, _s.batch_size, _s.batch_within_s):
         await process(events)
 
 

@@ -4,7 +4,7 @@ source video; row-normalised lists in Redis (one string per video) that any web 
 from __future__ import annotations
 
 from recstream import metrics
-from recstream.agents.common import unpack
+from recstream.agents.common import take_batches, unpack
 from recstream.agents.pipeline import Pipeline
 from recstream.app import app
 from recstream.channels import covisit
@@ -22,7 +22,7 @@ pipeline = Pipeline("covisit", covisit.get_topic_name(), [neighbours])
 
 @app.agent(covisit, name="covisit")
 async def covisit_agent(stream) -> None:  # noqa: ANN001
-    async for events in stream.take_events(_s.batch_size, within=_s.batch_within_s):
+    async for events in take_batches(stream, _s.batch_size, _s.batch_within_s):
         await process(events)
 
 

@@ -5,7 +5,7 @@ materialised to Redis (absolute values) after every batch."""
 from __future__ import annotations
 
 from recstream import metrics
-from recstream.agents.common import unpack
+from recstream.agents.common import take_batches, unpack
 from recstream.agents.pipeline import Pipeline
 from recstream.app import app
 from recstream.channels import video_events
@@ -28,7 +28,7 @@ pipeline = Pipeline("engagement", video_events.get_topic_name(), [video_engageme
 
 @app.agent(video_events, name="engagement")
 async def engagement_agent(stream) -> None:  # noqa: ANN001
-    async for events in stream.take_events(_s.batch_size, within=_s.batch_within_s):
+    async for events in take_batches(stream, _s.batch_size, _s.batch_within_s):
         await process(events)
 
 

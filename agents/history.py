@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 
 from recstream import channels, metrics, scoring
-from recstream.agents.common import pack, parse_batch
+from recstream.agents.common import pack, parse_batch, take_batches
 from recstream.agents.pipeline import Pipeline
 from recstream.app import app
 from recstream.kafka_out import partition_for
@@ -33,7 +33,7 @@ pipeline = Pipeline("history", channels.interactions.get_topic_name(), [user_his
 
 @app.agent(channels.interactions, name="history")
 async def history_agent(stream) -> None:  # noqa: ANN001
-    async for events in stream.take_events(_s.batch_size, within=_s.batch_within_s):
+    async for events in take_batches(stream, _s.batch_size, _s.batch_within_s):
         await process(events)
 
 

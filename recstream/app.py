@@ -46,7 +46,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=1.0,
         broker_rebalance_timeout=20.0,
         broker_commit_interval=1.0,
-        stream_buffer_maxsize=settings.batch_size * 2,
+        stream_buffer_maxsize=settings.stream_buffer_maxsize,
         producer_linger_ms=5,
         table_cleanup_interval=30.0,
     )

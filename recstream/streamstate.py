@@ -76,20 +76,30 @@ def new_engagement() -> dict[str, Any]:
 def apply_engagement(state: dict[str, Any], facts: Facts, partition: int, offset: int,
                      params: StreamParams) -> None:
     delta = scoring.event_counts(facts, params.engagement)  # type: ignore[arg-type]
-    state["c"] = scoring.add_counts(state["c"], delta)
-    state["r"] = scoring.add_trend_rank(state["r"], scoring.trending_weight(facts, params.engagement),  # type: ignore[arg-type]
-                                        facts.ts, params.trending_half_life_s)
+    _add_into(state["c"], delta)
+    weight = scoring.trending_weight(facts, params.engagement)  # type: ignore[arg-type]
+    if weight > 0:
+        state["r"] = scoring.add_trend_rank(state["r"], weight, facts.ts, params.trending_half_life_s)
     if facts.duration_ms:
         state["d"] = facts.duration_ms
-    state["l"] = max(state["l"], facts.ts)
+    if facts.ts > state["l"]:
+        state["l"] = facts.ts
     for windows, size, keep in ((state["s"], params.short_window_s, 4 * params.short_window_s),
                                 (state["w"], params.long_window_step_s, 2 * params.long_window_s)):
-        start = scoring.window_start(facts.ts, size)
-        is_new = str(start) not in windows
-        scoring.add_to_window(windows, start, delta)
-        if is_new:  # windows are only ever dropped when one opens: bounded, and cheap per event
+        key = str(facts.ts // 1000 // size * size)
+        window = windows.get(key)
+        if window is None:  # windows are only ever dropped when one opens: bounded, and cheap per event
+            windows[key] = dict(delta)
             scoring.prune_windows(windows, scoring.window_start(state["l"], size), keep)
+        else:
+            _add_into(window, delta)
     state["a"][str(partition)] = offset
+
+
+def _add_into(counts: dict[str, float], delta: dict[str, float]) -> None:
+    """Counter addition in place (the table value is ours until it is flushed)."""
+    for k, v in delta.items():
+        counts[k] = counts.get(k, 0) + v
 
 
 def stats_document(video: str, state: dict[str, Any], params: StreamParams) -> dict[str, Any]:
