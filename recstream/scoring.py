@@ -7,9 +7,9 @@ what runs online.
 from __future__ import annotations
 
 import math
-from operator import itemgetter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from recstream.records import Interaction
 
