@@ -23,12 +23,13 @@ class RecstreamApp(faust.App):
 
 
 def create_app(settings: Settings) -> faust.App:
-    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    (settings.data_dir / "faust" / settings.app_id).mkdir(parents=True, exist_ok=True)
     app = RecstreamApp(
         settings.app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
         store="rocksdb://",
-        datadir=str(settings.data_dir / "faust" / f"worker-{settings.web_port}"),
+        # Per app id: a rebuild under a new app id (`recstream rebuild`) must not open the old RocksDB.
+        datadir=str(settings.data_dir / "faust" / settings.app_id / f"worker-{settings.web_port}"),
         topic_partitions=settings.interactions_partitions,
         topic_replication_factor=settings.replication_factor,
         table_standby_replicas=settings.table_standby_replicas,

@@ -47,6 +47,7 @@ _COMMAND_MODULES = {
     "train": ("recstream.training.cli", "train ALS with Spark from the log and publish the model"),
     "evaluate": ("recstream.evaluation.cli", "offline evaluation of every strategy on a dataset"),
     "demo": ("recstream.demo", "run services, a worker and the simulator until Ctrl-C"),
+    "rebuild": ("recstream.rebuild", "rebuild every derived state from the log under a new app id"),
 }
 
 

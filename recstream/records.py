@@ -102,19 +102,6 @@ class Video(BaseModel):
         return self
 
 
-class CovisitBatch(BaseModel):
-    """Directional co-visitations out of one source video, summed over an agent batch. Keyed by `src`.
-
-    `pairs[dst]` is the summed weight of "engaged with `dst` some steps after `src`".
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    src: str
-    pairs: dict[str, float]
-    ts: int
-
-
 class DeadLetter(BaseModel):
     """An input message that could not be used, kept with the reason so nothing is silently dropped."""
 

@@ -14,9 +14,11 @@ class TopicNames:
     videos: str
     """Video metadata (Video JSON), keyed by video_id, compacted: the latest version of each video."""
     video_events: str
-    """Interactions repartitioned by video_id, for the per-video engagement tables."""
+    """Engagement facts repartitioned by video, for the per-video engagement table: packed lists of
+    entries, one message per partition per history batch (internal; `-v2`: its format changed)."""
     covisit: str
-    """Co-visitation pairs (CovisitPair JSON), keyed by source video, for the item-CF tables."""
+    """Co-visitation pairs partitioned by source video, for the neighbour table: packed lists of
+    entries (internal; `-v2`: its format changed)."""
     dead_letters: str
     """Messages that could not be parsed or validated (DeadLetter JSON), with the reason."""
 
@@ -26,7 +28,7 @@ def topic_names(settings: Settings) -> TopicNames:
     return TopicNames(
         interactions=f"{p}.interactions",
         videos=f"{p}.videos",
-        video_events=f"{p}.video-events",
-        covisit=f"{p}.covisit",
+        video_events=f"{p}.video-events-v2",
+        covisit=f"{p}.covisit-v2",
         dead_letters=f"{p}.dead-letters",
     )
