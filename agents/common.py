@@ -11,7 +11,7 @@ import orjson
 from faust.types import EventT
 from pydantic import BaseModel, ValidationError
 
-from recstream import channels, metrics
+from recstream import channels, delivery, metrics
 from recstream.records import DeadLetter, encode
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,14 @@ async def take_batches(stream, max_: int, within: float) -> AsyncIterator[list[E
     channel = aiter(stream.channel)  # subscribes this agent's iterator to the topic's conductor
     queue = channel.queue
     loop = asyncio.get_running_loop()
+    consumer = stream.app.consumer
+    delivery.install(consumer)
     try:
         while True:
-            events = [await queue.get()]
+            try:
+                events = [await queue.get()]
+            except StopAsyncIteration:  # Faust ends the channel at shutdown
+                return
             deadline = loop.time() + within
             while len(events) < max_:
                 while queue.qsize() and len(events) < max_:
@@ -88,10 +93,13 @@ async def take_batches(stream, max_: int, within: float) -> AsyncIterator[list[E
                     break
                 try:
                     events.append(await asyncio.wait_for(queue.get(), remaining))
-                except TimeoutError:
+                except (TimeoutError, StopAsyncIteration):
                     break
+            assigned = consumer.assignment()
+            owned = [e for e in events if e.message.tp in assigned]
             try:
-                yield events
+                if owned:  # events of a partition revoked meanwhile belong to its new owner
+                    yield owned
             finally:
                 for event in events:
                     event.ack()
