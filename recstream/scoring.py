@@ -118,10 +118,14 @@ HistoryEntry = list
 def update_history(history: Sequence[HistoryEntry], video_id: str, ts: int, weight: float,
                    max_len: int) -> list[HistoryEntry]:
     """Newest first, one entry per video (a re-engagement moves it to the front and adds up), bounded."""
-    previous = next((e for e in history if e[0] == video_id), None)
-    total = weight + (previous[2] if previous else 0.0)
-    rest = [e for e in history if e[0] != video_id]
-    return [[video_id, ts, round(total, 4)], *rest][:max_len]
+    total = weight
+    rest = []
+    for e in history:  # one pass: this runs for every event
+        if e[0] == video_id:
+            total += e[2]
+        else:
+            rest.append(e)
+    return [[video_id, ts, round(total, 4)], *rest[:max_len - 1]]
 
 
 def covisit_pairs(history_before: Sequence[HistoryEntry], video_id: str, weight: float, lookback: int,
@@ -134,14 +138,14 @@ def covisit_pairs(history_before: Sequence[HistoryEntry], video_id: str, weight:
     if weight <= 0:
         return []
     pairs = []
-    step = 0
+    w = weight  # weight * recency**step, by multiplication: this runs for every event
     for src, _ts, src_weight in history_before:
         if src == video_id or src_weight <= 0:
             continue
-        pairs.append((src, video_id, round(weight * recency**step, 6)))
-        step += 1
-        if step >= lookback:
+        pairs.append((src, video_id, w))
+        if len(pairs) >= lookback:
             break
+        w *= recency
     return pairs
 
 

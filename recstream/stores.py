@@ -54,6 +54,18 @@ for p, v in pairs(d['set']) do redis.call('HSET', KEYS[1], p, string.format('%d'
 return 1
 """
 
+# Adds each user's new videos to their seen set and renews its TTL: one command for a whole batch,
+# where a pipeline would pack two per user in Python. ARGV[1] JSON {seen key: [video, ...]}, ARGV[2] TTL.
+ADD_SEEN_LUA = """
+local d = cjson.decode(ARGV[1])
+local ttl = tonumber(ARGV[2])
+for key, videos in pairs(d) do
+  redis.call('SADD', key, unpack(videos))
+  redis.call('EXPIRE', key, ttl)
+end
+return 1
+"""
+
 
 def video_series_key(video_id: str, start_s: int) -> str:
     """Hash of a video's counters in the VIDEO_SERIES_STEP_S bucket starting at `start_s` (epoch s)."""
@@ -84,6 +96,7 @@ class Stores:
         )
         self.db: AsyncDatabase = self.mongo_client[settings.mongo_db]
         self._add_counters = self.redis.register_script(ADD_COUNTERS_LUA)
+        self._add_seen = self.redis.register_script(ADD_SEEN_LUA)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -159,12 +172,10 @@ class Stores:
     # --- Redis: writes by the agents, one pipeline per batch -------------------------------
     async def write_user_state(self, histories: Mapping[str, list], new_videos: Mapping[str, set[str]]) -> None:
         """Absolute histories, and the batch's videos added to each seen set: both idempotent."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.mset({history_key(user): orjson.dumps(history) for user, history in histories.items()})
-        for user, videos in new_videos.items():
-            pipe.sadd(seen_key(user), *videos)
-            pipe.expire(seen_key(user), SEEN_TTL_S)
-        await pipe.execute()
+        await self.redis.mset({history_key(user): orjson.dumps(history) for user, history in histories.items()})
+        seen = {seen_key(user): list(videos) for user, videos in new_videos.items() if videos}
+        if seen:
+            await self._add_seen(args=[orjson.dumps(seen), SEEN_TTL_S])
 
     async def read_progress(self, key: str, partitions: list[int]) -> dict[int, int]:
         values = await self.redis.hmget(key, [str(p) for p in partitions])
