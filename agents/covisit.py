@@ -11,13 +11,12 @@ from recstream.channels import covisit
 from recstream.recommend import CANDIDATES_PER_SOURCE
 from recstream.runtime import stores
 from recstream.scoring import normalised_top
-from recstream.sinks import retry
 from recstream.streamstate import StreamParams, apply_pair, is_applied, new_neighbours
 from recstream.tables import neighbours
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
 PARAMS = StreamParams.from_settings(_s)
-pipeline = Pipeline("covisit", covisit.get_topic_name(), [neighbours])
+pipeline = Pipeline("covisit", covisit.get_topic_name(), [neighbours], materialise=lambda t: materialise(t))
 
 
 @app.agent(covisit, name="covisit")
@@ -40,8 +39,11 @@ async def process(events) -> None:  # noqa: ANN001
             if not is_applied(state["a"], p, offset):
                 apply_pair(state, dst, weight, ts, p, offset, PARAMS)
             neighbours.put(c, src, state)
-    if touched:
-        lists = {src: normalised_top(neighbours.get(c, src)["n"], CANDIDATES_PER_SOURCE) for src, c in touched.items()}
-        await retry("redis", lambda: stores().write_neighbours(lists))
-    pipeline.ticket(events)
+    await pipeline.after_batch(events, touched)
     metrics.messages_processed.labels(agent="covisit").inc(pairs)
+
+
+async def materialise(touched: dict[str, int]) -> None:
+    """Row-normalised neighbour lists (absolute values) to Redis, one string per source video."""
+    lists = {src: normalised_top(neighbours.get(c, src)["n"], CANDIDATES_PER_SOURCE) for src, c in touched.items()}
+    await stores().write_neighbours(lists)

@@ -10,7 +10,6 @@ from recstream.agents.pipeline import Pipeline
 from recstream.app import app
 from recstream.channels import video_events
 from recstream.runtime import stores
-from recstream.sinks import retry
 from recstream.streamstate import (
     Facts,
     StreamParams,
@@ -23,7 +22,8 @@ from recstream.tables import video_engagement
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
 PARAMS = StreamParams.from_settings(_s)
-pipeline = Pipeline("engagement", video_events.get_topic_name(), [video_engagement], mongo="video_stats")
+pipeline = Pipeline("engagement", video_events.get_topic_name(), [video_engagement], mongo="video_stats",
+                    materialise=lambda touched: materialise(touched))
 
 
 @app.agent(video_events, name="engagement")
@@ -46,14 +46,17 @@ async def process(events) -> None:  # noqa: ANN001
             if not is_applied(state["a"], p, offset):  # else forwarded again after a crash upstream
                 apply_engagement(state, Facts(type_, video, ts, watch, duration), p, offset, PARAMS)
             video_engagement.put(q, video, state)  # rewritten even when skipped: see BatchTable
+    await pipeline.after_batch(events, touched)
+    metrics.messages_processed.labels(agent="engagement").inc(entries)
+
+
+async def materialise(touched: dict[str, int]) -> None:
+    """Stats documents and trending ranks (absolute values) to Redis; the documents to MongoDB too."""
     docs, ranks = {}, {}
     for video, q in touched.items():
         state = video_engagement.get(q, video)
         docs[video] = stats_document(video, state, PARAMS)
         if state["r"] is not None:
             ranks[video] = state["r"]
-    if docs:
-        await retry("redis", lambda: stores().write_video_stats(docs, ranks))
-        pipeline.mongo.stage(docs)
-    pipeline.ticket(events)
-    metrics.messages_processed.labels(agent="engagement").inc(entries)
+    await stores().write_video_stats(docs, ranks)
+    pipeline.mongo.stage(docs)

@@ -3,14 +3,15 @@ forwarded messages, its MongoDB sinks, and what happens when partitions move or 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from faust.types import TP, EventT
 
 from recstream import commits, metrics
 from recstream.app import app
 from recstream.runtime import producer, shutdown_hooks, stores
-from recstream.sinks import Flusher, MongoSink, Outbox
+from recstream.sinks import Flusher, MongoSink, Outbox, retry
 from recstream.state import BatchTable
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
@@ -20,14 +21,41 @@ class Pipeline:
     """One agent's durability: tables and forwards flushed on a timer (sink "kafka"), MongoDB documents
     written on another (sink "mongo"), the source offsets committed only past what both hold."""
 
-    def __init__(self, name: str, topic: str, tables: Iterable[BatchTable], mongo: str | None = None) -> None:
+    def __init__(self, name: str, topic: str, tables: Iterable[BatchTable], mongo: str | None = None,
+                 materialise: Callable[[dict[str, int]], Awaitable[None]] | None = None) -> None:
+        """`materialise(keys)`, when given, writes what serving reads for {key: partition} touched
+        since the last call; it runs at most every `serving_write_interval_s` (sink "redis")."""
         self.name, self.topic = name, topic
         self.tables = list(tables)
-        self.gate = commits.CommitGate(topic, ["kafka"] + (["mongo"] if mongo else []))
+        sinks = ["kafka"] + (["mongo"] if mongo else []) + (["redis"] if materialise else [])
+        self.gate = commits.CommitGate(topic, sinks)
         self.outbox = Outbox(producer())
         self.flusher = Flusher(self.gate, self.outbox, self.tables)
         self.mongo = MongoSink(mongo, self.gate, lambda c, d: stores().upsert_many(c, d)) if mongo else None
+        self.materialise = materialise
+        self.pending: dict[str, int] = {}
+        self._last_write = 0.0
+        self._write_lock = asyncio.Lock()
         pipelines.append(self)
+
+    async def after_batch(self, events: Sequence[EventT], touched: dict[str, int]) -> None:
+        """Issue the batch's ticket; write the keys touched since the last write if it is time."""
+        self.pending.update(touched)
+        self.ticket(events)
+        if asyncio.get_running_loop().time() - self._last_write >= _s.serving_write_interval_s:
+            await self.write_serving()
+
+    async def write_serving(self) -> None:
+        """Coalesced: a key touched by several batches in an interval is written once."""
+        if self.materialise is None:
+            return
+        async with self._write_lock:
+            upto, pending = self.gate.seq, self.pending
+            self.pending = {}
+            if pending:
+                await retry("redis", lambda: self.materialise(pending))
+            self._last_write = asyncio.get_running_loop().time()
+            self.gate.mark("redis", upto)
 
     def ticket(self, events: Sequence[EventT]) -> int:
         """The batch's synchronous effects (state in memory, Redis, forwards sent) are done."""
@@ -47,6 +75,7 @@ class Pipeline:
         mine = {tp for tp in revoked if tp.topic == self.topic}
         if not mine:
             return
+        await self.write_serving()  # before the cache of those partitions goes
         await self.flush()  # the next owner starts from the freshest state we have
         for table in self.tables:
             table.drop_partitions({tp.partition for tp in mine})
@@ -60,6 +89,13 @@ pipelines: list[Pipeline] = []
 async def flush_state() -> None:
     for pipeline in pipelines:
         await pipeline.flush()
+
+
+@app.timer(interval=_s.serving_write_interval_s)
+async def write_serving() -> None:
+    for pipeline in pipelines:
+        if pipeline.pending or pipeline.gate.done.get("redis", pipeline.gate.seq) < pipeline.gate.seq:
+            await pipeline.write_serving()
 
 
 @app.timer(interval=_s.persist_interval_s)
@@ -77,6 +113,7 @@ async def _on_revoked(app, revoked: set[TP], **kwargs) -> None:  # noqa: ANN001 
 
 async def _on_shutdown() -> None:
     for pipeline in pipelines:
+        await pipeline.write_serving()
         await pipeline.flush()
         if pipeline.mongo is not None:
             await pipeline.mongo.write()

@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     """Most events an agent aggregates before writing tables and Redis once per key."""
     batch_within_s: float = Field(default=0.05, gt=0)
     """Longest an agent waits to fill a batch: the floor of event-to-visible latency."""
+    serving_write_interval_s: float = Field(default=0.15, gt=0)
+    """How often the engagement and co-visitation agents write what serving reads (stats documents,
+    trending, neighbour lists) for the keys touched since: a key hot in every batch is written once per
+    interval. The user's own history is written after every batch regardless."""
     state_flush_interval_s: float = Field(default=3.0, gt=0)
     """How often an agent makes its state durable: dirty table keys to RocksDB and the changelog (once per
     key, however many events changed it), forwarded messages acknowledged, then the offset commit. Longer
