@@ -15,6 +15,10 @@ from recstream import channels, delivery, metrics
 from recstream.records import DeadLetter, encode
 
 log = logging.getLogger(__name__)
+YIELD_EVERY = 256
+"""Agents give the event loop back this often inside a batch, so that the HTTP views sharing it (POST
+/events above all) are not held up for a whole batch: a burst of POSTs is accepted at full speed and the
+agents catch up from Kafka."""
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -27,7 +31,9 @@ def _text(raw: object) -> str:
 async def parse_batch(events: Sequence[EventT], model: type[M]) -> list[tuple[EventT, M]]:
     """Validate each message; anything unusable goes to the dead-letter topic with the reason."""
     good: list[tuple[EventT, M]] = []
-    for event in events:
+    for i, event in enumerate(events):
+        if i % YIELD_EVERY == YIELD_EVERY - 1:
+            await asyncio.sleep(0)
         try:
             good.append((event, model.model_validate_json(event.value)))
         except (ValidationError, ValueError, TypeError) as exc:

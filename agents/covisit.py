@@ -3,6 +3,8 @@ source video; row-normalised lists in Redis (one string per video) that any web 
 
 from __future__ import annotations
 
+import asyncio
+
 from recstream import metrics
 from recstream.agents.common import take_batches, unpack
 from recstream.agents.pipeline import Pipeline
@@ -29,6 +31,7 @@ async def process(events) -> None:  # noqa: ANN001
     touched: dict[str, int] = {}  # source video -> partition
     pairs = 0
     for event in events:
+        await asyncio.sleep(0)  # one packed message is up to PACK_MAX_ENTRIES entries: yield between them
         c = event.message.partition
         for src, dst, weight, ts, p, offset in unpack(event.value):
             state = neighbours.get(c, src)

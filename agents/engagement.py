@@ -4,6 +4,8 @@ materialised to Redis (absolute values) after every batch."""
 
 from __future__ import annotations
 
+import asyncio
+
 from recstream import metrics
 from recstream.agents.common import take_batches, unpack
 from recstream.agents.pipeline import Pipeline
@@ -36,6 +38,7 @@ async def process(events) -> None:  # noqa: ANN001
     touched: dict[str, int] = {}  # video -> partition
     entries = 0
     for event in events:
+        await asyncio.sleep(0)  # one packed message is up to PACK_MAX_ENTRIES entries: yield between them
         q = event.message.partition
         for video, p, offset, type_, ts, watch, duration in unpack(event.value):
             state = video_engagement.get(q, video)

@@ -9,11 +9,12 @@ latency never waits on the engagement or co-visitation backlog: they are other a
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 
 from recstream import channels, metrics, scoring
-from recstream.agents.common import pack, parse_batch, take_batches
+from recstream.agents.common import YIELD_EVERY, pack, parse_batch, take_batches
 from recstream.agents.pipeline import Pipeline
 from recstream.app import app
 from recstream.kafka_out import partition_for
@@ -46,7 +47,9 @@ async def process(events) -> None:  # noqa: ANN001
     counted: list[tuple[int, int, Interaction]] = []  # (partition, offset, record) for Redis counters
     by_type: dict[str, int] = defaultdict(int)
     n_video, n_covisit = channels.video_events_partitions, channels.covisit_partitions
-    for event, record in parsed:  # batch order: each partition's events in offset order
+    for i, (event, record) in enumerate(parsed):  # batch order: each partition's events in offset order
+        if i % YIELD_EVERY == YIELD_EVERY - 1:
+            await asyncio.sleep(0)
         p, offset, user = event.message.partition, event.message.offset, record.user_id
         state = user_history.get(p, user)
         if state is None:
