@@ -2,9 +2,13 @@
 
 Faust's `table[k] = v` writes RocksDB and publishes one changelog message per call (~100-130 µs each).
 Agents here instead read a key from RocksDB once into a cache, change it in memory for as many events
-and batches as arrive, and `flush()` every dirty key at once: RocksDB in one WriteBatch, the changelog
-as whole producer batches to the key's own partition (the partition of the source topic that carried
-it, as Faust's recovery expects), and the table's persisted changelog offset once Kafka acknowledged.
+and batches as arrive; at each flush (`recstream.sinks.Flusher`) every dirty key is written once:
+RocksDB in one WriteBatch (`write_local`), the changelog as whole producer batches to the key's own
+partition (the partition of the source topic that carried it, as Faust's recovery expects), and the
+table's persisted changelog offset once Kafka acknowledged them (`set_persisted_offset`).
+
+A key a batch touched is written even when every event of it was skipped as already applied: after a
+crash, RocksDB may hold a value whose changelog record was never sent, and this re-sends it.
 
 Values are JSON (orjson) and keys UTF-8, both raw in RocksDB and in the changelog, so Faust's recovery
 and standby replicas copy them byte for byte.

@@ -205,7 +205,7 @@ class VideoAnalytics(web.View):
         meta = (await stores().video_meta([video_id])).get(video_id)
         if stats is None and meta is None:
             return self.json({"error": "unknown video", "video_id": video_id}, status=404)
-        stats = {k: v for k, v in (stats or {}).items() if k != "trend"}
+        stats = {k: v for k, v in (stats or {}).items() if k not in ("trend", "trend_rank")}
         now = time.time()
         until = int(now)
         series = await stores().video_series(video_id, until - minutes * 60, until)
