@@ -219,11 +219,14 @@ class Stores:
 
     # --- Redis: reads by the serving views ------------------------------------------------
     async def user_state(self, user_id: str) -> tuple[list, set[str]]:
+        """The user's recent history, and every video they engaged with: the seen set plus the history
+        (which the agents rewrite from their table, so it comes back even after Redis lost the set)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(history_key(user_id))
         pipe.smembers(seen_key(user_id))
         raw, seen = await pipe.execute()
-        return (orjson.loads(raw) if raw else []), set(seen)
+        history = orjson.loads(raw) if raw else []
+        return history, {*seen, *(e[0] for e in history)}
 
     async def neighbours_of(self, videos: list[str], per_video: int) -> dict[str, dict[str, float]]:
         if not videos:
