@@ -1,23 +1,28 @@
-"""The streaming benchmarks: ingest, /recommendations and freshness, each against a peer in the same run.
+"""The streaming benchmarks, each against a peer in the same run, on the pinned workload.
 
 Everything runs against real processes on 127.0.0.1: the local Kafka broker and MongoDB, a private
 `redis-server` started for the run (so flushing its DB can never touch another run's or a test's
 data), and real `recstream worker` processes on an isolated topic prefix, app id and MongoDB database
-(`recstream.devcluster.Cluster`). Nothing is mocked.
+(`recstream.devcluster.Cluster`). Nothing is mocked. The workload is `benchmarks/workload.py`'s
+(1,000,000 events, 100,000 users, 20,000 videos, Zipf 1.1 by default), default settings throughout.
 
-1. ingest: N simulated events (`SimulatedWorld`, 10,000 videos) are produced to the interactions topic
-   first. Peer: a raw `AIOKafkaConsumer` reads them all (and, for reference, the same plus pydantic
-   validation of each message). Then a fresh worker processes them all; its rate is read from the
-   `recstream_messages_processed_total{agent=...}` counters of GET /metrics polled every 0.25 s, from
-   the first poll that sees work done (start-up excluded) to the (interpolated) moment the counter
-   reaches the total: the history agent (first stage) and the end of the pipeline (engagement has
-   every event, covisit has every pair message the history agent emitted).
-2. http: GET /recommendations/{random user with a history} on the state that ingest built, with wrk
-   (a Lua script picks the user) or an async Python client; peer: a bare aiohttp handler, same load
-   generator, same concurrency, same duration (plus recstream's recommend() under bare aiohttp).
-3. freshness: one view at a time of a video in the user's current list, sent with aiokafka; the time
-   until that user's /recommendations no longer shows the video and shows one "because you watched"
-   it. Peer: the same event's Kafka delivery (produce -> a raw consumer receives it).
+1. ingest: the catalog through a first worker; the workload produced once (`workload.produce`) and
+   generated again here to compute the reference state (`recstream.reference.compute`, not timed).
+   A fresh worker processes the backlog; its counters (`recstream_messages_processed_total`) are
+   polled: history and engagement reach N, covisit (pairs, total not known in advance) stops moving.
+   The run counts only if Redis then equals the reference (`reference.compare_redis` is empty).
+   Peers on the same topic: `quix_peer.py` (the same work in quixstreams, its per-video counts
+   checked against `workload.reference_counts` and recstream's video:stats) and a raw AIOKafkaConsumer.
+2. http: GET /recommendations/{random user with a history} on the state ingest built, with wrk or an
+   async Python client; peer: a bare aiohttp handler (plus recommend() under bare aiohttp).
+3. freshness: while a separate process produces workload events at 5,000/s, one view at a time of a
+   video in a user's current list; the time until that user's list no longer shows it and shows one
+   "because you watched" it. Peer: the same event's Kafka delivery to a plain consumer.
+4. burst: POST /events from concurrent clients (batches of 500) for 10 s: accepted events/s, then the
+   catch-up; then 60,000 events POSTed at 3,000/s while a probe user's view of a new video every 0.5 s
+   is timed until `hist:{probe}` in Redis holds it; then the catch-up after the burst.
+5. replay: the workload as a KuaiRand CSV through `recstream replay --as-fast-as-possible` into a fresh
+   cluster: time from the replay's start to fully materialised state (then checked like ingest).
 
 Bounded: every loop stops after its count or its deadline, whichever comes first.
 """
@@ -26,10 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
+import multiprocessing
 import os
+import queue
 import random
 import re
 import shutil
@@ -39,40 +47,58 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from recstream import reference, scoring
 from recstream.devcluster import Cluster, free_port
+from recstream.kafka_out import partition_for
+from recstream.recommend import CANDIDATES_PER_SOURCE
 from recstream.records import Interaction, encode, now_ms
 from recstream.settings import Settings, get_settings
-from recstream.simulator import SimulatedWorld, WorldConfig
+from recstream.stores import VIDEO_STATS_KEY, history_key
+from recstream.streamstate import (
+    StreamParams,
+    apply_pair,
+    apply_to_history,
+    is_applied,
+    new_history,
+    new_neighbours,
+)
 from recstream.topics import topic_names
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+import workload  # noqa: E402  (benchmarks/workload.py: the pinned workload)
+
 METRIC = re.compile(r'^recstream_messages_processed_total\{agent="(\w+)"\} ([0-9.e+-]+)$', re.M)
 DEAD = re.compile(r"^recstream_dead_letters_total\{[^}]*\} ([0-9.e+-]+)$", re.M)
 
 
 @dataclass
 class BenchConfig:
-    events: int = 100_000
-    """Events produced and ingested (and the state the http and freshness stages run on)."""
-    users: int = 4_000
-    videos: int = 10_000
+    events: int = 1_000_000
+    """Events of the pinned workload produced and ingested (the state the later stages run on)."""
+    users: int = 100_000
+    videos: int = 20_000
+    zipf: float = 1.1
     seed: int = 42
     catalog_age_days: float = 30.0
     """Videos were published uniformly over this many days before now."""
-    live_rate: float = 25_000.0
-    """Event timestamps advance as if the log had been written live at this rate (ending now)."""
     metrics_poll_s: float = 0.25
     worker_log_level: str = "info"
     """The production default. (At "warn", Faust's start-up spinner leaves the root logger at DEBUG.)"""
+    quix: bool = True
+    """Run the quixstreams peer (benchmarks/quix_peer.py) over the same topic."""
     http_duration_s: int = 10
     http_warmup_s: int = 2
     http_concurrency: int = 16
@@ -81,16 +107,30 @@ class BenchConfig:
     freshness_samples: int = 300
     freshness_timeout_s: float = 3.0
     freshness_poll_s: float = 0.005
+    freshness_background_rate: float = 5_000.0
+    """Workload events/s a separate process produces to the interactions topic during the samples."""
+    burst_seconds: float = 10.0
+    burst_batch: int = 500
+    burst_concurrency: int = 8
+    burst_pregenerate_rate: float = 30_000.0
+    """Distinct events generated for the POST burst: burst_seconds x this (reused beyond, and counted)."""
+    paced_events: int = 60_000
+    paced_rate: float = 3_000.0
+    paced_batch: int = 300
+    probe_interval_s: float = 0.5
+    replay_events: int = 1_000_000
     stage_timeout_s: float = 900.0
-    """Bound of the HTTP and freshness stages and of each raw consumer pass."""
+    """Bound of the HTTP, freshness and burst stages and of each raw consumer pass."""
     ingest_timeout_s: float = 3600.0
-    """Bound of the worker's ingest (the slowest stage by far)."""
+    """Bound of the worker's ingest and of the replay."""
+    quix_timeout_s: float = 3600.0
+    """Bound of the quixstreams peer; past it, it is stopped and its rate reported as an upper bound."""
     stall_s: float = 60.0
     """Ingest fails when no counter moved for this long."""
     profile: bool = False
     py_spy: str | None = None
     keep: bool = False
-    stages: tuple[str, ...] = ("http", "freshness")
+    stages: tuple[str, ...] = ("http", "freshness", "burst", "replay")
     """Stages after ingest (which always runs: it builds the state the others use)."""
 
 
@@ -185,8 +225,16 @@ class BenchEnv:
         self.root = Path(tempfile.mkdtemp(prefix="recstream-bench-"))
         self.redis = PrivateRedis(self.root / "redis")
         self.cluster: Cluster | None = None
-        self.world = SimulatedWorld(WorldConfig(users=cfg.users, videos=cfg.videos, seed=cfg.seed))
+        self.extra_clusters: list[Cluster] = []
+        self.wcfg = workload.WorkloadConfig(
+            events=cfg.events, users=cfg.users, videos=cfg.videos, zipf=cfg.zipf, seed=cfg.seed
+        )
+        self.world = workload.world(self.wcfg)
         self.users_with_history: list[str] = []
+        self.reference: reference.Reference | None = None
+        self.reference_counts: dict[str, dict[str, float]] = {}
+        self.expected_pairs: tuple[int, int] = (0, 0)
+        self.counted: dict[str, int] = {}
         self.port = free_port()
         self.profiles: dict[str, Any] = {}
 
@@ -194,6 +242,7 @@ class BenchEnv:
         self.redis.start()
         base = get_settings().model_copy(update={"redis_url": self.redis.url})
         self.cluster = Cluster(base, self.root / "data", redis_db=0, log_level=self.cfg.worker_log_level)
+        _faust_dirs(self.cluster)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -205,6 +254,10 @@ class BenchEnv:
         return self.cluster.settings
 
     @property
+    def params(self) -> StreamParams:
+        return StreamParams.from_settings(self.settings)
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
@@ -214,22 +267,29 @@ class BenchEnv:
         return live[-1].proc.pid if live else None
 
     def close(self) -> None:
-        if self.cluster is not None:
-            self.cluster.stop()
+        for cluster in [c for c in (self.cluster, *self.extra_clusters) if c is not None]:
+            cluster.stop()
             if not self.cfg.keep:
                 with contextlib.suppress(Exception):
-                    asyncio.run(_delete_topics(self.settings))
+                    asyncio.run(_delete_topics(cluster.settings))
                 with contextlib.suppress(Exception):
                     import pymongo
 
-                    client = pymongo.MongoClient(self.settings.mongo_url, serverSelectionTimeoutMS=3000)
-                    client.drop_database(self.settings.mongo_db)
+                    client = pymongo.MongoClient(cluster.settings.mongo_url, serverSelectionTimeoutMS=3000)
+                    client.drop_database(cluster.settings.mongo_db)
                     client.close()
         self.redis.stop()
         if self.cfg.keep:
             say(f"kept {self.root} and the topics {self.settings.topic_prefix}.*")
         else:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _faust_dirs(cluster: Cluster) -> None:
+    """Create the workers' Faust data directory's parents (`{data_dir}/faust/{app_id}`): the worker
+    creates only `{data_dir}/faust` and Faust then fails its own mkdir of `.../{app_id}/worker-{port}`
+    on a fresh data dir (recstream/app.py)."""
+    (cluster.settings.data_dir / "faust" / cluster.settings.app_id).mkdir(parents=True, exist_ok=True)
 
 
 async def _delete_topics(settings: Settings) -> None:
@@ -411,44 +471,150 @@ def summarise_profile(raw: str, top: int = 25) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------
+# Exactness of the neighbour lists, in the order the pipeline applied the pairs
+# --------------------------------------------------------------------------------------------------
+# `scoring.add_pair` prunes a source's map to its best `top_k` when it reaches 2 x top_k entries, so a
+# popular source's list depends on the ORDER of its pairs. The live covisit partition interleaves
+# pairs from several interactions partitions in whatever order the history agent's batches took them;
+# `reference.compute` applies them partition by partition. So the strict `compare_redis` can differ on
+# such lists without anything being lost or doubled. The check below splits the question in two, each
+# exact: (1) the multiset of pair entries in the covisit topic is exactly the one the events imply
+# (order-free hash + count); (2) the neighbour state rebuilt by applying the topic's entries in their
+# log order (with the agent's de-duplication) equals Redis's lists.
+MASK = (1 << 64) - 1
+
+
+def _pair_digest(located: Iterable[tuple[int, int, Interaction]], params: StreamParams) -> tuple[int, int]:
+    """(count, order-free hash) of the co-visitation entries the events imply, as the history agent
+    forwards them: [src, dst, weight, ts, partition, offset]."""
+    histories: dict[str, dict[str, Any]] = {}
+    count = digest = 0
+    for p, o, e in located:
+        state = histories.get(e.user_id) or histories.setdefault(e.user_id, new_history())
+        weight = scoring.engagement_weight(e, params.engagement)
+        for src, dst, w in apply_to_history(state, e.video_id, e.ts, weight, o, params):
+            count += 1
+            digest = (digest + hash((src, dst, w, e.ts, p, o))) & MASK
+    return count, digest
+
+
+async def _covisit_log_state(settings: Settings, params: StreamParams, timeout: float) -> dict[str, Any]:
+    """The covisit topic read in log order: its entries' (count, hash), and the neighbour state built by
+    applying them as the covisit agent does (skipping what a source has already applied)."""
+    topic = topic_names(settings).covisit
+    parts = [TopicPartition(topic, c) for c in range(settings.covisit_partitions)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    states: dict[str, dict[str, Any]] = {}
+    count = digest = 0
+    try:
+        ends = await consumer.end_offsets(parts)
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        pos = {tp: 0 for tp in parts}
+        deadline = time.monotonic() + timeout
+        while any(pos[tp] < ends[tp] for tp in parts) and time.monotonic() < deadline:
+            for tp, msgs in (await consumer.getmany(timeout_ms=500, max_records=2000)).items():
+                for m in msgs:  # each partition's messages in offset order
+                    pos[tp] = m.offset + 1
+                    for src, dst, w, ts, p, offset in orjson.loads(m.value):
+                        count += 1
+                        digest = (digest + hash((src, dst, w, ts, p, offset))) & MASK
+                        state = states.get(src) or states.setdefault(src, new_neighbours())
+                        if not is_applied(state["a"], p, offset):
+                            apply_pair(state, dst, w, ts, p, offset, params)
+        complete = all(pos[tp] >= ends[tp] for tp in parts)
+    finally:
+        await consumer.stop()
+    return {"count": count, "digest": digest, "states": states, "complete": complete}
+
+
+def _neighbours_in_log_order(settings: Settings, params: StreamParams, expected: tuple[int, int],
+                             timeout: float) -> dict[str, Any]:
+    log = asyncio.run(_covisit_log_state(settings, params, timeout))
+    client = redis.Redis.from_url(settings.redis_url)
+    diffs: list[str] = []
+    try:
+        sources = sorted(log["states"])
+        stored = client.mget([f"nbrs:{s}" for s in sources]) if sources else []
+        for src, raw in zip(sources, stored, strict=True):
+            want = dict(scoring.normalised_top(log["states"][src]["n"], CANDIDATES_PER_SOURCE))
+            got = dict(orjson.loads(raw)) if raw else {}
+            if got.keys() != want.keys() or not all(
+                math.isclose(got[k], want[k], rel_tol=1e-9, abs_tol=1e-12) for k in want
+            ):
+                diffs.append(f"neighbours of {src} (log order): {str(got)[:150]} != {str(want)[:150]}")
+    finally:
+        client.close()
+    same_pairs = (log["count"], log["digest"]) == expected
+    return {
+        "pairs_in_topic": log["count"],
+        "pairs_implied_by_events": expected[0],
+        "pair_multiset_equal": same_pairs,
+        "topic_read_completely": log["complete"],
+        "sources": len(log["states"]),
+        "lists_differing_from_log_order": len(diffs),
+        "diffs": diffs[:5],
+        "exact": same_pairs and log["complete"] and not diffs,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
 # 1. ingest
 # --------------------------------------------------------------------------------------------------
-async def _produce_catalog(env: BenchEnv) -> None:
+async def _produce_catalog(env: BenchEnv, settings: Settings | None = None) -> None:
     from recstream.replay import Publisher
 
     # Published over the last `catalog_age_days` (uniformly, seeded), so "fresh" (< 24 h) is a small
     # share of the catalog as on a real platform, not all of it.
     rng = random.Random(env.cfg.seed)
     now, span = now_ms(), int(env.cfg.catalog_age_days * 86_400_000)
-    async with Publisher(env.settings) as publisher:
+    async with Publisher(settings or env.settings) as publisher:
         for video in env.world.catalog(created_at=now):
             await publisher.video(video.model_copy(update={"created_at": now - rng.randrange(span)}))
 
 
-async def _produce_events(env: BenchEnv) -> dict[str, Any]:
-    from recstream.replay import Publisher
+async def _end_offsets(settings: Settings, topic: str, partitions: int) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+        return {tp.partition: off for tp, off in ends.items()}
+    finally:
+        await consumer.stop()
 
-    n = env.cfg.events
-    step_ms = 1000 / env.cfg.live_rate  # one watched video per tick (a view may bring a like etc.)
-    start = now_ms() - n * step_ms
-    ticks = itertools.count()
-    users: set[str] = set()
-    types: Counter[str] = Counter()
-    t0 = time.perf_counter()
-    async with Publisher(env.settings) as publisher:
-        for event in itertools.islice(env.world.events(clock=lambda: int(start + next(ticks) * step_ms)), n):
-            await publisher.event(event)
-            users.add(event.user_id)
-            types[event.type] += 1
-    elapsed = time.perf_counter() - t0
-    env.users_with_history = sorted(users)
-    return {
-        "events": n,
-        "users": len(users),
-        "by_type": dict(types),
-        "seconds": r(elapsed, 2),
-        "events_per_s": r(n / elapsed, 0),
-    }
+
+def _expected_state(env: BenchEnv, end_ms: int) -> dict[str, Any]:
+    """The pinned workload generated again (the same events: it depends on the seed and end_ms only),
+    each with the partition and offset it got on the fresh topic; from it the reference state
+    (`recstream.reference.compute`) and the per-video lifetime counts (`workload.reference_counts`)."""
+    s = env.settings
+    parts = s.interactions_partitions
+    partition_of: dict[str, int] = {}
+    offsets: dict[int, int] = {}
+    events = list(workload.generate(env.wcfg, end_ms))
+
+    def located() -> Iterator[tuple[int, int, Interaction]]:
+        for e in events:
+            p = partition_of.get(e.user_id)
+            if p is None:
+                p = partition_of[e.user_id] = partition_for(e.user_id.encode(), parts)
+            o = offsets.get(p, 0)
+            offsets[p] = o + 1
+            yield p, o, e
+
+    triples = list(located())
+    env.reference = reference.compute(triples, env.params)
+    env.expected_pairs = _pair_digest(triples, env.params)
+    del triples
+    env.reference_counts = workload.reference_counts(events)
+    topic = topic_names(s).interactions
+    ends = asyncio.run(_end_offsets(s, topic, parts))
+    if ends != {p: offsets.get(p, 0) for p in range(parts)}:
+        raise RuntimeError(f"{topic} holds {ends}, the regenerated workload {offsets}: not the same events")
+    env.users_with_history = sorted(u for u, h in env.reference.histories.items() if h["h"])
+    types = Counter(e.type for e in events)
+    return {"users": len(partition_of), "videos": len(env.reference.videos), "by_type": dict(types)}
 
 
 async def _raw_consume(settings: Settings, n: int, validate: bool, timeout: float) -> dict[str, Any]:
@@ -499,84 +665,156 @@ def _crossing(series: list[tuple[float, float]], target: float) -> float | None:
     return None
 
 
-async def _covisit_total(consumer: AIOKafkaConsumer, topic: str, partitions: int) -> int:
-    offsets = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
-    return sum(offsets.values())
+AGENTS = ("history", "engagement", "covisit")
 
 
-async def _watch_ingest(env: BenchEnv, timeout: float) -> dict[str, Any]:
-    """Poll the worker's counters until every stage has every message; rates from the series."""
-    n, s = env.cfg.events, env.settings
-    covisit_topic = topic_names(s).covisit
-    offsets = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap)
-    await offsets.start()
+async def _counters(url: str) -> dict[str, float]:
+    async with aiohttp.ClientSession() as http:
+        return (await _metrics(http, url))[1]
+
+
+async def _watch_counters(
+    cfg: BenchConfig,
+    url: str,
+    target: Callable[[], int | None],
+    timeout: float,
+    base: dict[str, float] | None = None,
+    label: str = "ingest",
+    settle_s: float = 2.0,
+) -> dict[str, Any]:
+    """Poll GET /metrics until the history and engagement counters (minus `base`) reach `target()` and
+    the covisit counter (pairs: how many is not known in advance) has not moved for `settle_s` since.
+    Returns the series and the (interpolated) moments each stage completed; bounded by `timeout` and
+    by `cfg.stall_s` without any counter moving."""
+    base = base or {}
     series: list[tuple[float, dict[str, float]]] = []
-    covisit_total = None
-    history_done_at = None
     deadline = time.monotonic() + timeout
-    next_line = time.monotonic() + 5
+    next_line = time.monotonic() + 15
     last_change, last_counts = time.monotonic(), None
-    try:
-        async with aiohttp.ClientSession() as http:
-            while time.monotonic() < deadline:
-                t, c = await _metrics(http, env.url)
-                series.append((t, c))
-                if c != last_counts:
-                    last_change, last_counts = time.monotonic(), c
-                elif time.monotonic() - last_change > env.cfg.stall_s:
-                    break  # nothing moved for stall_s: stuck (reported below)
-                if c.get("history", 0) >= n:
-                    history_done_at = history_done_at or t
-                    covisit_total = await _covisit_total(offsets, covisit_topic, s.covisit_partitions)
-                    if (
-                        c.get("engagement", 0) >= n
-                        and c.get("covisit", 0) >= covisit_total
-                        and t - history_done_at > 0.5
-                    ):
-                        break
-                if time.monotonic() > next_line:
-                    next_line += 5
-                    say(
-                        f"  ingest: history {c.get('history', 0):,.0f} / engagement "
-                        f"{c.get('engagement', 0):,.0f} / covisit {c.get('covisit', 0):,.0f} of {n:,} events"
-                    )
-                await asyncio.sleep(env.cfg.metrics_poll_s)
-    finally:
-        await offsets.stop()
+    cov_changed_at: float | None = None
+    complete_at: float | None = None
+    n: int | None = None
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            t, raw = await _metrics(http, url)
+            c = {a: raw.get(a, 0.0) - base.get(a, 0.0) for a in AGENTS}
+            c["dead_letters"] = raw.get("dead_letters", 0.0) - base.get("dead_letters", 0.0)
+            if series and c["covisit"] != series[-1][1]["covisit"]:
+                cov_changed_at = t
+            series.append((t, c))
+            n = target()
+            if c != last_counts:
+                last_change, last_counts = time.monotonic(), c
+            elif time.monotonic() - last_change > cfg.stall_s and n is not None:
+                break  # nothing moved for stall_s: stuck (reported below)
+            if n is not None and c["history"] >= n and c["engagement"] >= n:
+                complete_at = complete_at or t
+                if t - max(complete_at, cov_changed_at or 0.0) >= settle_s:
+                    break
+            else:
+                complete_at = None
+            if time.monotonic() > next_line:
+                next_line += 15
+                say(
+                    f"  {label}: history {c['history']:,.0f} / engagement {c['engagement']:,.0f} of "
+                    f"{'?' if n is None else f'{n:,}'} events, covisit {c['covisit']:,.0f} pairs"
+                )
+            await asyncio.sleep(cfg.metrics_poll_s)
     last = series[-1][1] if series else {}
-    if covisit_total is None or last.get("engagement", 0) < n or last.get("covisit", 0) < covisit_total:
+    if n is None or complete_at is None:
         return {
-            "error": f"not done (deadline {timeout:.0f} s, or no progress for {env.cfg.stall_s:.0f} s): "
-            f"{last}, covisit total {covisit_total}"
+            "error": f"{label} not done (deadline {timeout:.0f} s, or no progress for {cfg.stall_s:.0f} s): "
+            f"{last}, target {n}",
+            "series": series,
         }
 
     def col(agent: str) -> list[tuple[float, float]]:
-        return [(t, c.get(agent, 0.0)) for t, c in series]
+        return [(t, c[agent]) for t, c in series]
 
-    hist = col("history")
+    cov_total = last["covisit"]
+    t_hist, t_eng = _crossing(col("history"), n), _crossing(col("engagement"), n)
+    t_cov = _crossing(col("covisit"), cov_total) if cov_total else t_hist
+    assert t_hist is not None and t_eng is not None and t_cov is not None
+    return {
+        "n": n,
+        "series": series,
+        "t_history": t_hist,
+        "t_engagement": t_eng,
+        "t_covisit": t_cov,
+        "t_end": max(t_hist, t_eng, t_cov),
+        "covisit_pairs": int(cov_total),
+        "dead_letters": last.get("dead_letters", 0),
+        "polls": len(series),
+    }
+
+
+def _rates(w: dict[str, Any]) -> dict[str, Any]:
+    """Rates of a pre-produced backlog: from the first poll that sees work done (start-up and that
+    first batch excluded) to the moment each stage completed."""
+    n, series = w["n"], w["series"]
+    hist = [(t, c["history"]) for t, c in series]
     started = next(((t, v) for t, v in hist if v > 0), None)
     assert started is not None
     t_first, n_first = started
-    t_hist = _crossing(hist, n)
-    t_eng = _crossing(col("engagement"), n)
-    t_cov = _crossing(col("covisit"), covisit_total)
-    t_end = max(t_eng, t_cov)
-    t10, t90 = _crossing(hist, 0.1 * n), _crossing(hist, 0.9 * n)
-    if t_hist <= t_first:
+    if w["t_history"] <= t_first:
         return {"error": f"finished before the second poll: use more events than {n}"}
+    t10, t90 = _crossing(hist, 0.1 * n), _crossing(hist, 0.9 * n)
     return {
-        "history_events_per_s": r((n - n_first) / (t_hist - t_first), 0),
-        "pipeline_events_per_s": r((n - n_first) / (t_end - t_first), 0),
-        "history_steady_events_per_s": r(0.8 * n / (t90 - t10), 0) if t90 > t10 else None,
-        "history_seconds": r(t_hist - t_first, 3),
-        "pipeline_seconds": r(t_end - t_first, 3),
-        "engagement_lag_s": r(t_eng - t_hist, 3),
-        "covisit_lag_s": r(t_cov - t_hist, 3),
-        "covisit_messages": covisit_total,
-        "dead_letters": last.get("dead_letters", 0),
-        "polls": len(series),
+        "history_events_per_s": r((n - n_first) / (w["t_history"] - t_first), 0),
+        "pipeline_events_per_s": r((n - n_first) / (w["t_end"] - t_first), 0),
+        "history_steady_events_per_s": r(0.8 * n / (t90 - t10), 0) if t90 and t10 and t90 > t10 else None,
+        "history_seconds": r(w["t_history"] - t_first, 3),
+        "pipeline_seconds": r(w["t_end"] - t_first, 3),
+        "engagement_lag_s": r(w["t_engagement"] - w["t_history"], 3),
+        "covisit_lag_s": r(w["t_covisit"] - w["t_history"], 3),
+        "covisit_pairs": w["covisit_pairs"],
+        "dead_letters": w["dead_letters"],
+        "polls": w["polls"],
         "excluded_first_batch": n_first,
     }
+
+
+def _exactness(settings: Settings, ref: reference.Reference, params: StreamParams,
+               expected_pairs: tuple[int, int], label: str, timeout: float) -> dict[str, Any]:
+    """`reference.compare_redis` (when it differs on more than the neighbour lists: once more 5 s later,
+    late vs. wrong), and the neighbour lists checked in the pipeline's own pair order (see above)."""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        t0 = time.perf_counter()
+        diffs = reference.compare_redis(client, ref, params, limit=0)
+        other = [d for d in diffs if not d.startswith("neighbours of ")]
+        out: dict[str, Any] = {
+            "compare_redis_empty": not diffs,
+            "compare_redis_diffs": len(diffs),
+            "neighbour_lists_unlike_partition_order_reference": len(diffs) - len(other),
+            "neighbour_examples": [d[:300] for d in diffs if d.startswith("neighbours of ")][:3],
+        }
+        if other:
+            time.sleep(5)
+            later = [d for d in reference.compare_redis(client, ref, params, limit=0)
+                     if not d.startswith("neighbours of ")]
+            out.update(diffs=[d[:300] for d in other[:10]], other_diffs_5s_later=len(later),
+                       diffs_5s_later=[d[:300] for d in later[:5]])
+    finally:
+        client.close()
+    out["log_order"] = _neighbours_in_log_order(settings, params, expected_pairs, timeout)
+    out["exact"] = not other and out["log_order"]["exact"]
+    out["check_s"] = r(time.perf_counter() - t0, 1)
+    out["checked"] = (
+        f"{len(ref.histories):,} histories, {len(ref.videos):,} videos, {len(ref.neighbours):,} "
+        f"neighbour lists, {len(ref.counters):,} counter hashes"
+    )
+    lo = out["log_order"]
+    if out["exact"]:
+        say(
+            f"  {label}: Redis is exact ({out['checked']}; {lo['pairs_in_topic']:,} pairs, the multiset the "
+            f"events imply; checked in {out['check_s']} s); compare_redis: {len(diffs)} differences, all "
+            f"neighbour lists of popular sources pruned in another pair order"
+        )
+    else:
+        say(f"  !!! {label}: REDIS IS NOT EXACT: {[d[:200] for d in other[:3]]}; log order: "
+            f"{ {k: v for k, v in lo.items() if k != 'diffs'} } {[d[:200] for d in lo['diffs'][:2]]}")
+    return out
 
 
 async def _messages_per_event(settings: Settings, n: int) -> dict[str, float]:
@@ -600,22 +838,95 @@ async def _messages_per_event(settings: Settings, n: int) -> dict[str, float]:
             total = sum((await consumer.end_offsets(parts)).values()) if parts else 0
             name = d["topic"].removeprefix(settings.topic_prefix + ".").removeprefix(settings.app_id + "-")
             if total and name not in ("interactions", "videos", "catalog-changelog"):
-                out[name] = round(total / n, 3)
+                out[name] = round(total / n, 4)
     finally:
         await consumer.stop()
     out = dict(sorted(out.items(), key=lambda kv: -kv[1]))
-    out["total"] = round(sum(out.values()), 3)
+    out["total"] = round(sum(out.values()), 4)
+    return out
+
+
+def _quix_peer(env: BenchEnv, n: int) -> dict[str, Any]:
+    """benchmarks/quix_peer.py over the same interactions topic, in its own process; its per-video
+    lifetime counts checked against `workload.reference_counts` and recstream's video:stats docs."""
+    s = env.settings
+    counts_file = env.root / "quix-counts.json"
+    cmd = [
+        sys.executable,
+        str(HERE / "quix_peer.py"),
+        "--bootstrap",
+        s.kafka_bootstrap,
+        "--topic",
+        topic_names(s).interactions,
+        "--events",
+        str(n),
+        "--state-dir",
+        str(env.root / "quix-state"),
+        "--counts-out",
+        str(counts_file),
+    ]
+    log = env.root / "quix-peer.log"
+    timeout = env.cfg.quix_timeout_s
+    started = time.perf_counter()
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, cwd=ROOT, start_new_session=True)
+        try:
+            stdout, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # SIGTERM: it stops and deletes its repartition and changelog topics
+            try:
+                stdout, _ = proc.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                stdout, _ = proc.communicate()
+    elapsed = time.perf_counter() - started
+    line = next((ln for ln in stdout.decode().splitlines()[::-1] if ln.startswith("{")), None)
+    if proc.returncode or line is None:
+        tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        progress = next((ln.strip() for ln in tail[::-1] if "pairs" in ln and "videos" in ln), None)
+        return {
+            "error": f"did not finish in {elapsed:,.0f} s (bound {timeout:,.0f} s), exit {proc.returncode}: "
+            + (tail[-1][:300] if tail else ""),
+            "last_progress": progress,
+            "stopped_after_s": r(elapsed, 1),
+            # It had not finished: its rate was below this (start-up included, so a loose bound).
+            "events_per_s_at_most": r(n / elapsed, 0),
+        }
+    out = json.loads(line)
+    quix = json.loads(counts_file.read_text())
+    want = env.reference_counts
+    wrong = [v for v in set(want) | set(quix) if quix.get(v) != want.get(v)]
+    client = redis.Redis.from_url(s.redis_url)
+    try:
+        videos = sorted(quix)
+        docs = dict(zip(videos, client.hmget(VIDEO_STATS_KEY, videos), strict=True))
+    finally:
+        client.close()
+    unlike_recstream = []
+    for v in videos:
+        doc = json.loads(docs[v]) if docs[v] else {}
+        if any(doc.get(k) != val for k, val in scoring.stats_view(quix[v]).items()):
+            unlike_recstream.append(v)
+    out.update(
+        counts_equal_reference=not wrong,
+        counts_equal_recstream=not unlike_recstream,
+        videos_differing_from_reference=len(wrong),
+        videos_differing_from_recstream=len(unlike_recstream),
+        differing_examples=sorted(set(wrong) | set(unlike_recstream))[:5],
+    )
+    out.pop("video_counts_file", None)
     return out
 
 
 def stage_ingest(env: BenchEnv) -> dict[str, Any]:
-    cfg, cluster = env.cfg, env.cluster
+    cfg, cluster, s = env.cfg, env.cluster, env.settings
     assert cluster is not None
-    timeout = cfg.stage_timeout_s
-    say(f"ingest 1/5: catalog of {cfg.videos:,} videos through a first worker (state for later stages)")
+    n = cfg.events
+    topic = topic_names(s).interactions
+    say(f"ingest 1/7: catalog of {cfg.videos:,} videos through a first worker (state for later stages)")
     from recstream.kafka_admin import ensure_topics
 
-    asyncio.run(ensure_topics(env.settings))
+    asyncio.run(ensure_topics(s))
     asyncio.run(_produce_catalog(env))
     cluster.start_worker(env.port)
     if not asyncio.run(_wait_counter(env.url, "catalog", cfg.videos, timeout=120)):
@@ -623,43 +934,75 @@ def stage_ingest(env: BenchEnv) -> dict[str, Any]:
     cluster.stop()  # the next worker is fresh: it starts with the catalog loaded and no event consumed
 
     say(
-        f"ingest 2/5: producing {cfg.events:,} simulated events ({cfg.users:,} users) to "
-        f"{topic_names(env.settings).interactions}"
+        f"ingest 2/7: producing the pinned workload ({n:,} events, {cfg.users:,} users, {cfg.videos:,} "
+        f"videos, zipf {cfg.zipf}) to {topic}"
     )
-    produced = asyncio.run(_produce_events(env))
+    end_ms = now_ms()
+    t0 = time.perf_counter()
+    sent = asyncio.run(workload.produce(env.wcfg, s.kafka_bootstrap, topic, s.interactions_partitions,
+                                        end_ms=end_ms, quiet=True))
+    elapsed = time.perf_counter() - t0
+    produced = {"events": sent, "seconds": r(elapsed, 2), "events_per_s": r(sent / elapsed, 0)}
+    say(f"  produced {sent:,} events in {produced['seconds']} s ({produced['events_per_s']:,.0f}/s)")
+
+    say("ingest 3/7: the reference state, computed from scratch from the same events (not timed)")
+    t0 = time.perf_counter()
+    produced.update(_expected_state(env, end_ms))
+    produced["reference_seconds"] = r(time.perf_counter() - t0, 1)
     say(
-        f"  produced {produced['events']:,} events from {produced['users']:,} users "
-        f"in {produced['seconds']} s"
+        f"  reference: {len(env.reference.histories):,} users, {len(env.reference.videos):,} videos, "
+        f"{len(env.reference.neighbours):,} with neighbours, in {produced['reference_seconds']} s"
     )
 
-    say("ingest 3/5: peer: raw AIOKafkaConsumer reads them all")
-    raw = asyncio.run(_raw_consume(env.settings, cfg.events, validate=False, timeout=timeout))
-    say(f"  raw aiokafka: {raw.get('events_per_s') or raw}")
-    say("ingest 4/5: reference: raw AIOKafkaConsumer + pydantic validation of each message")
-    raw_validate = asyncio.run(_raw_consume(env.settings, cfg.events, validate=True, timeout=timeout))
-    say(f"  raw aiokafka + validate: {raw_validate.get('events_per_s') or raw_validate}")
+    say("ingest 4/7: reference row: a raw AIOKafkaConsumer reads them all (then again with validation)")
+    raw = asyncio.run(_raw_consume(s, n, validate=False, timeout=cfg.stage_timeout_s))
+    raw_validate = asyncio.run(_raw_consume(s, n, validate=True, timeout=cfg.stage_timeout_s))
+    say(
+        f"  raw aiokafka: {raw.get('events_per_s') or raw}/s; with pydantic validation "
+        f"{raw_validate.get('events_per_s') or raw_validate}/s"
+    )
 
-    say("ingest 5/5: a fresh worker processes them all (rate from its /metrics counters)")
+    say("ingest 5/7: a fresh recstream worker processes them all (rate from its /metrics counters)")
     started = time.perf_counter()
     cluster.start_worker(env.port)
     startup = time.perf_counter() - started
     with Profiler(env, "ingest"):
-        worker = asyncio.run(_watch_ingest(env, cfg.ingest_timeout_s))
-    say(
-        f"  worker: history {worker.get('history_events_per_s')} events/s, end of pipeline "
-        f"{worker.get('pipeline_events_per_s')} events/s"
-        if "error" not in worker
-        else f"  worker: {worker}"
-    )
-    written = asyncio.run(_messages_per_event(env.settings, cfg.events))
+        watched = asyncio.run(_watch_counters(cfg, env.url, lambda: n, cfg.ingest_timeout_s))
+    if "error" in watched:
+        worker: dict[str, Any] = {"error": watched["error"]}
+        say(f"  worker: {worker}")
+    else:
+        worker = _rates(watched)
+        say(
+            f"  worker: end of pipeline {worker.get('pipeline_events_per_s')} events/s, history "
+            f"{worker.get('history_events_per_s')} events/s, {worker.get('covisit_pairs'):,} co-visitation pairs"
+        )
+    env.counted = {"history": n, "engagement": n}
+    say("ingest 6/7: exactness: Redis against the reference; Kafka messages written per event")
+    exact = _exactness(s, env.reference, env.params, env.expected_pairs, "ingest", cfg.stage_timeout_s)
+    time.sleep(s.state_flush_interval_s + 1.0)  # the last dirty keys reach their changelogs
+    written = asyncio.run(_messages_per_event(s, n))
     say(f"  Kafka messages written per event: {written}")
+
+    quix: dict[str, Any] = {"skipped": True}
+    if cfg.quix:
+        say("ingest 7/7: peer: the same work in quixstreams (benchmarks/quix_peer.py), same topic")
+        quix = _quix_peer(env, n)
+        say(
+            f"  quixstreams: {quix.get('events_per_s')} events/s; counts equal the reference: "
+            f"{quix.get('counts_equal_reference')}, equal recstream's: {quix.get('counts_equal_recstream')}"
+            if "error" not in quix
+            else f"  quixstreams: {quix['error'][-500:]}"
+        )
     return {
         "produced": produced,
         "raw_aiokafka": raw,
         "raw_aiokafka_validate": raw_validate,
         "worker": worker,
+        "exactness": exact,
         "worker_startup_s": r(startup, 2),
         "kafka_messages_per_event": written,
+        "quixstreams": quix,
     }
 
 
@@ -931,6 +1274,7 @@ async def _freshness(env: BenchEnv) -> dict[str, Any]:
     listener = asyncio.create_task(listen())
     samples: list[dict[str, float | None]] = []
     skipped = 0
+    aborted = False
     misses: list[dict[str, Any]] = []
     deadline = time.monotonic() + cfg.stage_timeout_s
     try:
@@ -949,6 +1293,9 @@ async def _freshness(env: BenchEnv) -> dict[str, Any]:
                 if len(samples) >= cfg.freshness_samples or time.monotonic() > deadline:
                     break
                 if skipped > 10 * cfg.freshness_samples:
+                    break
+                if len(samples) >= 20 and all(x["gone_ms"] is None for x in samples[-20:]):
+                    aborted = True  # 20 in a row without any effect: the pipeline is behind, stop waiting
                     break
                 before = await recs(user)
                 seen = seen_store.smembers(f"seen:{user}")
@@ -1039,6 +1386,7 @@ async def _freshness(env: BenchEnv) -> dict[str, Any]:
         "no_neighbour_in_top_k": sum(1 for x in samples if x["effect_ms"] is None),
         "misses": misses,
         "skipped_users": skipped,
+        "aborted_20_in_a_row_without_effect": aborted,
         "effect": stats("effect_ms"),
         "seen_video_gone": stats("gone_ms"),
         "kafka_delivery": stats("kafka_delivery_ms"),
@@ -1048,14 +1396,474 @@ async def _freshness(env: BenchEnv) -> dict[str, Any]:
 
 
 def stage_freshness(env: BenchEnv) -> dict[str, Any]:
-    say(f"freshness: {env.cfg.freshness_samples} events, one at a time, until each shows in that user's list")
-    out = asyncio.run(_freshness(env))
+    rate = env.cfg.freshness_background_rate
+    say(
+        f"freshness: {env.cfg.freshness_samples} events, one at a time, until each shows in that user's list, "
+        f"while a separate process produces workload events at {rate:,.0f}/s"
+    )
+    before, t0 = asyncio.run(_counters(env.url)), time.perf_counter()
+    with BackgroundLoad(env, rate) as load:
+        time.sleep(2.0 if rate else 0.0)  # the pipeline is at the background rate before the first sample
+        out = asyncio.run(_freshness(env))
+    after, elapsed = asyncio.run(_counters(env.url)), time.perf_counter() - t0
+    # What the worker kept up with meanwhile: below the background rate, a backlog (and lag) grows.
+    worker_rate = (after.get("history", 0) - before.get("history", 0)) / elapsed
+    out["background"] = {"target_events_per_s": rate, **load.result,
+                         "worker_history_events_per_s": r(worker_rate, 0),
+                         "backlog_at_end": int(load.result.get("events", 0) + out["samples"]
+                                               - (after.get("history", 0) - before.get("history", 0)))}
+    if rate and "error" in load.result:
+        say(f"  !!! background producer: {load.result['error']}")
     e = out["effect"]
     say(
         f"  freshness: p50 {e['p50_ms']} ms, p99 {e['p99_ms']} ms over {e['n']} of {out['samples']} samples "
         f"(no neighbour in the top {env.cfg.http_k}: {out['no_neighbour_in_top_k']}, video not gone: "
-        f"{out['not_gone']}); Kafka delivery p50 {out['kafka_delivery']['p50_ms']} ms"
+        f"{out['not_gone']}); Kafka delivery p50 {out['kafka_delivery']['p50_ms']} ms; background "
+        f"{out['background'].get('events_per_s')} events/s achieved, the worker's history agent did "
+        f"{out['background']['worker_history_events_per_s']}/s (backlog at the end "
+        f"{out['background']['backlog_at_end']:,})"
     )
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Background load (freshness under load): workload events at a fixed rate, from a child process
+# --------------------------------------------------------------------------------------------------
+async def _paced_produce(wcfg: workload.WorkloadConfig, bootstrap: str, topic: str, partitions: int,
+                         rate: float, max_s: float, stop: Any) -> dict[str, Any]:
+    """Workload events (stamped now) at `rate` events/s, keyed and partitioned like the workload, sent
+    as one batch per partition every 20 ms, until `stop` is set or `max_s` passed."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    events = workload.world(wcfg).events(clock=now_ms)
+    partition_of: dict[str, int] = {}
+    futures: list[asyncio.Future] = []
+    sent = 0
+    t0 = time.perf_counter()
+    try:
+        while not stop.is_set() and time.perf_counter() - t0 < max_s:
+            due = int((time.perf_counter() - t0) * rate)
+            batches: dict[int, Any] = {}
+            while sent < due:
+                e = next(events)
+                p = partition_of.get(e.user_id)
+                if p is None:
+                    p = partition_of[e.user_id] = partition_for(e.user_id.encode(), partitions)
+                batch = batches.get(p) or batches.setdefault(p, producer.create_batch())
+                if batch.append(key=e.user_id.encode(), value=encode(e), timestamp=None) is None:
+                    futures.append(await producer.send_batch(batch, topic, partition=p))
+                    batches[p] = batch = producer.create_batch()
+                    batch.append(key=e.user_id.encode(), value=encode(e), timestamp=None)
+                sent += 1
+            for p, batch in batches.items():
+                futures.append(await producer.send_batch(batch, topic, partition=p))
+            if len(futures) > 2000:
+                await asyncio.gather(*futures)
+                futures.clear()
+            await asyncio.sleep(0.02)
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    elapsed = time.perf_counter() - t0
+    return {"events": sent, "seconds": r(elapsed, 2), "events_per_s": r(sent / elapsed, 0)}
+
+
+def _paced_child(wcfg: workload.WorkloadConfig, bootstrap: str, topic: str, partitions: int, rate: float,
+                 max_s: float, stop: Any, out: Any) -> None:
+    try:
+        out.put(asyncio.run(_paced_produce(wcfg, bootstrap, topic, partitions, rate, max_s, stop)))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        out.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+class BackgroundLoad:
+    """`with BackgroundLoad(env, rate):` workload events to the interactions topic at `rate`/s meanwhile
+    (a separate process, so the sampling client's loop is not slowed by it). `.result` afterwards."""
+
+    def __init__(self, env: BenchEnv, rate: float, seed_offset: int = 1000) -> None:
+        self.env, self.rate = env, rate
+        self.wcfg = dataclasses.replace(env.wcfg, seed=env.wcfg.seed + seed_offset)
+        ctx = multiprocessing.get_context("fork")
+        self.stop, self.out = ctx.Event(), ctx.Queue()
+        self.proc = ctx.Process(
+            target=_paced_child,
+            args=(self.wcfg, env.settings.kafka_bootstrap, topic_names(env.settings).interactions,
+                  env.settings.interactions_partitions, rate, env.cfg.stage_timeout_s, self.stop, self.out),
+            daemon=True,
+        )
+        self.result: dict[str, Any] = {}
+
+    def __enter__(self) -> BackgroundLoad:
+        if self.rate > 0:
+            self.proc.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.rate <= 0:
+            return
+        self.stop.set()
+        try:
+            self.result = self.out.get(timeout=60)
+        except queue.Empty:
+            self.result = {"error": "the background producer reported nothing"}
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+async def _settle(url: str, quiet_s: float = 2.0, timeout: float = 180.0) -> dict[str, float]:
+    """Wait until no agent counter moves for `quiet_s` (the worker has caught up); the counters."""
+    deadline = time.monotonic() + timeout
+    last, since = None, time.monotonic()
+    next_line = time.monotonic() + 10
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            _, c = await _metrics(http, url)
+            key = tuple(c.get(a, 0.0) for a in AGENTS)
+            if key != last:
+                last, since = key, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                return c
+            if time.monotonic() > next_line:
+                next_line += 10
+                say(f"  waiting for the worker to finish its backlog: history {c.get('history', 0):,.0f}")
+            await asyncio.sleep(0.25)
+    raise RuntimeError(f"the worker did not settle within {timeout:.0f} s: {last}")
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. burst: POST /events throughput, then 60,000 events at 3,000/s with a probe user
+# --------------------------------------------------------------------------------------------------
+def _bodies(env: BenchEnv, events: int, batch: int, seed_offset: int) -> list[bytes]:
+    """POST /events bodies of `batch` workload events each (another seed: new sessions), stamped now."""
+    world = workload.world(dataclasses.replace(env.wcfg, seed=env.wcfg.seed + seed_offset))
+    stream = itertools.islice(world.events(clock=now_ms), events)
+    out = []
+    while chunk := list(itertools.islice(stream, batch)):
+        out.append(b'{"events":[' + b",".join(encode(e) for e in chunk) + b"]}")
+    return out
+
+
+async def _post_throughput(url: str, bodies: list[bytes], seconds: float, concurrency: int) -> dict[str, Any]:
+    """`concurrency` clients POSTing the bodies back to back for `seconds` (closed loop)."""
+    accepted, errors, requests, reused = 0, 0, 0, 0
+    latencies: list[float] = []
+    nxt = itertools.count()
+    deadline = time.perf_counter() + seconds
+
+    async def client(http: aiohttp.ClientSession) -> None:
+        nonlocal accepted, errors, requests, reused
+        while time.perf_counter() < deadline:
+            i = next(nxt)
+            reused += i >= len(bodies)
+            t0 = time.perf_counter()
+            try:
+                async with http.post(url + "/events", data=bodies[i % len(bodies)],
+                                     headers={"Content-Type": "application/json"}) as resp:
+                    body = await resp.read()
+                    if resp.status == 202:
+                        accepted += json.loads(body)["accepted"]
+                    else:
+                        errors += 1
+            except aiohttp.ClientError:
+                errors += 1
+            requests += 1
+            latencies.append((time.perf_counter() - t0) * 1000)
+
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency), timeout=timeout) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+        ended = time.perf_counter()
+    return {
+        "accepted": accepted,
+        "requests": requests,
+        "errors": errors,
+        "bodies_reused": reused,
+        "seconds": r(ended - started, 2),
+        "events_per_s": r(accepted / (ended - started), 0),
+        "request_p50_ms": r(pct(latencies, 50)),
+        "request_p99_ms": r(pct(latencies, 99)),
+        "ended_at": ended,
+    }
+
+
+async def _paced_with_probe(env: BenchEnv, bodies: list[bytes], batch: int) -> dict[str, Any]:
+    """POST the bodies open-loop at cfg.paced_rate events/s; every cfg.probe_interval_s, one view of a
+    new video by a probe user, timed from its POST until `hist:{probe}` in Redis holds it."""
+    import redis.asyncio as aredis
+
+    cfg = env.cfg
+    interval = batch / cfg.paced_rate
+    probe = f"probe-{random.Random().getrandbits(32):08x}"
+    n_probes = int(len(bodies) * interval / cfg.probe_interval_s) + 1
+    rng = random.Random(cfg.seed + 7)
+    videos = rng.sample(range(cfg.videos), min(cfg.videos, n_probes, env.settings.history_length - 1))
+    pending: dict[str, float] = {}
+    latencies: list[float] = []
+    accepted, errors, probes_sent = 0, 0, 0
+    store = aredis.Redis.from_url(env.settings.redis_url)
+    key = history_key(probe)
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        while not (done.is_set() and not pending):
+            if pending:
+                raw = await store.get(key)
+                now = time.perf_counter()
+                have = {e[0] for e in json.loads(raw)} if raw else set()
+                for v in [v for v in pending if v in have]:
+                    latencies.append((now - pending.pop(v)) * 1000)
+            await asyncio.sleep(0.01)
+
+    async def post(http: aiohttp.ClientSession, body: bytes) -> None:
+        nonlocal accepted, errors
+        try:
+            async with http.post(env.url + "/events", data=body,
+                                 headers={"Content-Type": "application/json"}) as resp:
+                data = await resp.read()
+                if resp.status == 202:
+                    accepted += json.loads(data)["accepted"]
+                else:
+                    errors += 1
+        except aiohttp.ClientError:
+            errors += 1
+
+    async def send_probe(http: aiohttp.ClientSession, index: int) -> None:
+        nonlocal probes_sent
+        v = videos[index]
+        video = env.world.video_id(v)
+        duration = int(env.world.duration_ms[v])
+        body = encode(Interaction(type="view", user_id=probe, video_id=video, ts=now_ms(),
+                                  watch_time_ms=duration, duration_ms=duration))
+        pending[video] = time.perf_counter()
+        probes_sent += 1
+        await post(http, body)
+
+    tasks: list[asyncio.Task] = []
+    watcher = asyncio.create_task(watch())
+    timeout = aiohttp.ClientTimeout(total=60)
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64), timeout=timeout) as http:
+            t0 = time.perf_counter()
+            next_probe = t0 + cfg.probe_interval_s / 2
+            probe_index = 0
+            for i, body in enumerate(bodies):
+                while True:
+                    now = time.perf_counter()
+                    if probe_index < len(videos) and now >= next_probe:
+                        tasks.append(asyncio.create_task(send_probe(http, probe_index)))
+                        probe_index += 1
+                        next_probe += cfg.probe_interval_s
+                    wait = t0 + i * interval - now
+                    if wait <= 0:
+                        break
+                    until_probe = next_probe - now if probe_index < len(videos) else wait
+                    await asyncio.sleep(max(0.001, min(wait, until_probe)))
+                tasks.append(asyncio.create_task(post(http, body)))
+            await asyncio.gather(*tasks)
+            ended = time.perf_counter()
+        done.set()
+        await asyncio.wait_for(watcher, timeout=15)
+    except TimeoutError:
+        pass
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await watcher
+        await store.aclose()
+    return {
+        "accepted": accepted,
+        "errors": errors,
+        "seconds": r(ended - t0, 2),
+        "events_per_s": r(accepted / (ended - t0), 0),
+        "probe_user": probe,
+        "probes": probes_sent,
+        "probes_seen": len(latencies),
+        "probes_not_seen_within_15s": len(pending),
+        "probe_p50_ms": r(pct(latencies, 50)),
+        "probe_p99_ms": r(pct(latencies, 99)),
+        "probe_max_ms": r(max(latencies, default=None)),
+        "ended_at": ended,
+    }
+
+
+def stage_burst(env: BenchEnv) -> dict[str, Any]:
+    cfg = env.cfg
+    out: dict[str, Any] = {}
+    cap = int(cfg.burst_seconds * cfg.burst_pregenerate_rate)
+    say(
+        f"burst 1/2: POST /events, {cfg.burst_concurrency} concurrent clients, batches of {cfg.burst_batch}, "
+        f"{cfg.burst_seconds:g} s (pre-generating {cap:,} workload events first)"
+    )
+    bodies = _bodies(env, cap, cfg.burst_batch, seed_offset=2000)
+    base = asyncio.run(_settle(env.url, timeout=cfg.stage_timeout_s))  # any earlier backlog done first
+    post = asyncio.run(_post_throughput(env.url, bodies, cfg.burst_seconds, cfg.burst_concurrency))
+    ended = post.pop("ended_at")
+    say(
+        f"  accepted {post['accepted']:,} events in {post['seconds']} s: {post['events_per_s']:,.0f} events/s "
+        f"(errors {post['errors']}, request p99 {post['request_p99_ms']} ms); the pipeline catches up"
+    )
+    caught = asyncio.run(
+        _watch_counters(cfg, env.url, lambda: post["accepted"], cfg.stage_timeout_s, base, "burst catch-up")
+    )
+    post["caught_up_s_after_burst"] = None if "error" in caught else r(caught["t_end"] - ended, 2)
+    if "error" in caught:
+        post["catch_up_error"] = caught["error"]
+    out["post_throughput"] = post
+    say(f"  the pipeline had them all {post['caught_up_s_after_burst']} s after the burst's end")
+    del bodies
+
+    n = cfg.paced_events
+    say(
+        f"burst 2/2: {n:,} events POSTed at {cfg.paced_rate:,.0f}/s (batches of {cfg.paced_batch}) with a "
+        f"probe user's view every {cfg.probe_interval_s:g} s"
+    )
+    bodies = _bodies(env, n, cfg.paced_batch, seed_offset=3000)
+    base = asyncio.run(_settle(env.url, timeout=cfg.stage_timeout_s))
+    paced = asyncio.run(_paced_with_probe(env, bodies, cfg.paced_batch))
+    ended = paced.pop("ended_at")
+    total = paced["accepted"]  # the probe views included: they are accepted events too
+    caught = asyncio.run(
+        _watch_counters(cfg, env.url, lambda: total, cfg.stage_timeout_s, base, "paced catch-up", settle_s=1.0)
+    )
+    paced["caught_up_s_after_burst"] = None if "error" in caught else r(caught["t_end"] - ended, 2)
+    if "error" in caught:
+        paced["catch_up_error"] = caught["error"]
+    out["paced"] = paced
+    say(
+        f"  {paced['accepted']:,} accepted at {paced['events_per_s']:,.0f}/s; probe -> hist p50 "
+        f"{paced['probe_p50_ms']} / p99 {paced['probe_p99_ms']} / max {paced['probe_max_ms']} ms over "
+        f"{paced['probes_seen']} of {paced['probes']}; caught up {paced['caught_up_s_after_burst']} s after"
+    )
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. replay: `recstream replay` of the workload (KuaiRand CSV) into a fresh cluster
+# --------------------------------------------------------------------------------------------------
+KUAIRAND_FLAGS = {"like": 5, "share": 6, "comment": 7, "follow": 8, "skip": 9}
+
+
+def _write_kuairand(wcfg: workload.WorkloadConfig, path: Path) -> dict[str, int]:
+    """The workload as a KuaiRand log: one row per watched video (view + its action flags, as the
+    KuaiRand loader turns a row back into events: view, like, share, comment, follow, skip)."""
+    rows = dropped = 0
+    with open(path, "w") as f:
+        f.write("user_id,video_id,time_ms,play_time_ms,duration_ms,is_like,is_forward,is_comment,"
+                "is_follow,is_hate\n")
+        row: list | None = None
+
+        def flush() -> None:
+            nonlocal rows
+            if row is not None:
+                f.write(",".join(map(str, row)) + "\n")
+                rows += 1
+
+        for e in workload.generate(wcfg):
+            if e.type == "view":
+                flush()
+                row = [e.user_id, e.video_id, e.ts, e.watch_time_ms or 0, e.duration_ms or 0, 0, 0, 0, 0, 0]
+            elif row is not None and (row[0], row[1], row[2]) == (e.user_id, e.video_id, e.ts):
+                row[KUAIRAND_FLAGS[e.type]] = 1
+            else:
+                dropped += 1  # an action without its view (never, in this world)
+        flush()
+    return {"rows": rows, "orphan_actions_dropped": dropped, "bytes": path.stat().st_size}
+
+
+async def _read_back(settings: Settings, timeout: float) -> list[tuple[int, int, Interaction]]:
+    """Every interaction in the topic as (partition, offset, record), partition by partition."""
+    topic = topic_names(settings).interactions
+    parts = [TopicPartition(topic, p) for p in range(settings.interactions_partitions)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(parts)
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        got: dict[int, list[tuple[int, bytes]]] = {tp.partition: [] for tp in parts}
+        deadline = time.monotonic() + timeout
+        while any(len(got[tp.partition]) < ends[tp] for tp in parts) and time.monotonic() < deadline:
+            for tp, msgs in (await consumer.getmany(timeout_ms=500, max_records=50_000)).items():
+                got[tp.partition] += [(m.offset, m.value) for m in msgs]
+    finally:
+        await consumer.stop()
+    return [(p, o, Interaction.model_validate_json(v)) for p in sorted(got) for o, v in got[p]]
+
+
+def stage_replay(env: BenchEnv) -> dict[str, Any]:
+    cfg = env.cfg
+    n = cfg.replay_events
+    wcfg = dataclasses.replace(env.wcfg, events=n)
+    path = env.root / "replay-kuairand.csv"
+    say(f"replay 1/3: the pinned workload ({n:,} events) as a KuaiRand CSV (not timed)")
+    written = _write_kuairand(wcfg, path)
+    if env.cluster is not None:
+        env.cluster.stop()  # the earlier stages' worker would only compete for the CPU
+    base = env.settings.model_copy(update={"redis_url": env.redis.url})
+    cluster = Cluster(base, env.root / "replay-data", redis_db=1, log_level=cfg.worker_log_level)
+    env.extra_clusters.append(cluster)
+    _faust_dirs(cluster)
+    from recstream.kafka_admin import ensure_topics
+
+    asyncio.run(ensure_topics(cluster.settings))
+    port = free_port()
+    cluster.start_worker(port)
+    url = f"http://127.0.0.1:{port}"
+    say(f"replay 2/3: `recstream replay kuairand {path.name} --as-fast-as-possible` into a fresh worker")
+    cmd = [str(Path(sys.executable).parent / "recstream"), "replay", "kuairand", str(path),
+           "--as-fast-as-possible", "--quiet"]
+    log = env.root / "replay.log"
+    published: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(cmd, env=cluster.env, stdout=subprocess.PIPE, stderr=err,
+                                start_new_session=True)
+
+        def target() -> int | None:
+            if not published:
+                if proc.poll() is None:
+                    return None
+                out = proc.stdout.read().decode() if proc.stdout else ""
+                line = next((ln for ln in out.splitlines()[::-1] if ln.startswith("{")), None)
+                published.update(json.loads(line) if line else {"error": f"exit {proc.returncode}",
+                                                                 "events": -1})
+                published["publisher_s"] = r(time.perf_counter() - t0, 2)
+            return published["events"] if published["events"] >= 0 else None
+
+        try:
+            watched = asyncio.run(_watch_counters(cfg, url, target, cfg.ingest_timeout_s, label="replay"))
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(10)
+    out: dict[str, Any] = {"csv": written, "replay": published}
+    if "error" in watched or "error" in published:
+        out["error"] = watched.get("error") or published.get("error")
+        out["log_tail"] = log.read_text()[-1500:]
+        say(f"  replay failed: {out['error']}")
+        return out
+    total = watched["t_end"] - t0
+    out.update(
+        events=watched["n"],
+        seconds=r(total, 2),
+        minutes=r(total / 60, 2),
+        events_per_s=r(watched["n"] / total, 0),
+        covisit_pairs=watched["covisit_pairs"],
+    )
+    say(
+        f"  {watched['n']:,} events fully materialised {out['seconds']} s after the replay started "
+        f"({out['minutes']} min; the publisher itself took {published.get('publisher_s')} s)"
+    )
+    say("replay 3/3: exactness: the topic read back, the reference computed from it, compared with Redis")
+    located = asyncio.run(_read_back(cluster.settings, cfg.stage_timeout_s))
+    params = StreamParams.from_settings(cluster.settings)
+    ref = reference.compute(located, params)
+    pairs = _pair_digest(located, params)
+    del located
+    out["exactness"] = _exactness(cluster.settings, ref, params, pairs, "replay", cfg.stage_timeout_s)
+    cluster.stop()
     return out
 
 
@@ -1077,10 +1885,18 @@ def run_all(cfg: BenchConfig) -> dict[str, Any]:
         results["ingest"] = stage_ingest(env)
         if "error" in results["ingest"]["worker"]:
             raise RuntimeError(f"ingest failed: {results['ingest']['worker']}")
-        if "http" in cfg.stages:
-            results["http"] = stage_http(env)
-        if "freshness" in cfg.stages:
-            results["freshness"] = stage_freshness(env)
+        for name, stage in (
+            ("http", stage_http),
+            ("freshness", stage_freshness),
+            ("burst", stage_burst),
+            ("replay", stage_replay),  # last: it stops the worker the others use
+        ):
+            if name in cfg.stages:
+                try:
+                    results[name] = stage(env)
+                except Exception as exc:  # one stage failing must not lose the others' numbers
+                    say(f"!!! stage {name} failed: {type(exc).__name__}: {exc}")
+                    results[name] = {"error": f"{type(exc).__name__}: {exc}"}
         if env.profiles:
             results["profile"] = env.profiles
     return results
