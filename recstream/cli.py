@@ -33,6 +33,13 @@ def _services(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from recstream.settings import get_settings
+
+    if get_settings().event_loop == "uvloop":
+        # Before the app module exists: Faust and mode bind the loop they find when they first need one.
+        import mode.loop
+
+        mode.loop.use("uvloop")
     from recstream.app import run_worker
 
     run_worker(args.extra)

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     """Faust standby replicas per table (warm copies on other workers for fast failover)."""
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     """Faust processing guarantee; exactly_once uses Kafka transactions."""
+    event_loop: Literal["aio", "uvloop"] = "uvloop"
+    """The worker's event loop: uvloop (libuv) runs the same asyncio code with less overhead per future,
+    task and socket operation, which is most of a worker's time outside the agents' own work."""
     log_level: Literal["debug", "info", "warn", "error", "crit"] = "info"
     """Worker log level."""
 
