@@ -48,6 +48,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_rebalance_timeout=20.0,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=settings.stream_buffer_maxsize,
+        consumer_max_fetch_size=settings.consumer_max_fetch_bytes,
         producer_linger_ms=5,
         table_cleanup_interval=30.0,
     )
