@@ -34,7 +34,7 @@ class Pipeline:
         self.mongo = MongoSink(mongo, self.gate, lambda c, d: stores().upsert_many(c, d)) if mongo else None
         self.materialise = materialise
         self.pending: dict[str, int] = {}
-        self._last_write = 0.0
+        self._next_write = 0.0
         self._write_lock = asyncio.Lock()
         pipelines.append(self)
 
@@ -42,19 +42,23 @@ class Pipeline:
         """Issue the batch's ticket; write the keys touched since the last write if it is time."""
         self.pending.update(touched)
         self.ticket(events)
-        if asyncio.get_running_loop().time() - self._last_write >= _s.serving_write_interval_s:
+        if asyncio.get_running_loop().time() >= self._next_write:
             await self.write_serving()
 
     async def write_serving(self) -> None:
         """Coalesced: a key touched by several batches in an interval is written once."""
         if self.materialise is None:
             return
+        loop = asyncio.get_running_loop()
         async with self._write_lock:
             upto, pending = self.gate.seq, self.pending
             self.pending = {}
+            started = loop.time()
             if pending:
                 await retry("redis", lambda: self.materialise(pending))
-            self._last_write = asyncio.get_running_loop().time()
+            # At most a quarter of the time writing: under a backlog, writes grow rarer and larger
+            # (each key once per write), so catching up is not eaten by rewriting the same keys.
+            self._next_write = loop.time() + max(_s.serving_write_interval_s, 3 * (loop.time() - started))
             self.gate.mark("redis", upto)
 
     def ticket(self, events: Sequence[EventT]) -> int:
@@ -94,7 +98,8 @@ async def flush_state() -> None:
 @app.timer(interval=_s.serving_write_interval_s)
 async def write_serving() -> None:
     for pipeline in pipelines:
-        if pipeline.pending or pipeline.gate.done.get("redis", pipeline.gate.seq) < pipeline.gate.seq:
+        due = asyncio.get_running_loop().time() >= pipeline._next_write
+        if due and (pipeline.pending or pipeline.gate.done.get("redis", pipeline.gate.seq) < pipeline.gate.seq):
             await pipeline.write_serving()
 
 

@@ -681,9 +681,11 @@ async def _watch_counters(
     base: dict[str, float] | None = None,
     label: str = "ingest",
     settle_s: float = 2.0,
+    pairs: int | None = None,
 ) -> dict[str, Any]:
     """Poll GET /metrics until the history and engagement counters (minus `base`) reach `target()` and
-    the covisit counter (pairs: how many is not known in advance) has not moved for `settle_s` since.
+    the covisit counter reaches `pairs` when that is known (the reference counted them), else has not
+    moved for `settle_s` since (the co-visitation agent can pause longer than that under a backlog).
     Returns the series and the (interpolated) moments each stage completed; bounded by `timeout` and
     by `cfg.stall_s` without any counter moving."""
     base = base or {}
@@ -709,7 +711,10 @@ async def _watch_counters(
                 break  # nothing moved for stall_s: stuck (reported below)
             if n is not None and c["history"] >= n and c["engagement"] >= n:
                 complete_at = complete_at or t
-                if t - max(complete_at, cov_changed_at or 0.0) >= settle_s:
+                if pairs is not None:
+                    if c["covisit"] >= pairs:
+                        break
+                elif t - max(complete_at, cov_changed_at or 0.0) >= settle_s:
                     break
             else:
                 complete_at = None
@@ -967,7 +972,8 @@ def stage_ingest(env: BenchEnv) -> dict[str, Any]:
     cluster.start_worker(env.port)
     startup = time.perf_counter() - started
     with Profiler(env, "ingest"):
-        watched = asyncio.run(_watch_counters(cfg, env.url, lambda: n, cfg.ingest_timeout_s))
+        watched = asyncio.run(_watch_counters(cfg, env.url, lambda: n, cfg.ingest_timeout_s,
+                                              pairs=env.expected_pairs[0]))
     if "error" in watched:
         worker: dict[str, Any] = {"error": watched["error"]}
         say(f"  worker: {worker}")

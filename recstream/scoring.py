@@ -340,13 +340,16 @@ def neighbour_weights_at(neighbours: Mapping[str, float], base_s: float, at_ms: 
 
 
 def normalised_top(neighbours: Mapping[str, float], limit: int) -> list[list]:
-    """Row-normalised [[dst, share], ...], best first: what serving reads. The decay factor is common
-    to every entry of a list, so shares need no decaying."""
+    """Row-normalised [[dst, share], ...] of the best `limit`: what serving reads. Sorted best first only
+    when the list must be cut (readers sort what they cut themselves); this runs for every source video
+    touched. The decay factor is common to every entry of a list, so shares need no decaying."""
     total = sum(neighbours.values())
     if total <= 0:
         return []
-    best = sorted(neighbours.items(), key=itemgetter(1), reverse=True)  # C comparisons: this runs a lot
-    return [[dst, w / total] for dst, w in best[:limit]]
+    items = neighbours.items()
+    if len(neighbours) > limit:
+        items = sorted(items, key=itemgetter(1), reverse=True)[:limit]  # type: ignore[assignment]
+    return [[dst, w / total] for dst, w in items]
 
 
 # --- per-video engagement windows ----------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Iterable, Mapping
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -232,7 +234,13 @@ class Stores:
         if not videos:
             return {}
         values = await self.redis.mget([neighbours_key(v) for v in videos])
-        return {v: dict(orjson.loads(raw)[:per_video]) if raw else {} for v, raw in zip(videos, values, strict=True)}
+        out: dict[str, dict[str, float]] = {}
+        for video, raw in zip(videos, values, strict=True):
+            pairs = orjson.loads(raw) if raw else []
+            if len(pairs) > per_video:  # lists are stored unsorted unless they were cut
+                pairs = heapq.nlargest(per_video, pairs, key=itemgetter(1))
+            out[video] = dict(pairs)
+        return out
 
     async def top_trending(self, k: int) -> list[tuple[str, float]]:
         return await self.redis.zrevrange(TRENDING_KEY, 0, k - 1, withscores=True)
