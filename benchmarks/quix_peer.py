@@ -53,19 +53,22 @@ class Progress:
         self.app, self.events = app, events
         self.history = self.videos = self.pairs_emitted = self.pairs_done = self.late = 0
         self.t_first = self.t_history = self.t_last = 0.0
-        self._shown = 0
+        self._calls, self._shown = 0, 0.0
         self.video_counts: dict[str, dict[str, float]] = {}
 
     def first(self) -> None:
         if not self.t_first:
             self.t_first = time.perf_counter()
 
+    def summary(self) -> str:
+        return (f"history {self.history:,}, videos {self.videos:,} of {self.events:,} events; "
+                f"pairs {self.pairs_done:,} of {self.pairs_emitted:,}")
+
     def check(self) -> None:
-        if self.videos % 20_000 == 0 and self.videos and self.videos != self._shown:
-            self._shown = self.videos  # a progress line on stderr: a full run takes minutes
-            print(f"quix_peer: history {self.history:,}, videos {self.videos:,}/{self.events:,}, pairs "
-                  f"{self.pairs_done:,}/{self.pairs_emitted:,} after {time.perf_counter() - self.t_first:.0f}s",
-                  file=sys.stderr)
+        self._calls += 1
+        if self._calls % 8192 == 0 and time.perf_counter() - self._shown > 30:
+            self._shown = time.perf_counter()  # a progress line on stderr: a full run takes minutes
+            print(f"quix_peer: {self.summary()} after {self._shown - self.t_first:.0f}s", file=sys.stderr)
         if self.videos >= self.events and self.history >= self.events and self.pairs_done >= self.pairs_emitted:
             self.t_last = time.perf_counter()
             self.app.stop()  # a flag: the current message finishes, then the final checkpoint commits
@@ -175,8 +178,8 @@ def run_peer(bootstrap: str, topic: str, events: int, state_dir: str | None = No
         if own_state:
             shutil.rmtree(state_path, ignore_errors=True)
         deleted = [] if keep_topics else cleanup(bootstrap, group)
-    if progress.videos < events:
-        raise RuntimeError(f"stopped after {progress.videos:,} of {events:,} events")
+    if not progress.t_last:  # app.run() also returns on SIGTERM / SIGINT (quixstreams handles both)
+        raise RuntimeError(f"the app stopped before the end: {progress.summary()}")
     seconds = progress.t_last - progress.t_first
     history_s = progress.t_history - progress.t_first
     return {
