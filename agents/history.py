@@ -21,8 +21,8 @@ from recstream.kafka_out import partition_for
 from recstream.records import Interaction
 from recstream.runtime import stores
 from recstream.sinks import retry
-from recstream.stores import ACTIVE_USERS_PREFIX, OVERVIEW_PREFIX, VIDEO_SERIES_STEP_S, video_series_key
-from recstream.streamstate import StreamParams, apply_to_history, new_history
+from recstream.stores import ACTIVE_USERS_PREFIX
+from recstream.streamstate import StreamParams, add_to_counters, apply_to_history, new_history
 from recstream.tables import user_history
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
@@ -103,17 +103,7 @@ async def _write_counters(counted: list[tuple[int, int, Interaction]]) -> None:
         if offset <= seen.get(p, -1):
             continue
         newest[p] = max(newest.get(p, -1), offset)
-        second = record.ts // 1000
-        bucket = overview[f"{OVERVIEW_PREFIX}{second}"]
-        bucket[record.type] += 1
-        if record.type == "view":
-            bucket["watch_time_ms"] += record.watch_time_ms or 0
-            if scoring.is_completion(record, PARAMS.engagement):
-                bucket["completions"] += 1
-        series = overview[video_series_key(record.video_id, second // VIDEO_SERIES_STEP_S * VIDEO_SERIES_STEP_S)]
-        for name, value in scoring.event_counts(record, PARAMS.engagement).items():
-            if name in scoring.COUNTERS:
-                series[name] += value
+        add_to_counters(overview, record, PARAMS)
         active[f"{ACTIVE_USERS_PREFIX}{record.ts // 60_000}"].add(record.user_id)
     if newest:
         applied = await stores().add_counters(PROGRESS_KEY, seen, newest, overview, active)

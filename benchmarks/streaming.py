@@ -1550,6 +1550,16 @@ def _bodies(env: BenchEnv, events: int, batch: int, seed_offset: int) -> list[by
     return out
 
 
+async def _post_events(http: aiohttp.ClientSession, url: str, body: bytes) -> int | None:
+    """POST one body to /events: how many events were accepted, or None when the request failed."""
+    try:
+        async with http.post(url + "/events", data=body, headers={"Content-Type": "application/json"}) as resp:
+            data = await resp.read()
+            return json.loads(data)["accepted"] if resp.status == 202 else None
+    except aiohttp.ClientError:
+        return None
+
+
 async def _post_throughput(url: str, bodies: list[bytes], seconds: float, concurrency: int) -> dict[str, Any]:
     """`concurrency` clients POSTing the bodies back to back for `seconds` (closed loop)."""
     accepted, errors, requests, reused = 0, 0, 0, 0
@@ -1563,16 +1573,8 @@ async def _post_throughput(url: str, bodies: list[bytes], seconds: float, concur
             i = next(nxt)
             reused += i >= len(bodies)
             t0 = time.perf_counter()
-            try:
-                async with http.post(url + "/events", data=bodies[i % len(bodies)],
-                                     headers={"Content-Type": "application/json"}) as resp:
-                    body = await resp.read()
-                    if resp.status == 202:
-                        accepted += json.loads(body)["accepted"]
-                    else:
-                        errors += 1
-            except aiohttp.ClientError:
-                errors += 1
+            n = await _post_events(http, url, bodies[i % len(bodies)])
+            accepted, errors = accepted + (n or 0), errors + (n is None)
             requests += 1
             latencies.append((time.perf_counter() - t0) * 1000)
 
@@ -1624,16 +1626,8 @@ async def _paced_with_probe(env: BenchEnv, bodies: list[bytes], batch: int) -> d
 
     async def post(http: aiohttp.ClientSession, body: bytes) -> None:
         nonlocal accepted, errors
-        try:
-            async with http.post(env.url + "/events", data=body,
-                                 headers={"Content-Type": "application/json"}) as resp:
-                data = await resp.read()
-                if resp.status == 202:
-                    accepted += json.loads(data)["accepted"]
-                else:
-                    errors += 1
-        except aiohttp.ClientError:
-            errors += 1
+        n = await _post_events(http, env.url, body)
+        accepted, errors = accepted + (n or 0), errors + (n is None)
 
     async def send_probe(http: aiohttp.ClientSession, index: int) -> None:
         nonlocal probes_sent

@@ -20,8 +20,6 @@ import orjson
 from recstream import scoring
 from recstream.records import Interaction
 from recstream.stores import (
-    OVERVIEW_PREFIX,
-    VIDEO_SERIES_STEP_S,
     VIDEO_STATS_KEY,
     history_key,
     neighbours_key,
@@ -29,6 +27,7 @@ from recstream.stores import (
 from recstream.streamstate import (
     Facts,
     StreamParams,
+    add_to_counters,
     apply_engagement,
     apply_pair,
     apply_to_history,
@@ -59,17 +58,7 @@ def compute(events: Iterable[tuple[int, int, Interaction]], params: StreamParams
             apply_pair(ref.neighbours.setdefault(src, new_neighbours()), dst, w, e.ts, p, offset, params)
         apply_engagement(ref.videos.setdefault(e.video_id, new_engagement()),
                          Facts(e.type, e.video_id, e.ts, e.watch_time_ms, e.duration_ms), p, offset, params)
-        second = e.ts // 1000
-        bucket = ref.counters[f"{OVERVIEW_PREFIX}{second}"]
-        bucket[e.type] += 1
-        if e.type == "view":
-            bucket["watch_time_ms"] += e.watch_time_ms or 0
-            if scoring.is_completion(e, params.engagement):
-                bucket["completions"] += 1
-        series = ref.counters[f"vseries:{e.video_id}:{second // VIDEO_SERIES_STEP_S * VIDEO_SERIES_STEP_S}"]
-        for name, value in scoring.event_counts(e, params.engagement).items():
-            if name in scoring.COUNTERS:
-                series[name] += value
+        add_to_counters(ref.counters, e, params)
     return ref
 
 

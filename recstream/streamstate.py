@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from recstream import scoring
 from recstream.settings import Settings
+from recstream.stores import OVERVIEW_PREFIX, VIDEO_SERIES_STEP_S, video_series_key
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,23 @@ def apply_to_history(state: dict[str, Any], video_id: str, ts: int, weight: floa
     state["h"] = scoring.update_history(state["h"], video_id, ts, weight, params.history_length)
     state["o"] = offset
     return pairs
+
+
+# --- the dashboard's counters (Redis hashes, added to exactly once per event) ---------------------
+def add_to_counters(counters: dict[str, dict[str, float]], event: Any, params: StreamParams) -> None:
+    """What one interaction adds to the per-second overview and the per-video 10 s timeline, keyed by
+    their Redis hash names; `counters` is a defaultdict of defaultdict(float)."""
+    second = event.ts // 1000
+    bucket = counters[f"{OVERVIEW_PREFIX}{second}"]
+    bucket[event.type] += 1
+    if event.type == "view":
+        bucket["watch_time_ms"] += event.watch_time_ms or 0
+        if scoring.is_completion(event, params.engagement):
+            bucket["completions"] += 1
+    series = counters[video_series_key(event.video_id, second // VIDEO_SERIES_STEP_S * VIDEO_SERIES_STEP_S)]
+    for name, value in scoring.event_counts(event, params.engagement).items():
+        if name in scoring.COUNTERS:
+            series[name] += value
 
 
 # --- per-video engagement (keyed by video) ---------------------------------------------------------
