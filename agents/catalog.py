@@ -20,7 +20,7 @@ pipeline = Pipeline("catalog", channels.videos.get_topic_name(), [], mongo="vide
 
 @app.agent(channels.videos, name="catalog")
 async def catalog_agent(stream) -> None:  # noqa: ANN001
-    async for events in take_batches(stream, _s.batch_size, _s.batch_within_s):
+    async for events in take_batches(stream, _s.batch_size, _s.batch_within_s, pipeline.lock):
         await process(events)
 
 

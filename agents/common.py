@@ -71,18 +71,33 @@ def unpack(value: bytes) -> list[list]:
     return orjson.loads(value)
 
 
-async def take_batches(stream, max_: int, within: float) -> AsyncIterator[list[EventT]]:  # noqa: ANN001
+async def take_batches(stream, max_: int, within: float,  # noqa: ANN001
+                       lock: asyncio.Lock) -> AsyncIterator[list[EventT]]:
     """The agent's events in batches of up to `max_`, waiting at most `within` seconds to fill one.
 
     What `Stream.take_events` gives, read straight from the channel's queue: Faust's stream iterator
     costs several µs per event (its own futures, sensors, processors), most of a worker's CPU at
     thousands of events per second. Events are acknowledged once the caller is done with a batch;
     the offsets committed are `recstream.commits`'s, not these acknowledgements.
+
+    The caller processes each batch holding `lock`, which the agent's revocation handler also takes
+    (`agents.pipeline.Pipeline.on_revoked`): a rebalance never lands in the middle of a batch. Under
+    the lock, events fetched before the latest rebalance are dropped, as Faust's own stream iterator
+    does: after a partition is assigned again the consumer re-reads it from the committed offset, and
+    a stale event delivered ahead of that (say, one whose delivery waited on a full buffer through the
+    rebalance) would be applied out of order, making the events between look already applied.
     """
     channel = aiter(stream.channel)  # subscribes this agent's iterator to the topic's conductor
     queue = channel.queue
     loop = asyncio.get_running_loop()
-    consumer = stream.app.consumer
+    app = stream.app
+    # Faust empties the queue whenever flow resumes, including when recovery ends and the consumer seeks
+    # back to the committed offset; a fetch already under way may then deliver past the emptied events
+    # and Faust drops their re-fetch as already read. Kept, they are applied in order (a re-fetched
+    # duplicate is skipped by the applied offsets), and an older generation's are dropped below.
+    queue._clear_on_resume = False
+    app.flow_control._queues.discard(queue)
+    consumer = app.consumer
     delivery.install(consumer)
     try:
         while True:
@@ -101,13 +116,25 @@ async def take_batches(stream, max_: int, within: float) -> AsyncIterator[list[E
                     events.append(await asyncio.wait_for(queue.get(), remaining))
                 except (TimeoutError, StopAsyncIteration):
                     break
-            assigned = consumer.assignment()
-            owned = [e for e in events if e.message.tp in assigned]
-            try:
-                if owned:  # events of a partition revoked meanwhile belong to its new owner
-                    yield owned
-            finally:
-                for event in events:
-                    event.ack()
+            async with lock:
+                current = current_events(events, app.consumer_generation_id, app.flow_control.is_active(),
+                                         consumer.assignment())
+                if len(current) < len(events):
+                    log.info("dropped %d of %d events fetched before a rebalance (re-read from the "
+                             "committed offset)", len(events) - len(current), len(events))
+                try:
+                    if current:
+                        yield current
+                finally:
+                    for event in events:
+                        event.ack()
     finally:
-        stream.app.topics.discard(channel)
+        app.topics.discard(channel)
+
+
+def current_events(events: Sequence[EventT], generation: int, flowing: bool, assigned: set) -> list[EventT]:
+    """The events that belong to this worker now: none during a rebalance (flow suspended), else those
+    fetched in the current consumer generation from partitions it holds."""
+    if not flowing:
+        return []
+    return [e for e in events if e.message.generation_id == generation and e.message.tp in assigned]

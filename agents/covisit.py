@@ -23,7 +23,7 @@ pipeline = Pipeline("covisit", covisit.get_topic_name(), [neighbours], materiali
 
 @app.agent(covisit, name="covisit")
 async def covisit_agent(stream) -> None:  # noqa: ANN001
-    async for events in take_batches(stream, _s.batch_size, _s.batch_within_s):
+    async for events in take_batches(stream, _s.batch_size, _s.batch_within_s, pipeline.lock):
         await process(events)
 
 

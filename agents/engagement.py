@@ -30,7 +30,7 @@ pipeline = Pipeline("engagement", video_events.get_topic_name(), [video_engageme
 
 @app.agent(video_events, name="engagement")
 async def engagement_agent(stream) -> None:  # noqa: ANN001
-    async for events in take_batches(stream, _s.batch_size, _s.batch_within_s):
+    async for events in take_batches(stream, _s.batch_size, _s.batch_within_s, pipeline.lock):
         await process(events)
 
 

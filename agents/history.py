@@ -34,7 +34,7 @@ pipeline = Pipeline("history", channels.interactions.get_topic_name(), [user_his
 
 @app.agent(channels.interactions, name="history")
 async def history_agent(stream) -> None:  # noqa: ANN001
-    async for events in take_batches(stream, _s.batch_size, _s.batch_within_s):
+    async for events in take_batches(stream, _s.batch_size, _s.batch_within_s, pipeline.lock):
         await process(events)
 
 

@@ -36,6 +36,9 @@ class Pipeline:
         self.pending: dict[str, int] = {}
         self._next_write = 0.0
         self._write_lock = asyncio.Lock()
+        self.lock = asyncio.Lock()
+        """Held while a batch is processed (`agents.common.take_batches`) and while partitions are
+        revoked: a revocation flushes whole batches, never half of one."""
         pipelines.append(self)
 
     async def after_batch(self, events: Sequence[EventT], touched: dict[str, int]) -> None:
@@ -79,11 +82,12 @@ class Pipeline:
         mine = {tp for tp in revoked if tp.topic == self.topic}
         if not mine:
             return
-        await self.write_serving()  # before the cache of those partitions goes
-        await self.flush()  # the next owner starts from the freshest state we have
-        for table in self.tables:
-            table.drop_partitions({tp.partition for tp in mine})
-        self.gate.forget(mine)
+        async with self.lock:  # the batch under way finishes first
+            await self.write_serving()  # before the cache of those partitions goes
+            await self.flush()  # the next owner starts from the freshest state we have
+            for table in self.tables:
+                table.drop_partitions({tp.partition for tp in mine})
+            self.gate.forget(mine)
 
 
 pipelines: list[Pipeline] = []

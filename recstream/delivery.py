@@ -2,15 +2,51 @@
 
 `Consumer._drain_messages` delivers every message with `wait_first(callback(message),
 suspend_flow.wait())`: four tasks and an `asyncio.wait` per message (~40 µs here), so that a rebalance
-can abandon a delivery blocked on a full buffer. While no rebalance is under way we await the callback
-directly; a delivery that outlives the start of a rebalance is harmless because the agents drop events
-of partitions the worker no longer holds (`agents.common.take_batches`). faust-streaming 0.15.3
-(pinned); the exactness tests run through it.
+can abandon a delivery blocked on a full buffer. Almost every delivery does not block at all, so we run
+the callback one step in place: if it finishes there, that is the whole delivery. If it blocks (a full
+buffer, suspended flow), the rest of it runs exactly as Faust runs it, raced against the suspension.
+
+That second half matters for exactness: after each delivery Faust records the message's offset as
+read, and later drops re-fetched messages below it. A blocked delivery that finished only after a
+rebalance's seek back to the committed offset would move that mark past messages never processed.
+
+faust-streaming 0.15.3 (pinned); the exactness tests run through it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Coroutine, Generator
 from typing import Any
+
+
+class _Resumed:
+    """Awaiting this continues `coro`, which has already yielded `pending` to its first suspension."""
+
+    def __init__(self, coro: Coroutine, pending: Any) -> None:
+        self.coro, self.pending = coro, pending
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, value = self.coro, self.pending
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation and errors go to where the callback waits
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+async def _continue(coro: Coroutine, pending: Any) -> Any:
+    return await _Resumed(coro, pending)
 
 
 def install(consumer: Any) -> None:
@@ -23,9 +59,16 @@ def install(consumer: Any) -> None:
     async def wait_first(*coros: Any, timeout: Any = None) -> Any:
         if (len(coros) == 2 and timeout is None and getattr(coros[1], "cr_code", None) is suspend_wait
                 and not suspend_flow.is_set()):
-            coros[1].close()  # never started: nothing to cancel
-            await coros[0]
-            return None  # _drain_messages ignores the result
+            callback = coros[0]
+            try:
+                pending = callback.send(None)
+            except StopIteration:  # delivered without blocking
+                coros[1].close()  # never started: nothing to cancel
+                return None  # _drain_messages ignores the result
+            except BaseException:
+                coros[1].close()
+                raise
+            return await original(_continue(callback, pending), coros[1], timeout=timeout)
         return await original(*coros, timeout=timeout)
 
     consumer.wait_first = wait_first

@@ -54,7 +54,8 @@ def _wait_processing(cluster: Cluster, url: str, at_least: float, timeout: float
     raise AssertionError("the worker did not start processing")
 
 
-def test_kill9_mid_stream_and_during_recovery(services, tmp_path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("second_dies", ["recovering", "processing"])
+def test_kill9_mid_stream_and_during_recovery(services, tmp_path, second_dies) -> None:  # noqa: ANN001
     cluster = Cluster(services, tmp_path, redis_db=14)
     try:
         worker = cluster.start_worker()
@@ -64,8 +65,12 @@ def test_kill9_mid_stream_and_during_recovery(services, tmp_path) -> None:  # no
         _wait_processing(cluster, worker.url, random.uniform(0.15, 0.5) * N)
         kill9(worker)  # mid-stream, with unflushed state, forwards in flight and offsets uncommitted
         again = cluster.start_worker(port=worker.port)  # same data directory: local RocksDB ahead of Kafka
-        time.sleep(random.uniform(0.5, 2.0))
-        kill9(again)  # during its recovery or just after
+        if second_dies == "recovering":
+            time.sleep(random.uniform(0.5, 2.0))
+        else:  # once it is a member of the group with a backlog queued: the next one rebalances under load
+            _wait_processing(cluster, again.url, 1)
+            time.sleep(random.uniform(0.0, 1.0))
+        kill9(again)
         cluster.start_worker(port=worker.port)
         producer.join(120)
         diffs = wait_exact(cluster, _reference(cluster, N))

@@ -1,0 +1,31 @@
+"""Which fetched events an agent may apply: only those of the current consumer generation."""
+
+from types import SimpleNamespace
+
+from faust.types import TP
+
+from recstream.agents.common import current_events
+
+A, B = TP("recstream.interactions", 0), TP("recstream.interactions", 1)
+
+
+def _event(tp: TP, offset: int, generation: int) -> SimpleNamespace:
+    return SimpleNamespace(message=SimpleNamespace(tp=tp, offset=offset, generation_id=generation))
+
+
+def test_events_fetched_before_a_rebalance_are_dropped_even_when_the_partition_comes_back() -> None:
+    # offset 900 was fetched in generation 3 and delivered late; after generation 4's assignment the
+    # consumer re-reads partition A from the committed offset 500. Applying 900 first would make
+    # 500..899 look already applied.
+    events = [_event(A, 900, 3), _event(A, 500, 4), _event(A, 501, 4), _event(B, 70, 4)]
+    current = current_events(events, generation=4, flowing=True, assigned={A, B})
+    assert [(e.message.tp, e.message.offset) for e in current] == [(A, 500), (A, 501), (B, 70)]
+
+
+def test_events_of_partitions_no_longer_held_are_dropped() -> None:
+    events = [_event(A, 1, 4), _event(B, 2, 4)]
+    assert [e.message.tp for e in current_events(events, 4, True, {B})] == [B]
+
+
+def test_nothing_is_applied_while_a_rebalance_is_under_way() -> None:
+    assert current_events([_event(A, 1, 4)], 4, flowing=False, assigned={A}) == []

@@ -1,0 +1,78 @@
+"""The delivery fast path: a delivery that does not block finishes in place; one that blocks runs as
+Faust runs it, raced against the flow suspension of a rebalance (and abandoned if that comes first)."""
+
+import asyncio
+
+import mode
+
+from recstream import delivery
+
+
+class _Consumer(mode.Service):
+    """What `_drain_messages` uses of a Faust consumer: mode's `wait_first` and the suspend event."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.suspend_flow = asyncio.Event()
+
+
+async def _deliver(consumer: _Consumer, callback) -> None:  # noqa: ANN001 - as _drain_messages calls it
+    await consumer.wait_first(callback, consumer.suspend_flow.wait())
+
+
+def test_a_delivery_that_does_not_block_finishes_in_place() -> None:
+    async def run() -> list[int]:
+        consumer, done = _Consumer(), []
+        delivery.install(consumer)
+
+        async def callback() -> None:
+            done.append(1)
+
+        tasks_before = len(asyncio.all_tasks())
+        await _deliver(consumer, callback())
+        assert len(asyncio.all_tasks()) == tasks_before  # no task was made for it
+        return done
+
+    assert asyncio.run(run()) == [1]
+
+
+def test_a_blocked_delivery_continues_where_it_stopped() -> None:
+    async def run() -> list[str]:
+        consumer, steps, room = _Consumer(), [], asyncio.Event()
+        delivery.install(consumer)
+
+        async def callback() -> None:
+            steps.append("started")
+            await room.wait()  # a full buffer
+            steps.append("delivered")
+
+        asyncio.get_running_loop().call_later(0.05, room.set)
+        await _deliver(consumer, callback())
+        return steps
+
+    assert asyncio.run(run()) == ["started", "delivered"]
+
+
+def test_a_blocked_delivery_is_abandoned_when_a_rebalance_suspends_the_flow() -> None:
+    async def run() -> tuple[list[str], bool]:
+        consumer, steps, room = _Consumer(), [], asyncio.Event()
+        delivery.install(consumer)
+
+        async def callback() -> None:
+            steps.append("started")
+            try:
+                await room.wait()
+                steps.append("delivered")
+            except asyncio.CancelledError:
+                steps.append("abandoned")
+                raise
+
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, consumer.suspend_flow.set)
+        loop.call_later(0.2, room.set)  # the buffer frees up only after the rebalance began
+        await _deliver(consumer, callback())
+        await asyncio.sleep(0.3)
+        return steps, room.is_set()
+
+    steps, freed = asyncio.run(run())
+    assert freed and steps == ["started", "abandoned"]
