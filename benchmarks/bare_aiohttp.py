@@ -1,14 +1,16 @@
 """The HTTP peers of the /recommendations benchmark: a bare aiohttp server on 127.0.0.1.
 
-    python benchmarks/bare_aiohttp.py --port 8099 [--mode static|recommend]
+    python benchmarks/bare_aiohttp.py --port 8099 [--mode static] [--processes N]
 
 `static` (the ceiling): a plain aiohttp handler that builds and serialises a response of the same
 shape and size as a real /recommendations answer (20 items with scores and reasons) without reading
 any state. What an HTTP view on this machine cannot beat.
 
-`recommend`: the same handler calling recstream's own `recommend()` against the same Redis, outside
-Faust (settings from the `RECSTREAM_*` environment). Between the two it splits the cost of serving into
-"the recommendation logic + Redis" and "everything Faust adds around an aiohttp view".
+(recstream's own serving without Faust is `recstream web`, measured by serving.py.)
+
+`--processes N` (N > 1) forks N server processes that share the port (SO_REUSEPORT: the kernel spreads
+new connections over them), each with its own event loop and app, as `recstream web --processes N`
+does. The parent only waits for them and passes SIGTERM/SIGINT on.
 
 The server runs until SIGTERM/SIGINT, or until --max-seconds (a bound so it never outlives a run).
 """
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import signal
 
 from aiohttp import web
@@ -42,36 +46,14 @@ def static_app(k: int) -> web.Application:
     return app
 
 
-def recommend_app(k: int) -> web.Application:
-    from recstream.recommend import recommend
-    from recstream.settings import Settings
-    from recstream.stores import Stores
-
-    settings = Settings()
-    stores = Stores(settings)
-
-    async def recommendations(request: web.Request) -> web.Response:
-        n = max(1, min(int(request.query.get("k", k)), 500))
-        return web.json_response(await recommend(stores, settings, request.match_info["user_id"], n))
-
-    async def close(_app: web.Application) -> None:
-        await stores.close()
-
-    app = web.Application()
-    app.router.add_get("/recommendations/{user_id}", recommendations)
-    app.router.add_get("/health", lambda _request: _ok())
-    app.on_cleanup.append(close)
-    return app
-
-
 async def _ok() -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def serve(app: web.Application, port: int, max_seconds: float) -> None:
+async def serve(app: web.Application, port: int, max_seconds: float, reuse_port: bool = False) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, "127.0.0.1", port, reuse_port=reuse_port or None).start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -89,12 +71,48 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--mode", choices=["static", "recommend"], default="static")
+    parser.add_argument("--mode", choices=["static"], default="static")
     parser.add_argument("--k", type=int, default=20, help="items per answer when the request has no ?k=")
     parser.add_argument("--max-seconds", type=float, default=1800.0, help="exit after this long regardless")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="server processes sharing the port (SO_REUSEPORT); default 1"
+    )
     args = parser.parse_args()
-    app = static_app(args.k) if args.mode == "static" else recommend_app(args.k)
-    asyncio.run(serve(app, args.port, args.max_seconds))
+
+    def run(reuse_port: bool) -> None:
+        # The app is built in the process that serves it (its clients must not cross a fork).
+        app = static_app(args.k)
+        asyncio.run(serve(app, args.port, args.max_seconds, reuse_port))
+
+    if args.processes <= 1:
+        run(reuse_port=False)
+        return
+    children: list[int] = []
+    for _ in range(args.processes):
+        pid = os.fork()
+        if pid == 0:  # a server process: serve, then leave without running the parent's clean-up
+            code = 0
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                run(reuse_port=True)
+            except BaseException:  # noqa: BLE001 - reported on stderr, then the exit status says it
+                import traceback
+
+                traceback.print_exc()
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        os.waitpid(child, 0)
 
 
 if __name__ == "__main__":

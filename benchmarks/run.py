@@ -1,15 +1,18 @@
 """`make bench`: the streaming benchmarks (ingest with its quixstreams peer, /recommendations, freshness
-under load, POST /events burst, replay), then the ALS one.
+under load, POST /events burst, replay), then the serving one (`recstream web` vs bare aiohttp), then
+the ALS one.
 
-    .venv/bin/python benchmarks/run.py                 # everything, full size (~20-30 min)
-    .venv/bin/python benchmarks/run.py --quick         # a short trial run of the harness (~3-5 min)
+    .venv/bin/python benchmarks/run.py                 # everything, full size (~25-35 min)
+    .venv/bin/python benchmarks/run.py --quick         # a short trial run of the harness (~5-7 min)
     .venv/bin/python benchmarks/run.py --only streaming
-    .venv/bin/python benchmarks/run.py --profile       # also sample the worker with py-spy
+    .venv/bin/python benchmarks/run.py --only serving  # benchmarks/serving.py, then the README block
+    .venv/bin/python benchmarks/run.py --profile       # also sample the worker (and the web role) with py-spy
 
 Writes benchmarks/results/streaming.json (numbers, machine, versions, the exact command) and
-benchmarks/results/streaming.md (the table), prints the table, and rewrites the block between
-`<!-- bench:start -->` and `<!-- bench:end -->` in README.md (left untouched, with a warning, when the
-markers are absent). Needs the local services (`.venv/bin/recstream services up`).
+benchmarks/results/streaming.md (the table), prints the table; serving.py writes results/serving.json
+and serving.md. Then rewrites the block between `<!-- bench:start -->` and `<!-- bench:end -->` in
+README.md with streaming.md, serving.md and als.md (left untouched, with a warning, when the markers
+are absent). Needs the local services (`.venv/bin/recstream services up`).
 """
 
 from __future__ import annotations
@@ -66,9 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--only",
-        choices=["all", "streaming", "als"],
+        choices=["all", "streaming", "serving", "als"],
         default="all",
-        help="run only the streaming benchmarks, or only the ALS one (default: both)",
+        help="run only the streaming benchmarks, only the serving one or only the ALS one (default: all)",
     )
     p.add_argument(
         "--quick",
@@ -125,6 +128,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the run's topics, data dir and MongoDB database")
     p.add_argument("--no-readme", action="store_true", help="do not touch README.md")
     p.add_argument("--als-args", default="", help="extra arguments for benchmarks/als_benchmark.py")
+    p.add_argument(
+        "--serving-args",
+        default="",
+        help="extra arguments for benchmarks/serving.py (e.g. \"--videos 50000 --ingest-rate 3000\"); "
+        "--quick, --seed, --concurrency, --http-seconds, --profile and --keep are passed on",
+    )
     return p.parse_args(argv)
 
 
@@ -336,11 +345,7 @@ def rows(res: dict[str, Any]) -> list[list[str]]:
     elif burst.get("error"):
         out.append(["`POST /events` burst", f"error: {burst['error'][:100]}", "", "", "", "**no**"])
     http = res.get("http", {})
-    rs, bare, barer = (
-        http.get("recstream", {}),
-        http.get("bare_aiohttp", {}),
-        http.get("bare_aiohttp_recommend", {}),
-    )
+    rs, bare = http.get("recstream", {}), http.get("bare_aiohttp", {})
     if rs and "error" not in rs:
         state = http.get("state", {})
         at = (
@@ -368,17 +373,6 @@ def rows(res: dict[str, Any]) -> list[list[str]]:
                 _meets(rs["p99_ms"] <= t["http_p99_ms"] and not rs.get("errors")),
             ]
         )
-        if barer.get("requests_per_s"):
-            out.append(
-                [
-                    "(reference) recommend() under bare aiohttp, no Faust",
-                    f"{_num(barer['requests_per_s'])} req/s, p99 {_num(barer['p99_ms'])} ms",
-                    f"bare aiohttp {_num(bare.get('requests_per_s'))} req/s",
-                    _ratio(barer["requests_per_s"], bare.get("requests_per_s")),
-                    "",
-                    "",
-                ]
-            )
     fr = res.get("freshness", {})
     if fr.get("samples"):
         e, k, g = fr["effect"], fr["kafka_delivery"], fr["seen_video_gone"]
@@ -466,7 +460,8 @@ def failures(res: dict[str, Any]) -> list[str]:
     return bad
 
 
-def markdown(res: dict[str, Any]) -> str:
+def markdown(res: dict[str, Any], serving: bool = False) -> str:
+    """The streaming table, then (with `serving`: the README block) serving.md, then als.md."""
     m, v = res["machine"], res["versions"]
     lines = [
         "| benchmark | recstream | peer (same run) | ratio | target | meets |",
@@ -495,11 +490,30 @@ def markdown(res: dict[str, Any]) -> str:
         "Ratio = recstream / peer (throughput: higher is better; latency: lower is better). Everything "
         "(Kafka, Redis, MongoDB, the worker, the load generator) shares the same machine.",
     ]
+    if serving and (RESULTS / "serving.md").exists():
+        lines += ["", (RESULTS / "serving.md").read_text().strip()]
+    lines += _als_lines()
+    return "\n".join(lines) + "\n"
+
+
+def _als_lines() -> list[str]:
     als = RESULTS / "als.md"
     if als.exists():
-        lines += ["", als.read_text().strip()]
-    elif (RESULTS / "als.json").exists():
-        lines += ["", "ALS (Spark MLlib vs implicit): see `benchmarks/results/als.json`."]
+        return ["", als.read_text().strip()]
+    if (RESULTS / "als.json").exists():
+        return ["", "ALS (Spark MLlib vs implicit): see `benchmarks/results/als.json`."]
+    return []
+
+
+def readme_block(res: dict[str, Any] | None) -> str | None:
+    """streaming.md's table, serving.md, als.md: whichever results exist (None: nothing to show)."""
+    if res is None and (RESULTS / "streaming.json").exists():
+        res = json.loads((RESULTS / "streaming.json").read_text())
+    if res is not None:
+        return markdown(res, serving=True)
+    if not (RESULTS / "serving.md").exists():
+        return None
+    lines = [(RESULTS / "serving.md").read_text().strip(), *_als_lines()]
     return "\n".join(lines) + "\n"
 
 
@@ -540,7 +554,7 @@ def update_readme(block: str) -> None:
     if START not in text or END not in text or text.index(START) > text.index(END):
         print(
             f"warning: {README.name} has no {START} ... {END} markers; left untouched. Paste "
-            f"benchmarks/results/streaming.md between them.",
+            f"benchmarks/results/streaming.md and serving.md between them.",
             file=sys.stderr,
         )
         return
@@ -619,6 +633,26 @@ def run_streaming(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def run_serving(args: argparse.Namespace) -> int:
+    """benchmarks/serving.py in its own process (it seeds ~1 GB into a private Redis and starts
+    servers, a worker and a producer); it writes results/serving.json and serving.md itself."""
+    script = HERE / "serving.py"
+    extra = shlex.split(args.serving_args)
+    passed = ["--seed", str(args.seed), "--concurrency", str(args.concurrency)]
+    if args.quick:
+        passed.append("--quick")
+    if args.http_seconds is not None:
+        passed += ["--http-seconds", str(args.http_seconds)]
+    if args.profile:
+        passed.append("--profile")
+    if args.keep:
+        passed.append("--keep")
+    cmd = [str(script.relative_to(ROOT)), *passed, *extra]
+    print(f"[bench] serving: {shlex.join(cmd)}", file=sys.stderr, flush=True)
+    env = {**os.environ, "RECSTREAM_BENCH_COMMAND": command_line()}
+    return subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env).returncode
+
+
 def run_als(args: argparse.Namespace) -> int:
     script = HERE / "als_benchmark.py"
     if not script.exists():
@@ -635,20 +669,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rc = 0
     res = None
+    serving_rc = 0
     if args.only in ("all", "streaming"):
         res = run_streaming(args)
         if res.get("failures"):
             rc = 1
+    if args.only in ("all", "serving"):
+        serving_rc = run_serving(args)
+        rc = serving_rc or rc
     if args.only in ("all", "als"):
         rc = run_als(args) or rc
     if args.quick and not args.no_readme:
         print("--quick: README.md left alone (trial numbers are not for publishing)", file=sys.stderr)
     elif res is not None and res.get("failures") and not args.no_readme:
         print("invalid run (see above): README.md left alone", file=sys.stderr)
-    elif not args.no_readme and (res is not None or (RESULTS / "streaming.json").exists()):
-        if res is None:
-            res = json.loads((RESULTS / "streaming.json").read_text())
-        update_readme(markdown(res))  # after ALS, so its als.md (if any) is part of the block
+    elif serving_rc and not args.no_readme:
+        print("the serving benchmark did not complete (see above): README.md left alone", file=sys.stderr)
+    elif not args.no_readme:
+        block = readme_block(res)  # after serving and ALS, so their tables (if any) are part of the block
+        if block is not None:
+            update_readme(block)
     return rc
 
 

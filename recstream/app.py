@@ -60,7 +60,8 @@ app = create_app(get_settings())
 
 # Register tables, agents and views (autodiscovery does not see packages mapped by package-dir).
 from recstream import agents as _agents  # noqa: E402,F401
-from recstream import web as _web  # noqa: E402,F401
+from recstream.web import api as _api  # noqa: E402,F401
+from recstream.web import dashboard as _dashboard  # noqa: E402,F401
 
 
 def run_worker(extra_args: list[str] | None = None) -> None:

@@ -55,6 +55,7 @@ _COMMAND_MODULES = {
     "evaluate": ("recstream.evaluation.cli", "offline evaluation of every strategy on a dataset"),
     "demo": ("recstream.demo", "run services, a worker and the simulator until Ctrl-C"),
     "rebuild": ("recstream.rebuild", "rebuild every derived state from the log under a new app id"),
+    "web": ("recstream.web.server", "serve the HTTP API without agents (several processes may share the port)"),
 }
 
 

@@ -89,6 +89,7 @@ class Cluster:
                                     if k.startswith("RECSTREAM_")})
         self.data_dir = data_dir
         self.workers: list[WorkerProcess] = []
+        self.webs: list[WorkerProcess] = []
         if isolated:
             redis.Redis.from_url(self.settings.redis_url).flushdb()
 
@@ -99,12 +100,26 @@ class Cluster:
         worker.start()
         return worker
 
+    def start_web(self, port: int | None = None, processes: int = 1) -> WorkerProcess:
+        """Start the web role (`recstream web`): the API without agents, `processes` sharing a port."""
+        port = port or free_port()
+        web = WorkerProcess(self, port, [str(Path(sys.executable).parent / "recstream"), "web",
+                                         "--port", str(port), "--processes", str(processes)])
+        self.webs.append(web)
+        web.start()
+        return web
+
     @property
     def url(self) -> str:
         return self.workers[0].url
 
+    @property
+    def urls(self) -> list[str]:
+        """Every process serving the API: the workers, then the web role's."""
+        return [w.url for w in self.workers + self.webs]
+
     def stop(self) -> None:
-        for w in self.workers:
+        for w in self.webs + self.workers:
             w.stop()
 
     def wait_settled(self, timeout: float = 60) -> None:

@@ -1,8 +1,15 @@
-"""Prometheus metrics of this process (served at GET /metrics)."""
+"""Prometheus metrics of this process (served at GET /metrics).
+
+Several web processes sharing a port (`recstream web --processes N`) report as one: the parent sets
+PROMETHEUS_MULTIPROC_DIR before it starts them, prometheus_client then keeps every value in files there,
+and whichever process answers a scrape sums them (`exposition`). Gauges say how they combine.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 registry = CollectorRegistry()
 
@@ -39,3 +46,17 @@ flushes = Counter(
     "recstream_state_flushes_total", "State flushes (tables, changelogs, forwarded messages) per agent", ["agent"],
     registry=registry,
 )
+serving_state_age = Gauge(
+    "recstream_serving_state_age_seconds",
+    "Seconds since this process last refreshed a part of its serving state from Redis (-1: never)",
+    ["part"], registry=registry, multiprocess_mode="livemax",
+)
+
+
+def exposition() -> bytes:
+    """The text a scrape gets: this process's metrics, or all web processes' when they share a port."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined)
+        return generate_latest(combined)
+    return generate_latest(registry)

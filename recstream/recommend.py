@@ -1,25 +1,33 @@
 """Serving: blend item-CF, ALS, trending and fresh candidates into one list with reasons.
 
-Reads only what the agents materialise in Redis, so any web process gives the same answer.
+Everything but the user's own state comes from the process's `ServingState` (refreshed in the
+background); the user's history and seen filter are one MGET. Scoring is numpy over the candidates:
+
+- item-CF: the neighbour lists of the user's recent positive videos, each weighted recency**step,
+  summed per candidate (the reason: the source that contributed most);
+- trending and fresh: the process's pools (their top `serving_pool_size`);
+- ALS: the user's vector (trained, or folded in from the live history) scores those candidates (the
+  "als" strategy: the whole catalog), and its top `CANDIDATES_PER_SOURCE` join the blend as "als";
+- each source max-scaled to 1 and weighted (`source_weights`); never a video the user engaged with
+  (the exact history plus the seen filter), at most `max_per_creator` per creator, ties by video id.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Sequence
 from typing import Any
 
-from recstream import scoring
-from recstream.settings import Settings
-from recstream.stores import Stores
+import numpy as np
 
-# (user_id, recent history) -> ({video: score}, model_version) ; None when no model is active.
-AlsScorer = Callable[[str, list], Awaitable[tuple[Mapping[str, float], str] | None]]
+from recstream.foldin import ModelCache
+from recstream.serving import Base, ServingState
+from recstream.settings import Settings
 
 CANDIDATES_PER_SOURCE = 200
 FILL_WEIGHT = 1e-3  # a single-source strategy still fills a short list with trending, ranked below it
+EMPTY_I, EMPTY_F = np.empty(0, np.int64), np.empty(0, np.float64)
 
 
 def strategy_for(user_id: str, strategies: list[str]) -> str:
@@ -40,57 +48,217 @@ def source_weights(strategy: str, settings: Settings) -> dict[str, float]:
     return {strategy: 1.0, "trending": FILL_WEIGHT}
 
 
-async def trending_scores(stores: Stores, k: int, half_life_s: float) -> dict[str, float]:
-    now = int(time.time() * 1000)
-    return {v: scoring.trend_score_now(rank, now, half_life_s) for v, rank in await stores.top_trending(k)}
+class ItemCF:
+    """The item-CF source of one request: candidates with summed scores, and what the reasons need."""
+
+    def __init__(self, state: ServingState, history: Sequence[Sequence[Any]], recency: float,
+                 max_sources: int) -> None:
+        idx, val, positions, factors = [], [], [], []
+        step = 0
+        nbrs, index = state.nbrs, state.index
+        for position, (video, _ts, weight) in enumerate(history):
+            if weight <= 0:
+                continue
+            lists = nbrs.get(index.get(video, -1))
+            if lists is not None:
+                idx.append(lists[0])
+                val.append(lists[1])
+                positions.append(position)
+                factors.append(recency**step)
+            step += 1
+            if step >= max_sources:
+                break
+        if not idx:
+            self.idx, self.scores, self._all = EMPTY_I, EMPTY_F, None
+            return
+        lengths = [len(a) for a in idx]
+        all_idx = np.concatenate(idx)
+        all_val = np.concatenate(val) * np.repeat(factors, lengths)
+        sums = state.scratch
+        np.add.at(sums, all_idx, all_val)
+        self.idx = state.unique(all_idx)
+        self.scores = sums[self.idx]
+        sums[self.idx] = 0.0
+        self._all = (all_idx, all_val, positions, lengths)
+
+    def best_sources(self, picked: np.ndarray) -> list[int]:
+        """Per picked video, the history position that contributed most to it (-1: none). On a tie the
+        more recent source wins (the first in list order)."""
+        if self._all is None or not len(picked):
+            return [-1] * len(picked)
+        idx, val, positions, lengths = self._all
+        hit = idx[None, :] == picked[:, None]
+        best = np.where(hit, val[None, :], -1.0).argmax(axis=1)
+        src = np.repeat(positions, lengths)
+        return np.where(hit[np.arange(len(picked)), best], src[best], -1).tolist()
 
 
-async def recommend(stores: Stores, settings: Settings, user_id: str, k: int,
-                    als: AlsScorer | None = None, strategy: str | None = None) -> dict[str, Any]:
+def seen_mask(state: ServingState, candidates: np.ndarray, history_idx: np.ndarray, seen: bytes) -> np.ndarray:
+    """True where the user engaged with the candidate: in the history, or in the seen filter."""
+    marks = state.marks
+    marks[history_idx] = True
+    mask = marks[candidates]
+    marks[history_idx] = False
+    if seen:
+        bits = np.frombuffer(seen, dtype=np.uint8)
+        pos = state.bloom[candidates]  # (n, hashes) bit numbers; SETBIT numbers bits MSB first
+        byte = pos >> 3
+        inside = byte < len(bits)
+        got = np.zeros(pos.shape, dtype=bool)
+        got[inside] = (bits[byte[inside]] >> (7 - (pos[inside] & 7))) & 1 == 1
+        mask |= got.all(axis=1)
+    return mask
+
+
+def recommend(state: ServingState, settings: Settings, user_id: str, k: int, history: list, seen: bytes,
+              models: ModelCache | None = None, strategy: str | None = None) -> dict[str, Any]:
+    """The answer of `GET /recommendations/{user_id}` from the process's state and the user's own."""
     strategy = strategy or strategy_for(user_id, settings.strategies)
-    history, seen = await stores.user_state(user_id)
+    index = state.index
+    history_idx = np.fromiter((i for e in history if (i := index.get(e[0])) is not None), dtype=np.int64)
     if strategy == "random":
-        return await _random(stores, settings, user_id, k, seen)
+        return _random(state, user_id, k, history_idx, seen)
     weights = source_weights(strategy, settings)
-    positive = [e for e in history if e[2] > 0][: settings.covisit_lookback]
-    neighbours = await stores.neighbours_of([e[0] for e in positive], CANDIDATES_PER_SOURCE)
-    itemcf = scoring.itemcf_scores(positive, neighbours, settings.covisit_recency, settings.covisit_lookback)
+    # Trending and fresh are the same for everyone until the next refresh: blended and sorted once
+    # (`ServingState.base`). Per request only the user's own sources are scored: item-CF and ALS.
+    base = state.base(weights.get("trending", 0.0), weights.get("fresh", 0.0))
+    acc = state.acc
+    parts: list[np.ndarray] = []
 
-    pool = k + len(seen) + 50  # enough that dropping seen videos still leaves k
-    trending = await trending_scores(stores, min(pool, 1000), settings.trending_half_life_s)
-    now = int(time.time() * 1000)
-    fresh_raw = await stores.fresh_videos(now - settings.fresh_window_s * 1000, min(pool, 1000))
-    # Newer is better, linearly over the freshness window.
-    fresh = {v: max(1e-3, 1 - (now - created) / (settings.fresh_window_s * 1000)) for v, created in fresh_raw}
+    cf = ItemCF(state, history, settings.covisit_recency, settings.covisit_lookback) if weights.get("itemcf") \
+        else None
+    if cf is not None and len(cf.idx) and (top := cf.scores.max()) > 0:
+        acc[cf.idx] += (weights["itemcf"] / top) * cf.scores
+        parts.append(cf.idx)
 
-    model_version = None
-    als_scores: Mapping[str, float] = {}
-    if als is not None and weights.get("als"):
-        result = await als(user_id, history)
-        if result is not None:
-            als_scores, model_version = result
+    model_version, als_idx = None, EMPTY_I
+    model = models.model if models is not None else None
+    if weights.get("als") and model is not None:
+        model_version = model.version
+        vector = models.user_vector(user_id, history)
+        if vector is not None:
+            als_idx = _als(state, base, model, vector, cf.idx if cf is not None else EMPTY_I, history_idx,
+                           whole_catalog=strategy == "als")
+            if len(als_idx[0]):
+                acc[als_idx[0]] += (weights["als"] / als_idx[1].max()) * als_idx[1]
+                parts.append(als_idx[0])
+            als_idx = als_idx[0]
 
-    candidates = scoring.blend([
-        (weights.get("itemcf", 0.0), {v: s for v, (s, _src) in itemcf.items()},
-         {v: f"because you watched {src}" for v, (_s, src) in itemcf.items()}),
-        (weights.get("als", 0.0), als_scores, "als"),
-        (weights.get("trending", 0.0), trending, "trending"),
-        (weights.get("fresh", 0.0), fresh, "new"),
-    ])
-    creators = await stores.creators_of(list(candidates))
-    picked = scoring.select(candidates.values(), k, seen, creators, settings.max_per_creator)
-    return {
-        "user_id": user_id,
-        "items": [{"video_id": c.video_id, "score": round(c.score, 6), "reasons": c.reasons} for c in picked],
-        "model_version": model_version,
-        "strategy": strategy,
-    }
+    dyn = state.unique(np.concatenate(parts)) if parts else EMPTY_I
+    dyn_scores = acc[dyn] + base.score[dyn]
+    acc[dyn] = 0.0  # the scratch accumulator is all zero between requests
+    picked = _select(state, dyn, dyn_scores, base, k, history_idx, seen, settings.max_per_creator)
+    chosen = np.fromiter((i for i, _s in picked), dtype=np.int64, count=len(picked))
+    sources = cf.best_sources(chosen) if cf is not None else [-1] * len(picked)
+    in_als = state.member(chosen, als_idx) if len(als_idx) else [False] * len(picked)
+    in_trending = state.in_trending[chosen].tolist() if weights.get("trending") else [False] * len(picked)
+    in_fresh = state.in_fresh[chosen].tolist() if weights.get("fresh") else [False] * len(picked)
+    ids = state.ids
+    items = []
+    for n, (i, score) in enumerate(picked):
+        reasons = []
+        if sources[n] >= 0:
+            reasons.append(f"because you watched {history[sources[n]][0]}")
+        if in_als[n]:
+            reasons.append("als")
+        if in_trending[n]:
+            reasons.append("trending")
+        if in_fresh[n]:
+            reasons.append("new")
+        items.append({"video_id": ids[i], "score": round(score, 6), "reasons": reasons})
+    return {"user_id": user_id, "items": items, "model_version": model_version, "strategy": strategy}
 
 
-async def _random(stores: Stores, settings: Settings, user_id: str, k: int, seen: set[str]) -> dict[str, Any]:
-    """The A/B baseline: unseen videos uniformly at random from the catalog."""
-    pool = await stores.random_videos(k + len(seen) + 20)
-    picked = [v for v in dict.fromkeys(pool) if v not in seen]
-    random.shuffle(picked)
-    return {"user_id": user_id, "items": [{"video_id": v, "score": 0.0, "reasons": ["random"]} for v in picked[:k]],
-            "model_version": None, "strategy": "random"}
+def _als(state: ServingState, base: Base, model: Any, vector: np.ndarray, cf_idx: np.ndarray,
+         history_idx: np.ndarray, whole_catalog: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The model's best `CANDIDATES_PER_SOURCE` among the other sources' candidates (the `als` arm: the
+    whole catalog), never a video in the history: (videos, scores), or empty when none scores > 0."""
+    # einsum, not `@`: a BLAS product may wake a thread pool per call (~1 ms on a busy 2-core host).
+    if whole_catalog:
+        cand = state.catalog_ids()
+        rows = state.model_rows(model)[cand]
+        cand, rows = cand[rows >= 0], rows[rows >= 0]
+        scores = np.einsum("ij,j->i", model.item_factors[rows], vector)
+    else:
+        pool, factors = base.factors(state, model)  # the pool's rows, gathered once per refresh
+        extra = cf_idx[~base.member[cf_idx]]
+        rows = state.model_rows(model)[extra]
+        extra, rows = extra[rows >= 0], rows[rows >= 0]
+        cand = np.concatenate((pool, extra))
+        scores = np.concatenate((np.einsum("ij,j->i", factors, vector),
+                                 np.einsum("ij,j->i", model.item_factors[rows], vector)))
+    if len(history_idx) and len(cand):
+        fresh = ~state.member_array(cand, history_idx)
+        cand, scores = cand[fresh], scores[fresh]
+    if len(cand) > CANDIDATES_PER_SOURCE:
+        top = np.argpartition(-scores, CANDIDATES_PER_SOURCE - 1)[:CANDIDATES_PER_SOURCE]
+        cand, scores = cand[top], scores[top]
+    if not len(cand) or scores.max() <= 0:
+        return EMPTY_I, EMPTY_F
+    return cand, scores.astype(np.float64)
+
+
+def _select(state: ServingState, dyn: np.ndarray, dyn_scores: np.ndarray, base: Base, k: int,
+            history_idx: np.ndarray, seen: bytes, max_per_creator: int) -> list[tuple[int, float]]:
+    """Best first (ties by video id), never seen, at most `max_per_creator` per creator (unknown
+    creators uncapped), from two ranked streams: the user's own candidates (`dyn`, with the pools'
+    score added) and the rest of the pools, already sorted. Looks at the head of each; widens when
+    filters removed so many that an item not looked at could still rank."""
+    ids, creator = state.ids, state.creator
+    in_dyn = state.marks
+    in_dyn[dyn] = True
+    try:
+        rest = base.order[~in_dyn[base.order]] if len(dyn) else base.order
+    finally:
+        in_dyn[dyn] = False
+    take = k + k // 2 + 8 + min(len(history_idx), k)
+    while True:
+        limit = -np.inf  # nothing left out scores above this
+        if take < len(dyn):
+            top = np.argpartition(-dyn_scores, take - 1)[:take]
+            limit = dyn_scores[top].min()
+        else:
+            top = slice(None)
+        head = rest[:take]
+        if take < len(rest):
+            limit = max(limit, base.score[rest[take]])
+        cand = np.concatenate((dyn[top], head))
+        scores = np.concatenate((dyn_scores[top], base.score[head]))
+        keep = ~seen_mask(state, cand, history_idx, seen)
+        cand, scores = cand[keep], scores[keep]
+        order = np.argsort(-scores, kind="stable")
+        ranked_scores, ranked = scores[order].tolist(), cand[order].tolist()
+        picked: list[tuple[int, float]] = []
+        per_creator: dict[int, int] = {}
+        certain, n, start = True, len(ranked), 0
+        while start < n and certain:
+            score, end = ranked_scores[start], start + 1
+            while end < n and ranked_scores[end] == score:
+                end += 1
+            if score <= limit:  # an item left out could rank here: look further
+                certain = False
+                break
+            group = ranked[start:end] if end - start == 1 else sorted(ranked[start:end], key=ids.__getitem__)
+            for i in group:  # equal scores: by video id
+                c = int(creator[i])
+                if c >= 0:
+                    if per_creator.get(c, 0) >= max_per_creator:
+                        continue
+                    per_creator[c] = per_creator.get(c, 0) + 1
+                picked.append((i, score))
+                if len(picked) >= k:
+                    return picked
+            start = end
+        if certain:
+            return picked
+        take *= 4
+
+
+def _random(state: ServingState, user_id: str, k: int, history_idx: np.ndarray, seen: bytes) -> dict[str, Any]:
+    """The A/B baseline: unseen catalog videos uniformly at random."""
+    catalog = state.catalog_ids()
+    pool = catalog if len(catalog) <= 4 * k + 64 else np.array(random.sample(catalog.tolist(), 4 * k + 64))
+    pool = pool[~seen_mask(state, pool, history_idx, seen)].tolist()
+    random.shuffle(pool)
+    return {"user_id": user_id, "items": [{"video_id": state.ids[i], "score": 0.0, "reasons": ["random"]}
+                                          for i in pool[:k]], "model_version": None, "strategy": "random"}

@@ -13,11 +13,14 @@ from faust.types import EventT
 from recstream.app import app
 from recstream.foldin import ModelCache
 from recstream.kafka_out import BatchProducer
+from recstream.serving import ServingState
 from recstream.stores import Stores
 
 _stores: Stores | None = None
 _models: ModelCache | None = None
 _producer: BatchProducer | None = None
+_serving: ServingState | None = None
+_api = None
 shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
 """Run at worker shutdown before the Redis, MongoDB and Kafka clients close."""
 
@@ -46,14 +49,39 @@ def models() -> ModelCache:
     return _models
 
 
+def serving() -> ServingState:
+    """What this worker's views serve from, refreshed in the background (`recstream.serving`)."""
+    global _serving
+    if _serving is None:
+        _serving = ServingState(app.recstream_settings, models())  # type: ignore[attr-defined]
+    return _serving
+
+
+def api():  # noqa: ANN201 - web.handlers.Api (imported here lazily: it imports this module's users)
+    global _api
+    if _api is None:
+        from recstream.web.handlers import Api
+
+        _api = Api(app.recstream_settings, stores, producer, serving, models)  # type: ignore[attr-defined]
+    return _api
+
+
+@app.task
+async def _start_serving() -> None:
+    serving().start()
+
+
 @app.on_before_shutdown.connect
 async def _close_stores(app, **kwargs) -> None:  # noqa: ANN001 - Faust signal signature
-    global _stores, _models, _producer
+    global _stores, _models, _producer, _serving
     for hook in shutdown_hooks:  # the agents make their state durable while the clients are still open
         try:
             await hook()
         except Exception:
             logging.getLogger(__name__).exception("shutdown hook %s failed", hook)
+    if _serving is not None:
+        await _serving.close()
+        _serving = None
     if _producer is not None:
         await _producer.close()
         _producer = None

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     """Interface the worker's HTTP views bind to."""
     web_port: int = 6066
     """Port of the worker's HTTP views."""
+    serve_port: int = 8000
+    """Port of the web role (`recstream web`), which serves the API without running agents."""
     table_standby_replicas: int = Field(default=0, ge=0)
     """Faust standby replicas per table (warm copies on other workers for fast failover)."""
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
@@ -133,8 +135,23 @@ class Settings(BaseSettings):
     """Blend weight of fresh (recently published) videos."""
     fresh_window_s: int = Field(default=24 * 3600, ge=1)
     """A video counts as fresh for this long after it was published."""
-    model_check_interval_s: float = Field(default=2.0, gt=0)
+    model_check_interval_s: float = Field(default=1.0, gt=0)
     """How often a web process checks Redis for a newly activated ALS model (reloaded without restart)."""
+    serving_refresh_interval_s: float = Field(default=0.25, gt=0)
+    """How often a web process refreshes its in-process serving state (neighbour lists and catalog through
+    their change feeds, the trending and fresh pools, the model check) from Redis: the bound on how stale
+    what it serves is, on top of the agents' `serving_write_interval_s`."""
+    serving_pool_size: int = Field(default=500, ge=10)
+    """Trending and fresh candidates kept per web process (each pool's top)."""
+    serving_neighbours_per_video: int = Field(default=100, ge=1)
+    """Most item-CF neighbours a web process keeps per video: its memory is ~10 bytes per neighbour."""
+    seen_bloom_bits: int = Field(default=16384, ge=64)
+    """Size of each user's seen filter in bits (2 KiB by default). With `seen_bloom_hashes`=7 a video the
+    user never engaged with is wrongly taken as seen (and not recommended) with probability ~0.06% once
+    they engaged with 1,000 distinct videos, ~2% at 2,000, ~25% at 4,000; a seen video is never taken as
+    unseen. Changing it needs a rebuild (`recstream rebuild`): the bits already set would not match."""
+    seen_bloom_hashes: int = Field(default=7, ge=1, le=16)
+    """Bits each video sets in a seen filter."""
     strategies: list[Literal["random", "trending", "itemcf", "als", "hybrid"]] = Field(
         default_factory=lambda: ["hybrid"], min_length=1
     )

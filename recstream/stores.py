@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
+import math
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
@@ -13,6 +16,7 @@ import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
+from recstream.resp import PipelinedRedis
 from recstream.settings import Settings
 
 # Redis keys. Everything serving reads across partitions lives here.
@@ -27,6 +31,30 @@ OVERVIEW_TTL_S = 3600
 VIDEO_SERIES_STEP_S = 10  # a video's engagement over time: one hash of counters per 10 s
 VIDEO_SERIES_TTL_S = 3600
 SEEN_TTL_S = 30 * 24 * 3600
+CHANGES_SEQ_KEY = "changes:seq"  # counter: the sequence number of each change-feed write
+
+
+def changes_key(kind: str) -> str:
+    """Change feed of `kind` ("neighbours", "catalog"): sorted set video -> sequence number of its last
+    write. Serving processes read the members past the last number they saw (`recstream.serving`)."""
+    return f"changes:{kind}"
+
+
+@lru_cache(maxsize=1 << 18)
+def bloom_positions(video_id: str, bits: int, hashes: int) -> tuple[int, ...]:
+    """The bits a video sets in a user's seen filter (double hashing of one blake2b digest). The
+    history agent sets them, serving tests them: the same function on both sides."""
+    digest = hashlib.blake2b(video_id.encode(), digest_size=16).digest()
+    h1, h2 = int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:], "big") | 1
+    return tuple((h1 + i * h2) % bits for i in range(hashes))
+
+
+def seen_count(seen: bytes, bits: int, hashes: int) -> int:
+    """How many distinct videos a seen filter holds, estimated from its set bits (Swamidass & Baldi)."""
+    ones = sum(b.bit_count() for b in seen)
+    if ones >= bits:
+        return -1  # full: no estimate
+    return round(-(bits / hashes) * math.log1p(-ones / bits))
 
 
 def neighbours_key(video_id: str) -> str:
@@ -56,16 +84,32 @@ for p, v in pairs(d['set']) do redis.call('HSET', KEYS[1], p, string.format('%d'
 return 1
 """
 
-# Adds each user's new videos to their seen set and renews its TTL: one command for a whole batch,
-# where a pipeline would pack two per user in Python. ARGV[1] JSON {seen key: [video, ...]}, ARGV[2] TTL.
+# Sets the bits of each user's new videos in their seen filter and renews its TTL: one command for a
+# whole batch. ARGV[1] JSON {seen key: [bit, ...]}, ARGV[2] TTL. (SETBIT is idempotent: a replay sets the
+# same bits.)
 ADD_SEEN_LUA = """
 local d = cjson.decode(ARGV[1])
 local ttl = tonumber(ARGV[2])
-for key, videos in pairs(d) do
-  redis.call('SADD', key, unpack(videos))
+for key, bits in pairs(d) do
+  for _, b in ipairs(bits) do redis.call('SETBIT', key, b, 1) end
   redis.call('EXPIRE', key, ttl)
 end
 return 1
+"""
+
+# Records members of a change feed under one new sequence number. KEYS[1] the counter, KEYS[2] the
+# feed; ARGV the members. Run in the same MULTI as the writes it announces.
+RECORD_CHANGES_LUA = """
+local seq = redis.call('INCR', KEYS[1])
+for i = 1, #ARGV, 500 do
+  local args = {}
+  for j = i, math.min(i + 499, #ARGV) do
+    args[#args + 1] = seq
+    args[#args + 1] = ARGV[j]
+  end
+  redis.call('ZADD', KEYS[2], unpack(args))
+end
+return seq
 """
 
 
@@ -80,8 +124,10 @@ def history_key(user_id: str) -> str:
 
 
 def seen_key(user_id: str) -> str:
-    """Set of every video the user engaged with (serving never recommends these again)."""
-    return f"seen:{user_id}"
+    """Bloom filter (a bit string) of every video the user engaged with: serving never recommends
+    these again. No false negatives; false positives (a video wrongly taken as seen) at the rate
+    `Settings.seen_bloom_bits` documents. The exact recent part is the history itself."""
+    return f"seenbf:{user_id}"
 
 
 class Stores:
@@ -93,15 +139,19 @@ class Stores:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.redis: aioredis.Redis = aioredis.from_url(settings.redis_url, decode_responses=True)
+        # The serving path's one read per request, pipelined on one connection (recstream.resp).
+        self.user_reads = PipelinedRedis(settings.redis_url)
         self.mongo_client: AsyncMongoClient = AsyncMongoClient(
             settings.mongo_url, serverSelectionTimeoutMS=5000, tz_aware=True
         )
         self.db: AsyncDatabase = self.mongo_client[settings.mongo_db]
         self._add_counters = self.redis.register_script(ADD_COUNTERS_LUA)
         self._add_seen = self.redis.register_script(ADD_SEEN_LUA)
+        self._record_changes = self.redis.register_script(RECORD_CHANGES_LUA)
 
     async def close(self) -> None:
         await self.redis.aclose()
+        await self.user_reads.aclose()
         await self.mongo_client.close()
 
     async def ensure_indexes(self) -> None:
@@ -175,7 +225,9 @@ class Stores:
     async def write_user_state(self, histories: Mapping[str, list], new_videos: Mapping[str, set[str]]) -> None:
         """Absolute histories, and the batch's videos added to each seen set: both idempotent."""
         await self.redis.mset({history_key(user): orjson.dumps(history) for user, history in histories.items()})
-        seen = {seen_key(user): list(videos) for user, videos in new_videos.items() if videos}
+        bits, hashes = self.settings.seen_bloom_bits, self.settings.seen_bloom_hashes
+        seen = {seen_key(user): sorted({b for v in videos for b in bloom_positions(v, bits, hashes)})
+                for user, videos in new_videos.items() if videos}
         if seen:
             await self._add_seen(args=[orjson.dumps(seen), SEEN_TTL_S])
 
@@ -208,27 +260,29 @@ class Stores:
         await pipe.execute()
 
     async def write_neighbours(self, neighbours: Mapping[str, list]) -> None:
-        """Replace each video's neighbour list (one string per video, one MSET for all)."""
+        """Replace each video's neighbour list (one string per video, one MSET for all), announced in the
+        "neighbours" change feed in the same transaction."""
         if neighbours:
-            await self.redis.mset({neighbours_key(v): orjson.dumps(lst) for v, lst in neighbours.items()})
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.mset({neighbours_key(v): orjson.dumps(lst) for v, lst in neighbours.items()})
+            await self._record_changes(keys=[CHANGES_SEQ_KEY, changes_key("neighbours")], args=list(neighbours),
+                                 client=pipe)
+            await pipe.execute()
 
     async def write_catalog(self, videos: Mapping[str, Mapping[str, Any]]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
+        """Metadata, creators and the fresh pool, announced in the "catalog" change feed."""
+        pipe = self.redis.pipeline(transaction=True)
         pipe.hset(VIDEO_META_KEY, mapping={v: json.dumps(doc) for v, doc in videos.items()})
         pipe.hset(VIDEO_CREATOR_KEY, mapping={v: doc["creator_id"] for v, doc in videos.items()})
         pipe.zadd(FRESH_KEY, {v: doc["created_at"] for v, doc in videos.items()})
+        await self._record_changes(keys=[CHANGES_SEQ_KEY, changes_key("catalog")], args=list(videos), client=pipe)
         await pipe.execute()
 
     # --- Redis: reads by the serving views ------------------------------------------------
-    async def user_state(self, user_id: str) -> tuple[list, set[str]]:
-        """The user's recent history, and every video they engaged with: the seen set plus the history
-        (which the agents rewrite from their table, so it comes back even after Redis lost the set)."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.get(history_key(user_id))
-        pipe.smembers(seen_key(user_id))
-        raw, seen = await pipe.execute()
-        history = orjson.loads(raw) if raw else []
-        return history, {*seen, *(e[0] for e in history)}
+    async def user_state(self, user_id: str) -> tuple[list, bytes]:
+        """The user's recent history (newest first) and seen filter (b"" when none): one MGET."""
+        raw, seen = await self.user_reads.mget([history_key(user_id), seen_key(user_id)])
+        return (orjson.loads(raw) if raw else []), (seen or b"")
 
     async def neighbours_of(self, videos: list[str], per_video: int) -> dict[str, dict[str, float]]:
         if not videos:

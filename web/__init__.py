@@ -1,3 +1,2 @@
-"""HTTP views (Faust web, aiohttp). Importing this registers them on the app."""
-
-from recstream.web import api, dashboard  # noqa: F401
+"""HTTP: the shared handlers (`handlers`), the worker's Faust views (`api`, `dashboard`: importing them
+registers them on the Faust app, which `recstream.app` does) and the web role (`server`)."""

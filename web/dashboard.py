@@ -22,11 +22,12 @@ from redis.exceptions import RedisError
 
 from recstream import metrics, model_store
 from recstream.app import app
-from recstream.recommend import trending_scores
 from recstream.records import EVENT_TYPES
-from recstream.runtime import stores
+from recstream.runtime import api, stores
+from recstream.stores import seen_count
 from recstream.topics import topic_names
-from recstream.web.api import timed, update_consumer_lag
+from recstream.web.api import update_consumer_lag
+from recstream.web.handlers import timed
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ class TrendingNow(web.View):
     @guarded("/api/trending")
     async def get(self, request: web.Request) -> web.Response:
         k = _int(request, "k", 10, 1, 100)
-        scores = await trending_scores(stores(), k, _s.trending_half_life_s)
+        scores = await api().trending_scores(k)
         stats, meta = await stores().video_stats(list(scores)), await stores().video_meta(list(scores))
         now_ms = int(time.time() * 1000)
         items = []
@@ -246,7 +247,9 @@ class UserHistory(web.View):
         history, seen = await stores().user_state(user_id)
         history = history[: _int(request, "k", 50, 1, 500)]
         meta = await stores().video_meta([e[0] for e in history])
-        return self.json({"user_id": user_id, "seen": len(seen), "history": [
+        s = app.recstream_settings  # type: ignore[attr-defined]
+        seen_n = seen_count(seen, s.seen_bloom_bits, s.seen_bloom_hashes)
+        return self.json({"user_id": user_id, "seen": seen_n, "history": [
             {"video_id": v, "ts": ts, "weight": w, **_meta_fields(meta.get(v))} for v, ts, w in history]})
 
 

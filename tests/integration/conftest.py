@@ -15,20 +15,22 @@ _redis_dbs = iter(range(1, 16))  # one Redis DB per cluster in this session
 
 @pytest.fixture(scope="module")
 def cluster(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One worker on its own topics."""
+    """One worker on its own topics, and a web role process serving from the same state."""
     c = Cluster(services, tmp_path_factory.mktemp("cluster"), redis_db=next(_redis_dbs))
     c.start_worker()
     c.wait_settled()
+    c.start_web()
     yield c
     c.stop()
 
 
 @pytest.fixture(scope="module")
 def cluster2(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """Two workers sharing the 8 partitions of their topics."""
+    """Two workers sharing the 8 partitions of their topics, and two web processes sharing one port."""
     c = Cluster(services, tmp_path_factory.mktemp("cluster2"), redis_db=next(_redis_dbs))
     c.start_worker()
     c.start_worker()
     c.wait_settled()
+    c.start_web(processes=2)
     yield c
     c.stop()

@@ -24,7 +24,8 @@ def _ids(prefix: str, n: int) -> list[str]:
 
 
 def _urls(cluster: Cluster) -> list[str]:
-    return [w.url for w in cluster.workers]
+    """Writes go to the first, reads to the last: the web role when the cluster has one."""
+    return cluster.urls
 
 
 def stats_are_exact(cluster: Cluster) -> None:
@@ -192,8 +193,10 @@ def strategies_are_selectable(cluster: Cluster) -> None:
     assert wait_for(lambda: get(f"{url}/videos/{video}/stats")[1].get("views") == 1)
     default = get(f"{url}/recommendations/someone")[1]
     assert default["strategy"] == "hybrid"  # one bucket unless RECSTREAM_STRATEGIES says otherwise
-    trending = get(f"{url}/recommendations/someone?strategy=trending&k=50")[1]
-    assert trending["strategy"] == "trending" and trending["items"]
+    # Serving reads its in-process state, at most serving_refresh_interval_s behind Redis.
+    trending = wait_for(lambda: (r := get(f"{url}/recommendations/someone?strategy=trending&k=50")[1])["items"]
+                        and r, timeout=5)
+    assert trending and trending["strategy"] == "trending" and trending["items"]
     assert all(i["reasons"] == ["trending"] for i in trending["items"])
     rnd = get(f"{url}/recommendations/someone?strategy=random&k=5")[1]
     assert rnd["strategy"] == "random" and len(rnd["items"]) == 5

@@ -61,8 +61,9 @@ def test_first_model_is_registered_active_and_served(cluster: Cluster, trained: 
         registry.close()
     # A simulated user the model was trained on gets ALS candidates, labelled with the version.
     user = _trained_user(cluster, trained["version"])
-    version, als = wait_for(lambda: (r := _als_items(cluster.url, user))[1] and r, timeout=15) or (None, [])
-    assert version == trained["version"] and als, get(f"{cluster.url}/recommendations/{user}?k=20")[1]
+    for url in cluster.urls:  # the worker's views and the web role
+        version, als = wait_for(lambda u=url: (r := _als_items(u, user))[1] and r, timeout=15) or (None, [])
+        assert version == trained["version"] and als, get(f"{url}/recommendations/{user}?k=20")[1]
 
 
 def test_new_user_is_folded_in_before_any_retrain(cluster: Cluster, trained: dict) -> None:
@@ -71,16 +72,18 @@ def test_new_user_is_folded_in_before_any_retrain(cluster: Cluster, trained: dic
     for video in ("v1", "v2"):
         post(cluster.url + "/events", {"type": "view", "user_id": newbie, "video_id": video,
                                        "watch_time_ms": 30_000, "duration_ms": 30_000})
-    version, als = wait_for(lambda: (r := _als_items(cluster.url, newbie))[1] and r, timeout=10) or (None, [])
-    assert version == trained["version"] and als
-    assert not {"v1", "v2"} & {i["video_id"] for i in als}
+    for url in cluster.urls:
+        version, als = wait_for(lambda u=url: (r := _als_items(u, newbie))[1] and r, timeout=10) or (None, [])
+        assert version == trained["version"] and als
+        assert not {"v1", "v2"} & {i["video_id"] for i in als}
 
 
 def test_new_version_is_picked_up_and_a_gated_one_is_not(cluster: Cluster, trained: dict) -> None:
     second = _train(cluster, "--force")
     assert second["version"] != trained["version"] and second["activated"] is True
     user = _trained_user(cluster, second["version"])
-    assert wait_for(lambda: _als_items(cluster.url, user)[0] == second["version"], timeout=15)
+    for url in cluster.urls:
+        assert wait_for(lambda u=url: _als_items(u, user)[0] == second["version"], timeout=15)
 
     # A model with absurd regularisation learns nothing: the gate keeps it out of serving.
     bad = _train(cluster, "--reg-param", "1000", "--gate-margin", "0.0", status=5)  # 5: refused by the gate
@@ -91,4 +94,4 @@ def test_new_version_is_picked_up_and_a_gated_one_is_not(cluster: Cluster, train
         assert registry.active_version() == second["version"]
     finally:
         registry.close()
-    assert _als_items(cluster.url, user)[0] == second["version"]
+    assert all(_als_items(url, user)[0] == second["version"] for url in cluster.urls)

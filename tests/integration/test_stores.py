@@ -61,3 +61,26 @@ async def test_mongo_crud_index_and_group(stores: Stores) -> None:
 
 async def test_health_reports_both(stores: Stores) -> None:
     assert await stores.health() == {"redis": "ok", "mongo": "ok"}
+
+
+async def test_pipelined_reads_answer_each_caller_in_order_and_survive_a_dropped_connection(
+        services: Settings) -> None:
+    import asyncio
+
+    from recstream.resp import PipelinedRedis
+
+    url = services.redis_url.rsplit("/", 1)[0] + "/3"  # a DB of its own: SELECT happens on connect
+    client, writer = PipelinedRedis(url), Stores(Settings(redis_url=url))
+    tag = uuid.uuid4().hex
+    try:
+        await writer.redis.mset({f"{tag}:{i}": f"value-{i}" for i in range(200)})
+        replies = await asyncio.gather(*(client.mget([f"{tag}:{i}", f"{tag}:missing"]) for i in range(200)))
+        assert replies == [[f"value-{i}".encode(), None] for i in range(200)]
+        host, port = client._protocol.transport.get_extra_info("sockname")[:2]
+        assert await writer.redis.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}")  # only ours
+        await asyncio.sleep(0.1)
+        assert await client.mget([f"{tag}:1"]) == [b"value-1"]  # the next request reconnects
+    finally:
+        await writer.redis.delete(*(f"{tag}:{i}" for i in range(200)))
+        await writer.close()
+        await client.aclose()

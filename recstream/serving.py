@@ -1,0 +1,320 @@
+"""What a web process needs to answer `/recommendations` without asking Redis for it per request.
+
+`ServingState` keeps, in the process, the catalog's creators, every video's item-CF neighbour list,
+the trending and fresh pools, and (through `foldin.ModelCache`) the active ALS model. A background
+loop refreshes them from what the agents publish in Redis:
+
+- neighbour lists and the catalog through change feeds: each write of `nbrs:{video}` (or of a video's
+  catalog entry) also records the video in a sorted set `changes:{kind}` under a sequence number from
+  `changes:seq`, in the same MULTI (`Stores.write_neighbours`, `Stores.write_catalog`). The loop asks
+  for members past the last sequence it saw and reads just those. The first load scans every key, so
+  state written before the feed existed is served too;
+- the trending and fresh pools as a whole (their top `serving_pool_size` each), every refresh;
+- the model: `ModelCache.refresh` (one GET of the active version, a load when it changed).
+
+Staleness is bounded by `serving_refresh_interval_s` (plus the agents' own `serving_write_interval_s`)
+and reported per part in `/metrics` (`recstream_serving_state_age_seconds`) and `/health`.
+
+Videos are interned to dense integer ids so that a request scores arrays, not dicts.
+Memory: ~1 KB per video with 100 neighbours (int32 + float32 per neighbour, plus per-video overhead),
+i.e. ~110 MB at 100,000 videos and ~1.1 GB at 1,000,000; `serving_neighbours_per_video` caps it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+
+from recstream import metrics, scoring
+from recstream.foldin import ModelCache
+from recstream.settings import Settings
+from recstream.stores import (
+    CHANGES_SEQ_KEY,
+    FRESH_KEY,
+    TRENDING_KEY,
+    VIDEO_CREATOR_KEY,
+    bloom_positions,
+    changes_key,
+    neighbours_key,
+)
+
+log = logging.getLogger(__name__)
+CHUNK = 1000  # keys per MGET / members per ZRANGEBYSCORE page
+PARTS = ("catalog", "neighbours", "trending", "fresh", "model")
+EMPTY_ROWS = np.empty(0, dtype=np.int64)
+
+
+class Base:
+    """The trending and fresh pools blended for one pair of weights, the same for every request until
+    the next refresh: the pool's videos best first (ties by id), and per video its blended score."""
+
+    def __init__(self, state: ServingState, w_trending: float, w_fresh: float) -> None:
+        capacity = len(state.acc)
+        self.score = np.zeros(capacity, dtype=np.float64)
+        self.member = np.zeros(capacity, dtype=bool)
+        pools = [(w, pool) for w, pool in ((w_trending, state.trending), (w_fresh, state.fresh)) if w]
+        for w, (idx, val) in pools:
+            self.score[idx] += w * val
+            self.member[idx] = True
+        pool = np.flatnonzero(self.member)
+        ids = state.ids
+        self.order = np.array(sorted(pool.tolist(), key=lambda i: (-self.score[i], ids[i])), dtype=np.int64)
+        self._factors: tuple[str, np.ndarray, np.ndarray] | None = None
+
+    def factors(self, state: ServingState, model: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The pool videos the model knows, and their factor rows (gathered once per model and refresh)."""
+        if self._factors is None or self._factors[0] != model.version:
+            rows = state.model_rows(model)[self.order]
+            known = rows >= 0
+            self._factors = (model.version, self.order[known], np.ascontiguousarray(model.item_factors[rows[known]]))
+        return self._factors[1], self._factors[2]
+
+
+class ServingState:
+    """The in-process serving state of one web process (see the module docstring)."""
+
+    def __init__(self, settings: Settings, models: ModelCache | None = None) -> None:
+        self.settings = settings
+        self.redis: aioredis.Redis = aioredis.from_url(settings.redis_url, decode_responses=False)
+        self.models = models
+        self.ids: list[str] = []
+        self.index: dict[str, int] = {}
+        self._creator_index: dict[str, int] = {}
+        n = 1024
+        self.creator = np.full(n, -1, dtype=np.int32)  # creator number per video, -1 unknown
+        self.in_catalog = np.zeros(n, dtype=bool)
+        self.bloom = np.zeros((n, settings.seen_bloom_hashes), dtype=np.int64)  # seen-filter bit positions
+        self.nbrs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.trending = (np.empty(0, np.int64), np.empty(0, np.float64))  # best first, max-scaled to 1
+        self.fresh = (np.empty(0, np.int64), np.empty(0, np.float64))
+        self.in_trending = np.zeros(n, dtype=bool)
+        self.in_fresh = np.zeros(n, dtype=bool)
+        # Per-request scratch, one slot per video, left as found: the blend's and item-CF's accumulators
+        # (all zero), membership marks (all False), and the positions `unique` writes (any value).
+        self.acc = np.zeros(n, dtype=np.float64)
+        self.scratch = np.zeros(n, dtype=np.float64)
+        self.marks = np.zeros(n, dtype=bool)
+        self._stamp = np.zeros(n, dtype=np.int64)
+        self._model_rows: tuple[str, np.ndarray, int] | None = None
+        self._bases: dict[tuple[float, float], Base] = {}
+        self.cursors = {"catalog": 0, "neighbours": 0}
+        self.refreshed_at: dict[str, float] = {}
+        self.loaded = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    # --- ids ------------------------------------------------------------------------------
+    def intern(self, video: str) -> int:
+        i = self.index.get(video)
+        if i is None:
+            i = self.index[video] = len(self.ids)
+            self.ids.append(video)
+            if i >= len(self.creator):
+                self._grow(2 * i)
+            self.bloom[i] = bloom_positions(video, self.settings.seen_bloom_bits, self.settings.seen_bloom_hashes)
+        return i
+
+    def _grow(self, n: int) -> None:
+        def grown(a: np.ndarray, fill: Any) -> np.ndarray:
+            out = np.full((n, *a.shape[1:]), fill, dtype=a.dtype)
+            out[: len(a)] = a
+            return out
+
+        self.creator = grown(self.creator, -1)
+        self.in_catalog = grown(self.in_catalog, False)
+        self.bloom = grown(self.bloom, 0)
+        self.in_trending = grown(self.in_trending, False)
+        self.in_fresh = grown(self.in_fresh, False)
+        self.acc = grown(self.acc, 0.0)
+        self.scratch = grown(self.scratch, 0.0)
+        self.marks = grown(self.marks, False)
+        self._stamp = grown(self._stamp, 0)
+
+    def unique(self, videos: np.ndarray) -> np.ndarray:
+        """The distinct video numbers of `videos`, without sorting (the last occurrence of each)."""
+        positions = np.arange(len(videos))
+        stamp = self._stamp
+        stamp[videos] = positions
+        return videos[stamp[videos] == positions]
+
+    def member(self, videos: np.ndarray, of: np.ndarray) -> list[bool]:
+        return self.member_array(videos, of).tolist()
+
+    def member_array(self, videos: np.ndarray, of: np.ndarray) -> np.ndarray:
+        marks = self.marks
+        marks[of] = True
+        out = marks[videos]
+        marks[of] = False
+        return out
+
+    def base(self, w_trending: float, w_fresh: float) -> Base:
+        """The pools blended with these weights (built at most once per refresh)."""
+        base = self._bases.get((w_trending, w_fresh))
+        if base is None or len(base.score) < len(self.acc):
+            base = self._bases[(w_trending, w_fresh)] = Base(self, w_trending, w_fresh)
+        return base
+
+    def model_rows(self, model: Any) -> np.ndarray:
+        """Per video number, its row in the model's factors (-1: unknown to the model); kept per model
+        version and extended as videos are added."""
+        version, rows, done = self._model_rows or (None, EMPTY_ROWS, 0)
+        if version != model.version:
+            rows, done = np.full(len(self.creator), -1, dtype=np.int64), 0
+        elif len(rows) < len(self.creator):
+            rows = np.concatenate((rows, np.full(len(self.creator) - len(rows), -1, dtype=np.int64)))
+        if done < len(self.ids):
+            get = model.item_index.get
+            rows[done:len(self.ids)] = np.fromiter((get(v, -1) for v in self.ids[done:]), dtype=np.int64,
+                                                   count=len(self.ids) - done)
+            done = len(self.ids)
+        self._model_rows = (model.version, rows, done)
+        return rows
+
+    def catalog_ids(self) -> np.ndarray:
+        return np.flatnonzero(self.in_catalog[: len(self.ids)])
+
+    # --- refresh --------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="serving-state")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.redis.aclose()
+
+    async def _run(self) -> None:
+        interval = self.settings.serving_refresh_interval_s
+        while True:
+            started = time.monotonic()
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis down: serve the last state, report its age, try again
+                log.warning("serving state refresh failed (%s: %s)", type(exc).__name__, exc)
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    async def refresh(self) -> None:
+        """One refresh of every part (the first one loads everything)."""
+        first = not self.loaded.is_set()
+        await self._refresh_catalog(first)
+        await self._refresh_neighbours(first)
+        await self._refresh_pools()
+        if self.models is not None:
+            await self.models.refresh()
+            self._mark("model")
+        self.loaded.set()
+
+    def _mark(self, part: str) -> None:
+        self.refreshed_at[part] = time.time()
+
+    def ages(self) -> dict[str, float | None]:
+        """Seconds since each part was last refreshed (None: never)."""
+        now = time.time()
+        return {p: (round(now - t, 3) if (t := self.refreshed_at.get(p)) is not None else None) for p in PARTS}
+
+    def export_ages(self) -> None:
+        for part, age in self.ages().items():
+            metrics.serving_state_age.labels(part=part).set(-1 if age is None else age)
+
+    async def _changed(self, kind: str, first: bool) -> list[bytes] | None:
+        """Members changed since our cursor (None on the first load: the caller scans everything)."""
+        if first:
+            self.cursors[kind] = int(await self.redis.get(CHANGES_SEQ_KEY) or 0)
+            return None
+        members: list[bytes] = []
+        cursor = self.cursors[kind]
+        while True:
+            page = await self.redis.zrangebyscore(changes_key(kind), f"({cursor}", "+inf",
+                                                  start=0, num=CHUNK, withscores=True)
+            if not page:
+                break
+            members += [m for m, _s in page]
+            cursor = int(page[-1][1])
+            if len(page) < CHUNK:
+                break
+        self.cursors[kind] = cursor
+        return members
+
+    async def _refresh_catalog(self, first: bool) -> None:
+        changed = await self._changed("catalog", first)
+        if changed is None:
+            creators = await self.redis.hgetall(VIDEO_CREATOR_KEY)
+        elif changed:
+            values: list[bytes | None] = []
+            for i in range(0, len(changed), CHUNK):
+                values += await self.redis.hmget(VIDEO_CREATOR_KEY, changed[i:i + CHUNK])
+            creators = {v: c for v, c in zip(changed, values, strict=True) if c is not None}
+        else:
+            creators = {}
+        for video, creator in creators.items():
+            i = self.intern(video.decode())
+            c = self._creator_index.setdefault(creator.decode(), len(self._creator_index))
+            self.creator[i] = c
+            self.in_catalog[i] = True
+        self._mark("catalog")
+
+    async def _refresh_neighbours(self, first: bool) -> None:
+        changed = await self._changed("neighbours", first)
+        if changed is None:
+            changed = [key[len(b"nbrs:"):] async for key in self.redis.scan_iter(match=b"nbrs:*", count=CHUNK)]
+        for i in range(0, len(changed), CHUNK):
+            videos = [v.decode() for v in changed[i:i + CHUNK]]
+            values = await self.redis.mget([neighbours_key(v) for v in videos])
+            for video, raw in zip(videos, values, strict=True):
+                self.set_neighbours(video, orjson.loads(raw) if raw else [])
+            await asyncio.sleep(0)  # a first load of 100,000 lists: let requests in between pages
+        self._mark("neighbours")
+
+    def set_neighbours(self, video: str, pairs: list) -> None:
+        """A video's neighbour list, best first, at most `serving_neighbours_per_video`."""
+        src = self.intern(video)
+        if not pairs:
+            self.nbrs.pop(src, None)
+            return
+        limit = self.settings.serving_neighbours_per_video
+        if len(pairs) > limit:
+            pairs = sorted(pairs, key=lambda p: -p[1])[:limit]
+        intern = self.intern
+        self.nbrs[src] = (np.fromiter((intern(p[0]) for p in pairs), dtype=np.int64, count=len(pairs)),
+                          np.fromiter((p[1] for p in pairs), dtype=np.float64, count=len(pairs)))
+
+    async def _refresh_pools(self) -> None:
+        size = self.settings.serving_pool_size
+        now = int(time.time() * 1000)
+        trending = await self.redis.zrevrange(TRENDING_KEY, 0, size - 1, withscores=True)
+        # Ranks are log2 of forward-decayed sums: their ratios do not change with time, so the pool's
+        # max-scaled scores stay right between refreshes.
+        self.trending = self._pool([(v, scoring.trend_score_now(r, now, self.settings.trending_half_life_s))
+                                    for v, r in trending])
+        self._mark("trending")
+        window_ms = self.settings.fresh_window_s * 1000
+        fresh = await self.redis.zrevrangebyscore(FRESH_KEY, "+inf", now - window_ms, start=0, num=size,
+                                                  withscores=True)
+        # Newer is better, linearly over the freshness window.
+        self.fresh = self._pool([(v, max(1e-3, 1 - (now - created) / window_ms)) for v, created in fresh])
+        for flags, (idx, _val) in ((self.in_trending, self.trending), (self.in_fresh, self.fresh)):
+            flags[:] = False
+            flags[idx] = True
+        self._bases = {}
+        self._mark("fresh")
+
+    def _pool(self, scored: Iterable[tuple[bytes, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """(video numbers, scores max-scaled to 1), best first."""
+        pairs = [(self.intern(v.decode()), s) for v, s in scored]
+        idx = np.fromiter((i for i, _ in pairs), dtype=np.int64, count=len(pairs))
+        val = np.fromiter((s for _, s in pairs), dtype=np.float64, count=len(pairs))
+        top = val.max(initial=0.0)
+        return idx, (val / top if top > 0 else np.zeros_like(val))

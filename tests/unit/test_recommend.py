@@ -1,0 +1,127 @@
+"""The vectorised serving path against the reference blend (`scoring.itemcf_scores`, `blend`, `select`),
+on random in-process states: same items, same order, same scores, same reasons."""
+
+import random
+
+import numpy as np
+import pytest
+
+from recstream import scoring
+from recstream.recommend import recommend
+from recstream.serving import ServingState
+from recstream.settings import Settings
+from recstream.stores import bloom_positions
+
+
+def _state(rng: random.Random, settings: Settings, videos: int = 300) -> ServingState:
+    state = ServingState(settings)
+    ids = [f"v{i}" for i in range(videos)]
+    for v in ids:
+        i = state.intern(v)
+        state.creator[i] = rng.randrange(40)
+        state.in_catalog[i] = True
+    for v in rng.sample(ids, videos * 2 // 3):
+        state.set_neighbours(v, [[d, round(rng.random(), 4)] for d in rng.sample(ids, rng.randrange(1, 60)) if d != v])
+    trending = sorted(((v, rng.random()) for v in rng.sample(ids, 120)), key=lambda p: -p[1])
+    fresh = sorted(((v, rng.random()) for v in rng.sample(ids, 50)), key=lambda p: -p[1])
+    for name, pool in (("trending", trending), ("fresh", fresh)):
+        idx = np.array([state.index[v] for v, _ in pool])
+        val = np.array([s for _, s in pool]) / max(s for _, s in pool)
+        setattr(state, name, (idx, val))
+        getattr(state, f"in_{name}")[idx] = True
+    return state
+
+
+def _reference(state: ServingState, settings: Settings, history: list, seen: set[str], k: int) -> list:
+    nbrs = {state.ids[src]: {state.ids[d]: float(s) for d, s in zip(*lists, strict=True)}
+            for src, lists in state.nbrs.items()}
+    cf = scoring.itemcf_scores(history, nbrs, settings.covisit_recency, settings.covisit_lookback)
+    trending = {state.ids[i]: float(s) for i, s in zip(*state.trending, strict=True)}
+    fresh = {state.ids[i]: float(s) for i, s in zip(*state.fresh, strict=True)}
+    candidates = scoring.blend([
+        (settings.blend_itemcf, {v: s for v, (s, _src) in cf.items()},
+         {v: f"because you watched {src}" for v, (_s, src) in cf.items()}),
+        (settings.blend_trending, trending, "trending"),
+        (settings.blend_fresh, fresh, "new"),
+    ])
+    creators = {v: str(state.creator[i]) for v, i in state.index.items()}
+    picked = scoring.select(candidates.values(), k, seen, creators, settings.max_per_creator)
+    return [(c.video_id, round(c.score, 6), c.reasons) for c in picked]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_vectorised_blend_gives_the_reference_answer(seed: int) -> None:
+    rng = random.Random(seed)
+    settings = Settings(strategies=["hybrid"])
+    state = _state(rng, settings)
+    history = [[f"v{rng.randrange(300)}", 1_000 - i, rng.choice([-0.5, 0.3, 1.0, 2.5])]
+               for i in range(rng.randrange(0, 25))]
+    older = {f"v{rng.randrange(300)}" for _ in range(rng.randrange(0, 30))}  # seen before the history
+    bits, hashes = settings.seen_bloom_bits, settings.seen_bloom_hashes
+    bloom = bytearray(bits // 8)
+    for v in older | {e[0] for e in history}:
+        for b in bloom_positions(v, bits, hashes):
+            bloom[b >> 3] |= 0x80 >> (b & 7)
+    k = rng.choice([5, 20, 50])
+    got = recommend(state, settings, "u1", k, history, bytes(bloom))
+    expected = _reference(state, settings, history, older | {e[0] for e in history}, k)
+    assert [(i["video_id"], i["score"], i["reasons"]) for i in got["items"]] == expected
+
+
+def test_never_a_seen_video_even_when_only_the_filter_knows_it() -> None:
+    settings = Settings(strategies=["trending"])
+    state = _state(random.Random(1), settings)
+    top = [state.ids[i] for i in state.trending[0][:10]]
+    bits, hashes = settings.seen_bloom_bits, settings.seen_bloom_hashes
+    bloom = bytearray(bits // 8)
+    for v in top:
+        for b in bloom_positions(v, bits, hashes):
+            bloom[b >> 3] |= 0x80 >> (b & 7)
+    got = [i["video_id"] for i in recommend(state, settings, "u", 20, [], bytes(bloom))["items"]]
+    assert len(got) == 20 and not set(got) & set(top)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_als_scores_the_candidates_as_the_reference_does(seed: int) -> None:
+    from recstream.foldin import LoadedModel, ModelCache
+    from recstream.model_store import ModelArtifact
+
+    rng = random.Random(100 + seed)
+    settings = Settings(strategies=["hybrid"])
+    state = _state(rng, settings)
+    nprng = np.random.default_rng(seed)
+    known = [f"v{i}" for i in range(0, 300, 2)]  # the model knows half the catalog
+    artifact = ModelArtifact("m1", ["u1"], known, nprng.normal(size=(1, 8)).astype(np.float32),
+                             nprng.normal(size=(len(known), 8)).astype(np.float32),
+                             {"reg_param": 0.1, "alpha": 1.0, "data_until_ms": 10**13})
+    models = ModelCache(None)
+    models.set_model(LoadedModel.from_artifact(artifact))
+    history = [[f"v{rng.randrange(300)}", 1_000 - i, rng.choice([0.3, 1.0, 2.5])] for i in range(rng.randrange(1, 15))]
+    got = recommend(state, settings, "u1", 20, history, b"", models)
+    assert got["model_version"] == "m1"
+
+    vector = models.user_vector("u1", history)
+    nbrs = {state.ids[src]: {state.ids[d]: float(s) for d, s in zip(*lists, strict=True)}
+            for src, lists in state.nbrs.items()}
+    cf = scoring.itemcf_scores(history, nbrs, settings.covisit_recency, settings.covisit_lookback)
+    trending = {state.ids[i]: float(s) for i, s in zip(*state.trending, strict=True)}
+    fresh = {state.ids[i]: float(s) for i, s in zip(*state.fresh, strict=True)}
+    seen = {e[0] for e in history}
+    model = models.model
+    pool = [v for v in {*cf, *trending, *fresh} if v in model.item_index and v not in seen]
+    scored = {v: float(model.item_factors[model.item_index[v]] @ vector) for v in pool}
+    als = dict(sorted(scored.items(), key=lambda kv: -kv[1])[:200])
+    candidates = scoring.blend([
+        (settings.blend_itemcf, {v: s for v, (s, _src) in cf.items()},
+         {v: f"because you watched {src}" for v, (_s, src) in cf.items()}),
+        (settings.blend_als, als, "als"),
+        (settings.blend_trending, trending, "trending"),
+        (settings.blend_fresh, fresh, "new"),
+    ])
+    creators = {v: str(state.creator[i]) for v, i in state.index.items()}
+    expected = [(c.video_id, round(c.score, 6), c.reasons)
+                for c in scoring.select(candidates.values(), 20, seen, creators, settings.max_per_creator)]
+    # Same items, order and reasons; scores to float32's precision (the factors' dtype).
+    assert [(i["video_id"], i["reasons"]) for i in got["items"]] == [(v, r) for v, _s, r in expected]
+    assert [i["score"] for i in got["items"]] == pytest.approx([s for _v, s, _r in expected], abs=1e-5)
+    assert any("als" in i["reasons"] for i in got["items"])

@@ -1,0 +1,214 @@
+"""The JSON API's handlers, free of Faust: the worker's views (`web.api`) and the web role
+(`web.server`) both call these with an aiohttp request and send back what they return."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from recstream import metrics
+from recstream.foldin import ModelCache
+from recstream.kafka_out import BatchProducer, partition_for
+from recstream.recommend import recommend
+from recstream.records import Interaction, Video, describe_errors, encode
+from recstream.scoring import trend_score_now
+from recstream.serving import ServingState
+from recstream.settings import Settings
+from recstream.stores import Stores
+from recstream.topics import topic_names
+
+MAX_BATCH = 10_000
+MAX_K = 500
+STRATEGIES = ("random", "trending", "itemcf", "als", "hybrid")
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def timed(route: str) -> Callable:
+    histogram = metrics.request_latency.labels(route=route)
+
+    def wrap(handler: Callable[..., Awaitable[web.Response]]) -> Callable[..., Awaitable[web.Response]]:
+        async def inner(*args: Any, **kwargs: Any) -> web.Response:
+            started = time.perf_counter()
+            try:
+                return await handler(*args, **kwargs)
+            finally:
+                histogram.observe(time.perf_counter() - started)
+        inner.__name__ = handler.__name__
+        inner.__doc__ = handler.__doc__
+        return inner
+    return wrap
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(body.get("error"))
+        self.status, self.body = status, body
+
+
+def _k(request: web.Request, default: int = 20) -> int:
+    try:
+        k = int(request.query.get("k", default))
+    except ValueError as exc:
+        raise BadRequest(422, {"error": "k must be an integer", "field": "k"}) from exc
+    return max(1, min(k, MAX_K))
+
+
+class Api:
+    """The handlers over one process's clients and serving state."""
+
+    def __init__(self, settings: Settings, stores: Callable[[], Stores], producer: Callable[[], BatchProducer],
+                 state: Callable[[], ServingState], models: Callable[[], ModelCache]) -> None:
+        self.settings = settings
+        self.names = topic_names(settings)
+        self._stores, self._producer, self._state, self._models = stores, producer, state, models
+
+    # --- ingestion ------------------------------------------------------------------------
+    async def _read_items(self, request: web.Request, model: type[BaseModel], plural: str) -> list:
+        """Parse one object or {plural: [...]}; all or nothing (any invalid item: 4xx, nothing produced)."""
+        try:
+            body = orjson.loads(await request.read() or b"null")
+        except ValueError as exc:
+            raise BadRequest(400, {"error": "body is not valid JSON", "detail": str(exc)}) from exc
+        if isinstance(body, dict) and plural in body:
+            items = body[plural]
+            if not isinstance(items, list):
+                raise BadRequest(422, {"error": f"'{plural}' must be a list", "field": plural})
+        elif isinstance(body, dict):
+            items = [body]
+        else:
+            raise BadRequest(422, {"error": f"expected an object or {{\"{plural}\": [...]}}"})
+        if len(items) > MAX_BATCH:
+            raise BadRequest(413, {"error": f"at most {MAX_BATCH} per request", "field": plural})
+        records, errors = [], []
+        for index, item in enumerate(items):
+            try:
+                records.append(model.model_validate(item))
+            except ValidationError as exc:
+                errors += describe_errors(exc, index)
+        if errors:
+            raise BadRequest(422, {"error": "validation failed", "details": errors})
+        return records
+
+    async def publish(self, topic: str, partitions: int, records: list[tuple[str, bytes]]) -> None:
+        """Produce keyed records one batch per partition, in request order within each partition, and
+        return once Kafka acknowledged them all (accepted = durable, not just buffered)."""
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for key, value in records:
+            raw_key = key.encode()
+            by_partition.setdefault(partition_for(raw_key, partitions), []).append((raw_key, value))
+        futures = []
+        for partition, batch in by_partition.items():
+            futures += await self._producer().send(topic, partition, batch)
+        await asyncio.gather(*futures)
+
+    @timed("/events")
+    async def post_events(self, request: web.Request) -> web.Response:
+        try:
+            records = await self._read_items(request, Interaction, "events")
+        except BadRequest as exc:
+            return json_response(exc.body, exc.status)
+        await self.publish(self.names.interactions, self.settings.interactions_partitions,
+                           [(r.user_id, encode(r)) for r in records])
+        metrics.events_accepted.inc(len(records))
+        return json_response({"accepted": len(records)}, 202)
+
+    @timed("/videos")
+    async def post_videos(self, request: web.Request) -> web.Response:
+        try:
+            records = await self._read_items(request, Video, "videos")
+        except BadRequest as exc:
+            return json_response(exc.body, exc.status)
+        await self.publish(self.names.videos, self.settings.interactions_partitions,
+                           [(r.video_id, encode(r)) for r in records])
+        return json_response({"accepted": len(records)}, 202)
+
+    # --- serving --------------------------------------------------------------------------
+    @timed("/recommendations")
+    async def recommendations(self, request: web.Request) -> web.Response:
+        user_id = request.match_info["user_id"]
+        strategy = request.query.get("strategy")  # overrides the user's A/B bucket (explorer, debugging)
+        if strategy is not None and strategy not in STRATEGIES:
+            return json_response({"error": f"strategy must be one of {list(STRATEGIES)}", "field": "strategy"},
+                                 422)
+        try:
+            k = _k(request)
+        except BadRequest as exc:
+            return json_response(exc.body, exc.status)
+        state = self._state()
+        if not state.loaded.is_set():
+            await state.loaded.wait()
+        try:
+            history, seen = await self._stores().user_state(user_id)
+        except (OSError, TimeoutError) as exc:  # without the user's history, "never a seen video" is not kept
+            return json_response({"error": "redis unreachable: the user's history is unknown", "detail": str(exc)},
+                                 503)
+        return json_response(recommend(state, self.settings, user_id, k, history, seen, self._models(), strategy))
+
+    async def trending_scores(self, k: int) -> dict[str, float]:
+        now = int(time.time() * 1000)
+        return {v: trend_score_now(rank, now, self.settings.trending_half_life_s)
+                for v, rank in await self._stores().top_trending(k)}
+
+    @timed("/trending")
+    async def trending(self, request: web.Request) -> web.Response:
+        try:
+            k = _k(request)
+        except BadRequest as exc:
+            return json_response(exc.body, exc.status)
+        scores = await self.trending_scores(k)
+        stats = await self._stores().video_stats(list(scores))
+        items = []
+        for video, score in scores.items():
+            st = stats.get(video, {})
+            items.append({"video_id": video, "score": round(score, 4), "views": st.get("views", 0),
+                          "watch_time_ms": st.get("watch_time_ms", 0),
+                          "completion_rate": st.get("completion_rate", 0.0), "likes": st.get("likes", 0)})
+        return json_response({"items": items})
+
+    @timed("/videos/stats")
+    async def video_stats(self, request: web.Request) -> web.Response:
+        video_id = request.match_info["video_id"]
+        stats = (await self._stores().video_stats([video_id])).get(video_id)
+        if stats is None:
+            meta = await self._stores().video_meta([video_id])
+            if video_id not in meta:
+                return json_response({"error": "unknown video", "video_id": video_id}, 404)
+            stats = {"video_id": video_id, "views": 0, "watch_time_ms": 0, "avg_watch_time_ms": 0.0,
+                     "completion_rate": 0.0, "likes": 0, "shares": 0, "comments": 0, "skips": 0}
+        now_ms = int(time.time() * 1000)
+        for name in ("window_short", "window_long"):
+            window = stats.get(name)
+            if window is not None:
+                window["current"] = window["end_ms"] > now_ms  # a past window: no events since
+        stats.pop("trend", None)
+        stats.pop("trend_rank", None)
+        return json_response(stats)
+
+    @timed("/videos/similar")
+    async def similar(self, request: web.Request) -> web.Response:
+        video_id = request.match_info["video_id"]
+        try:
+            k = _k(request)
+        except BadRequest as exc:
+            return json_response(exc.body, exc.status)
+        nbrs = (await self._stores().neighbours_of([video_id], k)).get(video_id, {})
+        items = [{"video_id": v, "score": round(s, 6)} for v, s in sorted(nbrs.items(), key=lambda kv: -kv[1])]
+        return json_response({"video_id": video_id, "items": items})
+
+    async def health(self) -> dict[str, Any]:
+        """Dependencies and the serving state's age (the caller adds its role's own fields)."""
+        deps = await self._stores().health()
+        state = self._state()
+        return {"dependencies": deps,
+                "serving_state": {"loaded": state.loaded.is_set(), "age_s": state.ages(),
+                                  "model_version": self._models().version,
+                                  "videos": len(state.ids), "neighbour_lists": len(state.nbrs)}}
