@@ -185,7 +185,7 @@ class ModelCache:
         if model is None:
             return None
         row = model.user_index.get(user_id)
-        if row is not None and not any(int(e[1]) > model.data_until_ms for e in history):
+        if row is not None and (not history or max(e[1] for e in history) <= model.data_until_ms):
             return model.user_factors[row]
         key = tuple((e[0], e[1], e[2]) for e in history)
         cached = self._vectors.get(user_id)

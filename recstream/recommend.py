@@ -71,26 +71,32 @@ class ItemCF:
         if not idx:
             self.idx, self.scores, self._all = EMPTY_I, EMPTY_F, None
             return
-        lengths = [len(a) for a in idx]
+        lengths = np.array([len(a) for a in idx])
         all_idx = np.concatenate(idx)
-        all_val = np.concatenate(val) * np.repeat(factors, lengths)
+        all_val = np.concatenate(val) * np.repeat(np.array(factors), lengths)
         sums = state.scratch
         np.add.at(sums, all_idx, all_val)
         self.idx = state.unique(all_idx)
         self.scores = sums[self.idx]
         sums[self.idx] = 0.0
-        self._all = (all_idx, all_val, positions, lengths)
+        self._all = (all_idx, all_val, positions, np.cumsum(lengths))
 
-    def best_sources(self, picked: np.ndarray) -> list[int]:
+    def best_sources(self, state: ServingState, picked: np.ndarray) -> list[int]:
         """Per picked video, the history position that contributed most to it (-1: none). On a tie the
         more recent source wins (the first in list order)."""
         if self._all is None or not len(picked):
             return [-1] * len(picked)
-        idx, val, positions, lengths = self._all
-        hit = idx[None, :] == picked[:, None]
-        best = np.where(hit, val[None, :], -1.0).argmax(axis=1)
-        src = np.repeat(positions, lengths)
-        return np.where(hit[np.arange(len(picked)), best], src[best], -1).tolist()
+        idx, val, positions, ends = self._all
+        marks = state.marks
+        marks[picked] = True
+        entries = np.flatnonzero(marks[idx])  # only the entries of picked videos, in list order
+        marks[picked] = False
+        best: dict[int, tuple[float, int]] = {}
+        which = np.searchsorted(ends, entries, side="right").tolist()  # the list of each entry
+        for video, value, w in zip(idx[entries].tolist(), val[entries].tolist(), which, strict=True):
+            if value > best.get(video, (-1.0, 0))[0]:  # strictly: on a tie the earlier (more recent) list
+                best[video] = (value, w)
+        return [positions[best[i][1]] if i in best else -1 for i in picked.tolist()]
 
 
 def seen_mask(state: ServingState, candidates: np.ndarray, history_idx: np.ndarray, seen: bytes) -> np.ndarray:
@@ -101,12 +107,10 @@ def seen_mask(state: ServingState, candidates: np.ndarray, history_idx: np.ndarr
     marks[history_idx] = False
     if seen:
         bits = np.frombuffer(seen, dtype=np.uint8)
-        pos = state.bloom[candidates]  # (n, hashes) bit numbers; SETBIT numbers bits MSB first
-        byte = pos >> 3
-        inside = byte < len(bits)
-        got = np.zeros(pos.shape, dtype=bool)
-        got[inside] = (bits[byte[inside]] >> (7 - (pos[inside] & 7))) & 1 == 1
-        mask |= got.all(axis=1)
+        size = state.settings.seen_bloom_bits // 8
+        if len(bits) < size:  # SETBIT grows the string only as far as the highest bit set
+            bits = np.concatenate((bits, np.zeros(size - len(bits), dtype=np.uint8)))
+        mask |= (bits[state.bloom_byte[candidates]] & state.bloom_mask[candidates]).all(axis=1)
     return mask
 
 
@@ -115,7 +119,8 @@ def recommend(state: ServingState, settings: Settings, user_id: str, k: int, his
     """The answer of `GET /recommendations/{user_id}` from the process's state and the user's own."""
     strategy = strategy or strategy_for(user_id, settings.strategies)
     index = state.index
-    history_idx = np.fromiter((i for e in history if (i := index.get(e[0])) is not None), dtype=np.int64)
+    get = index.get
+    history_idx = np.array([i for e in history if (i := get(e[0])) is not None], dtype=np.int64)
     if strategy == "random":
         return _random(state, user_id, k, history_idx, seen)
     weights = source_weights(strategy, settings)
@@ -149,7 +154,7 @@ def recommend(state: ServingState, settings: Settings, user_id: str, k: int, his
     acc[dyn] = 0.0  # the scratch accumulator is all zero between requests
     picked = _select(state, dyn, dyn_scores, base, k, history_idx, seen, settings.max_per_creator)
     chosen = np.fromiter((i for i, _s in picked), dtype=np.int64, count=len(picked))
-    sources = cf.best_sources(chosen) if cf is not None else [-1] * len(picked)
+    sources = cf.best_sources(state, chosen) if cf is not None else [-1] * len(picked)
     in_als = state.member(chosen, als_idx) if len(als_idx) else [False] * len(picked)
     in_trending = state.in_trending[chosen].tolist() if weights.get("trending") else [False] * len(picked)
     in_fresh = state.in_fresh[chosen].tolist() if weights.get("fresh") else [False] * len(picked)
@@ -173,20 +178,20 @@ def _als(state: ServingState, base: Base, model: Any, vector: np.ndarray, cf_idx
          history_idx: np.ndarray, whole_catalog: bool) -> tuple[np.ndarray, np.ndarray]:
     """The model's best `CANDIDATES_PER_SOURCE` among the other sources' candidates (the `als` arm: the
     whole catalog), never a video in the history: (videos, scores), or empty when none scores > 0."""
-    # einsum, not `@`: a BLAS product may wake a thread pool per call (~1 ms on a busy 2-core host).
+    # Serving processes run BLAS on one thread (`ServingState.start`): a pool woken per product cost ~1 ms
+    # on a busy 2-core host.
     if whole_catalog:
         cand = state.catalog_ids()
         rows = state.model_rows(model)[cand]
         cand, rows = cand[rows >= 0], rows[rows >= 0]
-        scores = np.einsum("ij,j->i", model.item_factors[rows], vector)
+        scores = model.item_factors[rows] @ vector
     else:
         pool, factors = base.factors(state, model)  # the pool's rows, gathered once per refresh
         extra = cf_idx[~base.member[cf_idx]]
         rows = state.model_rows(model)[extra]
         extra, rows = extra[rows >= 0], rows[rows >= 0]
         cand = np.concatenate((pool, extra))
-        scores = np.concatenate((np.einsum("ij,j->i", factors, vector),
-                                 np.einsum("ij,j->i", model.item_factors[rows], vector)))
+        scores = np.concatenate((factors @ vector, model.item_factors[rows] @ vector))
     if len(history_idx) and len(cand):
         fresh = ~state.member_array(cand, history_idx)
         cand, scores = cand[fresh], scores[fresh]
@@ -227,25 +232,30 @@ def _select(state: ServingState, dyn: np.ndarray, dyn_scores: np.ndarray, base: 
         keep = ~seen_mask(state, cand, history_idx, seen)
         cand, scores = cand[keep], scores[keep]
         order = np.argsort(-scores, kind="stable")
-        ranked_scores, ranked = scores[order].tolist(), cand[order].tolist()
+        cand = cand[order]
+        ranked_scores, ranked, ranked_creators = scores[order].tolist(), cand.tolist(), creator[cand].tolist()
         picked: list[tuple[int, float]] = []
         per_creator: dict[int, int] = {}
         certain, n, start = True, len(ranked), 0
-        while start < n and certain:
+        while start < n:
             score, end = ranked_scores[start], start + 1
-            while end < n and ranked_scores[end] == score:
-                end += 1
             if score <= limit:  # an item left out could rank here: look further
                 certain = False
                 break
-            group = ranked[start:end] if end - start == 1 else sorted(ranked[start:end], key=ids.__getitem__)
-            for i in group:  # equal scores: by video id
-                c = int(creator[i])
+            if end < n and ranked_scores[end] == score:  # equal scores: by video id
+                while end < n and ranked_scores[end] == score:
+                    end += 1
+                group: Sequence[int] = sorted(range(start, end), key=lambda q: ids[ranked[q]])
+            else:
+                group = (start,)
+            for q in group:
+                c = ranked_creators[q]
                 if c >= 0:
-                    if per_creator.get(c, 0) >= max_per_creator:
+                    so_far = per_creator.get(c, 0)
+                    if so_far >= max_per_creator:
                         continue
-                    per_creator[c] = per_creator.get(c, 0) + 1
-                picked.append((i, score))
+                    per_creator[c] = so_far + 1
+                picked.append((ranked[q], score))
                 if len(picked) >= k:
                     return picked
             start = end

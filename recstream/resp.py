@@ -3,7 +3,8 @@
 redis.asyncio spends ~100 µs of Python per command (connection pool, command packing, response
 parsing layers), a third of a recommendation's budget. Here one connection per process carries every
 request's MGET back to back: a caller writes its command and awaits the reply that comes back in the
-same order (RESP replies are in request order on a connection), parsed by hiredis. A dead connection
+same order (RESP replies are in request order on a connection), parsed by hiredis; the commands of
+one event-loop iteration go out in one write. A dead connection
 fails what it carried and the next call opens a new one; a reply later than `timeout_s` fails every
 request waiting on that connection (Redis hung) and drops it.
 """
@@ -31,6 +32,12 @@ class _Protocol(asyncio.Protocol):
         self.reader = hiredis.Reader()
         self.pending: deque[tuple[asyncio.Future, float]] = deque()
         self.transport: asyncio.Transport | None = None
+        self.outgoing: list[bytes] = []  # commands of this loop iteration: one write for all of them
+
+    def flush(self) -> None:
+        if self.outgoing and self.transport is not None:
+            self.transport.write(b"".join(self.outgoing))
+        self.outgoing = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -107,9 +114,12 @@ class PipelinedRedis:
 
     @staticmethod
     def _send(protocol: _Protocol, command: bytes) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         protocol.pending.append((future, time.monotonic()))
-        protocol.transport.write(command)  # type: ignore[union-attr]
+        if not protocol.outgoing:
+            loop.call_soon(protocol.flush)
+        protocol.outgoing.append(command)
         return future
 
     async def mget(self, keys: list[str]) -> list[bytes | None]:

@@ -23,6 +23,7 @@ i.e. ~110 MB at 100,000 videos and ~1.1 GB at 1,000,000; `serving_neighbours_per
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Iterable
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 import orjson
 import redis.asyncio as aioredis
+import threadpoolctl
 
 from recstream import metrics, scoring
 from recstream.foldin import ModelCache
@@ -90,7 +92,10 @@ class ServingState:
         n = 1024
         self.creator = np.full(n, -1, dtype=np.int32)  # creator number per video, -1 unknown
         self.in_catalog = np.zeros(n, dtype=bool)
-        self.bloom = np.zeros((n, settings.seen_bloom_hashes), dtype=np.int64)  # seen-filter bit positions
+        # Where each video's bits are in a seen filter: byte number and the bit's mask (SETBIT numbers bits
+        # from the most significant of byte 0).
+        self.bloom_byte = np.zeros((n, settings.seen_bloom_hashes), dtype=np.int32)
+        self.bloom_mask = np.zeros((n, settings.seen_bloom_hashes), dtype=np.uint8)
         self.nbrs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.trending = (np.empty(0, np.int64), np.empty(0, np.float64))  # best first, max-scaled to 1
         self.fresh = (np.empty(0, np.int64), np.empty(0, np.float64))
@@ -117,7 +122,9 @@ class ServingState:
             self.ids.append(video)
             if i >= len(self.creator):
                 self._grow(2 * i)
-            self.bloom[i] = bloom_positions(video, self.settings.seen_bloom_bits, self.settings.seen_bloom_hashes)
+            bits = bloom_positions(video, self.settings.seen_bloom_bits, self.settings.seen_bloom_hashes)
+            self.bloom_byte[i] = [b >> 3 for b in bits]
+            self.bloom_mask[i] = [0x80 >> (b & 7) for b in bits]
         return i
 
     def _grow(self, n: int) -> None:
@@ -128,7 +135,8 @@ class ServingState:
 
         self.creator = grown(self.creator, -1)
         self.in_catalog = grown(self.in_catalog, False)
-        self.bloom = grown(self.bloom, 0)
+        self.bloom_byte = grown(self.bloom_byte, 0)
+        self.bloom_mask = grown(self.bloom_mask, 0)
         self.in_trending = grown(self.in_trending, False)
         self.in_fresh = grown(self.in_fresh, False)
         self.acc = grown(self.acc, 0.0)
@@ -181,6 +189,9 @@ class ServingState:
 
     # --- refresh --------------------------------------------------------------------------
     def start(self) -> None:
+        # One BLAS thread: a request's products are small, and waking a pool for each costs more than
+        # it saves on a busy host.
+        threadpoolctl.threadpool_limits(1)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="serving-state")
 
@@ -215,6 +226,11 @@ class ServingState:
         if self.models is not None:
             await self.models.refresh()
             self._mark("model")
+        if first:
+            # Hundreds of thousands of long-lived objects (ids, maps, arrays): out of the collector's
+            # reach, or every full collection walks them all in the middle of requests.
+            gc.collect()
+            gc.freeze()
         self.loaded.set()
 
     def _mark(self, part: str) -> None:

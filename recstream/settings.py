@@ -143,8 +143,9 @@ class Settings(BaseSettings):
     what it serves is, on top of the agents' `serving_write_interval_s`."""
     serving_pool_size: int = Field(default=500, ge=10)
     """Trending and fresh candidates kept per web process (each pool's top)."""
-    serving_neighbours_per_video: int = Field(default=100, ge=1)
-    """Most item-CF neighbours a web process keeps per video: its memory is ~10 bytes per neighbour."""
+    serving_neighbours_per_video: int = Field(default=50, ge=1)
+    """Most item-CF neighbours a serving process keeps per video (the best of the agents' 100): ~16 bytes
+    each, the largest part of its memory, and of a request's item-CF work."""
     seen_bloom_bits: int = Field(default=16384, ge=64)
     """Size of each user's seen filter in bits (2 KiB by default). With `seen_bloom_hashes`=7 a video the
     user never engaged with is wrongly taken as seen (and not recommended) with probability ~0.06% once
