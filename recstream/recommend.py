@@ -127,6 +127,13 @@ def recommend(state: ServingState, settings: Settings, user_id: str, k: int, his
     # Trending and fresh are the same for everyone until the next refresh: blended and sorted once
     # (`ServingState.base`). Per request only the user's own sources are scored: item-CF and ALS.
     base = state.base(weights.get("trending", 0.0), weights.get("fresh", 0.0))
+    model = models.model if models is not None and weights.get("als") else None
+    anonymous = not history and not seen and (model is None or user_id not in model.user_index)
+    if anonymous and (items := base.cold.get((k, settings.max_per_creator))) is not None:
+        # Nothing of the user's own: the answer is the pools' alone, the same for everyone until the
+        # next refresh (a third of the requests on a platform with many new users).
+        return {"user_id": user_id, "items": items, "model_version": model.version if model else None,
+                "strategy": strategy}
     acc = state.acc
     parts: list[np.ndarray] = []
 
@@ -137,8 +144,7 @@ def recommend(state: ServingState, settings: Settings, user_id: str, k: int, his
         parts.append(cf.idx)
 
     model_version, als_idx = None, EMPTY_I
-    model = models.model if models is not None else None
-    if weights.get("als") and model is not None:
+    if model is not None:
         model_version = model.version
         vector = models.user_vector(user_id, history)
         if vector is not None:
@@ -171,6 +177,8 @@ def recommend(state: ServingState, settings: Settings, user_id: str, k: int, his
         if in_fresh[n]:
             reasons.append("new")
         items.append({"video_id": ids[i], "score": round(score, 6), "reasons": reasons})
+    if anonymous:
+        base.cold[(k, settings.max_per_creator)] = items
     return {"user_id": user_id, "items": items, "model_version": model_version, "strategy": strategy}
 
 
@@ -196,7 +204,7 @@ def _als(state: ServingState, base: Base, model: Any, vector: np.ndarray, cf_idx
         fresh = ~state.member_array(cand, history_idx)
         cand, scores = cand[fresh], scores[fresh]
     if len(cand) > CANDIDATES_PER_SOURCE:
-        top = np.argpartition(-scores, CANDIDATES_PER_SOURCE - 1)[:CANDIDATES_PER_SOURCE]
+        top = (-scores).argpartition(CANDIDATES_PER_SOURCE - 1)[:CANDIDATES_PER_SOURCE]
         cand, scores = cand[top], scores[top]
     if not len(cand) or scores.max() <= 0:
         return EMPTY_I, EMPTY_F
@@ -220,7 +228,7 @@ def _select(state: ServingState, dyn: np.ndarray, dyn_scores: np.ndarray, base: 
     while True:
         limit = -np.inf  # nothing left out scores above this
         if take < len(dyn):
-            top = np.argpartition(-dyn_scores, take - 1)[:take]
+            top = (-dyn_scores).argpartition(take - 1)[:take]
             limit = dyn_scores[top].min()
         else:
             top = slice(None)
@@ -231,7 +239,7 @@ def _select(state: ServingState, dyn: np.ndarray, dyn_scores: np.ndarray, base: 
         scores = np.concatenate((dyn_scores[top], base.score[head]))
         keep = ~seen_mask(state, cand, history_idx, seen)
         cand, scores = cand[keep], scores[keep]
-        order = np.argsort(-scores, kind="stable")
+        order = (-scores).argsort(kind="stable")
         cand = cand[order]
         ranked_scores, ranked, ranked_creators = scores[order].tolist(), cand.tolist(), creator[cand].tolist()
         picked: list[tuple[int, float]] = []

@@ -69,6 +69,7 @@ class Base:
         ids = state.ids
         self.order = np.array(sorted(pool.tolist(), key=lambda i: (-self.score[i], ids[i])), dtype=np.int64)
         self._factors: tuple[str, np.ndarray, np.ndarray] | None = None
+        self.cold: dict[tuple[int, int], list] = {}  # (k, creator cap) -> the answer for someone new
 
     def factors(self, state: ServingState, model: Any) -> tuple[np.ndarray, np.ndarray]:
         """The pool videos the model knows, and their factor rows (gathered once per model and refresh)."""

@@ -125,3 +125,17 @@ def test_als_scores_the_candidates_as_the_reference_does(seed: int) -> None:
     assert [(i["video_id"], i["reasons"]) for i in got["items"]] == [(v, r) for v, _s, r in expected]
     assert [i["score"] for i in got["items"]] == pytest.approx([s for _v, s, _r in expected], abs=1e-5)
     assert any("als" in i["reasons"] for i in got["items"])
+
+
+def test_someone_new_gets_the_pools_answer_kept_until_the_next_refresh() -> None:
+    settings = Settings(strategies=["hybrid"])
+    state = _state(random.Random(3), settings)
+    first = recommend(state, settings, "new-1", 20, [], b"")
+    again = recommend(state, settings, "new-2", 20, [], b"")
+    assert again["items"] == first["items"] and again["user_id"] == "new-2"
+    assert len(recommend(state, settings, "new-3", 5, [], b"")["items"]) == 5  # per k
+    assert [(i["video_id"], i["score"], i["reasons"]) for i in first["items"]] == \
+        _reference(state, settings, [], set(), 20)
+    state._bases = {}  # what a refresh of the pools does
+    state.trending = (state.trending[0][::-1].copy(), state.trending[1])  # the pools changed
+    assert recommend(state, settings, "new-4", 20, [], b"")["items"] != first["items"]
