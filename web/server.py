@@ -64,9 +64,9 @@ def build_app(settings: Settings) -> web.Application:
         await stores.close()
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_get("/recommendations/{user_id}", api.recommendations)  # first: the hot route
     app.router.add_post("/events", api.post_events)
     app.router.add_post("/videos", api.post_videos)
-    app.router.add_get("/recommendations/{user_id}", api.recommendations)
     app.router.add_get("/trending", api.trending)
     app.router.add_get("/videos/{video_id}/stats", api.video_stats)
     app.router.add_get("/videos/{video_id}/similar", api.similar)

@@ -96,7 +96,7 @@ def test_als_scores_the_candidates_as_the_reference_does(seed: int) -> None:
                              {"reg_param": 0.1, "alpha": 1.0, "data_until_ms": 10**13})
     models = ModelCache(None)
     models.set_model(LoadedModel.from_artifact(artifact))
-    history = [[f"v{rng.randrange(300)}", 1_000 - i, rng.choice([0.3, 1.0, 2.5])] for i in range(rng.randrange(1, 15))]
+    history = [[f"v{rng.randrange(300)}", 1_000 - i, rng.choice([0.3, 1.0, 2.5])] for i in range(rng.randrange(1, 25))]
     got = recommend(state, settings, "u1", 20, history, b"", models)
     assert got["model_version"] == "m1"
 
@@ -108,7 +108,8 @@ def test_als_scores_the_candidates_as_the_reference_does(seed: int) -> None:
     fresh = {state.ids[i]: float(s) for i, s in zip(*state.fresh, strict=True)}
     seen = {e[0] for e in history}
     model = models.model
-    pool = [v for v in {*cf, *trending, *fresh} if v in model.item_index and v not in seen]
+    cf_best = sorted(cf, key=lambda v: -cf[v][0])[:200]  # ALS scores the pools and the best 200 of item-CF
+    pool = [v for v in {*cf_best, *trending, *fresh} if v in model.item_index and v not in seen]
     scored = {v: float(model.item_factors[model.item_index[v]] @ vector) for v in pool}
     als = dict(sorted(scored.items(), key=lambda kv: -kv[1])[:200])
     candidates = scoring.blend([
