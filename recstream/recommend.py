@@ -232,7 +232,7 @@ def _select(state: ServingState, dyn: np.ndarray, dyn_scores: np.ndarray, base: 
         rest = base.order[~in_dyn[base.order]] if len(dyn) else base.order
     finally:
         in_dyn[dyn] = False
-    take = k + k // 2 + 8 + min(len(history_idx), k)
+    take = k + 8 + min(len(history_idx), k)
     while True:
         limit = -np.inf  # nothing left out scores above this
         if take < len(dyn):
@@ -252,11 +252,10 @@ def _select(state: ServingState, dyn: np.ndarray, dyn_scores: np.ndarray, base: 
         ranked_scores, ranked, ranked_creators = scores[order].tolist(), cand.tolist(), creator[cand].tolist()
         picked: list[tuple[int, float]] = []
         per_creator: dict[int, int] = {}
-        certain, n, start = True, len(ranked), 0
+        n, start = len(ranked), 0
         while start < n:
             score, end = ranked_scores[start], start + 1
             if score <= limit:  # an item left out could rank here: look further
-                certain = False
                 break
             if end < n and ranked_scores[end] == score:  # equal scores: by video id
                 while end < n and ranked_scores[end] == score:
@@ -275,7 +274,7 @@ def _select(state: ServingState, dyn: np.ndarray, dyn_scores: np.ndarray, base: 
                 if len(picked) >= k:
                     return picked
             start = end
-        if certain:
+        if limit == -np.inf:  # nothing was left out: fewer than k is all there is
             return picked
         take *= 4
 

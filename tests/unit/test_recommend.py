@@ -140,3 +140,19 @@ def test_someone_new_gets_the_pools_answer_kept_until_the_next_refresh() -> None
     state._bases = {}  # what a refresh of the pools does
     state.trending = (state.trending[0][::-1].copy(), state.trending[1])  # the pools changed
     assert recommend(state, settings, "new-4", 20, [], b"")["items"] != first["items"]
+
+
+@pytest.mark.parametrize("hidden", [30, 100])
+def test_a_full_list_when_the_filter_hides_more_than_the_first_look(hidden: int) -> None:
+    settings = Settings(strategies=["hybrid"])
+    state = _state(random.Random(5), settings)
+    top = [state.ids[i] for i in state.base(settings.blend_trending, settings.blend_fresh).order[:hidden]]
+    bits, hashes = settings.seen_bloom_bits, settings.seen_bloom_hashes
+    bloom = bytearray(bits // 8)
+    for v in top:
+        for b in bloom_positions(v, bits, hashes):
+            bloom[b >> 3] |= 0x80 >> (b & 7)
+    got = recommend(state, settings, "u", 20, [], bytes(bloom))
+    assert [(i["video_id"], i["score"], i["reasons"]) for i in got["items"]] == \
+        _reference(state, settings, [], set(top), 20)
+    assert len(got["items"]) == 20 and not {i["video_id"] for i in got["items"]} & set(top)
