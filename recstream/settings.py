@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     """How often a web process refreshes its in-process serving state (neighbour lists and catalog through
     their change feeds, the trending and fresh pools, the model check) from Redis: the bound on how stale
     what it serves is, on top of the agents' `serving_write_interval_s`."""
-    serving_pool_size: int = Field(default=500, ge=10)
+    serving_pool_size: int = Field(default=300, ge=10)
     """Trending and fresh candidates kept per web process (each pool's top)."""
     serving_neighbours_per_video: int = Field(default=50, ge=1)
     """Most item-CF neighbours a serving process keeps per video (the best of the agents' 100): ~16 bytes
