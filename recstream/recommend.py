@@ -5,11 +5,15 @@ background); the user's history and seen filter are one MGET. Scoring is numpy o
 
 - item-CF: the neighbour lists of the user's recent positive videos, each weighted recency**step,
   summed per candidate (the reason: the source that contributed most);
-- trending and fresh: the process's pools (their top `serving_pool_size`);
-- ALS: the user's vector (trained, or folded in from the live history) scores those candidates (the
-  "als" strategy: the whole catalog), and its top `CANDIDATES_PER_SOURCE` join the blend as "als";
+- trending and fresh: the process's pools (their top `serving_pool_size`), blended once per refresh
+  (`serving.Base`): the same for everyone, so someone new gets a kept answer;
+- ALS: the user's vector (trained, or folded in from the live history) scores the pools and the best
+  item-CF candidates (the "als" strategy: the whole catalog); its top `CANDIDATES_PER_SOURCE` join
+  the blend as "als";
 - each source max-scaled to 1 and weighted (`source_weights`); never a video the user engaged with
   (the exact history plus the seen filter), at most `max_per_creator` per creator, ties by video id.
+  The answer merges the user's own candidates with the rest of the pools, both ranked, looking at
+  their heads only (`_select`).
 """
 
 from __future__ import annotations
