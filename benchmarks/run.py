@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--no-quix", action="store_true", help="skip the quixstreams peer")
     p.add_argument(
-        "--quix-timeout", type=float, default=3600.0,
+        "--quix-timeout", type=float, default=600.0,
         help="bound of the quixstreams peer, s (past it: stopped, its rate reported as an upper bound)",
     )
     p.add_argument("--replay-events", type=int, help="events replayed (default 1,000,000; --quick 100,000)")

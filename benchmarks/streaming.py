@@ -123,7 +123,7 @@ class BenchConfig:
     """Bound of the HTTP, freshness and burst stages and of each raw consumer pass."""
     ingest_timeout_s: float = 3600.0
     """Bound of the worker's ingest and of the replay."""
-    quix_timeout_s: float = 3600.0
+    quix_timeout_s: float = 600.0
     """Bound of the quixstreams peer; past it, it is stopped and its rate reported as an upper bound."""
     stall_s: float = 60.0
     """Ingest fails when no counter moved for this long."""
