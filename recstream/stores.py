@@ -299,19 +299,6 @@ class Stores:
     async def top_trending(self, k: int) -> list[tuple[str, float]]:
         return await self.redis.zrevrange(TRENDING_KEY, 0, k - 1, withscores=True)
 
-    async def fresh_videos(self, since_ms: int, k: int) -> list[tuple[str, float]]:
-        return await self.redis.zrevrangebyscore(FRESH_KEY, "+inf", since_ms, start=0, num=k, withscores=True)
-
-    async def creators_of(self, videos: list[str]) -> dict[str, str]:
-        if not videos:
-            return {}
-        values = await self.redis.hmget(VIDEO_CREATOR_KEY, videos)
-        return {v: c for v, c in zip(videos, values, strict=True) if c is not None}
-
-    async def random_videos(self, n: int) -> list[str]:
-        """Up to n distinct catalog videos at random."""
-        return await self.redis.hrandfield(VIDEO_CREATOR_KEY, n) or []
-
     async def video_stats(self, videos: list[str]) -> dict[str, Any]:
         return await self.get_json_fields(VIDEO_STATS_KEY, videos)
 

@@ -33,6 +33,7 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 
 
 def timed(route: str) -> Callable:
+    """Time the handler in `recstream_request_latency_seconds`, and answer a `BadRequest` it raises."""
     histogram = metrics.request_latency.labels(route=route)
 
     def wrap(handler: Callable[..., Awaitable[web.Response]]) -> Callable[..., Awaitable[web.Response]]:
@@ -40,6 +41,8 @@ def timed(route: str) -> Callable:
             started = time.perf_counter()
             try:
                 return await handler(*args, **kwargs)
+            except BadRequest as exc:
+                return json_response(exc.body, exc.status)
             finally:
                 histogram.observe(time.perf_counter() - started)
         inner.__name__ = handler.__name__
@@ -112,10 +115,7 @@ class Api:
 
     @timed("/events")
     async def post_events(self, request: web.Request) -> web.Response:
-        try:
-            records = await self._read_items(request, Interaction, "events")
-        except BadRequest as exc:
-            return json_response(exc.body, exc.status)
+        records = await self._read_items(request, Interaction, "events")
         await self.publish(self.names.interactions, self.settings.interactions_partitions,
                            [(r.user_id, encode(r)) for r in records])
         metrics.events_accepted.inc(len(records))
@@ -123,10 +123,7 @@ class Api:
 
     @timed("/videos")
     async def post_videos(self, request: web.Request) -> web.Response:
-        try:
-            records = await self._read_items(request, Video, "videos")
-        except BadRequest as exc:
-            return json_response(exc.body, exc.status)
+        records = await self._read_items(request, Video, "videos")
         await self.publish(self.names.videos, self.settings.interactions_partitions,
                            [(r.video_id, encode(r)) for r in records])
         return json_response({"accepted": len(records)}, 202)
@@ -139,10 +136,7 @@ class Api:
         if strategy is not None and strategy not in STRATEGIES:
             return json_response({"error": f"strategy must be one of {list(STRATEGIES)}", "field": "strategy"},
                                  422)
-        try:
-            k = _k(request)
-        except BadRequest as exc:
-            return json_response(exc.body, exc.status)
+        k = _k(request)
         state = self._state()
         if not state.loaded.is_set():
             await state.loaded.wait()
@@ -160,10 +154,7 @@ class Api:
 
     @timed("/trending")
     async def trending(self, request: web.Request) -> web.Response:
-        try:
-            k = _k(request)
-        except BadRequest as exc:
-            return json_response(exc.body, exc.status)
+        k = _k(request)
         scores = await self.trending_scores(k)
         stats = await self._stores().video_stats(list(scores))
         items = []
@@ -196,10 +187,7 @@ class Api:
     @timed("/videos/similar")
     async def similar(self, request: web.Request) -> web.Response:
         video_id = request.match_info["video_id"]
-        try:
-            k = _k(request)
-        except BadRequest as exc:
-            return json_response(exc.body, exc.status)
+        k = _k(request)
         nbrs = (await self._stores().neighbours_of([video_id], k)).get(video_id, {})
         items = [{"video_id": v, "score": round(s, 6)} for v, s in sorted(nbrs.items(), key=lambda kv: -kv[1])]
         return json_response({"video_id": video_id, "items": items})

@@ -38,10 +38,8 @@ def _write(cluster: Cluster, write) -> None:  # noqa: ANN001 - async (stores) ->
     asyncio.run(run())
 
 
-def _timed(check, bound: float) -> float:  # noqa: ANN001
-    started = time.monotonic()
-    assert wait_for(check, timeout=bound + MARGIN_S, interval=0.05), "not visible in time"
-    return time.monotonic() - started
+def _timed(check, bound: float) -> None:  # noqa: ANN001
+    assert wait_for(check, timeout=bound + MARGIN_S, interval=0.05), f"not visible within {bound + MARGIN_S} s"
 
 
 def test_new_neighbours_trending_and_models_reach_a_web_process_within_the_bound(cluster: Cluster) -> None:
@@ -57,9 +55,8 @@ def test_new_neighbours_trending_and_models_reach_a_web_process_within_the_bound
 
     # A neighbour list the covisit agent would publish.
     _write(cluster, lambda s: s.write_neighbours({src: [[dst, 1.0]]}))
-    took = _timed(lambda: any(i["video_id"] == dst and f"because you watched {src}" in i["reasons"]
-                              for i in _items(web, user)), BOUND_S)
-    assert took <= BOUND_S + MARGIN_S
+    _timed(lambda: any(i["video_id"] == dst and f"because you watched {src}" in i["reasons"]
+                       for i in _items(web, user)), BOUND_S)
 
     # A video jumping to the top of trending (the engagement agent's rank: log2 of the decayed sum).
     rank = time.time() / cluster.settings.trending_half_life_s + 50  # 2^50 times a fresh unit of weight
