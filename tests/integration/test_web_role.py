@@ -88,7 +88,9 @@ def test_web_role_answers_from_its_last_state_while_the_worker_is_stopped(servic
                 {"type": "view", "user_id": u, "video_id": v, "watch_time_ms": 10_000, "duration_ms": 10_000}
                 for v in (a, b)]})
         post(worker.url + "/events", {"type": "like", "user_id": user, "video_id": a})
-        assert wait_for(lambda: any(i["video_id"] == b for i in _items(web, user)), timeout=15)
+        # Not just b (a cold user gets it too, as trending): b because of a, and a gone: the like is in.
+        assert wait_for(lambda: any(i["video_id"] == b and f"because you watched {a}" in i["reasons"]
+                                    for i in _items(web, user)), timeout=15)
 
         worker.stop()
         status, body = get(f"{web}/recommendations/{user}")
