@@ -7,12 +7,13 @@ from recstream import channels, metrics
 from recstream.agents.common import parse_batch, take_batches
 from recstream.agents.pipeline import Pipeline
 from recstream.app import app
-from recstream.records import Video
+from recstream.records import Video, bound_ts
 from recstream.runtime import as_event, stores
 from recstream.sinks import retry
 from recstream.tables import catalog
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
+SKEW_MS = int(_s.max_future_skew_s * 1000)
 # Metadata is rare next to interactions: Faust's own table writes suffice (its producer is flushed
 # before every offset commit). MongoDB is written on its own timer like every other sink.
 pipeline = Pipeline("catalog", channels.videos.get_topic_name(), [], mongo="videos")
@@ -26,7 +27,8 @@ async def catalog_agent(stream) -> None:  # noqa: ANN001
 
 async def process(events) -> None:  # noqa: ANN001
     latest: dict[str, dict] = {}
-    for event, video in await parse_batch(events, Video):
+    for event, parsed in await parse_batch(events, Video):
+        video = bound_ts(parsed, int(event.message.timestamp * 1000), SKEW_MS)
         doc = video.model_dump()
         with as_event(event):
             catalog[video.video_id] = doc

@@ -67,8 +67,37 @@ def pack(entries: list[list]) -> list[tuple[None, bytes]]:
             for i in range(0, len(entries), PACK_MAX_ENTRIES)]
 
 
-def unpack(value: bytes) -> list[list]:
-    return orjson.loads(value)
+_OPT_INT = (int, type(None))
+VIDEO_EVENT = (str, int, int, str, int, _OPT_INT, _OPT_INT)
+"""An engagement entry: [video, source partition, source offset, type, ts, watch_time_ms, duration_ms]."""
+COVISIT_PAIR = (str, str, (int, float), int, int, int)
+"""A co-visitation entry: [source video, neighbour, weight, ts, source partition, source offset]."""
+
+
+def unpack(value: bytes, shape: tuple) -> list[list]:
+    """A packed internal message's entries, each checked against `shape` (one type per field) before any
+    is applied: a message of anything else raises ValueError, and is then dead-lettered whole."""
+    entries = orjson.loads(value)
+    if not isinstance(entries, list):
+        raise ValueError("not a list of entries")
+    n = len(shape)
+    for entry in entries:
+        if not (isinstance(entry, list) and len(entry) == n
+                and all(isinstance(x, t) for x, t in zip(entry, shape, strict=True))):
+            raise ValueError(f"entry {str(entry)[:200]} is not of the shape {[getattr(t, '__name__', t) for t in shape]}")
+    return entries
+
+
+async def unpack_batch(events: Sequence[EventT], shape: tuple) -> list[tuple[EventT, list[list]]]:
+    """Each internal message's entries; a message that is not what our agents write goes to the
+    dead-letter topic with the reason, and the agent goes on."""
+    out = []
+    for event in events:
+        try:
+            out.append((event, unpack(event.value, shape)))
+        except (ValueError, TypeError) as exc:
+            await dead_letter(event, _reason(exc))
+    return out
 
 
 async def take_batches(stream, max_: int, within: float,  # noqa: ANN001

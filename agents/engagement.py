@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from recstream import metrics
-from recstream.agents.common import take_batches, unpack
+from recstream.agents.common import VIDEO_EVENT, take_batches, unpack_batch
 from recstream.agents.pipeline import Pipeline
 from recstream.app import app
 from recstream.channels import video_events
@@ -37,10 +37,10 @@ async def engagement_agent(stream) -> None:  # noqa: ANN001
 async def process(events) -> None:  # noqa: ANN001
     touched: dict[str, int] = {}  # video -> partition
     entries = 0
-    for event in events:
+    for event, packed in await unpack_batch(events, VIDEO_EVENT):
         await asyncio.sleep(0)  # one packed message is up to PACK_MAX_ENTRIES entries: yield between them
         q = event.message.partition
-        for video, p, offset, type_, ts, watch, duration in unpack(event.value):
+        for video, p, offset, type_, ts, watch, duration in packed:
             state = video_engagement.get(q, video)
             if state is None:
                 state = new_engagement()

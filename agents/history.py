@@ -18,7 +18,7 @@ from recstream.agents.common import YIELD_EVERY, pack, parse_batch, take_batches
 from recstream.agents.pipeline import Pipeline
 from recstream.app import app
 from recstream.kafka_out import partition_for
-from recstream.records import Interaction
+from recstream.records import Interaction, bound_ts
 from recstream.runtime import stores
 from recstream.sinks import retry
 from recstream.stores import ACTIVE_USERS_PREFIX
@@ -27,6 +27,7 @@ from recstream.tables import user_history
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
 PARAMS = StreamParams.from_settings(_s)
+SKEW_MS = int(_s.max_future_skew_s * 1000)
 FRESHNESS = metrics.freshness.labels(agent="history")
 PROGRESS_KEY = "progress:history"  # hash: interactions partition -> last offset counted in Redis
 pipeline = Pipeline("history", channels.interactions.get_topic_name(), [user_history], mongo="user_profiles")
@@ -39,7 +40,8 @@ async def history_agent(stream) -> None:  # noqa: ANN001
 
 
 async def process(events) -> None:  # noqa: ANN001
-    parsed = await parse_batch(events, Interaction)
+    parsed = [(event, bound_ts(record, int(event.message.timestamp * 1000), SKEW_MS))
+              for event, record in await parse_batch(events, Interaction)]
     touched: dict[str, int] = {}  # user -> partition
     new_videos: dict[str, set[str]] = defaultdict(set)
     to_engagement: dict[int, list[list]] = defaultdict(list)

@@ -25,6 +25,10 @@ dead_letters = Counter(
 events_accepted = Counter(
     "recstream_http_events_accepted_total", "Events accepted by POST /events", registry=registry
 )
+requests_refused = Counter(
+    "recstream_http_refused_total", "Requests refused with a 4xx, by route and reason", ["route", "reason"],
+    registry=registry,
+)
 request_latency = Histogram(
     "recstream_request_latency_seconds", "HTTP request latency", ["route"], registry=registry,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -23,7 +23,18 @@ from pydantic import (
 EventType = Literal["view", "like", "share", "comment", "skip", "follow"]
 EVENT_TYPES: tuple[str, ...] = ("view", "like", "share", "comment", "skip", "follow")
 
-Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s]+$")]
+ID_PATTERN = r"^[A-Za-z0-9_\-:@+=~]+$"
+"""Letters, digits and `_-:@+=~`: an id is safe in a URL path, a Redis key and a MongoDB field or
+value (no `$`, no `.`: nothing MongoDB could read as an operator or a path)."""
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
+MAX_DURATION_MS = 24 * 3600 * 1000
+FUTURE_SKEW_CONTEXT = "max_ts"
+"""Validation context key: the latest timestamp (epoch ms) a request may carry. HTTP validation passes
+it (now + `max_future_skew_s`); agents validate without it and clamp instead (`bound_ts`), so that a
+replay of the log gives the same state whenever it runs."""
+
+
+R = TypeVar("R", "Interaction", "Video")
 
 
 def now_ms() -> int:
@@ -50,6 +61,25 @@ def _to_epoch_ms(value: Any) -> Any:
     return value
 
 
+def _not_ahead(value: int, info: ValidationInfo) -> int:
+    """Refuse a time further ahead than the context allows: one event dated days ahead would otherwise
+    lead trending (forward-decayed scores grow as 2^(t / half-life)) until it is deleted by hand."""
+    limit = (info.context or {}).get(FUTURE_SKEW_CONTEXT)
+    if limit is not None and value > limit:
+        ahead_s = (value - now_ms()) / 1000
+        raise ValueError(f"is {ahead_s:.0f} s ahead of the server's clock; at most {(limit - now_ms()) / 1000:.0f} s "
+                         "ahead is accepted")
+    return value
+
+
+def bound_ts(record: R, append_ms: int, skew_ms: int) -> R:
+    """The record with its time (`ts`, `created_at`) no later than `skew_ms` after its log append time
+    (the message's CreateTime): what agents apply, the same on every replay of the log."""
+    field = "ts" if isinstance(record, Interaction) else "created_at"
+    limit = append_ms + skew_ms
+    return record if getattr(record, field) <= limit else record.model_copy(update={field: limit})
+
+
 class Interaction(BaseModel):
     """One user action on one video. `view` carries how long the video was watched."""
 
@@ -58,9 +88,10 @@ class Interaction(BaseModel):
     type: EventType
     user_id: Id
     video_id: Id
-    ts: int = Field(default=0, ge=0, description="epoch ms; server time when absent")
-    watch_time_ms: int | None = Field(default=None, ge=0, le=24 * 3600 * 1000, validate_default=True)
-    duration_ms: int | None = Field(default=None, ge=0, le=24 * 3600 * 1000)
+    ts: int = Field(default=0, ge=0, le=2**53, description="epoch ms (or ISO 8601); server time when absent; "
+                    "at most `max_future_skew_s` ahead of the server's clock")
+    watch_time_ms: int | None = Field(default=None, ge=0, le=MAX_DURATION_MS, validate_default=True)
+    duration_ms: int | None = Field(default=None, ge=0, le=MAX_DURATION_MS)
 
     @field_validator("watch_time_ms", mode="after")
     @classmethod
@@ -70,6 +101,7 @@ class Interaction(BaseModel):
         return value
 
     _normalise_ts = field_validator("ts", mode="before")(lambda v: now_ms() if v is None else _to_epoch_ms(v))
+    _bounded_ts = field_validator("ts", mode="after")(lambda v, info: _not_ahead(v, info))
 
     @model_validator(mode="after")
     def _default_ts(self) -> Interaction:
@@ -85,15 +117,17 @@ class Video(BaseModel):
 
     video_id: Id
     creator_id: Id
-    duration_ms: int | None = Field(default=None, ge=0, le=24 * 3600 * 1000)
+    duration_ms: int | None = Field(default=None, ge=0, le=MAX_DURATION_MS)
     category: str | None = Field(default=None, max_length=64)
     hashtags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=50)
     caption: str = Field(default="", max_length=2000)
-    created_at: int = Field(default=0, ge=0, description="epoch ms; server time when absent")
+    created_at: int = Field(default=0, ge=0, le=2**53, description="epoch ms (or ISO 8601); server time when "
+                            "absent; at most `max_future_skew_s` ahead of the server's clock")
 
     _normalise_created = field_validator("created_at", mode="before")(
         lambda v: now_ms() if v is None else _to_epoch_ms(v)
     )
+    _bounded_created = field_validator("created_at", mode="after")(lambda v, info: _not_ahead(v, info))
 
     @model_validator(mode="after")
     def _default_created(self) -> Video:

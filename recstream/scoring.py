@@ -197,7 +197,16 @@ def trend_rank(score: float, updated_ms: int, half_life_s: float) -> float:
 
 def trend_score_now(rank: float, now_ms: int, half_life_s: float) -> float:
     """The decayed score at `now_ms`, recovered from `trend_rank`."""
-    return 2 ** (rank - now_ms / 1000 / half_life_s)
+    return exp2(rank - now_ms / 1000 / half_life_s)
+
+
+MAX_EXPONENT = 1000.0
+
+
+def exp2(x: float) -> float:
+    """2^x, saturating at 2^1000 (~1e301) instead of raising OverflowError: a rank from an event dated
+    far ahead (written before times were bounded) must not turn every read of trending into a 500."""
+    return 2.0 ** min(x, MAX_EXPONENT)
 
 
 # --- serving -------------------------------------------------------------------------------------
@@ -335,7 +344,7 @@ def add_pair(neighbours: dict[str, float], base_s: float | None, dst: str, weigh
 def neighbour_weights_at(neighbours: Mapping[str, float], base_s: float, at_ms: int,
                          half_life_s: float) -> dict[str, float]:
     """The decayed weights of a forward-decayed neighbour map at one instant."""
-    scale = 2.0 ** ((base_s - at_ms / 1000) / half_life_s)
+    scale = exp2((base_s - at_ms / 1000) / half_life_s)
     return {dst: w * scale for dst, w in neighbours.items()}
 
 

@@ -51,6 +51,15 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
     """Replication factor of the topics recstream creates."""
 
+    # --- input --------------------------------------------------------------------------
+    max_future_skew_s: float = Field(default=300, ge=0)
+    """How far ahead of the server's clock an event's `ts` (a video's `created_at`) may be. Further ahead:
+    HTTP refuses it (422); a message written straight to the topic is applied at its append time plus
+    this skew (deterministic on replay). Any past time is accepted (replays): trending decays it away."""
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Largest request body the write endpoints read (413 above it): 10,000 events of the longest ids
+    allowed fit in 8 MiB, so the batch limit, not the body limit, binds on any valid batch."""
+
     # --- the Faust worker ---------------------------------------------------------------
     app_id: str = "recstream"
     """Faust app id: also the consumer group and the prefix of changelog topics."""

@@ -16,14 +16,17 @@ from recstream import metrics
 from recstream.foldin import ModelCache
 from recstream.kafka_out import BatchProducer, partition_for
 from recstream.recommend import recommend
-from recstream.records import Interaction, Video, describe_errors, encode
+from recstream.records import FUTURE_SKEW_CONTEXT, Interaction, Video, describe_errors, encode, now_ms
 from recstream.scoring import trend_score_now
 from recstream.serving import ServingState
 from recstream.settings import Settings
 from recstream.stores import Stores
 from recstream.topics import topic_names
 
-MAX_BATCH = 10_000
+MAX_EVENTS = 10_000
+"""Events per POST /events; the body limit (`max_body_bytes`, 8 MiB) holds 10,000 of the largest."""
+MAX_VIDEOS = 1_000
+"""Videos per POST /videos: a video with the longest caption and hashtags is ~5.5 kB."""
 MAX_K = 500
 STRATEGIES = ("random", "trending", "itemcf", "als", "hybrid")
 
@@ -33,7 +36,8 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 
 
 def timed(route: str) -> Callable:
-    """Time the handler in `recstream_request_latency_seconds`, and answer a `BadRequest` it raises."""
+    """Time the handler in `recstream_request_latency_seconds`, and answer a `BadRequest` it raises
+    (counted in `recstream_http_refused_total` by its reason)."""
     histogram = metrics.request_latency.labels(route=route)
 
     def wrap(handler: Callable[..., Awaitable[web.Response]]) -> Callable[..., Awaitable[web.Response]]:
@@ -42,6 +46,7 @@ def timed(route: str) -> Callable:
             try:
                 return await handler(*args, **kwargs)
             except BadRequest as exc:
+                metrics.requests_refused.labels(route=route, reason=exc.reason).inc()
                 return json_response(exc.body, exc.status)
             finally:
                 histogram.observe(time.perf_counter() - started)
@@ -52,16 +57,18 @@ def timed(route: str) -> Callable:
 
 
 class BadRequest(Exception):
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
+    """A 4xx answer: `reason` labels it in /metrics, `body` says what is wrong (and which field)."""
+
+    def __init__(self, status: int, reason: str, body: dict[str, Any]) -> None:
         super().__init__(body.get("error"))
-        self.status, self.body = status, body
+        self.status, self.reason, self.body = status, reason, body
 
 
 def _k(request: web.Request, default: int = 20) -> int:
     try:
         k = int(request.query.get("k", default))
     except ValueError as exc:
-        raise BadRequest(422, {"error": "k must be an integer", "field": "k"}) from exc
+        raise BadRequest(422, "invalid_parameter", {"error": "k must be an integer", "field": "k"}) from exc
     return max(1, min(k, MAX_K))
 
 
@@ -75,30 +82,48 @@ class Api:
         self._stores, self._producer, self._state, self._models = stores, producer, state, models
 
     # --- ingestion ------------------------------------------------------------------------
-    async def _read_items(self, request: web.Request, model: type[BaseModel], plural: str) -> list:
+    async def _body(self, request: web.Request) -> bytes:
+        """The request body, refused (413, the limit in the message) past `max_body_bytes` before more of it
+        is read; the same limit in the worker and the web role, whatever their aiohttp defaults."""
+        limit = self.settings.max_body_bytes
+        too_large = BadRequest(413, "body_too_large", {
+            "error": f"request body larger than {limit:,} bytes (max_body_bytes)", "limit_bytes": limit})
+        if (request.content_length or 0) > limit:
+            raise too_large
+        body = await request.content.read(limit + 1)
+        if len(body) > limit:
+            raise too_large
+        return body
+
+    async def _read_items(self, request: web.Request, model: type[BaseModel], plural: str,
+                          max_items: int) -> list:
         """Parse one object or {plural: [...]}; all or nothing (any invalid item: 4xx, nothing produced)."""
+        raw = await self._body(request)
         try:
-            body = orjson.loads(await request.read() or b"null")
+            body = orjson.loads(raw or b"null")  # refuses non-UTF-8 and nesting deeper than 1,024 too
         except ValueError as exc:
-            raise BadRequest(400, {"error": "body is not valid JSON", "detail": str(exc)}) from exc
+            raise BadRequest(400, "malformed_json", {"error": "body is not valid UTF-8 JSON", "detail": str(exc)}
+                             ) from exc
         if isinstance(body, dict) and plural in body:
             items = body[plural]
             if not isinstance(items, list):
-                raise BadRequest(422, {"error": f"'{plural}' must be a list", "field": plural})
+                raise BadRequest(422, "invalid_body", {"error": f"'{plural}' must be a list", "field": plural})
         elif isinstance(body, dict):
             items = [body]
         else:
-            raise BadRequest(422, {"error": f"expected an object or {{\"{plural}\": [...]}}"})
-        if len(items) > MAX_BATCH:
-            raise BadRequest(413, {"error": f"at most {MAX_BATCH} per request", "field": plural})
+            raise BadRequest(422, "invalid_body", {"error": f"expected an object or {{\"{plural}\": [...]}}"})
+        if len(items) > max_items:
+            raise BadRequest(413, "too_many_items", {"error": f"at most {max_items:,} {plural} per request",
+                                                     "field": plural, "limit": max_items})
+        context = {FUTURE_SKEW_CONTEXT: now_ms() + int(self.settings.max_future_skew_s * 1000)}
         records, errors = [], []
         for index, item in enumerate(items):
             try:
-                records.append(model.model_validate(item))
+                records.append(model.model_validate(item, context=context))
             except ValidationError as exc:
                 errors += describe_errors(exc, index)
         if errors:
-            raise BadRequest(422, {"error": "validation failed", "details": errors})
+            raise BadRequest(422, "validation", {"error": "validation failed", "details": errors})
         return records
 
     async def publish(self, topic: str, partitions: int, records: list[tuple[str, bytes]]) -> None:
@@ -115,7 +140,7 @@ class Api:
 
     @timed("/events")
     async def post_events(self, request: web.Request) -> web.Response:
-        records = await self._read_items(request, Interaction, "events")
+        records = await self._read_items(request, Interaction, "events", MAX_EVENTS)
         await self.publish(self.names.interactions, self.settings.interactions_partitions,
                            [(r.user_id, encode(r)) for r in records])
         metrics.events_accepted.inc(len(records))
@@ -123,7 +148,7 @@ class Api:
 
     @timed("/videos")
     async def post_videos(self, request: web.Request) -> web.Response:
-        records = await self._read_items(request, Video, "videos")
+        records = await self._read_items(request, Video, "videos", MAX_VIDEOS)
         await self.publish(self.names.videos, self.settings.interactions_partitions,
                            [(r.video_id, encode(r)) for r in records])
         return json_response({"accepted": len(records)}, 202)
@@ -134,8 +159,8 @@ class Api:
         user_id = request.match_info["user_id"]
         strategy = request.query.get("strategy")  # overrides the user's A/B bucket (explorer, debugging)
         if strategy is not None and strategy not in STRATEGIES:
-            return json_response({"error": f"strategy must be one of {list(STRATEGIES)}", "field": "strategy"},
-                                 422)
+            raise BadRequest(422, "invalid_parameter",
+                             {"error": f"strategy must be one of {list(STRATEGIES)}", "field": "strategy"})
         k = _k(request)
         state = self._state()
         if not state.loaded.is_set():

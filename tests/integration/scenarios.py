@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from recstream.topics import topic_names
 
-from .conftest import Cluster, get, post, wait_for
+from .conftest import Cluster, get, post, request, wait_for
 
 
 def _ids(prefix: str, n: int) -> list[str]:
@@ -203,5 +203,130 @@ def strategies_are_selectable(cluster: Cluster) -> None:
     assert get(f"{url}/recommendations/someone?strategy=psychic")[0] == 422
 
 
+def _refused(url: str) -> dict[str, float]:
+    """recstream_http_refused_total by reason, summed over routes, from a process's /metrics."""
+    text = request("GET", url + "/metrics")[1]["text"]
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("recstream_http_refused_total{"):
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            out[reason] = out.get(reason, 0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def bad_bodies_are_refused_and_counted(cluster: Cluster) -> None:
+    """Every refusal is a 4xx that names its cause (and the limit when there is one), is counted in
+    /metrics by reason, and produces nothing: on the worker and on the web role alike."""
+    s = cluster.settings
+    topic = topic_names(s).interactions
+    before = asyncio.run(_end_offsets(s.kafka_bootstrap, topic))
+    good = {"type": "like", "user_id": "u-ok", "video_id": "v-ok"}
+    for url in dict.fromkeys([cluster.url, cluster.urls[-1]]):
+        counted = _refused(url)
+        not_utf8 = b'{"type": "like", "video_id": "v", "user_id": "' + bytes([0xFF, 0xFE]) + b'"}'
+        assert request("POST", url + "/events", not_utf8)[0] == 400
+        assert request("POST", url + "/events", b"[" * 5000 + b"]" * 5000)[0] == 400  # nested past orjson's 1,024
+        limit = s.max_body_bytes
+        status, body = request("POST", url + "/events", b'{"events": [' + b" " * limit + b"]}")
+        assert status == 413 and f"{limit:,}" in body["error"] and body["limit_bytes"] == limit
+        status, body = post(url + "/events", {"events": [good] * 10_001})
+        assert status == 413 and "10,000" in body["error"]
+        status, body = post(url + "/videos", {"videos": [{"video_id": "v", "creator_id": "c"}] * 1_001})
+        assert status == 413 and "1,000" in body["error"]
+        day_ahead = int(time.time() * 1000) + 86_400_000
+        status, body = post(url + "/events", {"events": [good, {**good, "ts": day_ahead}]})
+        assert status == 422 and body["details"][0]["index"] == 1 and body["details"][0]["field"] == "ts"
+        assert "ahead" in body["details"][0]["message"]
+        status, body = post(url + "/videos", {"video_id": "v-late", "creator_id": "c", "created_at": day_ahead})
+        assert status == 422 and body["details"][0]["field"] == "created_at"
+        for field, bad in (("user_id", "$where"), ("video_id", "a.b"), ("user_id", "x" * 129)):
+            status, body = post(url + "/events", {**good, field: bad})
+            assert status == 422 and body["details"][0]["field"] == field, (field, bad, body)
+        status, body = post(url + "/events", {**good, "colour": "red"})  # unknown fields are refused
+        assert status == 422 and body["details"][0]["field"] == "colour"
+        assert post(url + "/events", {**good, "watch_time_ms": 10**12})[0] == 422
+        now = _refused(url)
+        gained = {k: v - counted.get(k, 0) for k, v in now.items()}
+        assert gained.get("malformed_json") == 2 and gained.get("body_too_large") == 1, gained
+        assert gained.get("too_many_items") == 2 and gained.get("validation") == 7, gained
+    assert asyncio.run(_end_offsets(s.kafka_bootstrap, topic)) == before
+
+
+async def _write_raw(s, topic: str, key: bytes | None, value: bytes, timestamp_ms: int | None = None) -> None:  # noqa: ANN001
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, key=key, value=value, timestamp_ms=timestamp_ms)
+    finally:
+        await producer.stop()
+
+
+async def _dead_letters_from(s, topics: set[str], marker: str, timeout: float = 20) -> dict[str, dict]:  # noqa: ANN001
+    """The dead letters whose value contains `marker`, by source topic, until one came from each topic."""
+    consumer = AIOKafkaConsumer(topic_names(s).dead_letters, bootstrap_servers=s.kafka_bootstrap,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    found: dict[str, dict] = {}
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and set(found) != topics:
+            for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                for m in msgs:
+                    letter = json.loads(m.value)
+                    if marker in letter["value"]:
+                        found[letter["source_topic"]] = letter
+        return found
+    finally:
+        await consumer.stop()
+
+
+def poison_on_every_topic_is_dead_lettered(cluster: Cluster) -> None:
+    """Garbage written straight to each topic an agent reads is dead-lettered with the reason, and every
+    agent goes on; an event dated a day ahead written straight to the log is applied at its append time
+    plus the allowed skew, so it cannot lead trending."""
+    s = cluster.settings
+    names = topic_names(s)
+    marker = uuid.uuid4().hex
+    poison = {
+        names.interactions: f'{{"type": "view", "user_id": "{marker}"'.encode(),  # cut short
+        names.videos: f'{{"video_id": "{marker}", "creator_id": 7}}'.encode(),  # a creator must be a string
+        names.video_events: f'[["{marker}", 0, "not an offset", "view", 1, null, null]]'.encode(),
+        names.covisit: f'{{"pairs": "{marker}"}}'.encode(),
+    }
+    for topic, value in poison.items():
+        asyncio.run(_write_raw(s, topic, marker.encode(), value))
+    letters = asyncio.run(_dead_letters_from(s, set(poison), marker))
+    assert set(letters) == set(poison), f"dead letters came from {sorted(letters)} only"
+    assert all(letter["reason"] for letter in letters.values())
+    # Every agent goes on: two new videos pass through the catalog, one user's views of them through
+    # history and engagement, and the pair they make (earlier -> later) through co-visitation.
+    a, b = _ids("after-poison", 2)
+    post(cluster.url + "/videos", {"videos": [{"video_id": v, "creator_id": "c-poison"} for v in (a, b)]})
+    user = f"u-{marker[:8]}"
+    for v in (a, b):
+        post(cluster.url + "/events", {"type": "view", "user_id": user, "video_id": v, "watch_time_ms": 5000,
+                                       "duration_ms": 5000})
+    assert wait_for(lambda: get(f"{cluster.url}/videos/{b}/stats")[1].get("views") == 1, timeout=15)
+    assert wait_for(lambda: any(i["video_id"] == b for i in get(f"{cluster.url}/videos/{a}/similar")[1]
+                                .get("items", [])), timeout=15)
+    # A like dated a day ahead, straight to the log: counted, but at most as strong as one made now.
+    (future, present) = _ids("ahead", 2)
+    now = int(time.time() * 1000)
+    for video, ts in ((future, now + 86_400_000), (present, now)):
+        event = {"type": "like", "user_id": f"u-{video}", "video_id": video, "ts": ts}
+        asyncio.run(_write_raw(s, names.interactions, event["user_id"].encode(), json.dumps(event).encode()))
+
+    def scores() -> dict[str, float]:
+        items = get(f"{cluster.url}/trending?k=500")[1]["items"]
+        return {i["video_id"]: i["score"] for i in items if i["video_id"] in (future, present)}
+
+    got = wait_for(lambda: len(r := scores()) == 2 and r, timeout=15)
+    assert got, "the two likes did not both reach trending"
+    skew_boost = 2 ** (s.max_future_skew_s / s.trending_half_life_s)
+    assert got[future] <= got[present] * skew_boost * 1.01, got
+
+
 ALL = [strategies_are_selectable, stats_are_exact, burst_tops_trending, next_video_follows_within_a_second,
        malformed_request_produces_nothing, garbage_goes_to_dead_letters]
+ONE_WORKER = [bad_bodies_are_refused_and_counted, poison_on_every_topic_is_dead_lettered]
+"""Input handling is the same however many workers share the partitions: run once."""

@@ -7,7 +7,7 @@ import pytest
 from . import scenarios
 
 
-@pytest.mark.parametrize("scenario", scenarios.ALL, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("scenario", scenarios.ALL + scenarios.ONE_WORKER, ids=lambda f: f.__name__)
 def test_one_worker(cluster, scenario) -> None:  # noqa: ANN001
     scenario(cluster)
 

@@ -29,3 +29,18 @@ def test_events_of_partitions_no_longer_held_are_dropped() -> None:
 
 def test_nothing_is_applied_while_a_rebalance_is_under_way() -> None:
     assert current_events([_event(A, 1, 4)], 4, flowing=False, assigned={A}) == []
+
+
+def test_unpack_checks_every_entry_before_any_is_applied() -> None:
+    import orjson
+    import pytest
+
+    from recstream.agents.common import COVISIT_PAIR, VIDEO_EVENT, unpack
+
+    good = [["v1", 0, 12, "view", 1_000, 500, None], ["v2", 3, 13, "like", 1_001, None, None]]
+    assert unpack(orjson.dumps(good), VIDEO_EVENT) == good
+    assert unpack(orjson.dumps([["a", "b", 0.5, 1_000, 0, 7], ["a", "c", 1, 1_000, 0, 8]]), COVISIT_PAIR)
+    for bad in (b"{not json", b'{"a": 1}', orjson.dumps([good[0], ["v", 0, "x", "view", 1, None, None]]),
+                orjson.dumps([good[0][:-1]]), orjson.dumps([None])):
+        with pytest.raises(ValueError):
+            unpack(bad, VIDEO_EVENT)

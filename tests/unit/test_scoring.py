@@ -119,3 +119,12 @@ def test_strategy_buckets_are_stable_and_balanced() -> None:
     counts = Counter(strategy_for(f"u{i}", strategies) for i in range(5000))
     assert set(counts) == set(strategies) and min(counts.values()) > 850
     assert strategy_for("anyone", ["hybrid"]) == "hybrid"
+
+
+def test_trending_arithmetic_saturates_instead_of_overflowing() -> None:
+    # A rank written by an event dated weeks ahead (before times were bounded) must not raise.
+    rank = scoring.add_trend_rank(None, 2.0, 10**13, 1800)
+    score = scoring.trend_score_now(rank, 1_700_000_000_000, 1800)
+    assert math.isfinite(score) and score == 2.0**scoring.MAX_EXPONENT
+    assert scoring.trend_score_now(scoring.add_trend_rank(None, 2.0, 1_000, 1800), 1_000, 1800) == pytest.approx(2.0)
+    assert math.isfinite(sum(scoring.neighbour_weights_at({"a": 1.0}, 10**10, 0, 60).values()))
