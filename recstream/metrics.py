@@ -29,6 +29,10 @@ requests_refused = Counter(
     "recstream_http_refused_total", "Requests refused with a 4xx, by route and reason", ["route", "reason"],
     registry=registry,
 )
+degraded_answers = Counter(
+    "recstream_degraded_recommendations_total",
+    "Recommendations answered without the user's history because Redis was unreachable", registry=registry,
+)
 request_latency = Histogram(
     "recstream_request_latency_seconds", "HTTP request latency", ["route"], registry=registry,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
@@ -44,6 +48,10 @@ consumer_lag = Gauge(
 )
 sink_retries = Counter(
     "recstream_sink_retries_total", "Writes retried because a sink (redis, mongo, kafka) failed", ["sink"],
+    registry=registry,
+)
+redis_rebuilds = Counter(
+    "recstream_redis_rebuilds_total", "Times this worker wrote its views to Redis again after Redis lost its data",
     registry=registry,
 )
 flushes = Counter(

@@ -71,6 +71,15 @@ async def _start_serving() -> None:
     serving().start()
 
 
+@app.task
+async def _ensure_indexes() -> None:
+    """The MongoDB indexes the dashboard's queries need, at every start (creating one that exists is a
+    no-op); retried in the background while MongoDB is down, never holding the worker up."""
+    from recstream.sinks import retry
+
+    await retry("mongo", lambda: stores().ensure_indexes())
+
+
 @app.on_before_shutdown.connect
 async def _close_stores(app, **kwargs) -> None:  # noqa: ANN001 - Faust signal signature
     global _stores, _models, _producer, _serving

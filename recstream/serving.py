@@ -219,8 +219,12 @@ class ServingState:
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     async def refresh(self) -> None:
-        """One refresh of every part (the first one loads everything)."""
+        """One refresh of every part (the first one loads everything, and so does the first after Redis
+        lost its data: its change feed then starts again below our cursors)."""
         first = not self.loaded.is_set()
+        if not first and int(await self.redis.get(CHANGES_SEQ_KEY) or 0) < max(self.cursors.values(), default=0):
+            log.warning("Redis' change feed went back (Redis lost its data?): loading the serving state again")
+            first = True
         await self._refresh_catalog(first)
         await self._refresh_neighbours(first)
         await self._refresh_pools()

@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     """How long the worker's batch producer waits to fill a batch (changelogs, internal topics)."""
     producer_batch_bytes: int = Field(default=512 * 1024, ge=16 * 1024)
     """Largest batch the worker's producer sends to one partition at once."""
+    redis_check_interval_s: float = Field(default=2.0, gt=0)
+    """How often a worker checks that Redis still holds its data (`agents.rematerialise`): after a flush,
+    the views the tables hold are back within about this long plus the time to write them."""
     persist_interval_s: float = Field(default=2.0, gt=0)
     """How often per-video stats and user profiles changed since the last time go to MongoDB."""
 

@@ -21,6 +21,7 @@ already holds are skipped (see `recstream.commits` for why the commit never pass
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -57,6 +58,18 @@ class BatchTable:
     def put(self, partition: int, key: str, value: Any) -> None:
         self.cache[partition][key] = value
         self.dirty[partition].add(key)
+
+    def items(self, partition: int) -> Iterator[tuple[str, Any]]:
+        """Every key of a partition with its newest value (memory over RocksDB)."""
+        part = dict(self.cache.get(partition, {}))
+        store = self.table.data
+        for raw_key, raw in store._visible_items(store._db_for_partition(partition)):  # skips Faust's offset key
+            key = raw_key.decode()
+            if key not in part:
+                yield key, orjson.loads(raw)
+        for key, value in part.items():
+            if value is not None:
+                yield key, value
 
     def drop_partitions(self, partitions: set[int]) -> None:
         """Forget what is cached for partitions this worker no longer owns (their new owner replays)."""

@@ -155,10 +155,13 @@ class Stores:
         await self.mongo_client.close()
 
     async def ensure_indexes(self) -> None:
+        """The indexes of the queries the dashboard and the model registry make (`_id` is always one)."""
         await self.db.videos.create_index("creator_id")
         await self.db.videos.create_index("created_at")
         await self.db.video_stats.create_index([("views", -1)])
-        await self.db.models.create_index([("created_at", -1)])
+        await self.db.models.create_index([("namespace", 1), ("created_at", -1)])  # as model_store's own
+        await self.db.user_profiles.create_index([("updated_ms", -1)])
+        await self.db.closed_loop.create_index([("created_at", -1)])  # the dashboard's newest runs
 
     # --- health -------------------------------------------------------------------------
     async def health(self) -> dict[str, str]:

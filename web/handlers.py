@@ -165,12 +165,19 @@ class Api:
         state = self._state()
         if not state.loaded.is_set():
             await state.loaded.wait()
+        degraded = None
         try:
             history, seen = await self._stores().user_state(user_id)
-        except (OSError, TimeoutError) as exc:  # without the user's history, "never a seen video" is not kept
-            return json_response({"error": "redis unreachable: the user's history is unknown", "detail": str(exc)},
-                                 503)
-        return json_response(recommend(state, self.settings, user_id, k, history, seen, self._models(), strategy))
+        except (OSError, TimeoutError) as exc:
+            # Keep answering from this process's state, as for a new user, and say so: the list may
+            # repeat what the user saw until Redis is back (/health says "degraded" meanwhile).
+            history, seen = [], b""
+            degraded = f"redis unreachable ({exc}): the user's history is unknown"
+            metrics.degraded_answers.inc()
+        body = recommend(state, self.settings, user_id, k, history, seen, self._models(), strategy)
+        if degraded:
+            body["degraded"] = degraded
+        return json_response(body)
 
     async def trending_scores(self, k: int) -> dict[str, float]:
         now = int(time.time() * 1000)

@@ -71,7 +71,7 @@ async def read_log(cluster: Cluster, n: int) -> list[tuple[int, int, Interaction
         await consumer.stop()
 
 
-def wait_exact(cluster: Cluster, ref: reference.Reference, timeout: float = 120) -> list[str]:
+def wait_exact(cluster: Cluster, ref: reference.Reference, timeout: float = 120, counters: bool = True) -> list[str]:
     """Until Redis and MongoDB equal the reference (then []), or the differences left at the deadline."""
     params = StreamParams.from_settings(cluster.settings)
     client = redis.Redis.from_url(cluster.settings.redis_url)
@@ -79,7 +79,8 @@ def wait_exact(cluster: Cluster, ref: reference.Reference, timeout: float = 120)
     deadline = time.monotonic() + timeout
     diffs: list[str] = ["not checked"]
     while time.monotonic() < deadline:
-        diffs = reference.compare_redis(client, ref, params) or reference.compare_mongo(mongo, ref, params)
+        diffs = (reference.compare_redis(client, ref, params, counters=counters)
+                 or reference.compare_mongo(mongo, ref, params))
         if not diffs:
             return []
         time.sleep(1)

@@ -328,5 +328,25 @@ def poison_on_every_topic_is_dead_lettered(cluster: Cluster) -> None:
 
 ALL = [strategies_are_selectable, stats_are_exact, burst_tops_trending, next_video_follows_within_a_second,
        malformed_request_produces_nothing, garbage_goes_to_dead_letters]
-ONE_WORKER = [bad_bodies_are_refused_and_counted, poison_on_every_topic_is_dead_lettered]
+def mongo_indexes_are_ensured_at_start(cluster: Cluster) -> None:
+    import pymongo
+
+    db = pymongo.MongoClient(cluster.settings.mongo_url)[cluster.settings.mongo_db]
+
+    def indexed() -> dict[str, set[str]]:
+        # By fields (nx-27017 lists every direction as 1).
+        return {c: {",".join(dict(i["key"])) for i in db[c].list_indexes()}
+                for c in ("videos", "video_stats", "models", "user_profiles", "closed_loop")}
+
+    want = {"videos": {"creator_id", "created_at"}, "video_stats": {"views"}, "models": {"namespace,created_at"},
+            "user_profiles": {"updated_ms"}, "closed_loop": {"created_at"}}
+    def complete() -> bool:
+        got = indexed()
+        return all(want[c] <= got[c] for c in want)
+
+    assert wait_for(complete, timeout=15), f"indexes: {indexed()}"
+
+
+ONE_WORKER = [bad_bodies_are_refused_and_counted, poison_on_every_topic_is_dead_lettered,
+              mongo_indexes_are_ensured_at_start]
 """Input handling is the same however many workers share the partitions: run once."""

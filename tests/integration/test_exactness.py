@@ -20,7 +20,7 @@ from recstream import reference
 from recstream.devcluster import Cluster
 from recstream.streamstate import StreamParams
 
-from .conftest import get
+from .conftest import get, post
 from .faults import PrivateServer, kill9, produce, read_log, wait_exact, world_events
 
 N = 50_000
@@ -118,6 +118,11 @@ def test_sink_outage_mid_stream(services, tmp_path, sink: str) -> None:  # noqa:
             time.sleep(2)
             after = _processed(worker.url), probe.dbsize()
             assert after[0] > before[0] and after[1] > before[1], f"stalled while MongoDB was down: {before} {after}"
+        if sink == "redis":  # serving keeps answering from its last state, and says it is degraded
+            status, body = get(worker.url + "/recommendations/someone-new")
+            assert status == 200 and "redis unreachable" in body["degraded"] and body["items"], body
+            status, body = get(worker.url + "/health")
+            assert status == 503 and body["status"] == "degraded" and body["dependencies"]["redis"] != "ok"
         time.sleep(3)
         server.start()
         producer.join(120)
@@ -129,3 +134,42 @@ def test_sink_outage_mid_stream(services, tmp_path, sink: str) -> None:  # noqa:
     finally:
         cluster.stop()
         server.stop()
+
+
+def test_redis_flushed_is_rebuilt_from_the_tables(services, tmp_path) -> None:  # noqa: ANN001
+    """Redis loses everything mid-stream (FLUSHDB) and nothing is re-published: every view a table holds
+    comes back exact (histories, stats, trending, neighbour lists, catalog, seen filters); only the
+    dashboard's per-second counters restart."""
+    from recstream.stores import FRESH_KEY, VIDEO_CREATOR_KEY, VIDEO_META_KEY, bloom_positions, seen_key
+
+    cluster = Cluster(services, tmp_path, redis_db=13)
+    try:
+        worker = cluster.start_worker()
+        cluster.wait_settled()
+        videos = [f"v{i}" for i in range(60)]  # world_events' catalog
+        assert post(worker.url + "/videos", {"videos": [{"video_id": v, "creator_id": f"c{i % 7}"}
+                                                        for i, v in enumerate(videos)]})[0] == 202
+        events = world_events(10_000, seed=9)
+        producer = _stream_in_background(cluster, events, rate=2_000)
+        _wait_processing(cluster, worker.url, 3_000)
+        client = redis.Redis.from_url(cluster.settings.redis_url)
+        client.flushdb()
+        producer.join(120)
+        ref = _reference(cluster, len(events))
+        diffs = wait_exact(cluster, ref, timeout=60, counters=False)
+        assert diffs == [], "\n".join(diffs)
+        assert sorted(x.decode() for x in client.hkeys(VIDEO_META_KEY)) == sorted(videos)
+        assert client.hget(VIDEO_CREATOR_KEY, "v8") == b"c1" and client.zcard(FRESH_KEY) == len(videos)
+        s = cluster.settings
+        for user, state in list(ref.histories.items())[:50]:
+            bits = client.get(seen_key(user)) or b""
+            for video, _ts, _w in state["h"]:
+                for b in bloom_positions(video, s.seen_bloom_bits, s.seen_bloom_hashes):
+                    assert b // 8 < len(bits) and bits[b // 8] >> (7 - b % 8) & 1, (user, video)
+        rebuilds = [line for line in get(worker.url + "/metrics")[1]["text"].splitlines()
+                    if line.startswith("recstream_redis_rebuilds_total")]
+        assert rebuilds and float(rebuilds[0].split()[-1]) >= 1
+        # Serving noticed too: the change feed went back, its state was loaded again.
+        assert get(worker.url + "/recommendations/" + next(iter(ref.histories)))[1]["items"]
+    finally:
+        cluster.stop()
