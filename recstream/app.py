@@ -40,6 +40,8 @@ def create_app(settings: Settings) -> faust.App:
         # Serving reads what agents materialise to Redis, so any worker answers for any key; the raw
         # table pages Faust would add are not an API we want to expose.
         web_tables_enabled=False,
+        # /router/ lists the workers' URLs and key owners: nothing recstream uses (serving reads Redis).
+        web_router_enabled=False,
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
         # Faster group joins and failure detection than the defaults (a first join takes ~30 s).
@@ -66,7 +68,10 @@ from recstream.web import dashboard as _dashboard  # noqa: E402,F401
 
 def run_worker(extra_args: list[str] | None = None) -> None:
     """Run one worker with its web views, as `faust -A recstream.app worker` would."""
+    from recstream.access import require_keys
+
     settings = get_settings()
+    require_keys(settings, settings.web_host)
     argv = ["worker", "--loglevel", settings.log_level, *(extra_args or [])]
     sys.argv = [sys.argv[0], *argv]
     app.main()

@@ -259,7 +259,9 @@ async def run_loop(
     impressions: list[Impression] = []
     started = time.monotonic()
     timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    key = settings.write_api_key  # its writes (and reads) need it when the server has keys
+    headers = {"X-API-Key": key.get_secret_value()} if key is not None else {}
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
         if config.warmup_events:
             await warm_up(session, api, world, config)
             await wait_ready(session, api, world.user_id(users[0]))

@@ -47,7 +47,7 @@ recstream is running: the simulator sends ~{args.rate:g} events/s from {args.use
   similar videos   {base}/videos/v1/similar
   health, metrics  {base}/health   {base}/metrics
 
-  send your own:   curl -XPOST {base}/events -d '{{"type":"view","user_id":"me","video_id":"v1","watch_time_ms":9000,"duration_ms":10000}}'
+  send your own:   curl -XPOST {base}/events -H 'Content-Type: application/json' -d '{{"type":"view","user_id":"me","video_id":"v1","watch_time_ms":9000,"duration_ms":10000}}'
                    curl {base}/recommendations/me
 
 Ctrl-C stops the simulator, the worker{' and the services it started' if started_services else ''}.

@@ -100,11 +100,13 @@ class Cluster:
         worker.start()
         return worker
 
-    def start_web(self, port: int | None = None, processes: int = 1) -> WorkerProcess:
-        """Start the web role (`recstream web`): the API without agents, `processes` sharing a port."""
+    def start_web(self, port: int | None = None, processes: int = 1,
+                  env: dict[str, str] | None = None) -> WorkerProcess:
+        """Start the web role (`recstream web`): the API without agents, `processes` sharing a port;
+        `env` adds to this cluster's environment (e.g. API keys)."""
         port = port or free_port()
         web = WorkerProcess(self, port, [str(Path(sys.executable).parent / "recstream"), "web",
-                                         "--port", str(port), "--processes", str(processes)])
+                                         "--port", str(port), "--processes", str(processes)], env)
         self.webs.append(web)
         web.start()
         return web
@@ -139,15 +141,16 @@ class Cluster:
 class WorkerProcess:
     """One `recstream worker` process with its web views on `port`; log beside the data dir."""
 
-    def __init__(self, cluster: Cluster, port: int, command: list[str] | None = None) -> None:
-        self.cluster, self.port = cluster, port
+    def __init__(self, cluster: Cluster, port: int, command: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.cluster, self.port, self.extra_env = cluster, port, env or {}
         self.command = command or [str(Path(sys.executable).parent / "recstream"), "worker"]
         self.url = f"http://127.0.0.1:{port}"
         self.log = cluster.data_dir / f"worker-{port}.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90) -> None:
-        env = {**self.cluster.env, "RECSTREAM_WEB_PORT": str(self.port)}
+        env = {**self.cluster.env, "RECSTREAM_WEB_PORT": str(self.port), **self.extra_env}
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self.command, env=env,

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +59,20 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """Largest request body the write endpoints read (413 above it): 10,000 events of the longest ids
     allowed fit in 8 MiB, so the batch limit, not the body limit, binds on any valid batch."""
+
+    # --- access -------------------------------------------------------------------------
+    write_api_key: SecretStr | None = None
+    """Key for POST /events and /videos (`X-API-Key` or `Authorization: Bearer`). Needed, with the read
+    key, whenever a server binds beyond loopback; never logged."""
+    read_api_key: SecretStr | None = None
+    """Key for per-user reads (a user's history, dead-letter payloads); the write key is accepted too."""
+    public_reads: bool = True
+    """Recommendations, trending, stats, similar and the dashboard open to anyone who can reach the port;
+    off: they need the read key too."""
+    write_rate_limit_per_s: float = Field(default=100_000, ge=0)
+    """Events per second one client address may write (429 with Retry-After above it; 0: no limit)."""
+    write_rate_limit_burst: float = Field(default=100_000, ge=1)
+    """Events one client may write at once before the rate applies."""
 
     # --- the Faust worker ---------------------------------------------------------------
     app_id: str = "recstream"

@@ -27,7 +27,7 @@ from recstream.runtime import api, stores
 from recstream.stores import seen_count
 from recstream.topics import topic_names
 from recstream.web.api import update_consumer_lag
-from recstream.web.handlers import timed
+from recstream.web.handlers import default_access, timed
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
 log = logging.getLogger(__name__)
@@ -48,11 +48,14 @@ def _int(request: web.Request, name: str, default: int, low: int, high: int) -> 
     return max(low, min(value, high))
 
 
-def guarded(route: str) -> Callable:
+HIDDEN = "(hidden: needs the read API key)"
+
+
+def guarded(route: str, scope: str = "public") -> Callable:
     """Timed like the client API; a store that is down is a 503 naming it, not a bare 500."""
     def wrap(handler: Callable) -> Callable:
         @functools.wraps(handler)
-        @timed(route)
+        @timed(route, scope)
         async def inner(view: web.View, *args: Any, **kwargs: Any) -> web.Response:
             try:
                 return await handler(view, *args, **kwargs)
@@ -242,7 +245,7 @@ class VideosMeta(web.View):
 # --- recommendations explorer ---------------------------------------------------------------
 @app.page("/api/users/{user_id}/history")
 class UserHistory(web.View):
-    @guarded("/api/users/history")
+    @guarded("/api/users/history", "user")
     async def get(self, request: web.Request, user_id: str) -> web.Response:
         history, seen = await stores().user_state(user_id)
         history = history[: _int(request, "k", 50, 1, 500)]
@@ -420,6 +423,8 @@ class Pipeline(web.View):
         except Exception as exc:
             dead = {"topic": _dead_letters.tp.topic, "total": None, "recent": [], "error": str(exc) or "timeout"}
             deps["kafka"] = f"error: {dead['error']}"
+        if not default_access().grants("user", request.headers):  # payloads are per-user data
+            dead["recent"] = [{**letter, "key": None, "value": HIDDEN} for letter in dead.get("recent", [])]
         lags = await update_consumer_lag()
         assigned: dict[str, int] = {}
         for tp in app.consumer.assignment() if app.consumer is not None else ():

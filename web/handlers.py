@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,13 +14,14 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from recstream import metrics
+from recstream.access import Access, Refused
 from recstream.foldin import ModelCache
 from recstream.kafka_out import BatchProducer, partition_for
 from recstream.recommend import recommend
 from recstream.records import FUTURE_SKEW_CONTEXT, Interaction, Video, describe_errors, encode, now_ms
 from recstream.scoring import trend_score_now
 from recstream.serving import ServingState
-from recstream.settings import Settings
+from recstream.settings import Settings, get_settings
 from recstream.stores import Stores
 from recstream.topics import topic_names
 
@@ -35,25 +37,41 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-def timed(route: str) -> Callable:
-    """Time the handler in `recstream_request_latency_seconds`, and answer a `BadRequest` it raises
-    (counted in `recstream_http_refused_total` by its reason)."""
+def refusal(route: str, exc: BadRequest | Refused) -> web.Response:
+    """The 4xx answer of a refused request, counted in `recstream_http_refused_total` by its reason."""
+    metrics.requests_refused.labels(route=route, reason=exc.reason).inc()
+    if isinstance(exc, Refused):
+        response = json_response({"error": exc.message}, exc.status)
+        response.headers.update(exc.headers)
+        return response
+    return json_response(exc.body, exc.status)
+
+
+def timed(route: str, scope: str = "public") -> Callable:
+    """Check the caller may use `scope` (`recstream.access`), time the handler in
+    `recstream_request_latency_seconds`, and answer a refusal it raises."""
     histogram = metrics.request_latency.labels(route=route)
 
     def wrap(handler: Callable[..., Awaitable[web.Response]]) -> Callable[..., Awaitable[web.Response]]:
-        async def inner(*args: Any, **kwargs: Any) -> web.Response:
+        async def inner(owner: Any, request: web.Request, *args: Any, **kwargs: Any) -> web.Response:
             started = time.perf_counter()
-            try:
-                return await handler(*args, **kwargs)
-            except BadRequest as exc:
-                metrics.requests_refused.labels(route=route, reason=exc.reason).inc()
-                return json_response(exc.body, exc.status)
+            try:  # owner: an Api, or one of the dashboard's Faust views
+                (owner.access if isinstance(owner, Api) else default_access()).check(scope, request.headers)
+                return await handler(owner, request, *args, **kwargs)
+            except (BadRequest, Refused) as exc:
+                return refusal(route, exc)
             finally:
                 histogram.observe(time.perf_counter() - started)
         inner.__name__ = handler.__name__
         inner.__doc__ = handler.__doc__
         return inner
     return wrap
+
+
+@functools.cache
+def default_access() -> Access:
+    """The access rules of this process's settings, for views that are not `Api` methods."""
+    return Access(get_settings())
 
 
 class BadRequest(Exception):
@@ -80,6 +98,7 @@ class Api:
         self.settings = settings
         self.names = topic_names(settings)
         self._stores, self._producer, self._state, self._models = stores, producer, state, models
+        self.access = Access(settings)
 
     # --- ingestion ------------------------------------------------------------------------
     async def _body(self, request: web.Request) -> bytes:
@@ -98,6 +117,9 @@ class Api:
     async def _read_items(self, request: web.Request, model: type[BaseModel], plural: str,
                           max_items: int) -> list:
         """Parse one object or {plural: [...]}; all or nothing (any invalid item: 4xx, nothing produced)."""
+        if request.content_type != "application/json":  # a form or text/plain post from a web page: no
+            raise BadRequest(415, "content_type", {  # CORS preflight would have guarded it
+                "error": f"Content-Type must be application/json, not {request.content_type!r}"})
         raw = await self._body(request)
         try:
             body = orjson.loads(raw or b"null")  # refuses non-UTF-8 and nesting deeper than 1,024 too
@@ -138,17 +160,19 @@ class Api:
             futures += await self._producer().send(topic, partition, batch)
         await asyncio.gather(*futures)
 
-    @timed("/events")
+    @timed("/events", "write")
     async def post_events(self, request: web.Request) -> web.Response:
         records = await self._read_items(request, Interaction, "events", MAX_EVENTS)
+        self.access.admit_writes(request.remote or "unknown", len(records))
         await self.publish(self.names.interactions, self.settings.interactions_partitions,
                            [(r.user_id, encode(r)) for r in records])
         metrics.events_accepted.inc(len(records))
         return json_response({"accepted": len(records)}, 202)
 
-    @timed("/videos")
+    @timed("/videos", "write")
     async def post_videos(self, request: web.Request) -> web.Response:
         records = await self._read_items(request, Video, "videos", MAX_VIDEOS)
+        self.access.admit_writes(request.remote or "unknown", len(records))
         await self.publish(self.names.videos, self.settings.interactions_partitions,
                            [(r.video_id, encode(r)) for r in records])
         return json_response({"accepted": len(records)}, 202)

@@ -347,6 +347,50 @@ def mongo_indexes_are_ensured_at_start(cluster: Cluster) -> None:
     assert wait_for(complete, timeout=15), f"indexes: {indexed()}"
 
 
-ONE_WORKER = [bad_bodies_are_refused_and_counted, poison_on_every_topic_is_dead_lettered,
+def _call(method: str, url: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, dict, dict]:
+    """(status, JSON body, headers) of one request with the given headers."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"{}"), dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}"), dict(err.headers)
+
+
+def writes_need_the_key_and_are_rate_limited(cluster: Cluster) -> None:
+    """A web role with keys: writes need the write key (401 without, 403 with another), JSON only (415),
+    public reads stay open, and one client over its write rate gets 429 with Retry-After."""
+    keys = {"RECSTREAM_WRITE_API_KEY": "w-secret-4e1f", "RECSTREAM_READ_API_KEY": "r-secret-9b2c",
+            "RECSTREAM_WRITE_RATE_LIMIT_PER_S": "50", "RECSTREAM_WRITE_RATE_LIMIT_BURST": "100"}
+    web = cluster.start_web(env=keys)
+    try:
+        url, json_type = web.url, {"Content-Type": "application/json"}
+        body = json.dumps({"type": "like", "user_id": "acc-u", "video_id": "acc-v"}).encode()
+        status, answer, headers = _call("POST", url + "/events", body, json_type)
+        assert status == 401 and "API key" in answer["error"] and headers.get("WWW-Authenticate") == "Bearer"
+        assert _call("POST", url + "/events", body, {**json_type, "X-API-Key": "guess"})[0] == 403
+        assert _call("POST", url + "/events", body, {**json_type, "X-API-Key": keys["RECSTREAM_READ_API_KEY"]})[0] == 403
+        writer = {**json_type, "Authorization": f"Bearer {keys['RECSTREAM_WRITE_API_KEY']}"}
+        assert _call("POST", url + "/events", body, writer)[0] == 202
+        status, answer, _ = _call("POST", url + "/events", body, {**writer, "Content-Type": "text/plain"})
+        assert status == 415 and "application/json" in answer["error"]
+        assert _call("GET", url + "/trending?k=3")[0] == 200  # public reads: open by default
+        batch = json.dumps({"events": [json.loads(body)] * 90}).encode()  # 1 + 90 of the 100 burst
+        assert _call("POST", url + "/events", batch, writer)[0] == 202
+        status, answer, headers = _call("POST", url + "/events", batch, writer)
+        assert status == 429 and int(headers["Retry-After"]) >= 1, (status, answer)
+        text = request("GET", url + "/metrics")[1]["text"]
+        for reason in ("no_api_key", "wrong_api_key", "content_type", "rate_limited"):
+            assert f'reason="{reason}"' in text, reason
+    finally:
+        web.stop()
+        cluster.webs.remove(web)
+    assert all(k not in web.log.read_text() for k in (keys["RECSTREAM_WRITE_API_KEY"], keys["RECSTREAM_READ_API_KEY"]))
+
+
+ONE_WORKER = [writes_need_the_key_and_are_rate_limited, bad_bodies_are_refused_and_counted, poison_on_every_topic_is_dead_lettered,
               mongo_indexes_are_ensured_at_start]
 """Input handling is the same however many workers share the partitions: run once."""
