@@ -28,15 +28,23 @@ def _text(raw: object) -> str:
     return "" if raw is None else str(raw)
 
 
-async def parse_batch(events: Sequence[EventT], model: type[M]) -> list[tuple[EventT, M]]:
-    """Validate each message; anything unusable goes to the dead-letter topic with the reason."""
-    good: list[tuple[EventT, M]] = []
+async def parse_batch(events: Sequence[EventT], model: type[M],
+                      also: type[BaseModel] | None = None) -> list[tuple[EventT, BaseModel]]:
+    """Validate each message as `model` (or, failing that, as `also`); anything unusable goes to the
+    dead-letter topic with the reason `model` gave."""
+    good: list[tuple[EventT, BaseModel]] = []
     for i, event in enumerate(events):
         if i % YIELD_EVERY == YIELD_EVERY - 1:
             await asyncio.sleep(0)
         try:
             good.append((event, model.model_validate_json(event.value)))
         except (ValidationError, ValueError, TypeError) as exc:
+            if also is not None:
+                try:
+                    good.append((event, also.model_validate_json(event.value)))
+                    continue
+                except (ValidationError, ValueError, TypeError):
+                    pass
             await dead_letter(event, _reason(exc))
     return good
 

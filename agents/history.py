@@ -18,7 +18,7 @@ from recstream.agents.common import YIELD_EVERY, pack, parse_batch, take_batches
 from recstream.agents.pipeline import Pipeline
 from recstream.app import app
 from recstream.kafka_out import partition_for
-from recstream.records import Interaction, bound_ts
+from recstream.records import Interaction, UserErasure, bound_ts
 from recstream.runtime import stores
 from recstream.sinks import retry
 from recstream.stores import ACTIVE_USERS_PREFIX
@@ -40,8 +40,10 @@ async def history_agent(stream) -> None:  # noqa: ANN001
 
 
 async def process(events) -> None:  # noqa: ANN001
-    parsed = [(event, bound_ts(record, int(event.message.timestamp * 1000), SKEW_MS))
-              for event, record in await parse_batch(events, Interaction)]
+    parsed = [(event, bound_ts(record, int(event.message.timestamp * 1000), SKEW_MS)
+               if isinstance(record, Interaction) else record)
+              for event, record in await parse_batch(events, Interaction, also=UserErasure)]
+    erased: set[str] = set()  # users erased by this batch (erased first; events after it start anew)
     touched: dict[str, int] = {}  # user -> partition
     new_videos: dict[str, set[str]] = defaultdict(set)
     to_engagement: dict[int, list[list]] = defaultdict(list)
@@ -52,7 +54,16 @@ async def process(events) -> None:  # noqa: ANN001
     for i, (event, record) in enumerate(parsed):  # batch order: each partition's events in offset order
         if i % YIELD_EVERY == YIELD_EVERY - 1:
             await asyncio.sleep(0)
-        p, offset, user = event.message.partition, event.message.offset, record.user_id
+        p, offset = event.message.partition, event.message.offset
+        if isinstance(record, UserErasure):
+            # Everything about the user goes: table value (a changelog tombstone at the next flush),
+            # Redis and MongoDB below. A replay applies their earlier events again and then this.
+            user_history.put(p, record.erase_user, None)
+            touched.pop(record.erase_user, None)
+            new_videos.pop(record.erase_user, None)
+            erased.add(record.erase_user)
+            continue
+        user = record.user_id
         state = user_history.get(p, user)
         if state is None:
             state = new_history()
@@ -75,6 +86,9 @@ async def process(events) -> None:  # noqa: ANN001
     for partition, entries in to_covisit.items():
         await pipeline.outbox.send(channels.covisit.get_topic_name(), partition, pack(entries))
 
+    if erased:
+        await retry("redis", lambda: stores().erase_users(sorted(erased)))
+        pipeline.mongo.stage(dict.fromkeys(erased))  # None: the profile is deleted
     if touched:
         histories = {u: user_history.get(p, u)["h"] for u, p in touched.items()}
         await retry("redis", lambda: stores().write_user_state(histories, new_videos))

@@ -84,7 +84,11 @@ async def rematerialise() -> dict[str, int]:
     async with catalog_agent.pipeline.lock:
         n = 0
         for chunk in _chunks(iter(list(catalog.items()))):
-            await stores().write_catalog(chunk)
+            live = {v: doc for v, doc in chunk.items() if "removed_at" not in doc}
+            if live:
+                await stores().write_catalog(live)
+            if removed := [v for v, doc in chunk.items() if "removed_at" in doc]:
+                await stores().remove_videos(removed)
             n += len(chunk)
         written["videos"] = n
     return written

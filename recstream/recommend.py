@@ -113,7 +113,7 @@ def seen_mask(state: ServingState, candidates: np.ndarray, history_idx: np.ndarr
     """True where the user engaged with the candidate: in the history, or in the seen filter."""
     marks = state.marks
     marks[history_idx] = True
-    mask = marks[candidates]
+    mask = marks[candidates] | state.removed[candidates]  # taken-down videos count as seen by everyone
     marks[history_idx] = False
     if seen:
         bits = np.frombuffer(seen, dtype=np.uint8)

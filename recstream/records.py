@@ -136,6 +136,16 @@ class Video(BaseModel):
         return self
 
 
+class UserErasure(BaseModel):
+    """`DELETE /users/{id}` on the interactions topic, keyed like the user's events: it follows them in
+    their partition, so every worker, and every replay of the log, erases after exactly those events."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    erase_user: Id
+    ts: int = Field(default_factory=now_ms)
+
+
 class DeadLetter(BaseModel):
     """An input message that could not be used, kept with the reason so nothing is silently dropped."""
 

@@ -40,6 +40,7 @@ from recstream.settings import Settings
 from recstream.stores import (
     CHANGES_SEQ_KEY,
     FRESH_KEY,
+    REMOVED_VIDEOS_KEY,
     TRENDING_KEY,
     VIDEO_CREATOR_KEY,
     bloom_positions,
@@ -93,6 +94,7 @@ class ServingState:
         n = 1024
         self.creator = np.full(n, -1, dtype=np.int32)  # creator number per video, -1 unknown
         self.in_catalog = np.zeros(n, dtype=bool)
+        self.removed = np.zeros(n, dtype=bool)  # taken down (DELETE /videos/{id}): never served
         # Where each video's bits are in a seen filter: byte number and the bit's mask (SETBIT numbers bits
         # from the most significant of byte 0).
         self.bloom_byte = np.zeros((n, settings.seen_bloom_hashes), dtype=np.int32)
@@ -136,6 +138,7 @@ class ServingState:
 
         self.creator = grown(self.creator, -1)
         self.in_catalog = grown(self.in_catalog, False)
+        self.removed = grown(self.removed, False)
         self.bloom_byte = grown(self.bloom_byte, 0)
         self.bloom_mask = grown(self.bloom_mask, 0)
         self.in_trending = grown(self.in_trending, False)
@@ -285,6 +288,17 @@ class ServingState:
             c = self._creator_index.setdefault(creator.decode(), len(self._creator_index))
             self.creator[i] = c
             self.in_catalog[i] = True
+            self.removed[i] = False  # published again after a take-down
+        if changed is None:
+            removed = await self.redis.smembers(REMOVED_VIDEOS_KEY)
+        elif changed:
+            flags = await self.redis.smismember(REMOVED_VIDEOS_KEY, changed)
+            removed = [v for v, f in zip(changed, flags, strict=True) if f]
+        else:
+            removed = []
+        for video in removed:
+            i = self.intern(video.decode())
+            self.removed[i], self.in_catalog[i] = True, False
         self._mark("catalog")
 
     async def _refresh_neighbours(self, first: bool) -> None:

@@ -56,6 +56,7 @@ class BatchTable:
             return value
 
     def put(self, partition: int, key: str, value: Any) -> None:
+        """Set the key's value; None deletes it at the next flush."""
         self.cache[partition][key] = value
         self.dirty[partition].add(key)
 
@@ -82,7 +83,8 @@ class BatchTable:
         out: dict[int, list[tuple[bytes, bytes]]] = {}
         for partition, keys in self.dirty.items():
             part = self.cache[partition]
-            out[partition] = [(k.encode(), orjson.dumps(part[k])) for k in keys]
+            # None: the key is deleted (RocksDB, and a tombstone in the changelog).
+            out[partition] = [(k.encode(), None if part[k] is None else orjson.dumps(part[k])) for k in keys]
         self.dirty = defaultdict(set)
         self.cache = defaultdict(dict)
         return out
@@ -97,7 +99,10 @@ class BatchTable:
         for partition, records in dirty.items():
             batch = rocksdict.WriteBatch(raw_mode=True)
             for key, value in records:
-                batch.put(key, value)
+                if value is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
             store._db_for_partition(partition).write(batch)
         return dirty
 

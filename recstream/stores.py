@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from pymongo import AsyncMongoClient, UpdateOne
+from pymongo import AsyncMongoClient, DeleteOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from recstream.resp import PipelinedRedis
@@ -24,6 +24,7 @@ TRENDING_KEY = "trending"  # sorted set: video_id -> decayed trending score
 FRESH_KEY = "fresh"  # sorted set: video_id -> created_at (epoch ms)
 VIDEO_META_KEY = "video:meta"  # hash: video_id -> JSON metadata
 VIDEO_STATS_KEY = "video:stats"  # hash: video_id -> JSON lifetime + windowed stats
+REMOVED_VIDEOS_KEY = "videos:removed"  # set: videos taken down (DELETE /videos/{id}); serving skips them
 VIDEO_CREATOR_KEY = "video:creator"  # hash: video_id -> creator_id (the creator cap at serving)
 OVERVIEW_PREFIX = "overview:"  # hash per second: event counts by type, watch time, completions
 ACTIVE_USERS_PREFIX = "active:"  # HyperLogLog per minute of the users who acted
@@ -183,7 +184,8 @@ class Stores:
         """Replace-or-insert documents by `_id` in one bulk write; returns how many were written."""
         if not docs:
             return 0
-        ops = [UpdateOne({"_id": key}, {"$set": dict(doc)}, upsert=True) for key, doc in docs.items()]
+        ops = [DeleteOne({"_id": key}) if doc is None else UpdateOne({"_id": key}, {"$set": dict(doc)}, upsert=True)
+               for key, doc in docs.items()]  # None: the document is erased
         await self.db[collection].bulk_write(ops, ordered=False)
         return len(ops)
 
@@ -278,8 +280,31 @@ class Stores:
         pipe.hset(VIDEO_META_KEY, mapping={v: json.dumps(doc) for v, doc in videos.items()})
         pipe.hset(VIDEO_CREATOR_KEY, mapping={v: doc["creator_id"] for v, doc in videos.items()})
         pipe.zadd(FRESH_KEY, {v: doc["created_at"] for v, doc in videos.items()})
+        pipe.srem(REMOVED_VIDEOS_KEY, *videos)  # published again after a take-down
         await self._record_changes(keys=[CHANGES_SEQ_KEY, changes_key("catalog")], args=list(videos), client=pipe)
         await pipe.execute()
+
+    async def remove_videos(self, videos: list[str]) -> None:
+        """Take videos down: out of the catalog, creators, fresh and trending, into the removed set that
+        every serving process reads (announced in the "catalog" change feed)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(VIDEO_META_KEY, *videos)
+        pipe.hdel(VIDEO_CREATOR_KEY, *videos)
+        pipe.zrem(FRESH_KEY, *videos)
+        pipe.zrem(TRENDING_KEY, *videos)
+        pipe.sadd(REMOVED_VIDEOS_KEY, *videos)
+        await self._record_changes(keys=[CHANGES_SEQ_KEY, changes_key("catalog")], args=list(videos), client=pipe)
+        await pipe.execute()
+
+    async def erase_users(self, users: list[str]) -> None:
+        """A user's history and seen filter out of Redis (`DELETE /users/{id}`)."""
+        await self.redis.delete(*(k for u in users for k in (history_key(u), seen_key(u))))
+
+    async def removed_videos(self, videos: list[str]) -> set[str]:
+        if not videos:
+            return set()
+        flags = await self.redis.smismember(REMOVED_VIDEOS_KEY, videos)
+        return {v for v, f in zip(videos, flags, strict=True) if f}
 
     # --- Redis: reads by the serving views ------------------------------------------------
     async def user_state(self, user_id: str) -> tuple[list, bytes]:

@@ -108,6 +108,11 @@ def read_kafka(spark: SparkSession, bootstrap: str, topic: str) -> tuple[DataFra
     events = events.withColumn(
         "ts", F.coalesce(F.col("ts"), (F.unix_micros(F.col("timestamp")) / 1000).cast("long"))
     ).drop("timestamp")
+    # Users erased (DELETE /users/{id}: an {"erase_user": ...} record on the same topic) are left out
+    # entirely, although the log keeps their events until its retention removes them.
+    erased = (raw.select(F.get_json_object(F.col("value").cast("string"), "$.erase_user").alias("user_id"))
+              .where(F.col("user_id").isNotNull()).distinct())
+    events = events.join(F.broadcast(erased), "user_id", "left_anti")
     info = SourceInfo("kafka", topic, {str(p): [s, e] for p, (s, e) in offsets.items()})
     return valid(events), info
 

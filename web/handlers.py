@@ -11,14 +11,23 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from recstream import metrics
 from recstream.access import Access, Refused
 from recstream.foldin import ModelCache
 from recstream.kafka_out import BatchProducer, partition_for
 from recstream.recommend import recommend
-from recstream.records import FUTURE_SKEW_CONTEXT, Interaction, Video, describe_errors, encode, now_ms
+from recstream.records import (
+    FUTURE_SKEW_CONTEXT,
+    Id,
+    Interaction,
+    UserErasure,
+    Video,
+    describe_errors,
+    encode,
+    now_ms,
+)
 from recstream.scoring import trend_score_now
 from recstream.serving import ServingState
 from recstream.settings import Settings, get_settings
@@ -29,7 +38,10 @@ MAX_EVENTS = 10_000
 """Events per POST /events; the body limit (`max_body_bytes`, 8 MiB) holds 10,000 of the largest."""
 MAX_VIDEOS = 1_000
 """Videos per POST /videos: a video with the longest caption and hashtags is ~5.5 kB."""
+ID = TypeAdapter(Id)
 MAX_K = 500
+REMOVED_SLACK = 20
+"""Trending reads this many more than asked, for the taken-down videos it drops."""
 STRATEGIES = ("random", "trending", "itemcf", "als", "hybrid")
 
 
@@ -177,6 +189,35 @@ class Api:
                            [(r.video_id, encode(r)) for r in records])
         return json_response({"accepted": len(records)}, 202)
 
+    @staticmethod
+    def _path_id(request: web.Request, name: str) -> str:
+        value = request.match_info[name]
+        try:
+            return ID.validate_python(value)
+        except ValidationError as exc:
+            raise BadRequest(422, "validation", {"error": "validation failed",
+                                                 "details": [{**d, "field": name} for d in describe_errors(exc)]}
+                             ) from exc
+
+    @timed("/videos/delete", "write")
+    async def delete_video(self, request: web.Request) -> web.Response:
+        """Take a video down: a tombstone on the compacted videos topic; every process stops serving it
+        within its refresh interval."""
+        video_id = self._path_id(request, "video_id")
+        self.access.admit_writes(request.remote or "unknown", 1)
+        await self.publish(self.names.videos, self.settings.interactions_partitions, [(video_id, None)])
+        return json_response({"video_id": video_id, "deleted": True}, 202)
+
+    @timed("/users/delete", "write")
+    async def delete_user(self, request: web.Request) -> web.Response:
+        """Erase a user: an erasure after their events on the interactions topic (their partition), which
+        removes their history from the table, Redis and MongoDB."""
+        user_id = self._path_id(request, "user_id")
+        self.access.admit_writes(request.remote or "unknown", 1)
+        await self.publish(self.names.interactions, self.settings.interactions_partitions,
+                           [(user_id, encode(UserErasure(erase_user=user_id)))])
+        return json_response({"user_id": user_id, "erased": True}, 202)
+
     # --- serving --------------------------------------------------------------------------
     @timed("/recommendations")
     async def recommendations(self, request: web.Request) -> web.Response:
@@ -204,9 +245,15 @@ class Api:
         return json_response(body)
 
     async def trending_scores(self, k: int) -> dict[str, float]:
+        """The k best trending videos now, none taken down (their events may still rank them)."""
         now = int(time.time() * 1000)
-        return {v: trend_score_now(rank, now, self.settings.trending_half_life_s)
-                for v, rank in await self._stores().top_trending(k)}
+        top = await self._stores().top_trending(k + REMOVED_SLACK)
+        removed = await self._stores().removed_videos([v for v, _r in top])
+        scores: dict[str, float] = {}
+        for v, rank in top:
+            if v not in removed and len(scores) < k:
+                scores[v] = trend_score_now(rank, now, self.settings.trending_half_life_s)
+        return scores
 
     @timed("/trending")
     async def trending(self, request: web.Request) -> web.Response:
@@ -245,7 +292,9 @@ class Api:
         video_id = request.match_info["video_id"]
         k = _k(request)
         nbrs = (await self._stores().neighbours_of([video_id], k)).get(video_id, {})
-        items = [{"video_id": v, "score": round(s, 6)} for v, s in sorted(nbrs.items(), key=lambda kv: -kv[1])]
+        removed = await self._stores().removed_videos(list(nbrs))
+        items = [{"video_id": v, "score": round(s, 6)} for v, s in sorted(nbrs.items(), key=lambda kv: -kv[1])
+                 if v not in removed]
         return json_response({"video_id": video_id, "items": items})
 
     async def health(self) -> dict[str, Any]:

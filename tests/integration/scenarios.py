@@ -11,8 +11,10 @@ import json
 import time
 import uuid
 
+import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from recstream.stores import history_key, seen_key
 from recstream.topics import topic_names
 
 from .conftest import Cluster, get, post, request, wait_for
@@ -391,6 +393,73 @@ def writes_need_the_key_and_are_rate_limited(cluster: Cluster) -> None:
     assert all(k not in web.log.read_text() for k in (keys["RECSTREAM_WRITE_API_KEY"], keys["RECSTREAM_READ_API_KEY"]))
 
 
-ONE_WORKER = [writes_need_the_key_and_are_rate_limited, bad_bodies_are_refused_and_counted, poison_on_every_topic_is_dead_lettered,
+async def _tombstoned(s, key: str) -> bool:  # noqa: ANN001
+    """Whether the videos topic's newest record for `key` is a tombstone (value None)."""
+    topic = topic_names(s).videos
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(s.interactions_partitions)]  # as the topic is made
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends, newest = await consumer.end_offsets(parts), None
+        deadline = time.monotonic() + 20
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in parts])
+
+        while await behind() and time.monotonic() < deadline:
+            for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                for m in msgs:
+                    if m.key == key.encode():
+                        newest = m
+        return newest is not None and newest.value is None
+    finally:
+        await consumer.stop()
+
+
+def deletions_take_videos_down_and_erase_users(cluster: Cluster) -> None:
+    """DELETE /videos/{id}: never recommended or trending again, on every process, within seconds (and
+    its metadata tombstoned); DELETE /users/{id}: history and profile gone from Redis, MongoDB, tables."""
+    import pymongo
+
+    s, urls = cluster.settings, cluster.urls
+    gone, kept = _ids("takedown", 2)
+    fans = _ids("tdfan", 4)
+    post(urls[0] + "/videos", {"videos": [{"video_id": v, "creator_id": f"c-{v}"} for v in (gone, kept)]})
+    post(urls[0] + "/events", {"events": [{"type": "share", "user_id": u, "video_id": v}
+                                          for u in fans for v in (gone, kept)]})
+
+    def served(url: str) -> set[str]:
+        trending = {i["video_id"] for i in get(url + "/trending?k=500")[1]["items"]}
+        recs = {i["video_id"] for i in get(url + "/recommendations/td-newcomer?strategy=trending&k=500")[1]["items"]}
+        return trending & recs
+
+    assert wait_for(lambda: all({gone, kept} <= served(u) for u in urls), timeout=15), [served(u) for u in urls]
+    assert request("DELETE", urls[-1] + f"/videos/{gone}")[0] == 202
+    assert wait_for(lambda: all(gone not in (r := served(u)) and kept in r for u in urls), timeout=10)
+    post(urls[0] + "/events", {"type": "like", "user_id": "td-late", "video_id": gone})  # still counted ...
+    assert wait_for(lambda: get(f"{urls[0]}/videos/{gone}/stats")[1].get("likes") == 1, timeout=10)
+    time.sleep(2 * s.serving_refresh_interval_s + s.serving_write_interval_s)
+    assert all(gone not in served(u) for u in urls)  # ... but never served again
+    assert asyncio.run(_tombstoned(s, gone))
+    db = pymongo.MongoClient(s.mongo_url)[s.mongo_db]
+    assert wait_for(lambda: db.videos.find_one({"_id": gone}) is None and db.videos.find_one({"_id": kept}),
+                    timeout=10)
+
+    user = fans[0]
+    client = redis.Redis.from_url(s.redis_url)
+    assert wait_for(lambda: db.user_profiles.find_one({"_id": user}), timeout=10)
+    assert client.exists(history_key(user), seen_key(user)) == 2
+    assert request("DELETE", urls[-1] + f"/users/{user}")[0] == 202
+    assert wait_for(lambda: client.exists(history_key(user), seen_key(user)) == 0, timeout=10)
+    assert wait_for(lambda: db.user_profiles.find_one({"_id": user}) is None, timeout=10)
+    assert get(f"{urls[0]}/api/users/{user}/history")[1]["history"] == []
+    assert client.exists(history_key(fans[1])) == 1  # nobody else
+    status, body = request("DELETE", urls[-1] + "/users/not$an$id")
+    assert status == 422 and body["details"][0]["field"] == "user_id"
+
+
+ONE_WORKER = [deletions_take_videos_down_and_erase_users, writes_need_the_key_and_are_rate_limited, bad_bodies_are_refused_and_counted, poison_on_every_topic_is_dead_lettered,
               mongo_indexes_are_ensured_at_start]
 """Input handling is the same however many workers share the partitions: run once."""
