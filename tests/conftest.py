@@ -35,3 +35,15 @@ def services(settings: Settings) -> Settings:
 
     svc.up(settings, echo=lambda _line: None)
     return settings
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    from tests import reliability
+
+    reliability.record(report.nodeid, report.outcome, report.duration)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests import reliability
+
+    reliability.write_page()
