@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import secrets
 import signal
 import subprocess
 import sys
@@ -29,6 +30,10 @@ def run(args: argparse.Namespace) -> int:
                         and r["service"] not in running_before]
 
     cluster = Cluster(settings, settings.data_dir, isolated=False, log_level="info")
+    # Keys, as production has them: generated for this run unless set (RECSTREAM_*_API_KEY).
+    write_key = settings.write_api_key.get_secret_value() if settings.write_api_key else secrets.token_urlsafe(18)
+    read_key = settings.read_api_key.get_secret_value() if settings.read_api_key else secrets.token_urlsafe(18)
+    cluster.env.update({"RECSTREAM_WRITE_API_KEY": write_key, "RECSTREAM_READ_API_KEY": read_key})
     print("starting a worker (log: %s) ..." % (settings.data_dir / f"worker-{settings.web_port}.log"))
     worker = cluster.start_worker(settings.web_port)
     simulator = subprocess.Popen(
@@ -40,14 +45,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"""
 recstream is running: the simulator sends ~{args.rate:g} events/s from {args.users} users.
 
-  dashboard        {base}/
+  API keys         write {write_key}   read {read_key}
+                   (export RECSTREAM_WRITE_API_KEY={write_key} for the closed loop and your own clients)
+
+  dashboard        {base}/?key={read_key}
   trending         {base}/trending?k=10
   recommendations  {base}/recommendations/u1?k=10
   video stats      {base}/videos/v1/stats
   similar videos   {base}/videos/v1/similar
   health, metrics  {base}/health   {base}/metrics
 
-  send your own:   curl -XPOST {base}/events -H 'Content-Type: application/json' -d '{{"type":"view","user_id":"me","video_id":"v1","watch_time_ms":9000,"duration_ms":10000}}'
+  send your own:   curl -XPOST {base}/events -H 'Content-Type: application/json' -H 'X-API-Key: {write_key}' -d '{{"type":"view","user_id":"me","video_id":"v1","watch_time_ms":9000,"duration_ms":10000}}'
                    curl {base}/recommendations/me
 
 Ctrl-C stops the simulator, the worker{' and the services it started' if started_services else ''}.

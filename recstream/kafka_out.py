@@ -58,6 +58,7 @@ class BatchProducer:
                         request_timeout_ms=120_000,
                         retry_backoff_ms=200,
                     )
+                    _back_off_failed_metadata(producer, 0.2)
                     await producer.start()
                     self._producer = producer
         return self._producer
@@ -139,3 +140,24 @@ async def _resolve(futures: list[asyncio.Future], waiters: list[asyncio.Future])
     for waiter in waiters:
         if not waiter.done():
             waiter.set_result(metas[-1])
+
+
+def _back_off_failed_metadata(producer: AIOKafkaProducer, backoff_s: float) -> None:
+    """Wait `backoff_s` after a failed metadata refresh before the next one can start.
+
+    With the broker down, aiokafka's sender asks for a metadata refresh whenever a queued batch's leader
+    is unknown and loops as soon as it fails, with no backoff: a connection refused at once made one
+    process log "Unable to update metadata" ~6,000 times a second and spin a core for the whole outage,
+    which also slowed the broker's own restart. Delaying the failed update delays the sender too."""
+    client = getattr(producer, "client", None)
+    update = getattr(client, "_metadata_update", None)
+    if update is None:  # another aiokafka: leave it as it is
+        return
+
+    async def update_or_back_off(cluster_metadata, topics):  # noqa: ANN001, ANN202
+        updated = await update(cluster_metadata, topics)
+        if not updated:
+            await asyncio.sleep(backoff_s)
+        return updated
+
+    client._metadata_update = update_or_back_off

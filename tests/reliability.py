@@ -36,7 +36,7 @@ ROWS: dict[str, tuple[str, str]] = {
         "Redis flushed (FLUSHDB) mid-stream, nothing re-published",
         "histories, seen filters, stats, trending, neighbour lists and the catalog equal the reference "
         "again (the dashboard's per-second counters restart)"),
-    "tests/integration/test_kafka_restart.py::test_kafka_restart_mid_stream_loses_nothing_accepted": (
+    "tests/integration/test_kafka_restart.py::test_broker_restarted_mid_stream": (
         "Kafka broker restarted mid-stream (a private broker) while clients POST to the web role",
         "worker and web role reconnect by themselves; every event that got a 202 is in the log exactly "
         "once and the state equals the reference"),

@@ -139,3 +139,87 @@ class PrivateServer:
             else:
                 self.proc.terminate()
             self.proc.wait(20)
+
+
+def free_port_pair() -> int:
+    """A free port p whose neighbour p + 1 is free too (a KRaft broker's listener and its controller's)."""
+    import socket
+
+    for _ in range(100):
+        port = free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+class PrivateKafka:
+    """A single-node KRaft Kafka of a test's own (broker on a free port, its controller on the next),
+    with its data and logs under `home`, which the test may stop and start again on the same ports and
+    data: the broker `recstream services up` runs (same jars, java command, server.properties, storage
+    formatting: `recstream.services.definitions.kafka_service`), with a smaller heap to start faster.
+    `start_seconds` records how long each start took until the broker answered a metadata request."""
+
+    def __init__(self, home: Path, base: object | None = None, heap: str = "512m") -> None:
+        from recstream.services.definitions import kafka_service
+        from recstream.settings import Settings, get_settings
+
+        settings = base if isinstance(base, Settings) else get_settings()
+        self.home, self.port = home, free_port_pair()
+        self.settings = settings.model_copy(update={
+            "kafka_bootstrap": f"127.0.0.1:{self.port}", "manage_kafka": True, "data_dir": home,
+            "kafka_heap": heap})
+        service = kafka_service(self.settings)
+        assert service is not None
+        service.start_timeout_s, service.stop_timeout_s = 60.0, 30.0
+        self.service = service
+        self.start_seconds: list[float] = []
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "kafka" / "logs"
+
+    def start(self) -> float:
+        """Start it (formatting its storage the first time); returns once it answers, with the seconds taken."""
+        t0 = time.monotonic()
+        self.service.start()
+        self.start_seconds.append(time.monotonic() - t0)
+        return self.start_seconds[-1]
+
+    def stop(self) -> None:
+        """A clean stop (SIGTERM to its process group, then wait; SIGKILL only after 30 s)."""
+        self.service.stop()
+
+
+async def read_whole_log(cluster: Cluster, timeout: float = 60) -> list[tuple[int, int, Interaction]]:
+    """Everything the interactions topic holds, up to each partition's end offset now (however many events
+    that is, duplicates included): (partition, offset, event), partition by partition."""
+    s = cluster.settings
+    topic = f"{s.topic_prefix}.interactions"
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(s.interactions_partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        out: list[tuple[int, int, Interaction]] = []
+        left = {tp for tp in parts if ends[tp] > 0}
+        deadline = time.monotonic() + timeout
+        while left and time.monotonic() < deadline:
+            for tp, msgs in (await consumer.getmany(*left, timeout_ms=500)).items():
+                out += [(tp.partition, m.offset, Interaction.model_validate_json(m.value))
+                        for m in msgs if m.offset < ends[tp]]
+                if msgs and msgs[-1].offset + 1 >= ends[tp]:
+                    left.discard(tp)
+        assert not left, f"partitions not read to their end offsets {ends}: {left}"
+        return sorted(out, key=lambda e: (e[0], e[1]))
+    finally:
+        await consumer.stop()

@@ -8,6 +8,19 @@
   const STEP_FOR_MINUTES = { 5: 2, 15: 10, 60: 30 };
   const TYPE_COLORS = { view: "#5aa9ff", like: "#ef5a7a", share: "#3fb67a", comment: "#e5a83b", skip: "#9c8470", follow: "#b07aa1" };
   const hasCharts = typeof window.Chart === "function";
+  // The read API key, when the server has keys (per-user history, dead-letter payloads): opened once as
+  // /?key=..., kept for this tab only, and taken out of the address bar.
+  const API_KEY = (function () {
+    const params = new URLSearchParams(location.search);
+    const given = params.get("key");
+    if (given) {
+      sessionStorage.setItem("recstream-key", given);
+      params.delete("key");
+      const rest = params.toString();
+      history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+    }
+    return sessionStorage.getItem("recstream-key");
+  })();
 
   // --- small helpers ---------------------------------------------------------------------
   const $ = (sel, root) => (root || document).querySelector(sel);
@@ -110,7 +123,7 @@
     const timer = setTimeout(() => ctl.abort(), TIMEOUT_MS);
     let resp;
     try {
-      resp = await fetch(path, { signal: ctl.signal, cache: "no-store", headers: { Accept: "application/json" } });
+      resp = await fetch(path, { signal: ctl.signal, cache: "no-store", headers: API_KEY ? { Accept: "application/json", "X-API-Key": API_KEY } : { Accept: "application/json" } });
     } catch (err) {
       conn.down();
       throw new Unreachable(String(err));
