@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from recstream import metrics
 from recstream.app import app
 from recstream.runtime import api, serving
+from recstream.web.openapi import openapi_json
 
 
 @app.page("/events")
@@ -21,6 +22,18 @@ class Events(web.View):
 class Videos(web.View):
     async def post(self, request: web.Request) -> web.Response:
         return await api().post_videos(request)
+
+
+@app.page("/videos/{video_id}")
+class Video(web.View):
+    async def delete(self, request: web.Request, video_id: str) -> web.Response:
+        return await api().delete_video(request)
+
+
+@app.page("/users/{user_id}")
+class User(web.View):
+    async def delete(self, request: web.Request, user_id: str) -> web.Response:
+        return await api().delete_user(request)
 
 
 @app.page("/recommendations/{user_id}")
@@ -61,6 +74,15 @@ class Health(web.View):
         return self.json({"status": "ok" if ok else "degraded", "role": "worker", **body,
                           "rebalancing": bool(app.rebalancing), "assigned_partitions": assigned},
                          status=200 if ok else 503)
+
+
+@app.page("/openapi.json")
+class OpenApi(web.View):
+    """The API's OpenAPI document (`web.openapi`: the same as the web role's)."""
+
+    async def get(self, request: web.Request) -> web.Response:
+        return self.bytes(openapi_json(app.recstream_settings),  # type: ignore[attr-defined]
+                          content_type="application/json")
 
 
 @app.page("/metrics")

@@ -32,6 +32,7 @@ from recstream.scoring import trend_score_now
 from recstream.serving import ServingState
 from recstream.settings import Settings, get_settings
 from recstream.stores import Stores
+from recstream.streamstate import StreamParams, new_engagement, stats_document
 from recstream.topics import topic_names
 
 MAX_EVENTS = 10_000
@@ -276,8 +277,10 @@ class Api:
             meta = await self._stores().video_meta([video_id])
             if video_id not in meta:
                 return json_response({"error": "unknown video", "video_id": video_id}, 404)
-            stats = {"video_id": video_id, "views": 0, "watch_time_ms": 0, "avg_watch_time_ms": 0.0,
-                     "completion_rate": 0.0, "likes": 0, "shares": 0, "comments": 0, "skips": 0}
+            # Published, no event yet: the document of an empty state, its windows the current ones.
+            empty = new_engagement()
+            empty["l"] = int(time.time() * 1000)
+            stats = {**stats_document(video_id, empty, StreamParams.from_settings(self.settings)), "last_event_ms": 0}
         now_ms = int(time.time() * 1000)
         for name in ("window_short", "window_long"):
             window = stats.get(name)

@@ -26,6 +26,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from recstream import metrics
+from recstream.access import require_keys
 from recstream.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ def build_app(settings: Settings) -> web.Application:
     from recstream.serving import ServingState
     from recstream.stores import Stores
     from recstream.web.handlers import Api, json_response
+    from recstream.web.openapi import openapi_json
 
     stores = Stores(settings)
     models = ModelCache.from_url(settings.redis_url, check_interval_s=settings.model_check_interval_s)
@@ -49,6 +51,9 @@ def build_app(settings: Settings) -> web.Application:
         ok = all(v == "ok" for v in body["dependencies"].values()) and state.loaded.is_set()
         return json_response({"status": "ok" if ok else "degraded", "role": "web", "pid": os.getpid(), **body},
                              200 if ok else 503)
+
+    async def openapi_view(_request: web.Request) -> web.Response:
+        return web.Response(body=openapi_json(settings), content_type="application/json")
 
     async def metrics_view(_request: web.Request) -> web.Response:
         state.export_ages()
@@ -67,11 +72,14 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_get("/recommendations/{user_id}", api.recommendations)  # first: the hot route
     app.router.add_post("/events", api.post_events)
     app.router.add_post("/videos", api.post_videos)
+    app.router.add_delete("/videos/{video_id}", api.delete_video)
+    app.router.add_delete("/users/{user_id}", api.delete_user)
     app.router.add_get("/trending", api.trending)
     app.router.add_get("/videos/{video_id}/stats", api.video_stats)
     app.router.add_get("/videos/{video_id}/similar", api.similar)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/openapi.json", openapi_view)  # the routes above, documented (web.openapi)
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app
@@ -135,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
     host = args.host or settings.web_host
     port = args.port or settings.serve_port
+    if not args.reuse_port:  # the parent checks once for its children
+        require_keys(settings, host)
     if args.processes > 1:
         return _run_many(host, port, args.processes)
     _run_one(settings, host, port, args.reuse_port)
