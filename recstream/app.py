@@ -21,6 +21,15 @@ class RecstreamApp(faust.App):
         await ensure_topics(s, extra=changelogs)
         await super().on_first_start()
 
+    def on_webserver_init(self, web) -> None:  # noqa: ANN001 - faust.web.Web
+        """CORS for the configured origins only (Faust's own CORS needs aiohttp_cors; ours is small)."""
+        super().on_webserver_init(web)
+        origins = self.recstream_settings.cors_origins  # type: ignore[attr-defined]
+        if origins:
+            from recstream.web.cors import cors_middleware
+
+            web.web_app.middlewares.append(cors_middleware(origins))
+
 
 def create_app(settings: Settings) -> faust.App:
     (settings.data_dir / "faust" / settings.app_id).mkdir(parents=True, exist_ok=True)

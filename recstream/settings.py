@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     """Events per second one client address may write (429 with Retry-After above it; 0: no limit)."""
     write_rate_limit_burst: float = Field(default=100_000, ge=1)
     """Events one client may write at once before the rate applies."""
+    cors_origins: list[str] = []
+    """Browser origins allowed to call the API (CORS), e.g. '["https://studio.example.com"]'; none by
+    default, so a web page elsewhere can neither read an answer nor post (writes need a preflight)."""
 
     # --- the Faust worker ---------------------------------------------------------------
     app_id: str = "recstream"

@@ -68,7 +68,10 @@ def build_app(settings: Settings) -> web.Application:
         await models.close()
         await stores.close()
 
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    from recstream.web.cors import cors_middleware
+
+    app = web.Application(client_max_size=settings.max_body_bytes + 1,  # handlers read the body themselves
+                          middlewares=[cors_middleware(settings.cors_origins)] if settings.cors_origins else [])
     app.router.add_get("/recommendations/{user_id}", api.recommendations)  # first: the hot route
     app.router.add_post("/events", api.post_events)
     app.router.add_post("/videos", api.post_videos)
