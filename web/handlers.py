@@ -122,10 +122,13 @@ class Api:
             "error": f"request body larger than {limit:,} bytes (max_body_bytes)", "limit_bytes": limit})
         if (request.content_length or 0) > limit:
             raise too_large
-        body = await request.content.read(limit + 1)
-        if len(body) > limit:
-            raise too_large
-        return body
+        chunks, size = [], 0
+        async for chunk in request.content.iter_any():  # as the body arrives, until its end
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def _read_items(self, request: web.Request, model: type[BaseModel], plural: str,
                           max_items: int) -> list:

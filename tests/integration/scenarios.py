@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import redis
@@ -251,7 +253,26 @@ def bad_bodies_are_refused_and_counted(cluster: Cluster) -> None:
         gained = {k: v - counted.get(k, 0) for k, v in now.items()}
         assert gained.get("malformed_json") == 2 and gained.get("body_too_large") == 1, gained
         assert gained.get("too_many_items") == 2 and gained.get("validation") == 7, gained
+        # Streamed in chunks without a length, the limit holds as the body arrives.
+        chunks = (b'{"events": [' if i == 0 else b" " * 65_536 for i in range(limit // 65_536 + 2))
+        streamed = urllib.request.Request(url + "/events", data=chunks, method="POST",
+                                          headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        try:
+            urllib.request.urlopen(streamed, timeout=30)
+            raise AssertionError("a streamed body over the limit was accepted")
+        except urllib.error.HTTPError as err:
+            assert err.code == 413
+        except (ConnectionError, urllib.error.URLError):
+            pass  # the server answered 413 and closed while the rest was still being sent
     assert asyncio.run(_end_offsets(s.kafka_bootstrap, topic)) == before
+    # The batch limit binds before the body limit: 10,000 events of the longest ids allowed (~3.4 MB,
+    # arriving in many reads) are accepted.
+    longest = {"type": "view", "watch_time_ms": 86_400_000, "duration_ms": 86_400_000}
+    batch = [{**longest, "user_id": f"{i:0128d}", "video_id": f"v{i:0127d}"} for i in range(10_000)]
+    body = json.dumps({"events": batch}).encode()
+    assert len(body) > 3_000_000
+    for url in dict.fromkeys([cluster.url, cluster.urls[-1]]):
+        assert request("POST", url + "/events", body, timeout=60) == (202, {"accepted": 10_000})
 
 
 async def _write_raw(s, topic: str, key: bytes | None, value: bytes, timestamp_ms: int | None = None) -> None:  # noqa: ANN001
