@@ -128,3 +128,14 @@ def test_trending_arithmetic_saturates_instead_of_overflowing() -> None:
     assert math.isfinite(score) and score == 2.0**scoring.MAX_EXPONENT
     assert scoring.trend_score_now(scoring.add_trend_rank(None, 2.0, 1_000, 1800), 1_000, 1800) == pytest.approx(2.0)
     assert math.isfinite(sum(scoring.neighbour_weights_at({"a": 1.0}, 10**10, 0, 60).values()))
+
+
+def test_an_event_from_the_far_past_does_not_move_current_trending() -> None:
+    # Replays may carry any past time: forward decay weighs it 2^-(age / half-life), so a year-old
+    # burst of shares cannot outrank one view made now.
+    now, half_life = 1_700_000_000_000, 1800
+    old = None
+    for _ in range(10_000):
+        old = scoring.add_trend_rank(old, 6.0, now - 365 * 86_400_000, half_life)
+    fresh = scoring.add_trend_rank(None, 1.0, now, half_life)
+    assert scoring.trend_score_now(old, now, half_life) < 1e-100 < scoring.trend_score_now(fresh, now, half_life)
