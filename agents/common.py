@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import TypeVar
@@ -75,28 +76,32 @@ def pack(entries: list[list]) -> list[tuple[None, bytes]]:
             for i in range(0, len(entries), PACK_MAX_ENTRIES)]
 
 
-_OPT_INT = (int, type(None))
-VIDEO_EVENT = (str, int, int, str, int, _OPT_INT, _OPT_INT)
+def _shape(*fields: type | tuple[type, ...]) -> frozenset[tuple[type, ...]]:
+    """Every exact type sequence an entry may have (a field of several types multiplies them)."""
+    return frozenset(itertools.product(*((f,) if isinstance(f, type) else f for f in fields)))
+
+
+VIDEO_EVENT = _shape(str, int, int, str, int, (int, type(None)), (int, type(None)))
 """An engagement entry: [video, source partition, source offset, type, ts, watch_time_ms, duration_ms]."""
-COVISIT_PAIR = (str, str, (int, float), int, int, int)
+COVISIT_PAIR = _shape(str, str, (float, int), int, int, int)
 """A co-visitation entry: [source video, neighbour, weight, ts, source partition, source offset]."""
 
 
-def unpack(value: bytes, shape: tuple) -> list[list]:
-    """A packed internal message's entries, each checked against `shape` (one type per field) before any
-    is applied: a message of anything else raises ValueError, and is then dead-lettered whole."""
+def unpack(value: bytes, shape: frozenset[tuple[type, ...]]) -> list[list]:
+    """A packed internal message's entries, each checked against `shape` before any is applied: a
+    message of anything else raises ValueError, and is then dead-lettered whole. (Exact types, compared
+    as one tuple: ~0.3 µs an entry, a third of a field-by-field isinstance check.)"""
     entries = orjson.loads(value)
-    if not isinstance(entries, list):
+    if type(entries) is not list:
         raise ValueError("not a list of entries")
-    n = len(shape)
     for entry in entries:
-        if not (isinstance(entry, list) and len(entry) == n
-                and all(isinstance(x, t) for x, t in zip(entry, shape, strict=True))):
-            raise ValueError(f"entry {str(entry)[:200]} is not of the shape {[getattr(t, '__name__', t) for t in shape]}")
+        if type(entry) is not list or tuple(map(type, entry)) not in shape:
+            raise ValueError(f"entry {str(entry)[:200]} is not of the shape "
+                             f"{[t.__name__ for t in next(iter(shape))]}")
     return entries
 
 
-async def unpack_batch(events: Sequence[EventT], shape: tuple) -> list[tuple[EventT, list[list]]]:
+async def unpack_batch(events: Sequence[EventT], shape: frozenset[tuple[type, ...]]) -> list[tuple[EventT, list[list]]]:
     """Each internal message's entries; a message that is not what our agents write goes to the
     dead-letter topic with the reason, and the agent goes on."""
     out = []
