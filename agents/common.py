@@ -101,16 +101,20 @@ def unpack(value: bytes, shape: frozenset[tuple[type, ...]]) -> list[list]:
     return entries
 
 
-async def unpack_batch(events: Sequence[EventT], shape: frozenset[tuple[type, ...]]) -> list[tuple[EventT, list[list]]]:
-    """Each internal message's entries; a message that is not what our agents write goes to the
-    dead-letter topic with the reason, and the agent goes on."""
-    out = []
+async def unpacked(events: Sequence[EventT], shape: frozenset[tuple[type, ...]]
+                   ) -> AsyncIterator[tuple[EventT, list[list]]]:
+    """Each internal message with its entries, one message at a time with the event loop given back
+    before each (a message holds up to PACK_MAX_ENTRIES entries: parsing a whole batch of them first
+    would hold the loop, and the HTTP views sharing it, for as long); a message that is not what our
+    agents write goes to the dead-letter topic with the reason, and the agent goes on."""
     for event in events:
+        await asyncio.sleep(0)
         try:
-            out.append((event, unpack(event.value, shape)))
+            entries = unpack(event.value, shape)
         except (ValueError, TypeError) as exc:
             await dead_letter(event, _reason(exc))
-    return out
+            continue
+        yield event, entries
 
 
 async def take_batches(stream, max_: int, within: float,  # noqa: ANN001

@@ -3,10 +3,8 @@ source video; row-normalised lists in Redis (one string per video) that any web 
 
 from __future__ import annotations
 
-import asyncio
-
 from recstream import metrics
-from recstream.agents.common import COVISIT_PAIR, take_batches, unpack_batch
+from recstream.agents.common import COVISIT_PAIR, take_batches, unpacked
 from recstream.agents.pipeline import Pipeline
 from recstream.app import app
 from recstream.channels import covisit
@@ -30,8 +28,7 @@ async def covisit_agent(stream) -> None:  # noqa: ANN001
 async def process(events) -> None:  # noqa: ANN001
     touched: dict[str, int] = {}  # source video -> partition
     pairs = 0
-    for event, packed in await unpack_batch(events, COVISIT_PAIR):
-        await asyncio.sleep(0)  # one packed message is up to PACK_MAX_ENTRIES entries: yield between them
+    async for event, packed in unpacked(events, COVISIT_PAIR):  # gives the loop back between messages
         c = event.message.partition
         for src, dst, weight, ts, p, offset in packed:
             state = neighbours.get(c, src)

@@ -4,10 +4,8 @@ materialised to Redis (absolute values) after every batch."""
 
 from __future__ import annotations
 
-import asyncio
-
 from recstream import metrics
-from recstream.agents.common import VIDEO_EVENT, take_batches, unpack_batch
+from recstream.agents.common import VIDEO_EVENT, take_batches, unpacked
 from recstream.agents.pipeline import Pipeline
 from recstream.app import app
 from recstream.channels import video_events
@@ -37,8 +35,7 @@ async def engagement_agent(stream) -> None:  # noqa: ANN001
 async def process(events) -> None:  # noqa: ANN001
     touched: dict[str, int] = {}  # video -> partition
     entries = 0
-    for event, packed in await unpack_batch(events, VIDEO_EVENT):
-        await asyncio.sleep(0)  # one packed message is up to PACK_MAX_ENTRIES entries: yield between them
+    async for event, packed in unpacked(events, VIDEO_EVENT):  # gives the loop back between messages
         q = event.message.partition
         for video, p, offset, type_, ts, watch, duration in packed:
             state = video_engagement.get(q, video)
