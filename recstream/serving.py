@@ -155,6 +155,11 @@ class ServingState:
         stamp[videos] = positions
         return videos[stamp[videos] == positions]
 
+    def removed_among(self, videos: list[str]) -> set[str]:
+        """Which of these videos are taken down, as of the last refresh of the catalog."""
+        index, removed = self.index, self.removed
+        return {v for v in videos if (i := index.get(v)) is not None and removed[i]}
+
     def member(self, videos: np.ndarray, of: np.ndarray) -> list[bool]:
         return self.member_array(videos, of).tolist()
 

@@ -300,12 +300,6 @@ class Stores:
         """A user's history and seen filter out of Redis (`DELETE /users/{id}`)."""
         await self.redis.delete(*(k for u in users for k in (history_key(u), seen_key(u))))
 
-    async def removed_videos(self, videos: list[str]) -> set[str]:
-        if not videos:
-            return set()
-        flags = await self.redis.smismember(REMOVED_VIDEOS_KEY, videos)
-        return {v for v, f in zip(videos, flags, strict=True) if f}
-
     # --- Redis: reads by the serving views ------------------------------------------------
     async def user_state(self, user_id: str) -> tuple[list, bytes]:
         """The user's recent history (newest first) and seen filter (b"" when none): one MGET."""

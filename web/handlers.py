@@ -38,7 +38,7 @@ from recstream.topics import topic_names
 MAX_EVENTS = 10_000
 """Events per POST /events; the body limit (`max_body_bytes`, 8 MiB) holds 10,000 of the largest."""
 MAX_VIDEOS = 1_000
-"""Videos per POST /videos: a video with the longest caption and hashtags is ~5.5 kB."""
+"""Videos per POST /videos: a video with the longest caption, hashtags and ids is 5.8 kB."""
 ID = TypeAdapter(Id)
 MAX_K = 500
 REMOVED_SLACK = 20
@@ -252,7 +252,7 @@ class Api:
         """The k best trending videos now, none taken down (their events may still rank them)."""
         now = int(time.time() * 1000)
         top = await self._stores().top_trending(k + REMOVED_SLACK)
-        removed = await self._stores().removed_videos([v for v, _r in top])
+        removed = self._state().removed_among([v for v, _r in top])
         scores: dict[str, float] = {}
         for v, rank in top:
             if v not in removed and len(scores) < k:
@@ -298,7 +298,7 @@ class Api:
         video_id = request.match_info["video_id"]
         k = _k(request)
         nbrs = (await self._stores().neighbours_of([video_id], k)).get(video_id, {})
-        removed = await self._stores().removed_videos(list(nbrs))
+        removed = self._state().removed_among(list(nbrs))
         items = [{"video_id": v, "score": round(s, 6)} for v, s in sorted(nbrs.items(), key=lambda kv: -kv[1])
                  if v not in removed]
         return json_response({"video_id": video_id, "items": items})

@@ -144,8 +144,8 @@ class Window(StoredWindow):
 
 
 class VideoStats(Strict):
-    """GET /videos/{video_id}/stats. A video known only from its metadata (no event yet) has zeros and
-    neither windows nor the rarer counters."""
+    """GET /videos/{video_id}/stats. A video known only from its metadata (no event yet) has the same
+    document, all zero, with the current windows."""
 
     video_id: str
     views: Count

@@ -50,25 +50,16 @@ async def produce(cluster: Cluster, events: list[Interaction], rate: float | Non
         await producer.stop()
 
 
-async def read_log(cluster: Cluster, n: int) -> list[tuple[int, int, Interaction]]:
-    """The interactions topic as the agents see it: (partition, offset, event), partition by partition."""
-    s = cluster.settings
-    topic = f"{s.topic_prefix}.interactions"
-    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(topic, p) for p in range(s.interactions_partitions)]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        out: list[tuple[int, int, Interaction]] = []
-        deadline = time.monotonic() + 60
-        while len(out) < n and time.monotonic() < deadline:
-            for tp, msgs in (await consumer.getmany(timeout_ms=500)).items():
-                out += [(tp.partition, m.offset, Interaction.model_validate_json(m.value)) for m in msgs]
-        assert len(out) == n, f"read {len(out)} of {n} events back"
-        return sorted(out, key=lambda e: (e[0], e[1]))
-    finally:
-        await consumer.stop()
+async def read_log(cluster: Cluster, n: int, timeout: float = 60) -> list[tuple[int, int, Interaction]]:
+    """The interactions topic as the agents see it, once it holds n events: (partition, offset, event),
+    partition by partition."""
+    deadline = time.monotonic() + timeout
+    out = await read_whole_log(cluster, timeout)
+    while len(out) < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        out = await read_whole_log(cluster, timeout)
+    assert len(out) == n, f"read {len(out)} of {n} events back"
+    return out
 
 
 def wait_exact(cluster: Cluster, ref: reference.Reference, timeout: float = 120, counters: bool = True) -> list[str]:
