@@ -45,6 +45,7 @@ class LoadedModel:
     reg_param: float
     alpha: float
     data_until_ms: int  # newest event the model was trained on
+    blend: dict[str, float]  # the blend weights its training round chose (serving's, unless pinned)
 
     @classmethod
     def from_artifact(cls, artifact: ModelArtifact) -> LoadedModel:
@@ -63,6 +64,7 @@ class LoadedModel:
             reg_param=float(meta["reg_param"]),
             alpha=float(meta["alpha"]),
             data_until_ms=int(meta.get("data_until_ms") or 0),
+            blend={k: float(v) for k, v in (meta.get("blend") or {}).items()},
         )
 
     @property

@@ -10,7 +10,8 @@ background); the user's history and seen filter are one MGET. Scoring is numpy o
 - ALS: the user's vector (trained, or folded in from the live history) scores the pools and the best
   item-CF candidates (the "als" strategy: the whole catalog); its top `CANDIDATES_PER_SOURCE` join
   the blend as "als";
-- each source max-scaled to 1 and weighted (`source_weights`); never a video the user engaged with
+- each source max-scaled to 1 and weighted (`source_weights`: the weights the active model was
+  published with, tuned by its training round, unless the settings pin them); never a video the user engaged with
   (the exact history plus the seen filter), at most `max_per_creator` per creator, ties by video id.
   The answer merges the user's own candidates with the rest of the pools, both ranked, looking at
   their heads only (`_select`).
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,11 +43,18 @@ def strategy_for(user_id: str, strategies: list[str]) -> str:
     return strategies[int.from_bytes(digest, "big") % len(strategies)]
 
 
-def source_weights(strategy: str, settings: Settings) -> dict[str, float]:
-    """Blend weights per source for a strategy: `hybrid` is the full blend, the rest one source each."""
+BLENDED = ("itemcf", "als", "trending", "fresh")
+
+
+def source_weights(strategy: str, settings: Settings, published: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Blend weights per source for a strategy: `hybrid` is the full blend, the rest one source each.
+    The hybrid's weight of a source is the settings' when set there (pinned by the operator), else the
+    one the active model was published with (`published`), else the settings' default."""
     if strategy == "hybrid":
-        return {"itemcf": settings.blend_itemcf, "als": settings.blend_als,
-                "trending": settings.blend_trending, "fresh": settings.blend_fresh}
+        pinned = settings.model_fields_set
+        return {source: float(published[source]) if published and source in published
+                and f"blend_{source}" not in pinned else getattr(settings, f"blend_{source}")
+                for source in BLENDED}
     if strategy == "trending":
         return {"trending": 1.0}
     return {strategy: 1.0, "trending": FILL_WEIGHT}
@@ -133,11 +141,12 @@ def recommend(state: ServingState, settings: Settings, user_id: str, k: int, his
     history_idx = np.array([i for e in history if (i := get(e[0])) is not None], dtype=np.int64)
     if strategy == "random":
         return _random(state, user_id, k, history_idx, seen)
-    weights = source_weights(strategy, settings)
+    model = models.model if models is not None else None
+    weights = source_weights(strategy, settings, model.blend if model is not None else None)
     # Trending and fresh are the same for everyone until the next refresh: blended and sorted once
     # (`ServingState.base`). Per request only the user's own sources are scored: item-CF and ALS.
     base = state.base(weights.get("trending", 0.0), weights.get("fresh", 0.0))
-    model = models.model if models is not None and weights.get("als") else None
+    model = model if weights.get("als") else None
     anonymous = not history and not seen and (model is None or user_id not in model.user_index)
     if anonymous and (items := base.cold.get((k, settings.max_per_creator))) is not None:
         # Nothing of the user's own: the answer is the pools' alone, the same for everyone until the

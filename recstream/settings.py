@@ -151,15 +151,25 @@ class Settings(BaseSettings):
     persist_interval_s: float = Field(default=2.0, gt=0)
     """How often per-video stats and user profiles changed since the last time go to MongoDB."""
 
+    # --- training -----------------------------------------------------------------------
+    train_tune_trials: int = Field(default=8, ge=1)
+    """ALS parameter sets a training round tries on its validation slice (`recstream.training.tuning`):
+    each is one Spark fit of the newest `train_tune_max_events` events. 1: the flags as given."""
+    train_tune_max_events: int = Field(default=500_000, ge=100)
+    """Newest events a training round tunes and measures on (read to the driver). The model itself is
+    trained on the whole log (or `--window-days`) with what the tuning chose."""
+
     # --- serving ------------------------------------------------------------------------
     max_per_creator: int = Field(default=2, ge=1)
     """At most this many videos of one creator in a recommendation list."""
     blend_itemcf: float = 1.0
-    """Blend weight of item-CF candidates."""
+    """Blend weight of item-CF candidates. The item-CF, ALS and trending weights each training round
+    chooses are published with the model and served; one set here (in the environment) is pinned: served
+    as set, and never tuned. Unset and no model active: these defaults."""
     blend_als: float = 1.0
-    """Blend weight of ALS candidates."""
+    """Blend weight of ALS candidates (from the active model unless set: see blend_itemcf)."""
     blend_trending: float = 0.3
-    """Blend weight of trending candidates."""
+    """Blend weight of trending candidates (from the active model unless set: see blend_itemcf)."""
     blend_fresh: float = 0.2
     """Blend weight of fresh (recently published) videos."""
     fresh_window_s: int = Field(default=24 * 3600, ge=1)

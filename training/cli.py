@@ -163,6 +163,7 @@ def _loop(
                         None if args.no_publish else registry,
                         force=args.force,
                         log=lambda line: print(line, flush=True),
+                        settings=settings,
                     )
                     if args.keep_factors > 0 and not args.no_publish:
                         registry.prune_factors(args.keep_factors)

@@ -17,9 +17,9 @@ def _p(default: object, help_text: str) -> object:
 class TrainParams:
     """Everything that shapes a model. Stored with each version in the registry."""
 
-    rank: int = _p(64, "latent factors per user and video")
+    rank: int = _p(64, "latent factors per user and video (where the search starts)")
     reg_param: float = _p(
-        0.05,
+        0.5,
         "L2 regularisation; Spark multiplies it by each user's (video's) number of positive ratings "
         "(ALS-WR) and serving's fold-in does the same",
     )
@@ -33,14 +33,13 @@ class TrainParams:
     seed: int = _p(42, "factor initialisation seed (same data + same seed = same model)")
     checkpoint_interval: int = _p(10, "checkpoint the factors every N sweeps (cuts the RDD lineage)")
     storage_level: str = _p("MEMORY_AND_DISK", "Spark storage level of ALS's intermediate RDDs")
-    holdout: int = _p(1, "each eligible user's latest N videos are held out for evaluation")
-    min_user_videos: int = _p(3, "only users with at least this many videos give a holdout")
-    eval_k: int = _p(10, "cut-off k of the ranking metrics")
-    eval_max_users: int = _p(20_000, "evaluate on at most this many holdout users (fixed-seed sample)")
+    tune_trials: int = _p(8, "ALS parameter sets tried per round (1 = the flags as given); as RECSTREAM_TRAIN_TUNE_TRIALS")
+    tune_max_events: int = _p(
+        500_000, "newest events the tuning reads to the driver; as RECSTREAM_TRAIN_TUNE_MAX_EVENTS"
+    )
     window_days: float = _p(0.0, "train on the last N days of the log only (0 = all of it)")
-    refit: bool = _p(True, "after evaluating, refit on all the data (holdout included) before publishing")
     gate_metric: Literal["ndcg", "map", "recall", "precision"] = _p(
-        "ndcg", "metric the quality gate compares"
+        "ndcg", "metric (at 10) the quality gate compares: the model must beat popularity on it"
     )
     gate_margin: float = _p(
         0.05,
@@ -55,10 +54,8 @@ class TrainParams:
             "alpha": self.alpha >= 0,
             "max_iter": self.max_iter >= 1,
             "blocks": self.blocks >= 0,
-            "holdout": self.holdout >= 0,
-            "min_user_videos": self.min_user_videos >= self.holdout + 1,
-            "eval_k": self.eval_k >= 1,
-            "eval_max_users": self.eval_max_users >= 1,
+            "tune_trials": self.tune_trials >= 1,
+            "tune_max_events": self.tune_max_events >= 100,
             "gate_margin": 0 <= self.gate_margin <= 1,
             "window_days": self.window_days >= 0,
         }
@@ -72,7 +69,8 @@ class TrainParams:
 
 _DEFAULTS = TrainParams()
 # The engagement definition is the streaming side's: it comes from the settings unless a flag says.
-_FROM_SETTINGS = ("fast_skip_ms",)
+_FROM_SETTINGS = {"fast_skip_ms": "fast_skip_ms", "tune_trials": "train_tune_trials",
+                  "tune_max_events": "train_tune_max_events"}
 
 
 def add_param_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +93,7 @@ def add_param_arguments(parser: argparse.ArgumentParser) -> None:
 
 def params_from_args(args: argparse.Namespace, settings: Settings) -> TrainParams:
     values = {f.name: getattr(args, f.name) for f in fields(TrainParams)}
-    for name in _FROM_SETTINGS:
+    for name, setting in _FROM_SETTINGS.items():
         if values[name] is None:
-            values[name] = getattr(settings, name)
+            values[name] = getattr(settings, setting)
     return TrainParams(**values)

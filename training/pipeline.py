@@ -1,4 +1,5 @@
-"""One training run: extract -> transform -> fit -> evaluate -> (refit) -> publish, with stage timings."""
+"""One training run: extract -> tune (on the newest slice) -> transform -> fit (all of it) -> publish, with
+stage timings."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recstream.model_store import ModelRegistry, new_version
 from recstream.scoring import EngagementParams
-from recstream.training import evaluate, extract, fit, publish, transform
+from recstream.settings import Settings, get_settings
+from recstream.training import extract, fit, publish, transform, tuning
 from recstream.training.params import TrainParams
 from recstream.training.session import blas_implementation
 
@@ -45,6 +46,11 @@ class TrainResult:
     activated: bool = False
     als_fit_s: float = 0.0
     """Seconds in Spark's ALS.fit alone (the fit stage also brings the factors to the driver)."""
+    blend: dict[str, float] = field(default_factory=dict)
+    """The blend weights published with the model."""
+    served: dict[str, Any] = field(default_factory=dict)
+    """The served blend's metrics on the test slice."""
+    tuning: dict[str, Any] = field(default_factory=dict)
 
 
 class Stages:
@@ -87,19 +93,6 @@ def _extract(
     return extract.read_dataset(spark, source.path)
 
 
-def _collect_eval(marked: DataFrame) -> tuple[np.ndarray, list[list[int]], list[list[int]]]:
-    rows = sorted(transform.eval_sets(marked).collect(), key=lambda r: r["user"])  # stable sampling
-    users = np.fromiter((r["user"] for r in rows), dtype=np.int64, count=len(rows))
-    return users, [r["train_items"] for r in rows], [r["test_items"] for r in rows]
-
-
-def _popularity(train: DataFrame, n_items: int) -> np.ndarray:
-    counts = np.zeros(n_items, dtype=np.float32)
-    for row in transform.item_popularity(train).collect():
-        counts[row["item"]] = row["users"]
-    return counts
-
-
 def train_once(
     spark: SparkSession,
     params: TrainParams,
@@ -108,9 +101,11 @@ def train_once(
     *,
     force: bool = False,
     log: Log = print,
+    settings: Settings | None = None,
 ) -> TrainResult:
     """Train, evaluate and (with a registry) publish one model version. The caller owns the session
     and the training lock."""
+    settings = settings or get_settings()
     stages = Stages(log)
     version = new_version()
     engagement = EngagementParams(fast_skip_ms=params.fast_skip_ms)
@@ -130,47 +125,34 @@ def train_once(
                 raise extract.ExtractError(f"no valid interactions in {info.kind} {info.name}")
             notes.update(source=f"{info.kind}:{info.name}", events=n_events)
 
+        with stages.stage("tune") as notes:
+            tuned = tuning.tune(spark, events, params, settings, blocks, log)
+            params = tuned.params
+            notes.update(
+                rows=tuned.report["rows"], test_users=tuned.report["test_users"],
+                trials=len(tuned.report["als_trials"]), rank=params.rank, reg_param=params.reg_param,
+                alpha=params.alpha, max_iter=params.max_iter, weights=_short(tuned.weights),
+                als=_short(tuned.metrics), popularity=_short(tuned.baseline), served=_short(tuned.served),
+            )
+
         with stages.stage("transform") as notes:
             indexed = transform.index_ids(transform.ratings(pairs))
-            marked = transform.mark_holdout(indexed.ratings, params.holdout, params.min_user_videos)
-            marked = marked.persist(StorageLevel.MEMORY_AND_DISK)
-            cached.append(marked)
-            counts = marked.agg(F.count(F.lit(1)), F.sum(F.col("held").cast("int"))).first()
-            n_pairs, n_held = int(counts[0]), int(counts[1] or 0)
+            ratings = indexed.ratings.persist(StorageLevel.MEMORY_AND_DISK)
+            cached.append(ratings)
+            n_pairs = ratings.count()
             pairs.unpersist()
             cached.remove(pairs)
             n_users, n_items = len(indexed.user_ids), len(indexed.item_ids)
-            notes.update(users=n_users, videos=n_items, pairs=n_pairs, held_out=n_held)
-        train = marked.where(~F.col("held"))
+            notes.update(users=n_users, videos=n_items, pairs=n_pairs)
 
         with stages.stage("fit") as notes:
             t0 = time.perf_counter()
-            model = fit.fit_als(train, params, blocks)
+            model = fit.fit_als(ratings, params, blocks)
             als_fit_s = round(time.perf_counter() - t0, 3)  # ALS.fit alone (the rest: factors to numpy)
             factors = fit.collect_factors(model, n_users, n_items)
             notes.update(
                 als_s=als_fit_s, rank=params.rank, iterations=params.max_iter, blocks=blocks, **_blas(spark)
             )
-
-        metrics: dict[str, Any] = {}
-        baseline: dict[str, Any] = {}
-        with stages.stage("evaluate") as notes:
-            users, seen, relevant = _collect_eval(marked) if n_held else (np.array([], int), [], [])
-            pick = evaluate.sample_users(len(users), params.eval_max_users, params.seed)
-            users, seen, relevant = users[pick], [seen[i] for i in pick], [relevant[i] for i in pick]
-            if len(users):
-                als_scores = evaluate.factor_scores(factors.user_factors, factors.item_factors)
-                metrics = evaluate.ranking_metrics(als_scores, users, seen, relevant, params.eval_k)
-                pop = evaluate.popularity_scores(_popularity(train, n_items))
-                baseline = evaluate.ranking_metrics(pop, users, seen, relevant, params.eval_k)
-                metrics["users"] = baseline["users"] = len(users)
-            notes.update(users=len(users), als=_short(metrics), popularity=_short(baseline))
-
-        if params.refit and n_held:
-            with stages.stage("refit") as notes:
-                model = fit.fit_als(marked, params, blocks)
-                factors = fit.collect_factors(model, n_users, n_items)
-                notes.update(pairs=n_pairs)
 
         data = {
             "source": info.as_dict(),
@@ -180,17 +162,20 @@ def train_once(
             "users": n_users,
             "videos": n_items,
             "pairs": n_pairs,
-            "held_out_pairs": n_held,
-            "trained_on": "all pairs" if params.refit and n_held else "pairs not held out",
+            "trained_on": "all pairs",
         }
-        result = TrainResult(version, metrics, baseline, data, als_fit_s=als_fit_s)
+        result = TrainResult(version, tuned.metrics, tuned.baseline, data, als_fit_s=als_fit_s,
+                             blend=tuned.weights, served=tuned.served, tuning=tuned.report)
         if registry is not None:
             with stages.stage("publish") as notes:
                 meta = {
                     "created_at": int(time.time() * 1000),
                     "params": params.as_dict(),
-                    "metrics": metrics,
-                    "baseline": {"popularity": baseline},
+                    "metrics": tuned.metrics,
+                    "baseline": {"popularity": tuned.baseline},
+                    "served": tuned.served,
+                    "blend": tuned.weights,
+                    "tuning": tuned.report,
                     "data": data,
                     # What serving needs to fold users in exactly as Spark solved them.
                     "reg_param": params.reg_param,
@@ -210,7 +195,7 @@ def train_once(
                     meta,
                 )
                 document = {**meta, "timings": dict(stages.timings)}
-                metric = f"{params.gate_metric}@{params.eval_k}"
+                metric = f"{params.gate_metric}@10"
                 decision = publish.publish(registry, artifact, document, metric, params.gate_margin, force)
                 result.gate = decision.as_dict()
                 result.activated = decision.passed
@@ -223,8 +208,9 @@ def train_once(
             df.unpersist()
 
 
-def _short(metrics: dict[str, Any]) -> str:
-    return ",".join(f"{k}={v:.4f}" for k, v in metrics.items() if "@" in k) or "-"
+def _short(values: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v:.4g}" for k, v in values.items() if k.startswith("ndcg@") or "@" not in k
+                    and k != "users") or "-"
 
 
 def _blas(spark: SparkSession) -> dict[str, str]:

@@ -30,8 +30,11 @@ def gate(
     metric: str,
     margin: float,
     force: bool = False,
+    baseline: Mapping[str, float] | None = None,
 ) -> GateDecision:
-    """Activate unless the candidate is worse than the active model by more than `margin` (relative).
+    """Activate a candidate that beats the popularity `baseline` on the same test slice (first model
+    included: users are better off with no model than with one that knows less than a chart) and is not
+    worse than the active model by more than `margin` (relative).
 
     The active model was measured on its own holdout (older data), so small differences are noise:
     the margin absorbs them; a broken model (a bug, a bad parameter, a poisoned log) falls far below.
@@ -43,8 +46,13 @@ def gate(
         return GateDecision(True, "forced", metric, value, active_value, active_version)
     if value is None:
         return GateDecision(False, f"candidate has no {metric}", metric, None, active_value, active_version)
+    popular = (baseline or {}).get(metric)
+    if popular is not None and not value > popular:
+        reason = f"{metric} {value:.4f} does not beat popularity {popular:.4f} on the test slice"
+        return GateDecision(False, reason, metric, value, active_value, active_version)
     if active_doc is None:
-        return GateDecision(True, "no active model", metric, value, None, None)
+        beats = f", above popularity {popular:.4f}" if popular is not None else ""
+        return GateDecision(True, f"no active model{beats}", metric, value, None, None)
     if active_value is None:
         return GateDecision(True, f"active model has no {metric}", metric, value, None, active_version)
     floor = active_value * (1 - margin)
@@ -93,7 +101,8 @@ def publish(
     between the gate's read and the switch."""
     active_version = registry.active_version()
     active_doc = registry.get(active_version) if active_version else None
-    decision = gate(document.get("metrics", {}), active_doc, metric, margin, force)
+    baseline = document.get("baseline", {}).get("popularity")
+    decision = gate(document.get("metrics", {}), active_doc, metric, margin, force, baseline)
     status = "active" if decision.passed else "rejected"
     registry.register(artifact, {**document, "gate": decision.as_dict(), "status": status})
     if decision.passed:

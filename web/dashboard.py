@@ -263,6 +263,8 @@ def _version_summary(doc: Mapping[str, Any]) -> dict[str, Any]:
             "activated_at": doc.get("activated_at"), "metrics": doc.get("metrics") or {},
             "baseline": (doc.get("baseline") or {}).get("popularity") or {}, "data": doc.get("data") or {},
             "params": doc.get("params") or {}, "gate": doc.get("gate"), "timings": timings,
+            "blend": doc.get("blend") or {}, "served": doc.get("served") or {},
+            "tuning": {k: v for k, v in (doc.get("tuning") or {}).items() if k != "blend_trials"},
             "training_s": round(sum(v for v in timings.values() if isinstance(v, int | float)), 2)}
 
 

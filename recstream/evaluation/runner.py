@@ -5,6 +5,10 @@ Nothing a model sees comes from the test rows: parameters are chosen on the vali
 out of the training rows by the protocol), then the chosen parameters are refitted on all training
 rows. The hybrid blends the tuned components (item-CF, Spark ALS, trending): on validation, the
 components fitted on the validation split; on test, the refitted ones.
+
+The training job runs the same code on the most recent slice of the log (`recstream.training.tuning`):
+its item-CF and trending are the streaming agents' (`fixed`: the served settings, not searched), ALS
+gets a trial budget (`Context.max_trials`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from recstream.evaluation import metrics, targets
 from recstream.evaluation.data import Dataset
 from recstream.evaluation.models import Context, Fitted
 from recstream.evaluation.models.baselines import Popularity, Trending
-from recstream.evaluation.models.hybrid import COMPONENTS, Hybrid, Sources, served_weights
+from recstream.evaluation.models.hybrid import COMPONENTS, Hybrid, Sources, settings_weights
 from recstream.evaluation.models.implicit_als import ImplicitALS
 from recstream.evaluation.models.itemcf import ItemCF
 from recstream.evaluation.models.spark_als import SparkALS
@@ -28,9 +32,9 @@ from recstream.evaluation.protocols import Protocol
 from recstream.evaluation.tune import Search, Trial, coordinate_ascent
 
 BASE_MODELS = {m.NAME: m for m in (Popularity, Trending, ItemCF, SparkALS, ImplicitALS)}
-HYBRIDS = (Hybrid.NAME, Hybrid.TUNED)
+HYBRIDS = (Hybrid.NAME, Hybrid.DEFAULTS)
 DEFAULTS_SUFFIX = "-defaults"  # e.g. implicit-als-defaults: the start parameters, untuned
-DEFAULT_MODELS = ("popularity", "trending", "itemcf", "spark-als", "implicit-als", "hybrid", "hybrid-tuned")
+DEFAULT_MODELS = ("popularity", "trending", "itemcf", "spark-als", "implicit-als", "hybrid", "hybrid-defaults")
 TUNE_METRIC = "ndcg@10"
 Log = Callable[[str], None]
 
@@ -67,8 +71,15 @@ def _measure(fitted: Fitted, t: targets.Targets) -> tuple[dict[str, np.ndarray],
 
 
 def run(
-    ds: Dataset, protocol: Protocol, models: list[str], grid: str, ctx: Context, log: Log = print
+    ds: Dataset,
+    protocol: Protocol,
+    models: list[str],
+    grid: str,
+    ctx: Context,
+    log: Log = print,
+    fixed: frozenset[str] = frozenset(),
 ) -> RunResult:
+    """`fixed`: models fitted with their start (served) parameters only, never searched."""
     unknown = sorted(set(models) - set(model_names()))
     if unknown:
         raise ValueError(f"unknown models {unknown}; choose from {', '.join(model_names())}")
@@ -88,7 +99,8 @@ def run(
         if name not in wanted or name in HYBRIDS:
             continue
         model = BASE_MODELS[name.removesuffix(DEFAULTS_SUFFIX)]
-        search, tune_s, fitted_val[name] = _tune(name, model, grid, ds, protocol, val_t, ctx, log)
+        untuned = name.endswith(DEFAULTS_SUFFIX) or name in fixed
+        search, tune_s, fitted_val[name] = _tune(name, model, grid, untuned, ds, protocol, val_t, ctx, log)
         results[name] = _refit_and_measure(
             name, model, search, tune_s, ds, protocol, test_t, ctx, fitted_test, log
         )
@@ -110,6 +122,7 @@ def _tune(
     name: str,
     model: Any,
     grid: str,
+    untuned: bool,
     ds: Dataset,
     protocol: Protocol,
     val_t: targets.Targets,
@@ -117,7 +130,7 @@ def _tune(
     log: Log,
 ) -> tuple[Search, float, Fitted]:
     """Search the model's axes on validation; also returns the best validation fit (for the hybrid)."""
-    axes = {} if name.endswith(DEFAULTS_SUFFIX) else model.axes(grid, ctx)
+    axes = {} if untuned else model.axes(grid, ctx)
     best: dict[str, Any] = {}
 
     def evaluate(params: dict[str, Any]) -> tuple[float, float]:
@@ -131,7 +144,7 @@ def _tune(
         return value, seconds
 
     t0 = time.perf_counter()
-    search = coordinate_ascent(model.start(ctx), axes, evaluate)
+    search = coordinate_ascent(model.start(ctx), axes, evaluate, max_trials=ctx.max_trials)
     return search, time.perf_counter() - t0, best["fitted"]
 
 
@@ -182,7 +195,7 @@ def _hybrid(
     ctx: Context,
     log: Log,
 ) -> ModelResult:
-    axes = Hybrid.axes(grid, ctx) if name == Hybrid.TUNED else {}
+    axes = Hybrid.axes(grid, ctx) if name == Hybrid.NAME else {}
 
     def evaluate(weights: dict[str, Any]) -> tuple[float, float]:
         fitted = Hybrid.assemble(val_sources, weights, ctx)
@@ -191,7 +204,7 @@ def _hybrid(
         return value, 0.0
 
     t0 = time.perf_counter()
-    search = coordinate_ascent(served_weights(ctx), axes, evaluate)
+    search = coordinate_ascent(settings_weights(ctx), axes, evaluate)
     tune_s = time.perf_counter() - t0
     fitted = Hybrid.assemble(test_sources, search.best, ctx)
     t0 = time.perf_counter()

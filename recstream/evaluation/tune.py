@@ -44,19 +44,25 @@ def coordinate_ascent(
     evaluate: Callable[[dict[str, Any]], tuple[float, float]],
     max_rounds: int = 3,
     min_gain: float = 1e-3,
+    max_trials: int | None = None,
 ) -> Search:
-    """`evaluate(params) -> (validation metric, fit seconds)`; higher metric is better."""
+    """`evaluate(params) -> (validation metric, fit seconds)`; higher metric is better. `max_trials`
+    caps the fits (the start counts as one): the training job's budget. Axes are tried in the order
+    given, so the most promising go first."""
     done: dict[str, Trial] = {}
 
-    def trial(params: dict[str, Any]) -> float:
+    def trial(params: dict[str, Any]) -> float | None:
         key = _key(params)
         if key not in done:
+            if max_trials is not None and len(done) >= max_trials:
+                return None
             value, seconds = evaluate(params)
             done[key] = Trial(dict(params), value, seconds)
         return done[key].value
 
     best = dict(start)
     best_value = trial(best)
+    assert best_value is not None
     for _round in range(max_rounds):
         changed = False
         for name, values in axes.items():
@@ -64,6 +70,8 @@ def coordinate_ascent(
                 change = dict(zip(name, value, strict=True)) if isinstance(name, tuple) else {name: value}
                 candidate = {**best, **change}
                 score = trial(candidate)
+                if score is None:  # the budget is spent
+                    return Search(best, best_value, list(done.values()))
                 if score > best_value + min_gain:
                     best, best_value, changed = candidate, score, True
         if not changed:

@@ -61,7 +61,7 @@ def test_train_on_a_standalone_cluster(services: Settings, spark_master: tuple[s
                          timeout=120)
     assert sim.returncode == 0, sim.stderr[-2000:]
     started = time.time()
-    train = subprocess.run([str(BIN / "recstream"), "train", "--master", url, "--rank", "8", "--max-iter", "4",
+    train = subprocess.run([str(BIN / "recstream"), "train", "--master", url, "--rank", "8", "--max-iter", "4", "--tune-trials", "1",
                             "--json"], env=env, capture_output=True, text=True, timeout=400)
     assert train.returncode == 0, train.stderr[-3000:]
     result = json.loads(train.stdout.strip().splitlines()[-1])

@@ -18,7 +18,7 @@ from recstream.training.params import TrainParams
 from recstream.training.pipeline import DatasetSource, TrainResult, train_once
 from recstream.training.session import SMALL_DATA_CONF, SparkOptions, build_session
 
-PARAMS = TrainParams(rank=8, max_iter=6, reg_param=0.05, alpha=5.0, refit=False)
+PARAMS = TrainParams(rank=8, max_iter=6, reg_param=0.05, alpha=5.0, tune_trials=2)
 
 
 @pytest.fixture(scope="module")
@@ -57,17 +57,26 @@ def first(spark: SparkSession, registry: ModelRegistry, dataset: DatasetSource) 
 def test_first_model_is_registered_with_metrics_and_activated(
     first: TrainResult, registry: ModelRegistry
 ) -> None:
-    assert first.activated and first.gate["reason"] == "no active model"
+    assert first.activated and first.gate["reason"].startswith("no active model, above popularity")
     assert registry.active_version() == first.version
     doc = registry.get(first.version)
     assert doc["status"] == "active"
-    assert set(doc["metrics"]) == {"ndcg@10", "recall@10", "precision@10", "map@10", "users"}
-    assert doc["metrics"]["users"] > 300
-    # Tastes are learnable on this data: the model must beat popularity on the same holdout.
+    assert set(doc["metrics"]) == {"ndcg@10", "ndcg@10_ci", "recall@10", "precision@10", "map@10", "users"}
+    assert doc["metrics"]["users"] > 100  # users with new positives in the newest 20 % of the log
+    # Tastes are learnable on this data: the model must beat popularity on the same test slice.
     assert doc["metrics"]["ndcg@10"] > 1.2 * doc["baseline"]["popularity"]["ndcg@10"]
     assert doc["data"]["events"] == first.data["events"] > 8000
     assert doc["data"]["min_ts"] < doc["data"]["max_ts"] == doc["data_until_ms"]
-    assert doc["params"]["rank"] == 8 and set(doc["timings"]) >= {"extract", "transform", "fit", "evaluate"}
+    assert set(doc["timings"]) >= {"extract", "tune", "transform", "fit"}
+    # Tuned within the budget of two ALS trials; the blend weights and the served blend's numbers go
+    # out with the model, and the weights chosen are the best of those tried on validation.
+    tuning = doc["tuning"]
+    assert len(tuning["als_trials"]) == 2 and tuning["als_trials"][0]["params"]["rank"] == 8
+    best = max(tuning["als_trials"], key=lambda t: t["ndcg@10"])
+    assert {k: doc["params"][k] for k in best["params"]} == best["params"]
+    assert set(doc["blend"]) == {"itemcf", "als", "trending"} and doc["blend"]["als"] > 0
+    assert max(t["ndcg@10"] for t in tuning["blend_trials"]) == tuning["validation"]["blend"]
+    assert 0 < doc["served"]["ndcg@10"] <= 1 and doc["served"]["users"] == doc["metrics"]["users"]
     for blob in BLOBS:
         assert registry.redis.exists(blob_key(first.version, blob, registry.namespace))
 
@@ -79,8 +88,9 @@ async def test_serving_cache_loads_the_active_model(
     try:
         assert await cache.refresh()
         model = cache.model
-        assert model.version == first.version and model.rank == 8
-        assert model.item_factors.shape == (80, 8) and len(model.user_index) == 400
+        assert model.version == first.version and model.rank == first.tuning["als_trials"][0]["params"]["rank"]
+        assert model.blend == first.blend  # serving blends with the weights the round chose
+        assert model.item_factors.shape == (80, model.rank) and len(model.user_index) == 400
         stored = registry.load(first.version)  # the durable copy (Mongo chunks) is the same model
         np.testing.assert_array_equal(stored.item_factors, model.item_factors)
         assert stored.user_ids == sorted(model.user_index, key=model.user_index.get)
@@ -107,7 +117,7 @@ def test_a_worse_model_is_kept_but_not_activated(
     first: TrainResult, spark: SparkSession, registry: ModelRegistry, dataset: DatasetSource
 ) -> None:
     active_before = registry.active_version()
-    weak = TrainParams(rank=1, max_iter=1, refit=False)  # one factor: about popularity, no tastes
+    weak = TrainParams(rank=1, max_iter=1, tune_trials=1)  # one factor: about popularity, no tastes
     lines: list[str] = []
     result = train_once(spark, weak, dataset, registry, log=lines.append)
     assert not result.activated
@@ -145,6 +155,24 @@ def test_pruning_drops_old_factors_but_keeps_every_version(registry: ModelRegist
     assert registry.load(active).item_factors.shape[0] == 80
     with pytest.raises(ModelStoreError, match="no stored factors"):
         registry.load(pruned[0])
+
+
+def test_a_first_model_that_does_not_beat_popularity_is_not_activated(
+    spark: SparkSession, services: Settings, dataset: DatasetSource
+) -> None:
+    fresh = ModelRegistry(services, namespace=f"test-model-{uuid.uuid4().hex[:8]}")
+    try:
+        weak = TrainParams(rank=1, max_iter=1, tune_trials=1)  # one factor, one sweep: learns less than a chart
+        result = train_once(spark, weak, dataset, fresh, log=lambda _line: None)
+        assert not result.activated and fresh.active_version() is None
+        reason = fresh.get(result.version)["gate"]["reason"]
+        assert "does not beat popularity" in reason and reason.startswith("ndcg@10")
+        assert result.metrics["ndcg@10"] <= result.baseline["ndcg@10"]
+        forced = train_once(spark, weak, dataset, fresh, force=True, log=lambda _line: None)
+        assert forced.activated and fresh.active_version() == forced.version
+    finally:
+        fresh.delete_namespace()
+        fresh.close()
 
 
 def test_dataset_path_must_exist(spark: SparkSession, registry: ModelRegistry, tmp_path: Path) -> None:

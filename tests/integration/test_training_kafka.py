@@ -82,7 +82,8 @@ async def test_recstream_train_from_kafka(services: Settings, prefix: str, regis
                 "8",
                 "--max-iter",
                 "5",
-                "--no-refit",
+                "--tune-trials",
+                "1",
                 "--driver-memory",
                 "1g",
                 "--json",
@@ -97,7 +98,7 @@ async def test_recstream_train_from_kafka(services: Settings, prefix: str, regis
         await _delete_topic(services.kafka_bootstrap, topic)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    for stage in ("extract", "transform", "fit", "evaluate", "publish"):
+    for stage in ("extract", "tune", "transform", "fit", "publish"):
         assert any(line.startswith(f"[train] {stage} done in") for line in lines), proc.stdout
     result = json.loads(next(line for line in lines if line.startswith("{")))
 

@@ -41,15 +41,24 @@ def test_gate() -> None:
     assert gate({"ndcg@10": 0.37}, active, "ndcg@10", 0.05, force=True).passed
     assert gate({"ndcg@10": 0.01}, None, "ndcg@10", 0.05).passed  # nothing to compare with
     assert not gate({}, active, "ndcg@10", 0.05).passed  # not evaluated: not activated
+    # Popularity on the same test slice is a floor for every model, the first one included.
+    below = gate({"ndcg@10": 0.20}, None, "ndcg@10", 0.05, baseline={"ndcg@10": 0.21})
+    assert not below.passed and below.reason == "ndcg@10 0.2000 does not beat popularity 0.2100 on the test slice"
+    assert not gate({"ndcg@10": 0.21}, None, "ndcg@10", 0.05, baseline={"ndcg@10": 0.21}).passed  # a tie
+    assert gate({"ndcg@10": 0.22}, None, "ndcg@10", 0.05, baseline={"ndcg@10": 0.21}).passed
+    assert gate({"ndcg@10": 0.20}, None, "ndcg@10", 0.05, force=True, baseline={"ndcg@10": 0.21}).passed
+    above_pop_below_active = gate({"ndcg@10": 0.30}, active, "ndcg@10", 0.05, baseline={"ndcg@10": 0.21})
+    assert not above_pop_below_active.passed and "active 0.4000" in above_pop_below_active.reason
 
 
 def test_flags_override_defaults_and_settings_fill_the_engagement_definition() -> None:
     parser = argparse.ArgumentParser()
     add_param_arguments(parser)
     params = params_from_args(
-        parser.parse_args(["--rank", "8", "--no-refit", "--reg-param", "0.2"]), Settings(fast_skip_ms=1500)
+        parser.parse_args(["--rank", "8", "--reg-param", "0.2"]), Settings(fast_skip_ms=1500, train_tune_trials=3)
     )
-    assert (params.rank, params.refit, params.reg_param, params.fast_skip_ms) == (8, False, 0.2, 1500)
+    assert (params.rank, params.reg_param, params.fast_skip_ms, params.tune_trials) == (8, 0.2, 1500, 3)
     assert params.alpha == TrainParams().alpha
-    with pytest.raises(ValueError, match="min_user_videos"):
-        TrainParams(holdout=3, min_user_videos=2)
+    assert params_from_args(parser.parse_args(["--tune-trials", "1"]), Settings(train_tune_trials=3)).tune_trials == 1
+    with pytest.raises(ValueError, match="tune_trials"):
+        TrainParams(tune_trials=0)

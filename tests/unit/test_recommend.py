@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from recstream import scoring
-from recstream.recommend import recommend
+from recstream.recommend import FILL_WEIGHT, recommend, source_weights
 from recstream.serving import ServingState
 from recstream.settings import Settings
 from recstream.stores import bloom_positions
@@ -156,3 +156,19 @@ def test_a_full_list_when_the_filter_hides_more_than_the_first_look(hidden: int)
     assert [(i["video_id"], i["score"], i["reasons"]) for i in got["items"]] == \
         _reference(state, settings, [], set(top), 20)
     assert len(got["items"]) == 20 and not {i["video_id"] for i in got["items"]} & set(top)
+
+
+def test_the_hybrid_blends_with_the_models_weights_unless_the_settings_pin_them() -> None:
+    published = {"itemcf": 0.5, "als": 4.0, "trending": 0.0}
+    defaults = Settings()
+    assert source_weights("hybrid", defaults) == {"itemcf": 1.0, "als": 1.0, "trending": 0.3, "fresh": 0.2}
+    assert source_weights("hybrid", defaults, published) == {**published, "fresh": 0.2}  # fresh: not tuned
+    pinned = Settings(blend_als=2.0, blend_fresh=0.0)  # as RECSTREAM_BLEND_ALS=2 in the environment
+    assert source_weights("hybrid", pinned, published) == {"itemcf": 0.5, "als": 2.0, "trending": 0.0, "fresh": 0.0}
+    assert source_weights("itemcf", defaults, published) == {"itemcf": 1.0, "trending": FILL_WEIGHT}
+
+
+def test_a_pinned_weight_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECSTREAM_BLEND_TRENDING", "0.3")  # the default's value, but set: pinned
+    assert source_weights("hybrid", Settings(), {"trending": 1.0, "als": 3.0})["trending"] == 0.3
+    assert source_weights("hybrid", Settings(), {"trending": 1.0, "als": 3.0})["als"] == 3.0

@@ -440,6 +440,9 @@
         ["Training time", isNum(a.training_s) ? a.training_s.toFixed(1) + " s" : "—"],
         ["Gate", a.gate ? `${a.gate.passed ? "passed" : "refused"}: ${a.gate.reason}` : "—"],
         ["Params", Object.entries(a.params || {}).filter(([k]) => ["rank", "reg_param", "alpha", "max_iter"].includes(k)).map(([k, v]) => `${k}=${v}`).join(" ") || "—"],
+        ["Blend weights", Object.entries(a.blend || {}).map(([k, v]) => `${k}=${v}`).join(" ") || "— (the settings')"],
+        ["Test slice (ndcg@10)", isNum((a.metrics || {})["ndcg@10"]) ? `ALS ${fmt.num(a.metrics["ndcg@10"], 4)} · popularity ${fmt.num((a.baseline || {})["ndcg@10"], 4)} · served blend ${fmt.num((a.served || {})["ndcg@10"], 4)}` : "—"],
+        ["Tuning", a.tuning && a.tuning.als_trials ? `${a.tuning.als_trials.length} ALS trials (budget ${a.tuning.budget}) on ${fmt.int(a.tuning.rows)} rows, ${fmt.int(a.tuning.test_users)} test users` : "—"],
       ];
       $("#model-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
 
@@ -463,7 +466,7 @@
         metricNames.map((k) => el("td", { class: "num" }, fmt.num(v.metrics[k], 4))),
         el("td", { class: "num" }, fmt.int(v.data.users)), el("td", { class: "num" }, isNum(v.training_s) ? v.training_s.toFixed(1) + " s" : "—")));
       if (a.baseline && Object.keys(a.baseline).length) {
-        rows.push(el("tr", { class: "muted" }, el("td", {}, "popularity baseline"), el("td", {}, "(active's holdout)"), el("td", {}),
+        rows.push(el("tr", { class: "muted" }, el("td", {}, "popularity baseline"), el("td", {}, "(its test slice)"), el("td", {}),
           metricNames.map((k) => el("td", { class: "num" }, fmt.num(a.baseline[k], 4))), el("td", {}), el("td", {})));
       }
       $("#versions-table tbody").replaceChildren(...rows);

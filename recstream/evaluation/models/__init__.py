@@ -31,6 +31,10 @@ class Context:
     """Events per replayed agent batch. The agents take up to `batch_size` (2,000) at a time; a larger
     batch only merges neighbour lists less often (measured on ML-100k: NDCG@10 within 0.001 of
     2,000, a third faster)."""
+    max_trials: int | None = None
+    """Most fits one model's parameter search may make (None: the whole grid's coordinate ascent)."""
+    starts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Start parameters per model, over its own (the training job's flags for spark-als)."""
     spark_factory: Callable[[], Any] | None = None
     _spark: Any = field(default=None, repr=False)
     cache: dict[Any, Any] = field(default_factory=dict, repr=False)

@@ -3,8 +3,11 @@
 Each source is built as `recstream.recommend.recommend` builds it: item-CF from the user's recent
 positives; ALS's best CANDIDATES_PER_SOURCE unseen videos; the trending list's top
 k + |seen| + 50. The fresh source needs publication times that offline datasets lack: it is left out
-(its weight has nothing to act on). `hybrid` uses the settings' blend weights as served;
-`hybrid-tuned` chooses them on validation.
+(its weight has nothing to act on).
+
+`hybrid` is the served default: its weights are chosen on validation exactly as each training round
+chooses the weights it publishes with the model (`recstream.training.tuning`), except those an
+operator pins in the settings. `hybrid-defaults` blends with the built-in weights, untuned.
 """
 
 from __future__ import annotations
@@ -21,12 +24,26 @@ from recstream.evaluation.models.itemcf import FittedItemCF
 from recstream.recommend import CANDIDATES_PER_SOURCE
 
 COMPONENTS = ("itemcf", "spark-als", "trending")
-WEIGHTS = ("w_itemcf", "w_als", "w_trending")
+WEIGHTS = {"w_itemcf": "itemcf", "w_als": "als", "w_trending": "trending"}
+"""Offline weight name -> the source it weighs (the key of the weights published with a model)."""
+WEIGHT_VALUES = [0.0, 0.1, 0.3, 0.5, 1.0, 2.0, 4.0]
+"""The weights tried per source. Sources are max-scaled before weighting, so only ratios matter."""
 
 
-def served_weights(ctx: Context) -> dict[str, float]:
+def settings_weights(ctx: Context) -> dict[str, float]:
+    """The settings' weights (built-in defaults unless set) under their offline names."""
     s = ctx.settings
     return {"w_itemcf": s.blend_itemcf, "w_als": s.blend_als, "w_trending": s.blend_trending}
+
+
+def pinned(ctx: Context) -> set[str]:
+    """Offline names of the weights an operator set in the settings: never tuned."""
+    return {w for w, source in WEIGHTS.items() if f"blend_{source}" in ctx.settings.model_fields_set}
+
+
+def published(weights: dict[str, float]) -> dict[str, float]:
+    """Offline weights -> the {source: weight} a model publishes."""
+    return {WEIGHTS[w]: float(v) for w, v in weights.items()}
 
 
 @dataclass
@@ -94,12 +111,13 @@ class Hybrid:
     """Not fitted from rows: assembled from the tuned components (see runner)."""
 
     NAME = "hybrid"
-    TUNED = "hybrid-tuned"
+    DEFAULTS = "hybrid-defaults"
 
     @staticmethod
     def axes(size: GridSize, ctx: Context) -> dict[str, list[Any]]:
-        values = [0.0, 1.0, 3.0] if size == "small" else [0.0, 0.1, 0.3, 0.5, 1.0, 2.0, 4.0]
-        return {"w_als": values, "w_itemcf": values, "w_trending": values}
+        values = [0.0, 1.0, 3.0] if size == "small" else WEIGHT_VALUES
+        fixed = pinned(ctx)
+        return {w: values for w in ("w_als", "w_itemcf", "w_trending") if w not in fixed}
 
     @staticmethod
     def sources(components: dict[str, Any], seen: dict[int, np.ndarray]) -> Sources:

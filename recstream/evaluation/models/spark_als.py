@@ -19,7 +19,8 @@ def start(ctx: Context) -> dict[str, Any]:
     from recstream.training.params import TrainParams
 
     d = TrainParams()
-    return {"rank": d.rank, "reg_param": d.reg_param, "alpha": d.alpha, "max_iter": d.max_iter}
+    defaults = {"rank": d.rank, "reg_param": d.reg_param, "alpha": d.alpha, "max_iter": d.max_iter}
+    return {**defaults, **ctx.starts.get(SparkALS.NAME, {})}
 
 
 SMALL_DATA_ROWS = 1_000_000
@@ -100,6 +101,14 @@ class SparkALS:
     def axes(size: GridSize, ctx: Context) -> Axes:
         if size == "small":
             return {"reg_param": [0.05, 0.5]}
+        if size == "train":
+            # A training round's budget buys the first few: the values that won on ML-100k and on the
+            # simulator's log come first (`docs/evaluation.md`).
+            return {
+                ("reg_param", "alpha"): [(0.5, 1.0), (1.0, 10.0), (0.2, 3.0), (2.0, 20.0)],
+                "rank": [32, 128],
+                "max_iter": [15],
+            }
         return {
             # Searched jointly: a larger alpha wants a larger lambda (measured on ML-100k validation).
             ("reg_param", "alpha"): [(r, a) for r in (0.05, 0.2, 0.5, 0.8) for a in (1.0, 3.0, 5.0, 10.0)],
