@@ -26,3 +26,5 @@ videos = app.topic(names.videos, key_type=str, value_type=bytes, value_serialize
                    partitions=_settings.interactions_partitions, compacting=True, internal=True)
 dead_letters = app.topic(names.dead_letters, key_type=str, value_type=bytes, value_serializer="raw",
                          partitions=1, internal=True)
+impressions = app.topic(names.impressions, key_type=str, value_type=bytes, value_serializer="raw",
+                        partitions=_settings.interactions_partitions, internal=True)

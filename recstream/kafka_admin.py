@@ -24,6 +24,7 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         # Compacted: the latest metadata of every video survives forever, older versions go.
         NewTopic(names.videos, settings.interactions_partitions, rf, topic_configs={"cleanup.policy": "compact"}),
         NewTopic(names.dead_letters, 1, rf),
+        NewTopic(names.impressions, settings.interactions_partitions, rf),
     ]
 
 

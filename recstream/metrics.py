@@ -22,6 +22,10 @@ messages_processed = Counter(
 dead_letters = Counter(
     "recstream_dead_letters_total", "Messages sent to the dead-letter topic", ["topic"], registry=registry
 )
+impressions_lost = Counter(
+    "recstream_impressions_lost_total", "Answers whose impressions message Kafka did not take (uncounted)",
+    registry=registry,
+)
 events_accepted = Counter(
     "recstream_http_events_accepted_total", "Events accepted by POST /events", registry=registry
 )

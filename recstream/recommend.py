@@ -133,21 +133,28 @@ def seen_mask(state: ServingState, candidates: np.ndarray, history_idx: np.ndarr
 
 
 def recommend(state: ServingState, settings: Settings, user_id: str, k: int, history: list, seen: bytes,
-              models: ModelCache | None = None, strategy: str | None = None) -> dict[str, Any]:
-    """The answer of `GET /recommendations/{user_id}` from the process's state and the user's own."""
+              models: ModelCache | None = None, strategy: str | None = None,
+              overexposed: Sequence[str] = ()) -> dict[str, Any]:
+    """The answer of `GET /recommendations/{user_id}` from the process's state and the user's own:
+    `overexposed`, videos shown to the user too often without engagement (`agents.impressions`), are
+    left out like the ones they engaged with."""
     strategy = strategy or strategy_for(user_id, settings.strategies)
     index = state.index
     get = index.get
     history_idx = np.array([i for e in history if (i := get(e[0])) is not None], dtype=np.int64)
+    excluded = history_idx
+    if overexposed:
+        hidden = np.array([i for v in overexposed if (i := get(v)) is not None], dtype=np.int64)
+        excluded = np.concatenate((history_idx, hidden))
     if strategy == "random":
-        return _random(state, user_id, k, history_idx, seen)
+        return _random(state, user_id, k, excluded, seen)
     model = models.model if models is not None else None
     weights = source_weights(strategy, settings, model.blend if model is not None else None)
     # Trending and fresh are the same for everyone until the next refresh: blended and sorted once
     # (`ServingState.base`). Per request only the user's own sources are scored: item-CF and ALS.
     base = state.base(weights.get("trending", 0.0), weights.get("fresh", 0.0))
     model = model if weights.get("als") else None
-    anonymous = not history and not seen and (model is None or user_id not in model.user_index)
+    anonymous = not history and not seen and not overexposed and (model is None or user_id not in model.user_index)
     if anonymous and (items := base.cold.get((k, settings.max_per_creator))) is not None:
         # Nothing of the user's own: the answer is the pools' alone, the same for everyone until the
         # next refresh (a third of the requests on a platform with many new users).
@@ -177,7 +184,7 @@ def recommend(state: ServingState, settings: Settings, user_id: str, k: int, his
     dyn = state.unique(np.concatenate(parts)) if parts else EMPTY_I
     dyn_scores = acc[dyn] + base.score[dyn]
     acc[dyn] = 0.0  # the scratch accumulator is all zero between requests
-    picked = _select(state, dyn, dyn_scores, base, k, history_idx, seen, settings.max_per_creator)
+    picked = _select(state, dyn, dyn_scores, base, k, excluded, seen, settings.max_per_creator)
     chosen = np.fromiter((i for i, _s in picked), dtype=np.int64, count=len(picked))
     sources = cf.best_sources(state, chosen) if cf is not None else [-1] * len(picked)
     in_als = state.member(chosen, als_idx) if len(als_idx) else [False] * len(picked)

@@ -146,6 +146,22 @@ class UserErasure(BaseModel):
     ts: int = Field(default_factory=now_ms)
 
 
+MAX_SHOWN = 500
+
+
+class Shown(BaseModel):
+    """What serving showed one user in one answer (the impressions topic, keyed by user): the videos
+    in the order shown (their positions), the strategy and the model version that chose them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_id: Id
+    videos: list[Id] = Field(max_length=MAX_SHOWN)
+    strategy: str = Field(max_length=32)
+    model_version: str | None = Field(default=None, max_length=128)
+    ts: int = Field(default_factory=now_ms)
+
+
 class DeadLetter(BaseModel):
     """An input message that could not be used, kept with the reason so nothing is silently dropped."""
 

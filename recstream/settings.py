@@ -192,6 +192,15 @@ class Settings(BaseSettings):
     unseen. Changing it needs a rebuild (`recstream rebuild`): the bits already set would not match."""
     seen_bloom_hashes: int = Field(default=7, ge=1, le=16)
     """Bits each video sets in a seen filter."""
+    publish_impressions: bool = True
+    """Serving publishes what each answer showed to the impressions topic (user, videos in order, strategy,
+    model version), queued without waiting: the input of `max_unengaged_impressions` and of the
+    closed loop's and dashboard's exposure figures."""
+    max_unengaged_impressions: int = Field(default=3, ge=0)
+    """A video shown to a user this many times without them engaging with it is not shown to them
+    again (the impressions topic counts showings; engaged videos are never shown again anyway). 0: off."""
+    shown_per_user: int = Field(default=200, ge=1)
+    """Videos whose showings are counted per user (the most recently shown)."""
     strategies: list[Literal["random", "trending", "itemcf", "als", "hybrid"]] = Field(
         default_factory=lambda: ["hybrid"], min_length=1
     )

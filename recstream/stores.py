@@ -124,6 +124,11 @@ def history_key(user_id: str) -> str:
     return f"hist:{user_id}"
 
 
+def overexposed_key(user_id: str) -> str:
+    """Videos not to show the user again: shown `max_unengaged_impressions` times, never engaged."""
+    return f"shown:{user_id}"
+
+
 def seen_key(user_id: str) -> str:
     """Bloom filter (a bit string) of every video the user engaged with: serving never recommends
     these again. No false negatives; false positives (a video wrongly taken as seen) at the rate
@@ -298,13 +303,25 @@ class Stores:
 
     async def erase_users(self, users: list[str]) -> None:
         """A user's history and seen filter out of Redis (`DELETE /users/{id}`)."""
-        await self.redis.delete(*(k for u in users for k in (history_key(u), seen_key(u))))
+        await self.redis.delete(*(k for u in users for k in (history_key(u), seen_key(u), overexposed_key(u))))
+
+    async def write_overexposed(self, videos: Mapping[str, list[str]]) -> None:
+        """Each user's overexposed videos (absolute: a replay writes the same), none: the key deleted."""
+        pipe = self.redis.pipeline(transaction=False)
+        present = {overexposed_key(u): orjson.dumps(v) for u, v in videos.items() if v}
+        if present:
+            pipe.mset(present)
+        if absent := [overexposed_key(u) for u, v in videos.items() if not v]:
+            pipe.delete(*absent)
+        await pipe.execute()
 
     # --- Redis: reads by the serving views ------------------------------------------------
-    async def user_state(self, user_id: str) -> tuple[list, bytes]:
-        """The user's recent history (newest first) and seen filter (b"" when none): one MGET."""
-        raw, seen = await self.user_reads.mget([history_key(user_id), seen_key(user_id)])
-        return (orjson.loads(raw) if raw else []), (seen or b"")
+    async def user_state(self, user_id: str) -> tuple[list, bytes, list[str]]:
+        """The user's recent history (newest first), seen filter (b"" when none) and overexposed videos:
+        one MGET."""
+        raw, seen, shown = await self.user_reads.mget([history_key(user_id), seen_key(user_id),
+                                                         overexposed_key(user_id)])
+        return (orjson.loads(raw) if raw else []), (seen or b""), (orjson.loads(shown) if shown else [])
 
     async def neighbours_of(self, videos: list[str], per_video: int) -> dict[str, dict[str, float]]:
         if not videos:

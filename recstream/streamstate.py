@@ -147,3 +147,18 @@ def apply_pair(state: dict[str, Any], dst: str, weight: float, ts: int, partitio
     state["b"] = scoring.add_pair(state["n"], state["b"], dst, weight, ts, params.covisit_half_life_s,
                                   params.neighbours_per_video)
     state["a"][str(partition)] = offset
+
+
+# --- impressions ---------------------------------------------------------------------------------
+def count_shown(shown: dict[str, int], videos: list[str], keep: int) -> None:
+    """Count one answer's videos in a user's {video: times shown}, most recently shown last; only the
+    `keep` most recently shown are kept (in place)."""
+    for video in dict.fromkeys(videos):  # a video listed twice in one answer was shown once
+        shown[video] = shown.pop(video, 0) + 1
+    for video in list(shown)[: max(0, len(shown) - keep)]:
+        del shown[video]
+
+
+def overexposed(shown: dict[str, int], limit: int) -> list[str]:
+    """The videos shown at least `limit` times (none when limit is 0: the rule is off)."""
+    return [v for v, n in shown.items() if n >= limit] if limit > 0 else []

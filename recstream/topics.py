@@ -21,6 +21,8 @@ class TopicNames:
     entries (internal; `-v2`: its format changed)."""
     dead_letters: str
     """Messages that could not be parsed or validated (DeadLetter JSON), with the reason."""
+    impressions: str
+    """What serving showed (Shown JSON), keyed by user: one message per answer with items."""
 
 
 def topic_names(settings: Settings) -> TopicNames:
@@ -31,4 +33,5 @@ def topic_names(settings: Settings) -> TopicNames:
         video_events=f"{p}.video-events-v2",
         covisit=f"{p}.covisit-v2",
         dead_letters=f"{p}.dead-letters",
+        impressions=f"{p}.impressions",
     )

@@ -35,6 +35,11 @@ neighbours = BatchTable(_raw_table(
     "video -> forward-decayed directional neighbours {dst: weight}, base time, applied offsets",
 ))
 
+user_shown = BatchTable(_raw_table(
+    "user-shown-v1", _s.interactions_partitions,
+    "user -> {s: {video: times shown}, the newest shown_per_user videos; o: last applied offset per partition}",
+))
+
 catalog = app.Table(
     "catalog", key_type=str, default=dict,
     partitions=_s.interactions_partitions, help="video -> metadata",

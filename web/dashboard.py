@@ -247,12 +247,12 @@ class VideosMeta(web.View):
 class UserHistory(web.View):
     @guarded("/api/users/history", "user")
     async def get(self, request: web.Request, user_id: str) -> web.Response:
-        history, seen = await stores().user_state(user_id)
+        history, seen, overexposed = await stores().user_state(user_id)
         history = history[: _int(request, "k", 50, 1, 500)]
         meta = await stores().video_meta([e[0] for e in history])
         s = app.recstream_settings  # type: ignore[attr-defined]
         seen_n = seen_count(seen, s.seen_bloom_bits, s.seen_bloom_hashes)
-        return self.json({"user_id": user_id, "seen": seen_n, "history": [
+        return self.json({"user_id": user_id, "seen": seen_n, "overexposed": overexposed, "history": [
             {"video_id": v, "ts": ts, "weight": w, **_meta_fields(meta.get(v))} for v, ts, w in history]})
 
 

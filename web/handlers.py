@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +21,7 @@ from recstream.kafka_out import BatchProducer, partition_for
 from recstream.recommend import recommend
 from recstream.records import (
     FUTURE_SKEW_CONTEXT,
+    ID_PATTERN,
     Id,
     Interaction,
     UserErasure,
@@ -40,10 +42,16 @@ MAX_EVENTS = 10_000
 MAX_VIDEOS = 1_000
 """Videos per POST /videos: a video with the longest caption, hashtags and ids is 5.8 kB."""
 ID = TypeAdapter(Id)
+ID_RE = re.compile(ID_PATTERN)
 MAX_K = 500
 REMOVED_SLACK = 20
 """Trending reads this many more than asked, for the taken-down videos it drops."""
 STRATEGIES = ("random", "trending", "itemcf", "als", "hybrid")
+
+
+def _count_lost_impression(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        metrics.impressions_lost.inc()
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -236,17 +244,32 @@ class Api:
             await state.loaded.wait()
         degraded = None
         try:
-            history, seen = await self._stores().user_state(user_id)
+            history, seen, overexposed = await self._stores().user_state(user_id)
         except (OSError, TimeoutError) as exc:
             # Keep answering from this process's state, as for a new user, and say so: the list may
             # repeat what the user saw until Redis is back (/health says "degraded" meanwhile).
-            history, seen = [], b""
+            history, seen, overexposed = [], b"", []
             degraded = f"redis unreachable ({exc}): the user's history is unknown"
             metrics.degraded_answers.inc()
-        body = recommend(state, self.settings, user_id, k, history, seen, self._models(), strategy)
+        body = recommend(state, self.settings, user_id, k, history, seen, self._models(), strategy, overexposed)
         if degraded:
             body["degraded"] = degraded
+        if body["items"] and self.settings.publish_impressions:
+            await self._publish_shown(user_id, body)
         return json_response(body)
+
+    async def _publish_shown(self, user_id: str, body: dict[str, Any]) -> None:
+        """What this answer showed, to the impressions topic (`agents.impressions`): queued, not waited
+        for, so serving never waits on Kafka; a lost message only means one showing goes uncounted."""
+        if len(user_id) > 128 or not ID_RE.fullmatch(user_id):  # no events can exist for such an id
+            return
+        value = orjson.dumps({"user_id": user_id, "videos": [i["video_id"] for i in body["items"]],
+                              "strategy": body["strategy"], "model_version": body["model_version"],
+                              "ts": int(time.time() * 1000)})
+        raw_key = user_id.encode()
+        partition = partition_for(raw_key, self.settings.interactions_partitions)
+        for future in await self._producer().send(self.names.impressions, partition, [(raw_key, value)]):
+            future.add_done_callback(_count_lost_impression)
 
     async def trending_scores(self, k: int) -> dict[str, float]:
         """The k best trending videos now, none taken down (their events may still rank them)."""

@@ -385,6 +385,8 @@ class HistoryEntry(VideoMeta):
 class UserHistory(Strict):
     user_id: str
     seen: int = Field(description="distinct videos in the seen filter (estimate; -1: the filter is full)")
+    overexposed: list[str] = Field(description="videos shown to the user max_unengaged_impressions times "
+                                   "without engagement: not shown to them again")
     history: list[HistoryEntry] = Field(description="newest first")
 
 
@@ -400,6 +402,9 @@ class ModelVersion(Strict):
     gate: Any
     timings: dict[str, Any]
     training_s: float
+    blend: dict[str, float] = Field(description="the blend weights published with the model (serving's unless pinned)")
+    served: dict[str, Any] = Field(description="the served blend's metrics on the test slice")
+    tuning: dict[str, Any] = Field(description="the training round's search: protocol, sizes, ALS trials")
 
 
 class ClosedLoopRow(Strict):

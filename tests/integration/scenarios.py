@@ -314,6 +314,7 @@ def poison_on_every_topic_is_dead_lettered(cluster: Cluster) -> None:
         names.videos: f'{{"video_id": "{marker}", "creator_id": 7}}'.encode(),  # a creator must be a string
         names.video_events: f'[["{marker}", 0, "not an offset", "view", 1, null, null]]'.encode(),
         names.covisit: f'{{"pairs": "{marker}"}}'.encode(),
+        names.impressions: f'{{"user_id": "{marker}", "videos": "not a list"}}'.encode(),
     }
     for topic, value in poison.items():
         asyncio.run(_write_raw(s, topic, marker.encode(), value))
@@ -438,6 +439,71 @@ async def _tombstoned(s, key: str) -> bool:  # noqa: ANN001
         await consumer.stop()
 
 
+def videos_shown_too_often_are_not_shown_again(cluster: Cluster) -> None:
+    """Every answer goes to the impressions topic; a video shown `max_unengaged_impressions` (3) times
+    to a user who never engaged with it is left out of their next answers, and only theirs."""
+    s = cluster.settings
+    videos = _ids("v-shown", 40)
+    post(cluster.url + "/videos", {"videos": [{"video_id": v, "creator_id": f"c-{v}"} for v in videos]})
+    # A crowd makes them trending, so a newcomer's answer is the same pool every time.
+    crowd = _ids("u-crowd", 3)
+    post(cluster.url + "/events", {"events": [{"type": "view", "user_id": u, "video_id": v, "watch_time_ms": 9000,
+                                               "duration_ms": 10_000} for u in crowd for v in videos]})
+    user, bystander = _ids("u-shown", 2)
+    url = cluster.urls[-1]
+
+    tally: dict[str, int] = {}
+
+    def answer(who: str) -> list[str]:
+        items = [i["video_id"] for i in get(f"{url}/recommendations/{who}?k=5&strategy=trending")[1]["items"]]
+        if who == user:
+            for v in items:
+                tally[v] = tally.get(v, 0) + 1
+        return items
+
+    assert wait_for(lambda: len(answer(user)) == 5, timeout=20)
+    for _ in range(3):
+        answer(user)
+    first = {v for v, n in tally.items() if n >= 3}
+    assert len(first) >= 3, tally
+    r = redis.Redis.from_url(s.redis_url)
+    assert wait_for(lambda: first <= set(json.loads(r.get(f"shown:{user}") or b"[]")), timeout=20), \
+        (tally, r.get(f"shown:{user}"))
+    later = answer(user)
+    assert len(later) == 5 and not set(later) & first, (first, later)  # the rest of the pool instead
+    assert first & set(answer(bystander))  # only the user who was shown them too often
+    history = get(f"{cluster.url}/api/users/{user}/history")[1]  # the dashboard: on the worker
+    assert first <= set(history.get("overexposed", [])), history
+    # An exact count: the impressions topic holds one message per answer with the videos in order.
+    async def read() -> list[dict]:
+        return [json.loads(v) for _k, v in await _records(s, topic_names(s).impressions, user.encode())]
+    messages = asyncio.run(read())
+    assert len(messages) >= 4 and messages[0]["videos"][:5] and messages[0]["strategy"] == "trending"
+
+
+async def _records(s, topic: str, key: bytes) -> list[tuple[bytes, bytes]]:  # noqa: ANN001
+    """Every record of one key on a topic keyed like the interactions (its partition, from the start)."""
+    from recstream.kafka_out import partition_for
+
+    tp = TopicPartition(topic, partition_for(key, s.interactions_partitions))
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        out: list[tuple[bytes, bytes]] = []
+        deadline = time.monotonic() + 30
+        position = 0
+        while position < end and time.monotonic() < deadline:
+            for msgs in (await consumer.getmany(tp, timeout_ms=500)).values():
+                out += [(m.key, m.value) for m in msgs if m.key == key and m.offset < end]
+                position = msgs[-1].offset + 1 if msgs else position
+        return out
+    finally:
+        await consumer.stop()
+
+
 def deletions_take_videos_down_and_erase_users(cluster: Cluster) -> None:
     """DELETE /videos/{id}: never recommended or trending again, on every process, within seconds (and
     its metadata tombstoned); DELETE /users/{id}: history and profile gone from Redis, MongoDB, tables."""
@@ -480,6 +546,6 @@ def deletions_take_videos_down_and_erase_users(cluster: Cluster) -> None:
     assert status == 422 and body["details"][0]["field"] == "user_id"
 
 
-ONE_WORKER = [deletions_take_videos_down_and_erase_users, writes_need_the_key_and_are_rate_limited, bad_bodies_are_refused_and_counted, poison_on_every_topic_is_dead_lettered,
+ONE_WORKER = [videos_shown_too_often_are_not_shown_again, deletions_take_videos_down_and_erase_users, writes_need_the_key_and_are_rate_limited, bad_bodies_are_refused_and_counted, poison_on_every_topic_is_dead_lettered,
               mongo_indexes_are_ensured_at_start]
 """Input handling is the same however many workers share the partitions: run once."""
