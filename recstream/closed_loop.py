@@ -68,6 +68,9 @@ class Impression:
     duration_ms: int
     completed: bool
     liked: bool
+    repeat: bool = False
+    """The user had been shown this video 3+ times before without engaging with it (a view past the
+    fast skip, or a like): the exposure serving's impressions rule should prevent."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -141,10 +144,14 @@ def react(
 
 
 # --- statistics -------------------------------------------------------------------------------
+REPEAT_SHOWINGS = 3
 METRICS: dict[str, Callable[[list[Impression]], float]] = {
     "watch_time_ms": lambda imps: sum(i.watch_ms for i in imps) / len(imps),
     "completion_rate": lambda imps: sum(i.completed for i in imps) / len(imps),
     "like_rate": lambda imps: sum(i.liked for i in imps) / len(imps),
+    # Click-through: impressions watched past the fast skip (the feed's "did they take it").
+    "click_through": lambda imps: sum(i.watch_ms >= FAST_SKIP_MS for i in imps) / len(imps),
+    "repeat_exposure": lambda imps: sum(i.repeat for i in imps) / len(imps),
     "taste": lambda imps: sum(i.taste for i in imps) / len(imps),
     # Shown minus catalogue-average taste, per user: what a strategy adds over chance, with the
     # between-user spread of taste levels taken out (so far tighter intervals than `taste`).
@@ -227,6 +234,7 @@ async def _serve_user(
     config: LoopConfig,
     rng: random.Random,
     completion_ratio: float,
+    exposure: dict[tuple[int, int], list],
 ) -> tuple[list[Interaction], list[Impression]]:
     async with session.get(f"{api}/recommendations/{world.user_id(user)}", params={"k": config.k}) as resp:
         if resp.status != 200:
@@ -240,6 +248,10 @@ async def _serve_user(
         video = int(item["video_id"].removeprefix("v"))
         evs, imp = react(world, rng, user, video, now_ms(), completion_ratio, base)
         imp.strategy = strategy
+        past = exposure.setdefault((user, video), [0, False])  # [times shown, engaged]
+        imp.repeat = past[0] >= REPEAT_SHOWINGS and not past[1]
+        past[0] += 1
+        past[1] = past[1] or imp.watch_ms >= FAST_SKIP_MS or imp.liked
         events += evs
         impressions.append(imp)
     return events, impressions
@@ -257,6 +269,7 @@ async def run_loop(
     rng = random.Random(config.seed + 7)
     users = [int(u) for u in world.activity.argsort()[::-1][: config.users]]
     impressions: list[Impression] = []
+    exposure: dict[tuple[int, int], list] = {}
     started = time.monotonic()
     timeout = aiohttp.ClientTimeout(total=60)
     key = settings.write_api_key  # its writes (and reads) need it when the server has keys
@@ -270,7 +283,7 @@ async def run_loop(
 
         async def one(u: int) -> tuple[list[Interaction], list[Impression]]:
             async with limit:
-                return await _serve_user(session, api, world, u, config, rng, settings.completion_ratio)
+                return await _serve_user(session, api, world, u, config, rng, settings.completion_ratio, exposure)
 
         for r in range(config.rounds):
             results = await asyncio.gather(*(one(u) for u in users))

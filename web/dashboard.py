@@ -278,7 +278,8 @@ async def closed_loop() -> dict[str, Any] | None:
     if not docs:
         return None
     run = [d for d in docs if d.get("run_id") == docs[0].get("run_id")]
-    keep = ("strategy", "users", "impressions", "watch_time_ms", "completion_rate", "like_rate", "taste")
+    keep = ("strategy", "users", "impressions", "watch_time_ms", "completion_rate", "like_rate", "taste",
+            "click_through", "repeat_exposure")
     return {"run_id": docs[0].get("run_id"), "created_at": docs[0].get("created_at"),
             "config": docs[0].get("config"), "strategies": [{k: d.get(k) for k in keep} for d in run]}
 

@@ -238,6 +238,9 @@ class Api:
         if strategy is not None and strategy not in STRATEGIES:
             raise BadRequest(422, "invalid_parameter",
                              {"error": f"strategy must be one of {list(STRATEGIES)}", "field": "strategy"})
+        preview = request.query.get("preview", "false")
+        if preview not in ("true", "false"):
+            raise BadRequest(422, "invalid_parameter", {"error": "preview must be true or false", "field": "preview"})
         k = _k(request)
         state = self._state()
         if not state.loaded.is_set():
@@ -254,7 +257,7 @@ class Api:
         body = recommend(state, self.settings, user_id, k, history, seen, self._models(), strategy, overexposed)
         if degraded:
             body["degraded"] = degraded
-        if body["items"] and self.settings.publish_impressions:
+        if body["items"] and self.settings.publish_impressions and preview == "false":
             await self._publish_shown(user_id, body)
         return json_response(body)
 

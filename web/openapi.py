@@ -77,6 +77,9 @@ EXAMPLE_VIDEO = {"video_id": "v1", "creator_id": "c1", "duration_ms": 10000, "ca
 K = _int("k", 20, 1, MAX_K, "how many items")
 STRATEGY = Param("strategy", "query", {"type": "string", "enum": list(STRATEGIES)},
                  "overrides the user's A/B bucket (RECSTREAM_STRATEGIES)")
+PREVIEW = Param("preview", "query", {"type": "boolean"},
+                "true: a look, not an impression (the dashboard, debugging): not published to the impressions "
+                "topic, so it counts toward no max_unengaged_impressions")
 
 BAD_JSON = (400, ("the body is not UTF-8 JSON", s.ErrorResponse))
 NOT_JSON = (415, ("the Content-Type is not application/json", s.ErrorResponse))
@@ -109,7 +112,7 @@ OPERATIONS: tuple[Op, ...] = (
     _ingest("/videos", "postVideos", Video, s.VideoBatch, "videos", MAX_VIDEOS, "video metadata",
             EXAMPLE_VIDEO),
     Op("get", "/recommendations/{user_id}", "getRecommendations", "a user's next videos, with reasons", "serve",
-       params=(USER, K, STRATEGY), scope="public",
+       params=(USER, K, STRATEGY, PREVIEW), scope="public",
        description="While Redis is unreachable it still answers, from this process's state and as for a new "
                    "user, and says so in `degraded`.",
        responses=dict([(200, ("best first", s.RecommendationsResponse)), BAD_PARAM])),

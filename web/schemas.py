@@ -407,14 +407,21 @@ class ModelVersion(Strict):
     tuning: dict[str, Any] = Field(description="the training round's search: protocol, sizes, ALS trials")
 
 
+class MeanCI(Strict):
+    mean: float | None = Field(description="mean over the bucket's users")
+    ci95: float | None = Field(description="half-width of its 95 % confidence interval")
+
+
 class ClosedLoopRow(Strict):
     strategy: str | None
     users: int | None
     impressions: int | None
-    watch_time_ms: float | None
-    completion_rate: float | None
-    like_rate: float | None
-    taste: float | None
+    watch_time_ms: MeanCI | None
+    completion_rate: MeanCI | None
+    like_rate: MeanCI | None
+    taste: MeanCI | None
+    click_through: MeanCI | None = None
+    repeat_exposure: MeanCI | None = None
 
 
 class ClosedLoop(Strict):

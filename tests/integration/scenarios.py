@@ -99,27 +99,27 @@ def next_video_follows_within_a_second(cluster: Cluster) -> None:
                     timeout=15)
 
     (newcomer,) = _ids("new", 1)
-    before = get(f"{urls[0]}/recommendations/{newcomer}")[1]
+    before = get(f"{urls[0]}/recommendations/{newcomer}?preview=true")[1]
     assert before["items"] is not None  # cold start: trending/fresh, not an error
     started = time.monotonic()
     assert post(urls[0] + "/events", {"type": "view", "user_id": newcomer, "video_id": a,
                                       "watch_time_ms": 10_000, "duration_ms": 10_000})[0] == 202
 
     def b_first():
-        items = get(f"{urls[-1]}/recommendations/{newcomer}?k=10")[1]["items"]
+        items = get(f"{urls[-1]}/recommendations/{newcomer}?preview=true&k=10")[1]["items"]
         return items and items[0]["video_id"] == b and items[0]
     first = wait_for(b_first, timeout=5, interval=0.02)
     elapsed = time.monotonic() - started
-    assert first, get(f"{urls[-1]}/recommendations/{newcomer}?k=10")
+    assert first, get(f"{urls[-1]}/recommendations/{newcomer}?preview=true&k=10")
     assert f"because you watched {a}" in first["reasons"]
     assert elapsed < 1.0, f"took {elapsed:.2f}s"
     # Never a video the user already watched, however often we ask.
     for url in urls:
-        items = get(f"{url}/recommendations/{newcomer}?k=50")[1]["items"]
+        items = get(f"{url}/recommendations/{newcomer}?preview=true&k=50")[1]["items"]
         assert a not in {i["video_id"] for i in items}
     post(urls[0] + "/events", {"type": "view", "user_id": newcomer, "video_id": b, "watch_time_ms": 10_000,
                                "duration_ms": 10_000})
-    assert wait_for(lambda: b not in {i["video_id"] for i in get(f"{urls[-1]}/recommendations/{newcomer}?k=50")[1]["items"]})
+    assert wait_for(lambda: b not in {i["video_id"] for i in get(f"{urls[-1]}/recommendations/{newcomer}?preview=true&k=50")[1]["items"]})
 
 
 async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:

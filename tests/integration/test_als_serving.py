@@ -28,7 +28,7 @@ def _train(cluster: Cluster, *extra: str, status: int = 0) -> dict:
 
 
 def _als_items(url: str, user: str) -> tuple[str | None, list[dict]]:
-    body = get(f"{url}/recommendations/{user}?k=20")[1]
+    body = get(f"{url}/recommendations/{user}?preview=true&k=20")[1]
     return body["model_version"], [i for i in body["items"] if "als" in i["reasons"]]
 
 
@@ -63,7 +63,7 @@ def test_first_model_is_registered_active_and_served(cluster: Cluster, trained: 
     user = _trained_user(cluster, trained["version"])
     for url in cluster.urls:  # the worker's views and the web role
         version, als = wait_for(lambda u=url: (r := _als_items(u, user))[1] and r, timeout=15) or (None, [])
-        assert version == trained["version"] and als, get(f"{url}/recommendations/{user}?k=20")[1]
+        assert version == trained["version"] and als, get(f"{url}/recommendations/{user}?preview=true&k=20")[1]
 
 
 def test_new_user_is_folded_in_before_any_retrain(cluster: Cluster, trained: dict) -> None:

@@ -48,8 +48,12 @@ async def test_closed_loop_taste_aware_strategies_beat_random(bucketed: Cluster)
     for name, row in strategies.items():
         assert row["users"] >= 50, name  # a stable hash spreads 240 users over 3 buckets
         assert row["impressions"] >= row["users"] * config.rounds, name
-        for metric in ("watch_time_ms", "completion_rate", "like_rate", "taste", "taste_lift"):
+        for metric in ("watch_time_ms", "completion_rate", "like_rate", "taste", "taste_lift", "click_through",
+                       "repeat_exposure"):
             assert row[metric]["mean"] is not None and row[metric]["ci95"] is not None, (name, metric)
+        # Serving never shows a video again once the user engaged with it, nor after 3 showings without.
+        assert row["repeat_exposure"]["mean"] < 0.02, (name, row["repeat_exposure"])
+        assert 0 < row["click_through"]["mean"] < 1, (name, row["click_through"])
 
     # Random's expected lift is zero by construction (it samples the catalogue uniformly).
     assert abs(strategies["random"]["taste_lift"]["mean"]) < 0.03, strategies["random"]

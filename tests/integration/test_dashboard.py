@@ -262,11 +262,11 @@ def test_user_explorer_shows_the_api_recommendations_live(page: Page, seeded: Cl
     page.wait_loaded("users")
 
     def shown_matches_api() -> bool:
-        api = [i["video_id"] for i in get(f"{seeded.url}/recommendations/{user}?k=20")[1]["items"]]
+        api = [i["video_id"] for i in get(f"{seeded.url}/recommendations/{user}?k=20&preview=true")[1]["items"]]
         shown = page.page.locator("#recs-table tbody tr").evaluate_all("rs => rs.map(r => r.dataset.videoId)")
         return bool(api) and shown == api
     assert wait_for(shown_matches_api, timeout=8, interval=0.3)
-    first = get(f"{seeded.url}/recommendations/{user}?k=20")[1]["items"][0]
+    first = get(f"{seeded.url}/recommendations/{user}?k=20&preview=true")[1]["items"][0]
     assert f"{first['score']:.4f}" in page.page.inner_text("#recs-table tbody tr:first-child")
     history = page.page.locator("#history-table tbody tr")
     assert sorted(history.evaluate_all("rs => rs.map(r => r.dataset.videoId)")) == sorted([A, C])

@@ -25,7 +25,7 @@ MARGIN_S = 3.0
 
 def _items(url: str, user: str, **query: str) -> list[dict]:
     params = "&".join(f"{k}={v}" for k, v in {"k": "20", **query}.items())
-    return get(f"{url}/recommendations/{user}?{params}")[1]["items"]
+    return get(f"{url}/recommendations/{user}?preview=true&{params}")[1]["items"]
 
 
 def _write(cluster: Cluster, write) -> None:  # noqa: ANN001 - async (stores) -> None
@@ -50,7 +50,7 @@ def test_new_neighbours_trending_and_models_reach_a_web_process_within_the_bound
                    "created_at": 1_000_000_000_000} for v in (src, dst, hot)}
     _write(cluster, lambda s: s.write_catalog(catalog))
     assert post(cluster.url + "/events", {"type": "like", "user_id": user, "video_id": src})[0] == 202
-    assert wait_for(lambda: get(f"{cluster.url}/recommendations/{user}")[0] == 200 and
+    assert wait_for(lambda: get(f"{cluster.url}/recommendations/{user}?preview=true")[0] == 200 and
                     src not in {i["video_id"] for i in _items(web, user, k="200")}, timeout=10)
 
     # A neighbour list the covisit agent would publish.
@@ -71,7 +71,7 @@ def test_new_neighbours_trending_and_models_reach_a_web_process_within_the_bound
                              item_factors=rng.random((3, 8), dtype=np.float32),
                              meta={"reg_param": 0.1, "alpha": 1.0, "data_until_ms": 0})
     registry.activate(artifact)
-    _timed(lambda: get(f"{web}/recommendations/{user}")[1]["model_version"] == artifact.version, BOUND_S)
+    _timed(lambda: get(f"{web}/recommendations/{user}?preview=true")[1]["model_version"] == artifact.version, BOUND_S)
 
 
 def test_web_role_answers_from_its_last_state_while_the_worker_is_stopped(services, tmp_path) -> None:  # noqa: ANN001
@@ -93,7 +93,7 @@ def test_web_role_answers_from_its_last_state_while_the_worker_is_stopped(servic
                                     for i in _items(web, user)), timeout=15)
 
         worker.stop()
-        status, body = get(f"{web}/recommendations/{user}")
+        status, body = get(f"{web}/recommendations/{user}?preview=true")
         assert status == 200 and b in {i["video_id"] for i in body["items"]}
         assert a not in {i["video_id"] for i in body["items"]}
         status, health = get(web + "/health")

@@ -366,7 +366,7 @@
       const id = encodeURIComponent(this.id);
       const strategy = $("#strategy-select").value;
       const [hist, recs] = await Promise.all([api(`/api/users/${id}/history?k=20`),
-        api(`/recommendations/${id}?k=20${strategy ? "&strategy=" + encodeURIComponent(strategy) : ""}`)]);
+        api(`/recommendations/${id}?k=20&preview=true${strategy ? "&strategy=" + encodeURIComponent(strategy) : ""}`)]);
       const items = recs.body.items || [];
       const meta = items.length ? (await api(`/api/videos?ids=${items.map((i) => encodeURIComponent(i.video_id)).join(",")}`)).body.videos : {};
       const fresh = this.shownFor === this.id;
@@ -491,7 +491,8 @@
         return;
       }
       const cols = [["watch_time_ms", "watch / impression", (v) => fmt.secs(v)], ["completion_rate", "completion", fmt.pct],
-        ["like_rate", "like rate", fmt.pct], ["taste", "hidden taste", (v) => fmt.num(v, 3)]];
+        ["like_rate", "like rate", fmt.pct], ["click_through", "click-through", fmt.pct],
+        ["repeat_exposure", "repeat exposure", fmt.pct], ["taste", "hidden taste", (v) => fmt.num(v, 3)]];
       const best = Object.fromEntries(cols.map(([k]) => [k, Math.max(...loop.strategies.map((r) => (r[k] && isNum(r[k].mean) ? r[k].mean : -Infinity)))]));
       const cell = (r, k, f) => {
         const m = r[k] || {};
