@@ -1,16 +1,13 @@
 """Sequence-aware item-CF: direction, recency, window, half-life and normalisation, on data with real order.
 
-    .venv/bin/python benchmarks/itemcf_sequence.py            # ~15-25 min on 2 cores
-    .venv/bin/python benchmarks/itemcf_sequence.py --quick    # a smaller simulator log (harness check)
+    .venv/bin/python benchmarks/itemcf_sequence.py            # ~10 min on 2 cores
+    .venv/bin/python benchmarks/itemcf_sequence.py --quick    # a 60,000-event simulator log (~3 min)
 
 For each dataset (MovieLens-100k with its timestamps; the simulator's log, `WorldConfig` defaults with
 only users / videos / seed fixed here: its parameters are the yardstick, never tuned) and protocol
 (leave-one-out: each user's last 13 rows, the last tests, the second last validates, MicroLens'
 protocol; temporal: one global cut, the last 20 % of rows test), the offline streaming item-CF
-(`recstream.evaluation.models.itemcf`: the agents' and serving's own functions) is searched on the
-VALIDATION split only, by coordinate ascent (`recstream.evaluation.tune.coordinate_ascent`, the
-project's rule: one axis at a time from the served settings, a change kept only for >= 0.001 NDCG@10,
-rounds until nothing changes) over:
+(`recstream.evaluation.models.itemcf`) is searched on the VALIDATION split only, over:
 
 - direction: symmetric False (earlier -> later, served) / True (both ways);
 - recency (pair weight and serving's source weight per step back): 0.5, 0.8 (served), 1.0;
@@ -19,18 +16,28 @@ rounds until nothing changes) over:
 - half-life of the co-visitation weights: 1 h, 6 h (served), 1 day, 30 days, none;
 - normalisation: row (served), cosine, row-pop with beta 0.25 / 0.5 / 1 (see the model's docstring).
 
-The served setting and the best validated one are then refitted on the whole training split and
-measured once on test (NDCG@10 with its 95 % CI, and the paired difference over the same users).
-Popularity is the reference row. Ranking and metrics are the evaluator's own (`targets.build` /
-`targets.rank`, `metrics.per_user`, as `runner._measure`).
+Search: `recstream.evaluation.tune.coordinate_ascent` (the project's rule: one axis at a time, a change
+kept only for >= 0.001 NDCG@10, rounds until nothing changes), twice: from the served settings and from
+`recstream evaluate`'s choice on MovieLens' random split (both ways, no decay, window 20, recency 1), to
+see whether the first stops on a local optimum. The best validated of all trials is kept; every value of
+every axis is then tried around it (the "around the best" table: what each choice is worth).
 
-Every fit replays with `batch_span_s` = 600: a replayed batch also ends where it would span more than
-10 minutes of event time. Without it a batch is 10,000 events, which on MovieLens spans weeks (its
-leave-one-out training split is 2 batches), and pair weights within a batch are summed undecayed: a
-half-life would barely act. The served setting is also shown with `recstream evaluate`'s replay
-(10,000-event batches) for reference.
+One setting for every dataset (what serving can have): per axis, the value with the highest mean over
+the four dataset x protocol cases of validation NDCG@10 relative to the case's best (the other axes at
+each case's best). It is validated in each case like the rest.
 
-Writes benchmarks/results/itemcf_sequence.md and .json.
+Then, on test, once: the served setting, each case's best validated, the common setting, popularity
+(reference), and the served setting under `recstream evaluate`'s replay; NDCG@10 with its 95 % CI, and
+paired differences against the served setting over the same users. Ranking and metrics are the
+evaluator's own (`targets.build` / `targets.rank`, `metrics.per_user`, as `runner._measure`).
+
+Every fit replays what the agents and serving run today (`replay="agents"`: per-pair forward decay from
+each pair's own event time, scoring.normalised_top, a serving process's best
+`serving_neighbours_per_video`; the same as `recstream.reference`). `recstream evaluate`'s replay
+(`replay="batches"`: merge_neighbours per 10,000-event batch, within which nothing decays; on MovieLens
+a batch spans weeks) is shown for the served setting only.
+
+Writes benchmarks/results/itemcf_sequence.md and .json (`--quick`: itemcf_sequence_quick.*).
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ import os
 import platform
 import subprocess
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,33 +66,36 @@ from recstream.evaluation.tune import coordinate_ascent
 from recstream.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-
 RESULTS = ROOT / "benchmarks" / "results"
 METRIC = "ndcg@10"
 HOUR, DAY = 3600.0, 86_400.0
-BATCH_SPAN_S = 600
+REPLAY = "agents"
 WORLD = {"users": 2000, "videos": 3000, "seed": 1}
 SIM_EVENTS, SIM_EVENTS_QUICK = 200_000, 60_000
 # Normalisation as one axis: "row-pop:<beta>" is normalise="row-pop" with that pop_beta.
 NORMALISE = ["row", "cosine", "row-pop:0.25", "row-pop:0.5", "row-pop:1"]
-HALF_LIVES = [HOUR, 6 * HOUR, DAY, 30 * DAY, NO_DECAY_S]
-AXES: dict[str | tuple[str, ...], list[Any]] = {
+AXES: dict[str, list[Any]] = {
     "symmetric": [False, True],
     "recency": [0.5, 0.8, 1.0],
     "lookback": [1, 3, 10, 20],
-    "half_life_s": HALF_LIVES,
+    "half_life_s": [HOUR, 6 * HOUR, DAY, 30 * DAY, NO_DECAY_S],
     "normalise": NORMALISE,
 }
-SHOWN = ("symmetric", "recency", "lookback", "half_life_s", "normalise")
+EVALUATE_REPLAY = "served, `recstream evaluate`'s replay"
+SECOND_START = {"symmetric": True, "half_life_s": NO_DECAY_S, "lookback": 20, "recency": 1.0}
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def key(p: dict[str, Any]) -> str:
+    return json.dumps(p, sort_keys=True)
+
+
 def model_params(p: dict[str, Any]) -> dict[str, Any]:
-    """The benchmark's parameters -> the model's (the normalisation axis unpacked, the replay's span)."""
-    out = {**p, "batch_span_s": BATCH_SPAN_S}
+    """The benchmark's parameters -> the model's (the normalisation axis unpacked, the agents' replay)."""
+    out = {**p, "replay": REPLAY}
     how = str(p["normalise"])
     if how.startswith("row-pop:"):
         out["normalise"], out["pop_beta"] = "row-pop", float(how.split(":", 1)[1])
@@ -100,16 +110,25 @@ def half_life_label(s: float) -> str:
     return f"{s / HOUR:g} h"
 
 
+def value_label(axis: str, v: Any) -> str:
+    if axis == "symmetric":
+        return "both ways" if v else "earlier->later"
+    if axis == "recency":
+        return f"recency {v:g}"
+    if axis == "lookback":
+        return f"window {v}"
+    if axis == "half_life_s":
+        return f"half-life {half_life_label(float(v))}"
+    return str(v)
+
+
 def describe(p: dict[str, Any]) -> str:
-    return ", ".join(
-        [
-            "both ways" if p["symmetric"] else "earlier->later",
-            f"recency {p['recency']:g}",
-            f"window {p['lookback']}",
-            f"half-life {half_life_label(float(p['half_life_s']))}",
-            f"{p['normalise']}",
-        ]
-    )
+    return ", ".join(value_label(a, p[a]) for a in AXES)
+
+
+def changes(p: dict[str, Any], base: dict[str, Any]) -> str:
+    diff = [value_label(a, p[a]) for a in AXES if p[a] != base[a]]
+    return ", ".join(diff) if diff else "served"
 
 
 def measure(fitted: Fitted, t: targets.Targets) -> dict[str, np.ndarray]:
@@ -118,10 +137,6 @@ def measure(fitted: Fitted, t: targets.Targets) -> dict[str, np.ndarray]:
 
 
 # --- datasets ------------------------------------------------------------------------------------
-def movielens() -> Dataset:
-    return data.load("movielens", fetch())
-
-
 def simulator(events: int) -> Dataset:
     world = SimulatedWorld(WorldConfig(**WORLD))
     return data.from_events(itertools.islice(world.events(), events), name="simulator")
@@ -134,104 +149,126 @@ def describe_dataset(ds: Dataset) -> dict[str, Any]:
         "users": ds.n_users,
         "items": ds.n_items,
         "positive_share": round(float((ds.weight > 0).mean()), 4),
-        "span_days": round(float(ds.ts.max() - ds.ts.min()) / 1000 / DAY, 3),
+        "span_hours": round(float(ds.ts.max() - ds.ts.min()) / 1000 / HOUR, 2),
     }
 
 
 # --- one dataset x protocol ----------------------------------------------------------------------
-def run_one(ds: Dataset, protocol: protocols.Protocol, ctx: Context) -> dict[str, Any]:
-    val_t = targets.build(ds, protocol.validation)
-    test_t = targets.build(ds, protocol.test)
-    log(
-        f"{ds.name} {protocol.name}: validation {len(protocol.validation.train):,} train rows -> "
-        f"{len(val_t.users):,} users; test {len(protocol.test.train):,} train rows -> {len(test_t.users):,} users"
-    )
-    trials: list[dict[str, Any]] = []
+@dataclass
+class Case:
+    ds: Dataset
+    protocol: protocols.Protocol
+    ctx: Context
+    val_t: targets.Targets = field(init=False)
+    test_t: targets.Targets = field(init=False)
+    trials: dict[str, dict[str, Any]] = field(default_factory=dict)  # by key(params), in the order tried
+    tests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    best: dict[str, Any] = field(default_factory=dict)
+    tune_s: float = 0.0
 
-    def evaluate(p: dict[str, Any]) -> tuple[float, float]:
-        t0 = time.perf_counter()
-        fitted = ItemCF.fit(ds, protocol.validation.train, model_params(p), ctx)
-        fit_s = time.perf_counter() - t0
-        mean, ci = metrics.mean_ci(measure(fitted, val_t)[METRIC])
-        trials.append({"params": dict(p), "validation": mean, "ci": ci, "seconds": time.perf_counter() - t0})
-        log(
-            f"  trial {len(trials):2d}: {describe(p)} -> validation {METRIC} {mean:.4f} ± {ci:.4f} ({fit_s:.1f} s)"
-        )
-        return mean, fit_s
+    def __post_init__(self) -> None:
+        self.val_t = targets.build(self.ds, self.protocol.validation)
+        self.test_t = targets.build(self.ds, self.protocol.test)
 
-    start = served(ctx)
-    t0 = time.perf_counter()
-    search = coordinate_ascent(start, AXES, evaluate)
-    tune_s = time.perf_counter() - t0
-    log(
-        f"  best on validation: {describe(search.best)} ({search.value:.4f}); served {trials[0]['validation']:.4f}"
-    )
+    @property
+    def name(self) -> str:
+        return f"{self.ds.name} / {self.protocol.name}"
 
-    def test(label: str, fit: Any) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        per_user = measure(fit(), test_t)[METRIC]
+    def validate(self, p: dict[str, Any], search: str) -> float:
+        k = key(p)
+        if k not in self.trials:
+            t0 = time.perf_counter()
+            fitted = ItemCF.fit(self.ds, self.protocol.validation.train, model_params(p), self.ctx)
+            mean, ci = metrics.mean_ci(measure(fitted, self.val_t)[METRIC])
+            seconds = time.perf_counter() - t0
+            self.trials[k] = {
+                "params": dict(p),
+                "search": search,
+                "validation": mean,
+                "ci": ci,
+                "seconds": seconds,
+            }
+            log(
+                f"  {len(self.trials):3d} [{search}] {describe(p)} -> validation {mean:.4f} ± {ci:.4f} ({seconds:.1f} s)"
+            )
+        return float(self.trials[k]["validation"])
+
+    def test(self, label: str, fitted: Fitted, params: dict[str, Any] | None = None) -> None:
+        per_user = measure(fitted, self.test_t)[METRIC]
         mean, ci = metrics.mean_ci(per_user)
-        log(f"  test {label}: {METRIC} {mean:.4f} ± {ci:.4f} ({time.perf_counter() - t0:.1f} s)")
-        return {"label": label, "mean": mean, "ci": ci, "per_user": per_user}
+        self.tests[label] = {"params": params, "mean": mean, "ci": ci, "per_user": per_user}
+        log(f"  test {label}: {METRIC} {mean:.4f} ± {ci:.4f}")
 
-    rows = protocol.test.train
-    served_test = test("served", lambda: ItemCF.fit(ds, rows, model_params(start), ctx))
-    best_test = (
-        served_test
-        if search.best == start
-        else test("best validated", lambda: ItemCF.fit(ds, rows, model_params(search.best), ctx))
+
+def search(case: Case) -> None:
+    log(
+        f"{case.name}: validation {len(case.protocol.validation.train):,} train rows -> {len(case.val_t.users):,} "
+        f"users; test {len(case.protocol.test.train):,} train rows -> {len(case.test_t.users):,} users"
     )
-    served_10k = test("served, 10,000-event batches", lambda: ItemCF.fit(ds, rows, start, ctx))
-    pop_val = metrics.mean_ci(measure(Popularity.fit(ds, protocol.validation.train, {}, ctx), val_t)[METRIC])
-    pop_test = test("popularity", lambda: Popularity.fit(ds, rows, {}, ctx))
-    diff_mean, diff_ci = metrics.mean_ci(best_test["per_user"] - served_test["per_user"])
-    return {
-        "dataset": ds.name,
-        "protocol": protocol.name,
-        "protocol_params": protocol.params,
-        "validation_users": len(val_t.users),
-        "test_users": len(test_t.users),
-        "candidates": test_t.n_candidates,
-        "trials": trials,
-        "tune_s": tune_s,
-        "served": start,
-        "best": search.best,
-        "best_validation": search.value,
-        "popularity_validation": {"mean": pop_val[0], "ci": pop_val[1]},
-        "test": {
-            r["label"]: {"mean": r["mean"], "ci": r["ci"]}
-            for r in (served_test, best_test, served_10k, pop_test)
-        },
-        "best_minus_served": {"mean": diff_mean, "ci": diff_ci},
-    }
+    start = served(case.ctx)
+    t0 = time.perf_counter()
+    for name, first in (("from served", start), ("from evaluate's", {**start, **SECOND_START})):
+
+        def evaluate(p: dict[str, Any], name: str = name) -> tuple[float, float]:
+            return case.validate(p, name), 0.0
+
+        coordinate_ascent(first, dict(AXES), evaluate)
+    case.best = max(case.trials.values(), key=lambda t: t["validation"])["params"]
+    for axis, values in AXES.items():  # around the best: every value of every axis
+        for v in values:
+            case.validate({**case.best, axis: v}, "around the best")
+    case.tune_s = time.perf_counter() - t0
+    log(f"  best validated: {describe(case.best)} ({case.trials[key(case.best)]['validation']:.4f})")
+
+
+def common_setting(cases: list[Case]) -> dict[str, Any]:
+    """Per axis, the value with the highest mean validation relative to each case's best (others at the
+    case's best)."""
+    out = dict(served(cases[0].ctx))
+    for axis, values in AXES.items():
+        score = {
+            i: np.mean(
+                [
+                    c.trials[key({**c.best, axis: v})]["validation"] / c.trials[key(c.best)]["validation"]
+                    for c in cases
+                ]
+            )
+            for i, v in enumerate(values)
+        }
+        out[axis] = values[max(score, key=lambda i: score[i])]
+    return out
+
+
+def measure_test(case: Case, common: dict[str, Any]) -> None:
+    log(f"{case.name}: test")
+    rows, ctx, ds = case.protocol.test.train, case.ctx, case.ds
+    start = served(ctx)
+    for label, p in (("served", start), ("best validated", case.best), ("common setting", common)):
+        case.test(label, ItemCF.fit(ds, rows, model_params(p), ctx), p)
+    case.test(EVALUATE_REPLAY, ItemCF.fit(ds, rows, start, ctx), start)
+    case.test("popularity", Popularity.fit(ds, rows, {}, ctx))
+
+
+def paired(case: Case, label: str) -> tuple[float, float]:
+    return metrics.mean_ci(case.tests[label]["per_user"] - case.tests["served"]["per_user"])
 
 
 # --- the report ----------------------------------------------------------------------------------
-def fmt_params(p: dict[str, Any], start: dict[str, Any]) -> str:
-    changed = [k for k in SHOWN if p[k] != start[k]]
-    if not changed:
-        return "served"
-    parts = {
-        "symmetric": lambda v: "both ways" if v else "earlier->later",
-        "recency": lambda v: f"recency {v:g}",
-        "lookback": lambda v: f"window {v}",
-        "half_life_s": lambda v: f"half-life {half_life_label(float(v))}",
-        "normalise": lambda v: str(v),
-    }
-    return ", ".join(parts[k](p[k]) for k in changed)
-
-
-def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+def markdown(cases: list[Case], common: dict[str, Any], meta: dict[str, Any]) -> str:
+    start = served(cases[0].ctx)
     out = [
         "# Sequence-aware item-CF: direction, recency, window, half-life, normalisation",
         "",
         f"`{meta['command']}` ({meta['seconds'] / 60:.1f} min, {meta['cores']} cores, commit {meta['commit']}, "
-        f"load average at start {meta['load']}). Parameters chosen on validation only (coordinate ascent from "
-        "the served settings, a change kept for >= 0.001 NDCG@10); the served and the best validated "
-        'setting measured once on test. ± is the 95 % CI of the mean over users; "best - served" is the '
-        "paired difference over the same test users. Every item-CF fit replays with batches cut at 10 "
-        "minutes of event time (`batch_span_s` = 600; see the script's docstring); `served, 10,000-event "
-        "batches` is `recstream evaluate`'s replay.",
+        f"load average at start {meta['load']}). Parameters chosen on validation only; test measured once "
+        "per setting (see the script's docstring for the search). ± is the 95 % CI of the mean over users; "
+        '"- served" rows are paired differences over the same test users. Every item-CF fit replays the '
+        "agents' and serving's code as it runs today (`replay=\"agents\"`: per-pair forward decay, "
+        f"`normalised_top`, serving's best {meta['serving_neighbours']} per video); `recstream evaluate`'s "
+        'replay (`replay="batches"`) is shown for the served setting.',
+        "",
+        f"Served setting: {describe(start)} (history {start['history_length']}, {start['neighbours']} "
+        "neighbours kept per video).",
         "",
         "Datasets:",
         "",
@@ -239,75 +276,95 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     for name, d in meta["datasets"].items():
         out.append(
             f"- **{name}**: {d['rows']:,} rows ({d['events']:,} events), {d['users']:,} users, {d['items']:,} "
-            f"items, {d['positive_share']:.0%} positive rows, spanning {d['span_days']:g} days"
+            f"items, {d['positive_share']:.0%} positive rows, spanning {d['span_hours']:,g} hours"
             + (f"; {d['note']}" if d.get("note") else "")
         )
-    out.append("")
-    for r in results:
-        start = r["served"]
+    out += [
+        "",
+        "## Summary (NDCG@10)",
+        "",
+        "| dataset / protocol | val users | test users | served: val | best: val | common: val | "
+        "served: test | best: test | common: test | best - served | common - served | popularity: test | "
+        "served, evaluate's replay: test |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cases:
+        v = {k: c.trials[key(p)]["validation"] for k, p in (("s", start), ("b", c.best), ("c", common))}
+        t = c.tests
+        db, dc = paired(c, "best validated"), paired(c, "common setting")
+        out.append(
+            f"| {c.name} | {len(c.val_t.users):,} | {len(c.test_t.users):,} | {v['s']:.4f} | {v['b']:.4f} | "
+            f"{v['c']:.4f} | {t['served']['mean']:.4f} ± {t['served']['ci']:.4f} | "
+            f"{t['best validated']['mean']:.4f} ± {t['best validated']['ci']:.4f} | "
+            f"{t['common setting']['mean']:.4f} ± {t['common setting']['ci']:.4f} | {db[0]:+.4f} ± {db[1]:.4f} | "
+            f"{dc[0]:+.4f} ± {dc[1]:.4f} | {t['popularity']['mean']:.4f} | "
+            f"{t[EVALUATE_REPLAY]['mean']:.4f} |"
+        )
+    out += ["", f"Common setting: **{describe(common)}**.", ""]
+    for c in cases:
         out += [
-            f"## {r['dataset']}, {r['protocol']} {json.dumps(r['protocol_params'])}",
+            f"Best validated, {c.name}: {describe(c.best)}.",
             "",
-            f"{r['validation_users']:,} validation users, {r['test_users']:,} test users, "
-            f"{r['candidates']:,} candidate items; tuning {r['tune_s']:.0f} s over {len(r['trials'])} trials.",
-            "",
-            "Test:",
-            "",
-            "| setting | parameters | NDCG@10 |",
-            "|---|---|---|",
         ]
-        for label, res in r["test"].items():
-            params = (
-                describe(r["best"])
-                if label == "best validated"
-                else describe(start)
-                if label.startswith("served")
-                else "-"
-            )
-            out.append(f"| {label} | {params} | {res['mean']:.4f} ± {res['ci']:.4f} |")
-        d = r["best_minus_served"]
+    for c in cases:
+        best_v = c.trials[key(c.best)]["validation"]
         out += [
-            f"| best - served (paired) | | {d['mean']:+.4f} ± {d['ci']:.4f} |",
+            f"## {c.name} {json.dumps(c.protocol.params)}",
             "",
-            f"Validation trials (NDCG@10; popularity {r['popularity_validation']['mean']:.4f}), in the order "
-            "tried; parameters shown where they differ from the served setting:",
+            f"{len(c.val_t.users):,} validation users, {len(c.test_t.users):,} test users, "
+            f"{c.test_t.n_candidates:,} candidate items; {len(c.trials)} validation fits in {c.tune_s:.0f} s.",
             "",
-            "| # | setting | validation NDCG@10 | s |",
-            "|---|---|---|---|",
+            f"Around the best validated setting ({describe(c.best)}: {best_v:.4f}), one axis changed at a time "
+            "(validation NDCG@10):",
+            "",
+            "| axis | " + " | ".join(f"value {i + 1}" for i in range(max(map(len, AXES.values())))) + " |",
+            "|---|" + "---|" * max(map(len, AXES.values())),
         ]
-        best_key = json.dumps(r["best"], sort_keys=True)
-        for i, t in enumerate(r["trials"], 1):
-            mark = " **(best)**" if json.dumps(t["params"], sort_keys=True) == best_key else ""
+        for axis, values in AXES.items():
+            cells = []
+            for val in values:
+                tr = c.trials[key({**c.best, axis: val})]
+                mark = "**" if val == c.best[axis] else ""
+                cells.append(f"{mark}{value_label(axis, val)}: {tr['validation']:.4f}{mark}")
+            cells += [""] * (max(map(len, AXES.values())) - len(cells))
+            out.append(f"| {axis} | " + " | ".join(cells) + " |")
+        out += [
+            "",
+            "All validation fits, in the order tried (setting: what differs from the served one):",
+            "",
+            "| # | search | setting | validation NDCG@10 | s |",
+            "|---|---|---|---|---|",
+        ]
+        for i, tr in enumerate(c.trials.values(), 1):
+            mark = " **(best)**" if tr["params"] == c.best else ""
             out.append(
-                f"| {i} | {fmt_params(t['params'], start)}{mark} | {t['validation']:.4f} ± {t['ci']:.4f} | "
-                f"{t['seconds']:.1f} |"
+                f"| {i} | {tr['search']} | {changes(tr['params'], start)}{mark} | "
+                f"{tr['validation']:.4f} ± {tr['ci']:.4f} | {tr['seconds']:.1f} |"
             )
         out.append("")
-    out += ["## What this says", ""] + what_this_says(results) + [""]
+    out += ["## What this says", ""] + what_this_says(cases, common) + [""]
     return "\n".join(out)
 
 
-def what_this_says(results: list[dict[str, Any]]) -> list[str]:
+def what_this_says(cases: list[Case], common: dict[str, Any]) -> list[str]:
+    start = served(cases[0].ctx)
     lines = []
-    for r in results:
-        d = r["best_minus_served"]
-        significant = abs(d["mean"]) > d["ci"]
-        t = r["test"]
+    for c in cases:
+        t = c.tests
+        db, dc = paired(c, "best validated"), paired(c, "common setting")
         lines.append(
-            f"- **{r['dataset']} / {r['protocol']}**: best validated = {describe(r['best'])} "
-            f"(validation {r['best_validation']:.4f} vs served {r['trials'][0]['validation']:.4f}); on test "
-            f"{t['best validated']['mean']:.4f} vs served {t['served']['mean']:.4f}, paired difference "
-            f"{d['mean']:+.4f} ± {d['ci']:.4f} ({'outside' if significant else 'within'} the 95 % CI of "
-            f"zero); popularity {t['popularity']['mean']:.4f}."
+            f"- **{c.name}**: best validated = {describe(c.best)} (validation "
+            f"{c.trials[key(c.best)]['validation']:.4f} vs served {c.trials[key(start)]['validation']:.4f}). "
+            f"Test: served {t['served']['mean']:.4f}, best validated {t['best validated']['mean']:.4f} "
+            f"({db[0]:+.4f} ± {db[1]:.4f}, {'outside' if abs(db[0]) > db[1] else 'within'} the CI of 0), "
+            f"common setting {t['common setting']['mean']:.4f} ({dc[0]:+.4f} ± {dc[1]:.4f}), popularity "
+            f"{t['popularity']['mean']:.4f}."
         )
-    lines.append("")
-    # Axis by axis: which value each validated best chose.
-    for axis in SHOWN:
-        chosen = [
-            f"{r['dataset']}/{r['protocol']}: {fmt_params({**r['served'], axis: r['best'][axis]}, r['served'])}"
-            for r in results
-        ]
-        lines.append(f"- {axis}: " + "; ".join(chosen))
+    lines += ["", "What each case's best chose, axis by axis (served value in brackets):", ""]
+    for axis in AXES:
+        chosen = "; ".join(f"{c.name}: {value_label(axis, c.best[axis])}" for c in cases)
+        lines.append(f"- {axis} [{value_label(axis, start[axis])}]: {chosen}")
+    lines += ["", f"One setting for all four cases (validation only): {describe(common)}."]
     return lines
 
 
@@ -320,24 +377,28 @@ def main(argv: list[str] | None = None) -> None:
     ctx = Context(get_settings())
     n_events = SIM_EVENTS_QUICK if args.quick else SIM_EVENTS
     log("loading MovieLens-100k")
-    ml = movielens()
-    ml = replace(ml, name="MovieLens-100k")
+    ml = replace(data.load("movielens", fetch()), name="MovieLens-100k")
     log(f"generating the simulator's log: WorldConfig({WORLD}), {n_events:,} events")
     sim = simulator(n_events)
-    datasets = {"MovieLens-100k": ml, "simulator": sim}
-    meta_ds = {name: describe_dataset(ds) for name, ds in datasets.items()}
+    meta_ds = {ds.name: describe_dataset(ds) for ds in (ml, sim)}
     meta_ds["simulator"]["note"] = (
         f"`SimulatedWorld(WorldConfig(users={WORLD['users']}, videos={WORLD['videos']}, seed={WORLD['seed']}))`, "
-        f"every other parameter its default, the first {n_events:,} events of `.events()` (virtual clock: "
-        "100 ms per watched video)"
+        f"every other parameter its default, the first {n_events:,} events of `.events()` (its virtual clock: "
+        "100 ms per watched video, all users together)"
     )
-    results = []
-    for ds in datasets.values():
-        for protocol in (
-            protocols.leave_one_out(ds, keep_last=13),
-            protocols.temporal(ds, test_fraction=0.2),
-        ):
-            results.append(run_one(ds, protocol, ctx))
+    cases = [
+        Case(ds, protocol, ctx)
+        for ds in (ml, sim)
+        for protocol in (protocols.leave_one_out(ds, keep_last=13), protocols.temporal(ds, test_fraction=0.2))
+    ]
+    for case in cases:
+        search(case)
+    common = common_setting(cases)
+    log(f"common setting: {describe(common)}")
+    for case in cases:
+        case.validate(common, "common setting")
+    for case in cases:
+        measure_test(case, common)
     seconds = time.perf_counter() - started
     try:
         commit = subprocess.run(
@@ -353,17 +414,37 @@ def main(argv: list[str] | None = None) -> None:
         "load": "/".join(f"{x:.2f}" for x in load),
         "python": platform.python_version(),
         "datasets": meta_ds,
-        "batch_span_s": BATCH_SPAN_S,
+        "replay": REPLAY,
+        "serving_neighbours": ctx.settings.serving_neighbours_per_video,
         "world": WORLD,
         "simulator_events": n_events,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
-    md = markdown(results, meta)
+    md = markdown(cases, common, meta)
     (RESULTS / f"itemcf_sequence{suffix}.md").write_text(md)
-    (RESULTS / f"itemcf_sequence{suffix}.json").write_text(
-        json.dumps({"meta": meta, "results": results}, indent=1, default=float) + "\n"
-    )
+    saved = {
+        "meta": meta,
+        "common": common,
+        "cases": [
+            {
+                "dataset": c.ds.name,
+                "protocol": c.protocol.name,
+                "protocol_params": c.protocol.params,
+                "validation_users": len(c.val_t.users),
+                "test_users": len(c.test_t.users),
+                "best": c.best,
+                "trials": list(c.trials.values()),
+                "test": {k: {kk: vv for kk, vv in v.items() if kk != "per_user"} for k, v in c.tests.items()},
+                "paired_vs_served": {
+                    label: dict(zip(("mean", "ci"), paired(c, label), strict=True))
+                    for label in ("best validated", "common setting")
+                },
+            }
+            for c in cases
+        ],
+    }
+    (RESULTS / f"itemcf_sequence{suffix}.json").write_text(json.dumps(saved, indent=1, default=float) + "\n")
     print(md)
     log(f"done in {seconds / 60:.1f} min: {RESULTS / f'itemcf_sequence{suffix}.md'}")
 

@@ -7,8 +7,15 @@ and the resulting events go back through POST /events -> Kafka -> the agents, so
 served from state the loop itself changed. Serving puts each user in a bucket by a stable hash and
 names the strategy that served the list (`strategy` in the response; see
 recstream.evaluation.buckets); per strategy the loop reports watch time, completion rate and like rate
-per impression, and the mean hidden taste of what was shown, each with a 95 % confidence interval
-over users, and stores them in MongoDB (collection `closed_loop`, one document per run and strategy).
+per impression, click-through, repeat exposure and the mean hidden taste of what was shown, each
+with a 95 % confidence interval over users, and each bucket's difference from the served default
+(`hybrid`) with its interval and whether it is significant; it stores them in MongoDB (collection
+`closed_loop`, one document per run and strategy).
+
+With `--loop-train` the loop trains an ALS model from the log right after the warm-up
+(`recstream train`, the same job as production, its tuning budget from `--loop-train-trials`) and
+waits until the API serves it, so the `hybrid` and `als` buckets really use ALS and the blend weights
+that training chose.
 """
 
 from __future__ import annotations
@@ -17,7 +24,10 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import random
+import subprocess
+import sys
 import time
 import uuid
 from collections import defaultdict
@@ -54,6 +64,14 @@ class LoopConfig:
     api_url: str = ""
     """Base URL of the API (default: the settings' web host and port)."""
     seed: int = 0
+    scroll_stop: float = 0.0
+    """After each video, the chance the user stops scrolling: the rest of the list is shown but never
+    watched (impressions without any event, which serving can only learn of from the impressions
+    topic). 0: every video shown is watched or skipped."""
+    train: bool = False
+    """Train an ALS model from the log after the warm-up and serve it before the first round."""
+    train_trials: int = 4
+    """The training round's ALS tuning budget (`--tune-trials`)."""
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
 
 
@@ -91,6 +109,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="organic events published before the loop",
     )
     group.add_argument("--api-url", default="", help="API base URL (default: from the settings)")
+    group.add_argument("--loop-scroll-stop", type=float, default=LoopConfig.scroll_stop,
+                       help="chance a user stops scrolling after each video (the rest: shown, not watched)")
+    group.add_argument("--loop-train", action="store_true",
+                       help="train an ALS model from the log after the warm-up and wait until it is served")
+    group.add_argument("--loop-train-trials", type=int, default=LoopConfig.train_trials,
+                       help="ALS parameter sets the training round tries")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
         warmup_events=args.warmup_events,
         api_url=args.api_url,
         seed=args.seed,
+        scroll_stop=args.loop_scroll_stop,
+        train=args.loop_train,
+        train_trials=args.loop_train_trials,
     )
     summary = asyncio.run(run_loop(get_settings(), world, loop))
     print(json.dumps({k: v for k, v in summary.items() if k != "assignments"}, indent=2))
@@ -171,6 +198,28 @@ def mean_ci(values: list[float]) -> dict[str, float | None]:
     return {"mean": mean, "ci95": 1.96 * math.sqrt(var / n)}
 
 
+def difference(a: dict[str, float | None], b: dict[str, float | None]) -> dict[str, Any]:
+    """a - b with the half-width of its 95 % interval (independent groups of users: the half-widths add
+    in quadrature) and whether the interval excludes 0."""
+    if a["mean"] is None or b["mean"] is None or a["ci95"] is None or b["ci95"] is None:
+        return {"diff": None, "ci95": None, "significant": None}
+    diff, half = a["mean"] - b["mean"], math.hypot(a["ci95"], b["ci95"])
+    return {"diff": diff, "ci95": half, "significant": abs(diff) > half}
+
+
+COMPARED = ("watch_time_ms", "completion_rate", "like_rate", "taste_lift")
+SERVED_DEFAULT = "hybrid"
+
+
+def compare(per_strategy: dict[str, dict[str, Any]], reference: str = SERVED_DEFAULT) -> dict[str, Any]:
+    """Each other bucket against the served default: {strategy: {metric: reference - strategy}}."""
+    if reference not in per_strategy:
+        return {}
+    ref = per_strategy[reference]
+    return {name: {m: difference(ref[m], row[m]) for m in COMPARED}
+            for name, row in per_strategy.items() if name != reference}
+
+
 def summarise(impressions: list[Impression]) -> dict[str, dict[str, Any]]:
     """Per strategy: users, impressions, and each metric's per-user mean with its CI (users are the
     unit: one user's impressions are not independent of each other)."""
@@ -226,6 +275,33 @@ async def wait_ready(session: Any, api: str, probe_user: str, timeout_s: float =
         await asyncio.sleep(0.5)
 
 
+def train_model(settings: Settings, trials: int) -> dict[str, Any]:
+    """One `recstream train` round against the same Kafka, Redis and MongoDB as `settings` (the
+    production job, in its own process: its JVM and memory go when it ends)."""
+    env = {**os.environ, **{f"RECSTREAM_{name.upper()}": str(getattr(settings, name)) for name in
+                            ("kafka_bootstrap", "redis_url", "mongo_url", "mongo_db", "topic_prefix", "app_id")}}
+    cli = os.path.join(os.path.dirname(sys.executable), "recstream")
+    done = subprocess.run([cli, "train", "--json", "--tune-trials", str(trials), "--driver-memory", "1g"],
+                          env=env, capture_output=True, text=True, timeout=900)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode not in (0, 5) or not lines:  # 5: trained, refused by the gate
+        raise RuntimeError(f"recstream train failed ({done.returncode}): {done.stderr[-2000:]}")
+    result = json.loads(lines[-1])
+    return {k: result.get(k) for k in ("version", "activated", "gate", "metrics", "baseline", "served", "blend")}
+
+
+async def wait_served(session: Any, api: str, version: str, users: list[str], timeout_s: float = 60.0) -> None:
+    """Until an answer that uses ALS names the new version (serving polls for it every second)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for user in users[:20]:
+            async with session.get(f"{api}/recommendations/{user}", params={"k": 1, "preview": "true"}) as resp:
+                if resp.status == 200 and (await resp.json()).get("model_version") == version:
+                    return
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"the API at {api} did not serve model {version} within {timeout_s:.0f} s")
+
+
 async def _serve_user(
     session: Any,
     api: str,
@@ -244,9 +320,16 @@ async def _serve_user(
     base = float(world.tastes(user).mean())
     events: list[Interaction] = []
     impressions: list[Impression] = []
+    scrolling = True
     for item in body.get("items", []):
         video = int(item["video_id"].removeprefix("v"))
-        evs, imp = react(world, rng, user, video, now_ms(), completion_ratio, base)
+        if scrolling:
+            evs, imp = react(world, rng, user, video, now_ms(), completion_ratio, base)
+            scrolling = rng.random() >= config.scroll_stop
+        else:  # shown below where the user stopped: an impression and nothing else
+            evs = []
+            imp = Impression(world.user_id(user), world.video_id(video), UNLABELLED, world.taste(user, video), base,
+                             0, int(world.duration_ms[video]), False, False)
         imp.strategy = strategy
         past = exposure.setdefault((user, video), [0, False])  # [times shown, engaged]
         imp.repeat = past[0] >= REPEAT_SHOWINGS and not past[1]
@@ -279,6 +362,13 @@ async def run_loop(
             await warm_up(session, api, world, config)
             await wait_ready(session, api, world.user_id(users[0]))
             log(f"[closed-loop] warm-up: {world_config.videos} videos, {config.warmup_events} events")
+        model = None
+        if config.train:
+            log("[closed-loop] training an ALS model from the log ...")
+            model = await asyncio.to_thread(train_model, settings, config.train_trials)
+            log(f"[closed-loop] model {model['version']}: activated={model['activated']} ({model['gate']['reason']})")
+            if model["activated"]:
+                await wait_served(session, api, model["version"], [world.user_id(u) for u in users])
         limit = asyncio.Semaphore(config.concurrency)
 
         async def one(u: int) -> tuple[list[Interaction], list[Impression]]:
@@ -298,7 +388,9 @@ async def run_loop(
         "elapsed_s": round(time.monotonic() - started, 2),
         "config": asdict(config),
         "world": asdict(world_config),
+        "model": model,
         "strategies": per_strategy,
+        "versus_" + SERVED_DEFAULT: compare(per_strategy),
     }
     await save(settings, summary)
     # Which strategy served each user (not stored: the documents hold the figures).
@@ -319,6 +411,8 @@ async def save(settings: Settings, summary: dict[str, Any]) -> None:
                 "created_at": now_ms(),
                 "config": summary["config"],
                 "world": summary["world"],
+                "model": summary["model"],
+                "versus_" + SERVED_DEFAULT: summary["versus_" + SERVED_DEFAULT].get(strategy),
                 **figures,
             }
             for strategy, figures in summary["strategies"].items()

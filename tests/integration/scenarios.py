@@ -198,7 +198,7 @@ def strategies_are_selectable(cluster: Cluster) -> None:
     default = get(f"{url}/recommendations/someone")[1]
     assert default["strategy"] == "hybrid"  # one bucket unless RECSTREAM_STRATEGIES says otherwise
     # Serving reads its in-process state, at most serving_refresh_interval_s behind Redis.
-    trending = wait_for(lambda: (r := get(f"{url}/recommendations/someone?strategy=trending&k=50")[1])["items"]
+    trending = wait_for(lambda: (r := get(f"{url}/recommendations/someone?preview=true&strategy=trending&k=50")[1])["items"]
                         and r, timeout=5)
     assert trending and trending["strategy"] == "trending" and trending["items"]
     assert all(i["reasons"] == ["trending"] for i in trending["items"])
@@ -451,6 +451,11 @@ def videos_shown_too_often_are_not_shown_again(cluster: Cluster) -> None:
                                                "duration_ms": 10_000} for u in crowd for v in videos]})
     user, bystander = _ids("u-shown", 2)
     url = cluster.urls[-1]
+    # Every answer below must come from the same pool: wait until serving has the crowd's videos in it.
+    def pool() -> set[str]:
+        return {i["video_id"] for i in get(f"{url}/recommendations/{bystander}?preview=true&strategy=trending"
+                                            f"&k=200")[1]["items"]}
+    assert wait_for(lambda: set(videos) <= pool(), timeout=30)
 
     tally: dict[str, int] = {}
 
@@ -518,7 +523,7 @@ def deletions_take_videos_down_and_erase_users(cluster: Cluster) -> None:
 
     def served(url: str) -> set[str]:
         trending = {i["video_id"] for i in get(url + "/trending?k=500")[1]["items"]}
-        recs = {i["video_id"] for i in get(url + "/recommendations/td-newcomer?strategy=trending&k=500")[1]["items"]}
+        recs = {i["video_id"] for i in get(url + "/recommendations/td-newcomer?preview=true&strategy=trending&k=500")[1]["items"]}
         return trending & recs
 
     assert wait_for(lambda: all({gone, kept} <= served(u) for u in urls), timeout=15), [served(u) for u in urls]

@@ -7,12 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from recstream import scoring
+from recstream import reference, scoring
 from recstream.evaluation.data import from_events
 from recstream.evaluation.models import Context
 from recstream.evaluation.models.itemcf import NO_DECAY_S, ItemCF, served
+from recstream.recommend import CANDIDATES_PER_SOURCE
 from recstream.records import Interaction
 from recstream.settings import Settings
+from recstream.streamstate import StreamParams
 
 
 def view(user: str, video: str, ts_s: int) -> Interaction:
@@ -78,16 +80,34 @@ def test_row_pop_by_hand() -> None:
         fit(normalise="column")
 
 
-def test_decayed_engagement_matches_the_pairs() -> None:
-    # A half-life of 1 s: within one batch (all 8 events) nothing decays.
+def test_one_batch_decays_nothing() -> None:
+    # "batches": the 8 events are one batch, pairs and E summed undecayed: a half-life changes nothing.
     assert fit(normalise="cosine", half_life_s=1.0) == approx(fit(normalise="cosine"))
-    # Batches cut at 2 s of event time: [1, 2, 3] [4, 5, 6] [7, 8]; E and the pairs are summed per batch
-    # and decayed between batches (by 2**-3 from t=3 to 6, 2**-2 from 6 to 8).
-    #   t=3: x -> y 1;                     E_x 2, E_y 1
-    #   t=6: x -> y 1/8 + 1; z -> x 1;     E_x 2/8 + 1 = 1.25, E_y 1/8 + 1 = 1.125, E_z 1
-    #   t=8: x -> y 1.125/4 + 1; z -> x 1/4, z -> y 0.8;   E_y 1.125/4 + 2, E_x (not engaged) 1.25/4
-    # Each list is scored when it is written: x and z last at t=8.
-    nb = fit(normalise="cosine", half_life_s=1.0, batch_span_s=2)
-    w_xy, e_y, r_z = 1.125 / 4 + 1, 1.125 / 4 + 2, 0.25 + 0.8
-    assert nb["x"] == pytest.approx({"y": w_xy / math.sqrt(w_xy * e_y)})
-    assert nb["z"] == pytest.approx({"x": 0.25 / math.sqrt(r_z * 1.25 / 4), "y": 0.8 / math.sqrt(r_z * e_y)})
+
+
+def test_agents_replay_is_the_reference_and_decays_per_event() -> None:
+    ds = from_events(EVENTS)
+    settings = Settings()
+    rows = np.arange(ds.n_rows)
+    # "row": what the agents hold (recstream.reference, from the same events), as serving reads it.
+    ref = reference.compute(((0, i, e) for i, e in enumerate(EVENTS)), StreamParams.from_settings(settings))
+    want = {
+        src: dict(scoring.normalised_top(st["n"], CANDIDATES_PER_SOURCE))
+        for src, st in ref.neighbours.items()
+    }
+    assert ItemCF.fit(ds, rows, {"replay": "agents"}, Context(settings)).neighbours == want
+    # Half-life 1 s, every weight decayed from its own event's time to t = 8 s:
+    #   x -> y at 2, 4, 7; z -> x 1 at 6; z -> y 0.8 at 7.  E_x at 1, 3, 6; E_y at 2, 4, 7, 8.
+    w_xy, w_zx, w_zy = 2**-6 + 2**-4 + 2**-1, 2**-2, 0.8 * 2**-1
+    e_x, e_y = 2**-7 + 2**-5 + 2**-2, 2**-6 + 2**-4 + 2**-1 + 1
+    r_z = w_zx + w_zy
+    nb = fit(normalise="cosine", half_life_s=1.0, replay="agents")
+    assert nb["x"] == pytest.approx({"y": math.sqrt(w_xy / e_y)})
+    assert nb["z"] == pytest.approx({"x": w_zx / math.sqrt(r_z * e_x), "y": w_zy / math.sqrt(r_z * e_y)})
+    row = fit(half_life_s=1.0, replay="agents")
+    assert row["z"] == pytest.approx({"x": w_zx / r_z, "y": w_zy / r_z})
+    # A serving process keeps each list's best `serving_neighbours_per_video`, its shares as they are.
+    one = ItemCF.fit(
+        ds, rows, {"replay": "agents", "half_life_s": 1.0}, Context(Settings(serving_neighbours_per_video=1))
+    )
+    assert one.neighbours["z"] == pytest.approx({"y": w_zy / r_z})

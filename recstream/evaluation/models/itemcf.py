@@ -10,24 +10,35 @@ itemcf_scores). No second implementation: only these functions compute anything.
 merge: "watched together" instead of "watched a, then b", for data whose order means little (a random
 split of ratings).
 
-`normalise` is how a source's kept neighbours (merge_neighbours' weights w) become the scores serving
-reads:
+`replay` chooses which streaming code is replayed:
 
-- "row" (served): scoring.normalise_neighbours: w(a -> b) / R_a, R_a = the sum of a's kept weights;
-  each source's list sums to 1, so a popular source does not drown out the rest of a user's history;
+- "batches" (default, what `recstream evaluate` measures): the loop above, merge_neighbours per source
+  per batch of `ctx.replay_batch` events (pairs summed undecayed within a batch, each list decayed and cut
+  to `neighbours` at every merge), normalise_neighbours over the kept `neighbours`, serving's lookup of
+  CANDIDATES_PER_SOURCE per source;
+- "agents": what the agents and serving run today (`recstream.reference` replays the same): the history
+  agent's streamstate.apply_to_history per event, the covisit agent's streamstate.apply_pair per pair
+  (scoring.add_pair: forward decay from the pair's own event time, so no batch boundary matters; a list
+  is cut back to `neighbours` when it reaches twice that), the Redis list scoring.normalised_top(...,
+  CANDIDATES_PER_SOURCE), and a serving process's cut to its best `serving_neighbours_per_video`
+  (settings). A half-life acts here as it does live: in "batches", 10,000 events of a dataset can span
+  weeks (MovieLens' leave-one-out training split is 2 batches) within which nothing decays.
+
+`normalise` is how a source's neighbour weights w become the scores serving reads:
+
+- "row" (served): w(a -> b) / R_a, R_a = the sum of a's kept weights (normalise_neighbours, or
+  normalised_top for "agents"): each list sums to 1, so a popular source does not drown out the rest of
+  a user's history;
 - "cosine": w(a -> b) / sqrt(R_a * E_b): the destination's popularity divides too;
 - "row-pop": row-normalised w(a -> b) * E_b ** -pop_beta (default 0.5): popular destinations
   discounted, each list still sums to 1 (pop_beta = 0 is "row").
 
-E_v is the video's engagement: its positive engagement weights, summed per batch and decayed between
-batches with the same half-life, exactly as its pair weights are (trending's add_trend). The two
-alternatives are computed here only, in the evaluation replay (the agents keep no such sum beside the
-neighbour lists: serving them would need one). They are applied on write, as Redis would hold them: a
-source's list is re-scored with the E_v of the batch that last merged it.
-
-`batch_span_s` (not a served setting; default: none) also cuts a replayed batch where it would span more
-event time than that, so that a half-life acts within a replay of months as it would live: pairs are
-summed undecayed within a batch, and 10,000 events of a dataset can span weeks.
+E_v is the video's engagement: the sum of its positive engagement weights, decayed with the same
+half-life as the pairs and in the same way (per batch for "batches", per event for "agents"), kept as a
+log2 forward-decayed sum (scoring.add_trend_rank). Both alternatives are computed here only, in the
+evaluation replay (the agents keep no such sum beside the neighbour lists: serving them would need
+one), at the newest training time for every list. Unlike "row" (a list's shares do not change while it
+is not touched), "cosine" lets the list of a source nobody watched lately fade against fresh ones.
 """
 
 from __future__ import annotations
@@ -47,9 +58,11 @@ from recstream.evaluation.models import Context, GridSize
 from recstream.evaluation.models.baselines import DAY_S, engagement_params, time_order
 from recstream.recommend import CANDIDATES_PER_SOURCE
 from recstream.records import Interaction
+from recstream.streamstate import StreamParams, apply_pair, apply_to_history, new_history, new_neighbours
 
 NO_DECAY_S = 1e12  # a half-life of ~30,000 years: nothing fades
 NORMALISATIONS = ("row", "cosine", "row-pop")
+REPLAYS = ("batches", "agents")
 DEFAULT_POP_BETA = 0.5
 
 
@@ -70,10 +83,11 @@ def served(ctx: Context) -> dict[str, Any]:
 class FittedItemCF:
     ds: Dataset
     histories: dict[str, list]
-    neighbours: dict[str, dict[str, float]]  # normalised, as Redis holds them ("row")
+    neighbours: dict[str, dict[str, float]]  # normalised, as serving reads them
     params: dict[str, Any]
     raw: dict[str, dict[str, list[float]]] = field(default_factory=dict, repr=False)
-    """Before normalisation: {source: {destination: [weight, updated_ms]}}, merge_neighbours' output."""
+    """"batches" only: before normalisation, {source: {destination: [weight, updated_ms]}}, as
+    merge_neighbours left it."""
     _top: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
 
     def top_neighbours(self, video: str) -> dict[str, float]:
@@ -125,22 +139,22 @@ class ItemCF:
     @staticmethod
     def fit(ds: Dataset, rows: np.ndarray, params: dict[str, Any], ctx: Context) -> FittedItemCF:
         p = {**served(ctx), **params}
+        normalise, replay = str(p["normalise"]), str(p.get("replay", "batches"))
+        if normalise not in NORMALISATIONS:
+            raise ValueError(f"normalise must be one of {NORMALISATIONS}, not {normalise!r}")
+        if replay not in REPLAYS:
+            raise ValueError(f"replay must be one of {REPLAYS}, not {replay!r}")
+        events = ds.events_of(time_order(ds, rows))
+        if replay == "agents":
+            return _fit_agents(ds, events, p, ctx)
         lookback, recency = int(p["lookback"]), float(p["recency"])
         history_length, top_k = int(p["history_length"]), int(p["neighbours"])
         half_life, symmetric = float(p["half_life_s"]), bool(p["symmetric"])
-        normalise = str(p["normalise"])
-        if normalise not in NORMALISATIONS:
-            raise ValueError(f"normalise must be one of {NORMALISATIONS}, not {normalise!r}")
         eng = engagement_params(ctx)
         histories: dict[str, list] = {}
         neighbours: dict[str, dict[str, list[float]]] = {}
-        engagement: dict[str, tuple[float, int]] = {}  # video -> (decayed sum of positive weights, as of ms)
-        written: dict[str, dict[str, float]] = {}  # the alternatives' lists, scored on write
-        beta = float(p.get("pop_beta", DEFAULT_POP_BETA))
-        events = ds.events_of(time_order(ds, rows))
-        span = p.get("batch_span_s")
-        batches = _batches(events, ctx.replay_batch, None if span is None else int(float(span) * 1000))
-        while batch := next(batches, []):
+        log_e: dict[str, float] = {}  # log2 forward-decayed engagement E_v, summed per batch
+        while batch := list(itertools.islice(events, ctx.replay_batch)):
             by_user: dict[str, list] = defaultdict(list)
             for e in batch:
                 by_user[e.user_id].append(e)
@@ -159,59 +173,104 @@ class ItemCF:
                     history = scoring.update_history(history, e.video_id, e.ts, weight, history_length)
                 histories[user] = history
             now = max(e.ts for e in batch)
-            if normalise != "row":
-                for video, w in engaged.items():
-                    total, as_of = engagement.get(video, (0.0, now))
-                    engagement[video] = scoring.add_trend(total, as_of, w, now, half_life)
             for src, dsts in pairs.items():
                 # The history agent rounds what it sends (CovisitBatch) to 6 decimals.
                 sent = [(dst, round(w, 6)) for dst, w in dsts.items()]
                 merged = scoring.merge_neighbours(neighbours.get(src, {}), sent, now, half_life, top_k)
                 neighbours[src] = merged
-                if normalise != "row":
-                    written[src] = _normalise(merged, engagement, now, half_life, normalise, beta)
+            if normalise != "row":
+                for video, w in engaged.items():
+                    log_e[video] = _add_log(log_e.get(video), w, now, half_life)
         if normalise == "row":
             normalised = {src: scoring.normalise_neighbours(nb) for src, nb in neighbours.items()}
         else:
-            normalised = written
+            beta = float(p.get("pop_beta", DEFAULT_POP_BETA))
+            normalised = {
+                # log2 of each weight, forward-decayed: the decay to a common time cancels in the scores.
+                src: _normalise(
+                    {dst: math.log2(w) + t / 1000 / half_life for dst, (w, t) in nb.items()},
+                    log_e,
+                    normalise,
+                    beta,
+                )
+                for src, nb in neighbours.items()
+            }
         return FittedItemCF(ds, histories, normalised, p, neighbours)
 
 
-def _batches(events: Iterator[Interaction], size: int, span_ms: int | None) -> Iterator[list[Interaction]]:
-    """The replay's agent batches: `size` events each; with `span_ms`, also cut where a batch would span
-    more event time than that (a live agent's batch holds seconds of events, a replay's 10,000 events
-    can hold months of a dataset's, within which pairs are summed undecayed)."""
-    if span_ms is None:
-        while full := list(itertools.islice(events, size)):
-            yield full
-        return
-    batch: list[Interaction] = []
-    for e in events:
-        if batch and (len(batch) >= size or e.ts - batch[0].ts > span_ms):
-            yield batch
-            batch = []
-        batch.append(e)
-    if batch:
-        yield batch
+def _fit_agents(ds: Dataset, events: Iterator[Interaction], p: dict[str, Any], ctx: Context) -> FittedItemCF:
+    """The "agents" replay (see the module docstring): reference.compute's item-CF part."""
+    half_life, symmetric, normalise = float(p["half_life_s"]), bool(p["symmetric"]), str(p["normalise"])
+    params = StreamParams(
+        history_length=int(p["history_length"]),
+        covisit_lookback=int(p["lookback"]),
+        covisit_recency=float(p["recency"]),
+        neighbours_per_video=int(p["neighbours"]),
+        covisit_half_life_s=half_life,
+        engagement=engagement_params(ctx),
+    )
+    histories: dict[str, dict[str, Any]] = {}
+    states: dict[str, dict[str, Any]] = {}
+    log_e: dict[str, float] = {}
+    for offset, e in enumerate(events):
+        state = histories.setdefault(e.user_id, new_history())
+        weight = scoring.engagement_weight(e, params.engagement)
+        if weight > 0 and normalise != "row":
+            log_e[e.video_id] = _add_log(log_e.get(e.video_id), weight, e.ts, half_life)
+        for src, dst, w in apply_to_history(state, e.video_id, e.ts, weight, offset, params):
+            apply_pair(states.setdefault(src, new_neighbours()), dst, w, e.ts, 0, offset, params)
+            if symmetric:
+                apply_pair(states.setdefault(dst, new_neighbours()), src, w, e.ts, 0, offset, params)
+    limit = ctx.settings.serving_neighbours_per_video
+    if normalise == "row":
+        lists = {
+            src: dict(scoring.normalised_top(st["n"], CANDIDATES_PER_SOURCE)) for src, st in states.items()
+        }
+    else:
+        beta = float(p.get("pop_beta", DEFAULT_POP_BETA))
+        lists = {
+            # add_pair keeps w * 2**((t - base) / half_life): its log2 plus base / half_life is absolute.
+            src: _normalise(
+                {dst: math.log2(w) + st["b"] / half_life for dst, w in st["n"].items() if w > 0},
+                log_e,
+                normalise,
+                beta,
+            )
+            for src, st in states.items()
+        }
+    # A serving process keeps each list's best `serving_neighbours_per_video` (ServingState.set_neighbours).
+    # Entries at 0 (add_pair's rebase past 2**64 underflows old weights to 0.0; they stay until the list
+    # is pruned) add nothing to a score and are dropped: itemcf_scores names a source only for > 0.
+    served_lists = {}
+    for src, nb in lists.items():
+        nb = {dst: v for dst, v in nb.items() if v > 0}
+        served_lists[src] = dict(sorted(nb.items(), key=lambda kv: -kv[1])[:limit]) if len(nb) > limit else nb
+    return FittedItemCF(ds, {u: h["h"] for u, h in histories.items()}, served_lists, p)
 
 
-def _normalise(
-    neighbours: dict[str, list[float]],
-    engagement: dict[str, tuple[float, int]],
-    now: int,
-    half_life: float,
-    how: str,
-    beta: float,
-) -> dict[str, float]:
-    """One source's merged list {dst: [w, now]} scored by `how` ("cosine" or "row-pop", see the module
-    docstring) with E_v as of `now`."""
-    e_dst = {dst: scoring.decay(*engagement[dst], now, half_life) for dst in neighbours}
+def _add_log(log_sum: float | None, weight: float, ts_ms: int, half_life: float) -> float:
+    """log2 of a forward-decayed sum, one more weight at ts_ms (scoring.add_trend_rank's sum)."""
+    out = scoring.add_trend_rank(log_sum, weight, ts_ms, half_life)
+    assert out is not None  # weight > 0
+    return out
+
+
+def _normalise(log_w: dict[str, float], log_e: dict[str, float], how: str, beta: float) -> dict[str, float]:
+    """One source's scores by `how` ("cosine" or "row-pop", see the module docstring) from the log2 of
+    its forward-decayed weights and of the forward-decayed E_v: the common decay cancels, and nothing
+    underflows however long ago a list was touched."""
+    if not log_w:
+        return {}
     if how == "row-pop":
-        return scoring.normalise_neighbours(
-            {dst: [w * e_dst[dst] ** -beta, t] for dst, (w, t) in neighbours.items() if e_dst[dst] > 0}
-        )
-    total = sum(w for w, _t in neighbours.values())
-    return {dst: w / math.sqrt(total * e_dst[dst]) for dst, (w, _t) in neighbours.items() if e_dst[dst] > 0}
+        logs = {dst: lw - beta * log_e[dst] for dst, lw in log_w.items()}
+        top = max(logs.values())
+        shares = {dst: 2.0 ** (v - top) for dst, v in logs.items()}
+        total = sum(shares.values())
+        return {dst: v / total for dst, v in shares.items() if v > 0}
+    top = max(log_w.values())
+    log_r = top + math.log2(sum(2.0 ** (lw - top) for lw in log_w.values()))
+    scores = {dst: 2.0 ** (lw - 0.5 * (log_r + log_e[dst])) for dst, lw in log_w.items()}
+    return {dst: v for dst, v in scores.items() if v > 0}  # a list faded below 2**-1074 is gone
 
 
 def _uniq(values: list[Any]) -> list[Any]:
