@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -51,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--test-fraction", type=float, default=0.2, help="temporal: share of rows after the cut"
     )
     parser.add_argument("--threads", type=int, default=2, help="threads for ALS (Spark local[N], implicit)")
+    parser.add_argument("--docs", type=Path, default=None, metavar="FILE",
+                        help="also write the results table into FILE (e.g. docs/evaluation.md), between "
+                        "<!-- evaluate:DATASET-PROTOCOL --> markers (appended when absent)")
 
 
 def _protocol_options(args: argparse.Namespace) -> dict[str, object]:
@@ -118,4 +122,7 @@ def run(args: argparse.Namespace) -> int:
             f"{r.per_user['map'].mean():7.4f} {r.fit_s:7.1f}"
         )
     print(f"wrote {json_path} and {html_path}")
+    if args.docs is not None:
+        key = report.update_docs(args.docs, json.loads(json_path.read_text()))
+        print(f"wrote the {key} table into {args.docs}")
     return 0

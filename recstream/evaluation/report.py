@@ -107,6 +107,50 @@ def write(out_dir: Path, data: dict[str, Any]) -> tuple[Path, Path]:
     return json_path, html_path
 
 
+LABELS = {"hybrid": "hybrid (served default)", "hybrid-defaults": "hybrid, built-in weights",
+          "implicit-als": "implicit-als (peer)"}
+NOTES = {"hybrid": " (**served default**)", "hybrid-defaults": " (built-in weights)", "implicit-als": " (peer)"}
+TABLE_METRICS = ("ndcg@10", "ndcg@20", "hr@10", "hr@20", "recall@10", "precision@10", "map")
+
+
+def markdown_table(data: dict[str, Any]) -> str:
+    """The results as the markdown table docs/evaluation.md shows (written by `--docs`, not by hand)."""
+    head = ["model", *[m.replace("precision", "prec") for m in TABLE_METRICS], "coverage@10", "fit s",
+            "tuning s (trials)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m in data["models"].items():
+        cells = [f"`{name}`" + NOTES.get(name, "")]
+        for k in TABLE_METRICS:
+            s = m["metrics"][k]
+            ci = f" ± {s['ci95']:.3f}" if k == "ndcg@10" and s["ci95"] is not None else ""
+            cells.append(f"{_fmt(s['mean'], 3)}{ci}")
+        cells += [_fmt(m["coverage@10"], 3), _fmt(m["fit_s"], 1), f"{m['tune_s']:.0f} ({len(m['trials'])})"]
+        lines.append("| " + " | ".join(cells) + " |")
+    p = data["protocol"]
+    lines.append("")
+    lines.append(f"`{data.get('command', 'recstream evaluate')}` (grid {data.get('grid')}), {data['created_at']}: "
+                 f"{p['test_users']:,} test users ranked over {p['candidates']:,} candidates; ± is the 95 % "
+                 "interval of the mean over users. Chosen on validation: "
+                 + "; ".join(f"{n} `{json.dumps(m['params'], sort_keys=True)}`" for n, m in data["models"].items()
+                             if m["params"]) + ".")
+    return "\n".join(lines)
+
+
+def update_docs(path: Path, data: dict[str, Any]) -> str:
+    """Replace the block between `<!-- evaluate:KEY -->` and `<!-- /evaluate:KEY -->` in `path` (KEY:
+    dataset-protocol), or append one; returns the key."""
+    key = f"{data['dataset']['name']}-{data['protocol']['name']}"
+    start, end = f"<!-- evaluate:{key} -->", f"<!-- /evaluate:{key} -->"
+    block = f"{start}\n{markdown_table(data)}\n{end}"
+    text = path.read_text() if path.exists() else ""
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+    return key
+
+
 def _fmt(v: Any, digits: int = 4) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
@@ -118,7 +162,7 @@ def html(data: dict[str, Any]) -> str:
     head = ["model", *metrics.METRICS, "coverage@10", f"val {TUNE_METRIC}", "fit s", "tuning s"]
     rows = []
     for name, m in models.items():
-        cells = [f"<td>{escape(name)}</td>"]
+        cells = [f"<td>{escape(LABELS.get(name, name))}</td>"]
         for k in metrics.METRICS:
             s = m["metrics"][k]
             ci = "" if s["ci95"] is None else f' <span class="ci">±{s["ci95"]:.3f}</span>'

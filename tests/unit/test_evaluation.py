@@ -146,3 +146,26 @@ def test_runner_and_report_on_a_tiny_dataset(tmp_path: Path) -> None:
     assert sum(b["users"] for b in saved["buckets"]) == len(result.test.users)
     page = html_path.read_text()
     assert page.count("<svg") >= 4 and "implicit-als" in page and "<script" not in page
+
+
+def test_the_docs_table_is_written_between_its_markers(tmp_path) -> None:  # noqa: ANN001
+    from recstream.evaluation.report import update_docs
+
+    metric = {"mean": 0.5, "ci95": 0.01}
+    data = {"created_at": "2026-12-01T00:00:00Z", "command": "recstream evaluate movielens x", "grid": "full",
+            "dataset": {"name": "ml-100k"},
+            "protocol": {"name": "recommenders", "test_users": 943, "candidates": 1682},
+            "models": {"hybrid": {"metrics": {k: metric for k in ("ndcg@10", "ndcg@20", "hr@10", "hr@20", "recall@10",
+                                                                  "precision@10", "map")},
+                                  "coverage@10": 0.2, "fit_s": 1.0, "tune_s": 2.0, "trials": [{}],
+                                  "params": {"w_als": 4.0}}}}
+    doc = tmp_path / "evaluation.md"
+    doc.write_text("# Evaluation\n\nbefore\n\nafter\n")
+    assert update_docs(doc, data) == "ml-100k-recommenders"
+    first = doc.read_text()
+    assert "| `hybrid` (**served default**) | 0.500 ± 0.010 |" in first and first.count("<!-- evaluate:") == 1
+    data["models"]["hybrid"]["metrics"]["ndcg@10"] = {"mean": 0.51, "ci95": 0.01}
+    update_docs(doc, data)  # rewritten in place, not appended again
+    second = doc.read_text()
+    assert "0.510 ± 0.010" in second and "0.500 ± 0.010" not in second and second.count("<!-- evaluate:") == 1
+    assert second.startswith("# Evaluation\n\nbefore\n\nafter\n")
