@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recstream import closed_loop
@@ -46,7 +47,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=None, help="stop after this many events")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same catalog, tastes and actions")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.add_argument("--out", type=Path, default=None, metavar="FILE",
+                        help="write --events events (default 100,000) to FILE as JSON lines instead of "
+                        "publishing them (a log `recstream evaluate jsonl` and `recstream train --dataset` read)")
     closed_loop.add_arguments(parser)
+
+
+def write_log(args: argparse.Namespace) -> int:
+    """The world's organic events, the same as a published run's (virtual clock), to a JSON-lines file."""
+    import itertools
+
+    from recstream.datasets.synthetic import SimulatedWorld
+
+    world = SimulatedWorld(SimConfig(users=args.users, videos=args.videos, seed=args.seed))
+    n = args.events or 100_000
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w") as f:
+        for event in itertools.islice(world.events(), n):
+            f.write(event.model_dump_json(exclude_none=True) + "\n")
+    print(json.dumps({"events": n, "users": args.users, "videos": args.videos, "seed": args.seed,
+                      "out": str(args.out)}))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.closed_loop:
         return closed_loop.run(args)
+    if args.out is not None:
+        return write_log(args)
 
     config = SimConfig(
         users=args.users, videos=args.videos, seed=args.seed, rate=args.rate,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recstream.datasets import kuairand, kuairec, microlens, movielens, tsinghua
+from recstream.datasets import jsonl, kuairand, kuairec, microlens, movielens, tsinghua
 from recstream.datasets.base import IMPLICIT_WATCH_MS, BadRow, DatasetError, LoadReport, Row
 from recstream.datasets.sort import DEFAULT_CHUNK_ROWS, sorted_rows
 from recstream.records import Interaction, Video
@@ -61,6 +61,7 @@ FORMATS: dict[str, Format] = {
             microlens.rows,
             microlens.videos,
         ),
+        Format("jsonl", "recstream's own log: JSON lines of Interaction records", jsonl.rows, jsonl.videos),
         Format("kuairand", "KuaiRand log_*.csv", kuairand.rows, kuairand.videos),
         Format("kuairec", "KuaiRec small_matrix.csv / big_matrix.csv", kuairec.rows, kuairec.videos),
         Format(

@@ -31,7 +31,7 @@ def load(fmt: str, path: Path, **options: object) -> tuple[list[Interaction], Lo
 
 
 def test_formats_are_registered() -> None:
-    assert set(FORMATS) == {"movielens", "microlens", "kuairand", "kuairec", "tsinghua"}
+    assert set(FORMATS) == {"movielens", "microlens", "kuairand", "kuairec", "tsinghua", "jsonl"}
 
 
 # --- MovieLens -------------------------------------------------------------------------------------
@@ -286,3 +286,20 @@ def test_tsinghua_videos_and_duration_join(tmp_path: Path) -> None:
     events, _ = load("tsinghua", narrow, videos_path=table)
     assert [(e.video_id, e.duration_ms) for e in events] == [("2024", 20500), ("9", None)]
     assert list(iter_videos("tsinghua", write(tmp_path, "ids.csv", "user_id,pid\n1,2\n"))) == []
+
+
+def test_jsonl_groups_a_view_and_its_like_into_one_row_and_reports_bad_lines(tmp_path: Path) -> None:
+    from recstream.datasets import LoadReport, iter_rows
+
+    path = tmp_path / "log.jsonl"
+    path.write_text(
+        '{"type": "view", "user_id": "u1", "video_id": "v1", "ts": 1000, "watch_time_ms": 9000, "duration_ms": 10000}\n'
+        '{"type": "like", "user_id": "u1", "video_id": "v1", "ts": 1000}\n'
+        '{"type": "view", "user_id": "u1", "video_id": "v$", "ts": 1001}\n'
+        "\n"
+        '{"type": "view", "user_id": "u2", "video_id": "v1", "ts": 1002, "watch_time_ms": 500}\n'
+    )
+    report = LoadReport()
+    rows = list(iter_rows("jsonl", path, report))
+    assert [[e.type for e in row] for row in rows] == [["view", "like"], ["view"]]
+    assert rows[1][0].user_id == "u2" and report.rows == 4 and report.bad_rows == 1

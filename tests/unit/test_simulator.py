@@ -149,3 +149,20 @@ def test_progress_prints_lines_when_not_a_terminal_and_nothing_when_quiet() -> N
     q.close()
     assert quiet.getvalue() == "" and q.count == 10
     assert Progress("x", stream=io.StringIO()).interval_s == 5.0  # a log gets a line every few seconds
+
+
+def test_simulate_out_writes_the_worlds_log_as_json_lines(tmp_path) -> None:  # noqa: ANN001
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from recstream.datasets import iter_events
+
+    out = tmp_path / "sim.jsonl"
+    cli = Path(sys.executable).parent / "recstream"
+    done = subprocess.run([str(cli), "simulate", "--users", "50", "--videos", "80", "--events", "500", "--seed", "3",
+                           "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    events = list(iter_events("jsonl", out))
+    assert len(events) == 500 and len({e.user_id for e in events}) > 10
+    assert [e.ts for e in events] == sorted(e.ts for e in events)  # the virtual clock: time-ordered
