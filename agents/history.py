@@ -22,7 +22,7 @@ from recstream.records import Interaction, UserErasure, bound_ts
 from recstream.runtime import stores
 from recstream.sinks import retry
 from recstream.stores import ACTIVE_USERS_PREFIX
-from recstream.streamstate import StreamParams, add_to_counters, apply_to_history, new_history
+from recstream.streamstate import StreamParams, add_to_counters, covisit_entries, new_history
 from recstream.tables import user_history
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
@@ -74,8 +74,8 @@ async def process(events) -> None:  # noqa: ANN001
             user_history.put(p, user, state)
             continue
         weight = scoring.engagement_weight(record, PARAMS.engagement)
-        for src, dst, w in apply_to_history(state, record.video_id, record.ts, weight, offset, PARAMS):
-            to_covisit[partition_for(src.encode(), n_covisit)].append([src, dst, w, record.ts, p, offset])
+        for src, dst, w, position in covisit_entries(state, record.video_id, record.ts, weight, offset, PARAMS):
+            to_covisit[partition_for(src.encode(), n_covisit)].append([src, dst, w, record.ts, p, position])
         user_history.put(p, user, state)
         to_engagement[partition_for(record.video_id.encode(), n_video)].append(
             [record.video_id, p, offset, record.type, record.ts, record.watch_time_ms, record.duration_ms])

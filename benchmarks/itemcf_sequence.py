@@ -22,13 +22,18 @@ kept only for >= 0.001 NDCG@10, rounds until nothing changes), twice: from the s
 see whether the first stops on a local optimum. The best validated of all trials is kept; every value of
 every axis is then tried around it (the "around the best" table: what each choice is worth).
 
+Every value of every axis is also tried from the served setting, the others held: what each single
+change of the defaults is worth.
+
 One setting for every dataset (what serving can have): per axis, the value with the highest mean over
 the four dataset x protocol cases of validation NDCG@10 relative to the case's best (the other axes at
-each case's best). It is validated in each case like the rest.
+each case's best). It is validated in each case like the rest. "Settings only" is the same, among what the
+served settings can express without a change to the agents or serving (earlier -> later pairs, row
+normalisation): a third coordinate ascent per case with those two held, then the same per-axis rule.
 
-Then, on test, once: the served setting, each case's best validated, the common setting, popularity
-(reference), and the served setting under `recstream evaluate`'s replay; NDCG@10 with its 95 % CI, and
-paired differences against the served setting over the same users. Ranking and metrics are the
+Then, on test, once: the served setting, each case's best validated, the common setting, settings only,
+popularity (reference), and the served setting under `recstream evaluate`'s replay; NDCG@10 with its
+95 % CI, and paired differences against the served setting over the same users. Ranking and metrics are the
 evaluator's own (`targets.build` / `targets.rank`, `metrics.per_user`, as `runner._measure`).
 
 Every fit replays what the agents and serving run today (`replay="agents"`: per-pair forward decay from
@@ -82,6 +87,9 @@ AXES: dict[str, list[Any]] = {
     "normalise": NORMALISE,
 }
 EVALUATE_REPLAY = "served, `recstream evaluate`'s replay"
+# What the served settings can express without a change to the agents or to serving: earlier -> later
+# pairs (both ways would be a change to the history agent) and row normalisation.
+SETTINGS_ONLY = {"symmetric": False, "normalise": "row"}
 SECOND_START = {"symmetric": True, "half_life_s": NO_DECAY_S, "lookback": 20, "recency": 1.0}
 
 
@@ -164,7 +172,9 @@ class Case:
     trials: dict[str, dict[str, Any]] = field(default_factory=dict)  # by key(params), in the order tried
     tests: dict[str, dict[str, Any]] = field(default_factory=dict)
     best: dict[str, Any] = field(default_factory=dict)
+    best_settings: dict[str, Any] = field(default_factory=dict)  # the best with SETTINGS_ONLY held
     tune_s: float = 0.0
+    popularity_validation: float = 0.0
 
     def __post_init__(self) -> None:
         self.val_t = targets.build(self.ds, self.protocol.validation)
@@ -214,36 +224,65 @@ def search(case: Case) -> None:
 
         coordinate_ascent(first, dict(AXES), evaluate)
     case.best = max(case.trials.values(), key=lambda t: t["validation"])["params"]
-    for axis, values in AXES.items():  # around the best: every value of every axis
+    # The best the served settings alone can express: the same search with SETTINGS_ONLY held.
+    free = {a: v for a, v in AXES.items() if a not in SETTINGS_ONLY}
+    coordinate_ascent(
+        {**start, **SETTINGS_ONLY}, dict(free), lambda p: (case.validate(p, "settings-only search"), 0.0)
+    )
+    held = [t for t in case.trials.values() if all(t["params"][a] == v for a, v in SETTINGS_ONLY.items())]
+    case.best_settings = max(held, key=lambda t: t["validation"])["params"]
+    for axis, values in free.items():
         for v in values:
-            case.validate({**case.best, axis: v}, "around the best")
+            case.validate({**case.best_settings, axis: v}, "around the best (settings only)")
+    for around, label in ((case.best, "around the best"), (start, "one change from served")):
+        for axis, values in AXES.items():  # every value of every axis, the others held
+            for v in values:
+                case.validate({**around, axis: v}, label)
     case.tune_s = time.perf_counter() - t0
+    fitted = Popularity.fit(case.ds, case.protocol.validation.train, {}, case.ctx)
+    case.popularity_validation = float(measure(fitted, case.val_t)[METRIC].mean())
     log(f"  best validated: {describe(case.best)} ({case.trials[key(case.best)]['validation']:.4f})")
 
 
-def common_setting(cases: list[Case]) -> dict[str, Any]:
+def common_setting(cases: list[Case], settings_only: bool = False) -> dict[str, Any]:
     """Per axis, the value with the highest mean validation relative to each case's best (others at the
-    case's best)."""
-    out = dict(served(cases[0].ctx))
+    case's best); `settings_only`: among the settings with SETTINGS_ONLY held, from each case's best of
+    those."""
+    out = {**served(cases[0].ctx), **(SETTINGS_ONLY if settings_only else {})}
     for axis, values in AXES.items():
-        score = {
-            i: np.mean(
-                [
-                    c.trials[key({**c.best, axis: v})]["validation"] / c.trials[key(c.best)]["validation"]
-                    for c in cases
-                ]
-            )
-            for i, v in enumerate(values)
-        }
+        if settings_only and axis in SETTINGS_ONLY:
+            continue
+        score = {}
+        for i, v in enumerate(values):
+            ratios = []
+            for c in cases:
+                best = c.best_settings if settings_only else c.best
+                ratios.append(
+                    c.trials[key({**best, axis: v})]["validation"] / c.trials[key(best)]["validation"]
+                )
+            score[i] = float(np.mean(ratios))
         out[axis] = values[max(score, key=lambda i: score[i])]
     return out
 
 
-def measure_test(case: Case, common: dict[str, Any]) -> None:
+SETTINGS = ("served", "best validated", "common setting", "settings only")
+
+
+def setting_params(case: Case, label: str, common: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "served": served(case.ctx),
+        "best validated": case.best,
+        "common setting": common["common setting"],
+        "settings only": common["settings only"],
+    }[label]
+
+
+def measure_test(case: Case, common: dict[str, dict[str, Any]]) -> None:
     log(f"{case.name}: test")
     rows, ctx, ds = case.protocol.test.train, case.ctx, case.ds
     start = served(ctx)
-    for label, p in (("served", start), ("best validated", case.best), ("common setting", common)):
+    for label in SETTINGS:
+        p = setting_params(case, label, common)
         case.test(label, ItemCF.fit(ds, rows, model_params(p), ctx), p)
     case.test(EVALUATE_REPLAY, ItemCF.fit(ds, rows, start, ctx), start)
     case.test("popularity", Popularity.fit(ds, rows, {}, ctx))
@@ -254,7 +293,7 @@ def paired(case: Case, label: str) -> tuple[float, float]:
 
 
 # --- the report ----------------------------------------------------------------------------------
-def markdown(cases: list[Case], common: dict[str, Any], meta: dict[str, Any]) -> str:
+def markdown(cases: list[Case], common: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     start = served(cases[0].ctx)
     out = [
         "# Sequence-aware item-CF: direction, recency, window, half-life, normalisation",
@@ -283,29 +322,53 @@ def markdown(cases: list[Case], common: dict[str, Any], meta: dict[str, Any]) ->
         "",
         "## Summary (NDCG@10)",
         "",
-        "| dataset / protocol | val users | test users | served: val | best: val | common: val | "
-        "served: test | best: test | common: test | best - served | common - served | popularity: test | "
-        "served, evaluate's replay: test |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"- **common setting** (one for every case, chosen on validation): {describe(common['common setting'])}",
+        "- **settings only** (the same, among what the served settings can express: earlier->later pairs, row "
+        f"normalisation): {describe(common['settings only'])}",
+    ]
+    out += [f"- **best validated**, {c.name}: {describe(c.best)}" for c in cases]
+    out += [
+        "",
+        "Validation:",
+        "",
+        "| dataset / protocol | users | " + " | ".join(SETTINGS) + " | popularity |",
+        "|---|---|" + "---|" * (len(SETTINGS) + 1),
     ]
     for c in cases:
-        v = {k: c.trials[key(p)]["validation"] for k, p in (("s", start), ("b", c.best), ("c", common))}
-        t = c.tests
-        db, dc = paired(c, "best validated"), paired(c, "common setting")
+        cells = [f"{c.trials[key(setting_params(c, label, common))]['validation']:.4f}" for label in SETTINGS]
         out.append(
-            f"| {c.name} | {len(c.val_t.users):,} | {len(c.test_t.users):,} | {v['s']:.4f} | {v['b']:.4f} | "
-            f"{v['c']:.4f} | {t['served']['mean']:.4f} ± {t['served']['ci']:.4f} | "
-            f"{t['best validated']['mean']:.4f} ± {t['best validated']['ci']:.4f} | "
-            f"{t['common setting']['mean']:.4f} ± {t['common setting']['ci']:.4f} | {db[0]:+.4f} ± {db[1]:.4f} | "
-            f"{dc[0]:+.4f} ± {dc[1]:.4f} | {t['popularity']['mean']:.4f} | "
-            f"{t[EVALUATE_REPLAY]['mean']:.4f} |"
+            f"| {c.name} | {len(c.val_t.users):,} | "
+            + " | ".join(cells)
+            + f" | {c.popularity_validation:.4f} |"
         )
-    out += ["", f"Common setting: **{describe(common)}**.", ""]
+    out += [
+        "",
+        "Test (each setting refitted on the whole training split, measured once):",
+        "",
+        "| dataset / protocol | users | "
+        + " | ".join(SETTINGS)
+        + " | popularity | served, evaluate's replay |",
+        "|---|---|" + "---|" * (len(SETTINGS) + 2),
+    ]
     for c in cases:
-        out += [
-            f"Best validated, {c.name}: {describe(c.best)}.",
-            "",
-        ]
+        cells = [f"{c.tests[label]['mean']:.4f} ± {c.tests[label]['ci']:.4f}" for label in SETTINGS]
+        out.append(
+            f"| {c.name} | {len(c.test_t.users):,} | "
+            + " | ".join(cells)
+            + f" | {c.tests['popularity']['mean']:.4f} | {c.tests[EVALUATE_REPLAY]['mean']:.4f} |"
+        )
+    out += [
+        "",
+        "Test, paired difference against the served setting (same users; ± the 95 % CI):",
+        "",
+        "| dataset / protocol | " + " | ".join(f"{label} - served" for label in SETTINGS[1:]) + " |",
+        "|---|" + "---|" * (len(SETTINGS) - 1),
+    ]
+    for c in cases:
+        cells = [f"{m:+.4f} ± {ci:.4f}" for m, ci in (paired(c, label) for label in SETTINGS[1:])]
+        out.append(f"| {c.name} | " + " | ".join(cells) + " |")
+    out.append("")
+    width = max(map(len, AXES.values()))
     for c in cases:
         best_v = c.trials[key(c.best)]["validation"]
         out += [
@@ -314,22 +377,27 @@ def markdown(cases: list[Case], common: dict[str, Any], meta: dict[str, Any]) ->
             f"{len(c.val_t.users):,} validation users, {len(c.test_t.users):,} test users, "
             f"{c.test_t.n_candidates:,} candidate items; {len(c.trials)} validation fits in {c.tune_s:.0f} s.",
             "",
-            f"Around the best validated setting ({describe(c.best)}: {best_v:.4f}), one axis changed at a time "
-            "(validation NDCG@10):",
-            "",
-            "| axis | " + " | ".join(f"value {i + 1}" for i in range(max(map(len, AXES.values())))) + " |",
-            "|---|" + "---|" * max(map(len, AXES.values())),
         ]
-        for axis, values in AXES.items():
-            cells = []
-            for val in values:
-                tr = c.trials[key({**c.best, axis: val})]
-                mark = "**" if val == c.best[axis] else ""
-                cells.append(f"{mark}{value_label(axis, val)}: {tr['validation']:.4f}{mark}")
-            cells += [""] * (max(map(len, AXES.values())) - len(cells))
-            out.append(f"| {axis} | " + " | ".join(cells) + " |")
+        for around, title in (
+            (c.best, f"Around the best validated setting ({describe(c.best)}: {best_v:.4f})"),
+            (start, f"From the served setting ({c.trials[key(start)]['validation']:.4f})"),
+        ):
+            out += [
+                f"{title}, one axis changed at a time (validation NDCG@10; bold: the setting's own value):",
+                "",
+                "| axis | " + " | ".join(f"value {i + 1}" for i in range(width)) + " |",
+                "|---|" + "---|" * width,
+            ]
+            for axis, values in AXES.items():
+                cells = []
+                for val in values:
+                    tr = c.trials[key({**around, axis: val})]
+                    mark = "**" if val == around[axis] else ""
+                    cells.append(f"{mark}{value_label(axis, val)}: {tr['validation']:.4f}{mark}")
+                cells += [""] * (width - len(cells))
+                out.append(f"| {axis} | " + " | ".join(cells) + " |")
+            out.append("")
         out += [
-            "",
             "All validation fits, in the order tried (setting: what differs from the served one):",
             "",
             "| # | search | setting | validation NDCG@10 | s |",
@@ -346,25 +414,51 @@ def markdown(cases: list[Case], common: dict[str, Any], meta: dict[str, Any]) ->
     return "\n".join(out)
 
 
-def what_this_says(cases: list[Case], common: dict[str, Any]) -> list[str]:
+def what_this_says(cases: list[Case], common: dict[str, dict[str, Any]]) -> list[str]:
     start = served(cases[0].ctx)
     lines = []
     for c in cases:
         t = c.tests
-        db, dc = paired(c, "best validated"), paired(c, "common setting")
+        diffs = {label: paired(c, label) for label in SETTINGS[1:]}
+
+        def said(label: str, c: Case = c, diffs: dict[str, tuple[float, float]] = diffs) -> str:
+            m, ci = diffs[label]
+            mean = c.tests[label]["mean"]
+            return f"{mean:.4f} ({m:+.4f} ± {ci:.4f}{', significant' if abs(m) > ci else ''})"
+
         lines.append(
             f"- **{c.name}**: best validated = {describe(c.best)} (validation "
             f"{c.trials[key(c.best)]['validation']:.4f} vs served {c.trials[key(start)]['validation']:.4f}). "
-            f"Test: served {t['served']['mean']:.4f}, best validated {t['best validated']['mean']:.4f} "
-            f"({db[0]:+.4f} ± {db[1]:.4f}, {'outside' if abs(db[0]) > db[1] else 'within'} the CI of 0), "
-            f"common setting {t['common setting']['mean']:.4f} ({dc[0]:+.4f} ± {dc[1]:.4f}), popularity "
+            f"Test: served {t['served']['mean']:.4f}; best validated {said('best validated')}; common setting "
+            f"{said('common setting')}; settings only {said('settings only')}; popularity "
             f"{t['popularity']['mean']:.4f}."
         )
     lines += ["", "What each case's best chose, axis by axis (served value in brackets):", ""]
     for axis in AXES:
         chosen = "; ".join(f"{c.name}: {value_label(axis, c.best[axis])}" for c in cases)
         lines.append(f"- {axis} [{value_label(axis, start[axis])}]: {chosen}")
-    lines += ["", f"One setting for all four cases (validation only): {describe(common)}."]
+    lines += [
+        "",
+        "One change from the served setting, validation NDCG@10 minus the served setting's, per case "
+        f"({', '.join(c.name for c in cases)}):",
+        "",
+    ]
+    for axis, values in AXES.items():
+        parts = []
+        for v in values:
+            if v == start[axis]:
+                continue
+            gains = [
+                c.trials[key({**start, axis: v})]["validation"] - c.trials[key(start)]["validation"]
+                for c in cases
+            ]
+            parts.append(f"{value_label(axis, v)}: " + " / ".join(f"{g:+.4f}" for g in gains))
+        lines.append(f"- {axis}: " + "; ".join(parts))
+    lines += [
+        "",
+        f"One setting for all four cases (validation only): {describe(common['common setting'])}; among what the "
+        f"served settings can express: {describe(common['settings only'])}.",
+    ]
     return lines
 
 
@@ -393,10 +487,15 @@ def main(argv: list[str] | None = None) -> None:
     ]
     for case in cases:
         search(case)
-    common = common_setting(cases)
-    log(f"common setting: {describe(common)}")
+    common = {
+        "common setting": common_setting(cases),
+        "settings only": common_setting(cases, settings_only=True),
+    }
+    for label, p in common.items():
+        log(f"{label}: {describe(p)}")
     for case in cases:
-        case.validate(common, "common setting")
+        for label, p in common.items():
+            case.validate(p, label)
     for case in cases:
         measure_test(case, common)
     seconds = time.perf_counter() - started
@@ -437,8 +536,7 @@ def main(argv: list[str] | None = None) -> None:
                 "trials": list(c.trials.values()),
                 "test": {k: {kk: vv for kk, vv in v.items() if kk != "per_user"} for k, v in c.tests.items()},
                 "paired_vs_served": {
-                    label: dict(zip(("mean", "ci"), paired(c, label), strict=True))
-                    for label in ("best validated", "common setting")
+                    label: dict(zip(("mean", "ci"), paired(c, label), strict=True)) for label in SETTINGS[1:]
                 },
             }
             for c in cases

@@ -38,7 +38,7 @@ from recstream import scoring
 from recstream.records import Interaction
 
 PARAMS = scoring.EngagementParams()
-HISTORY_LENGTH, COVISIT_LOOKBACK, COVISIT_RECENCY = 50, 10, 0.8  # recstream's Settings defaults
+HISTORY_LENGTH, COVISIT_LOOKBACK, COVISIT_RECENCY = 50, 10, 0.8  # recstream's Settings defaults (pairs both ways)
 SHORT_WINDOW = timedelta(seconds=60)
 LONG_WINDOW, LONG_STEP = timedelta(hours=1), timedelta(minutes=15)
 
@@ -91,6 +91,7 @@ def build(app: Application, topic_name: str, progress: Progress, grace: timedelt
         history = state.get("history", [])
         weight = scoring.engagement_weight(record, PARAMS)
         pairs = scoring.covisit_pairs(history, record.video_id, weight, COVISIT_LOOKBACK, COVISIT_RECENCY)
+        pairs += [(dst, src, w) for src, dst, w in pairs]  # both ways, as recstream's default
         state.set("history", scoring.update_history(history, record.video_id, record.ts, weight, HISTORY_LENGTH))
         progress.history += 1
         progress.pairs_emitted += len(pairs)

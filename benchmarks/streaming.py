@@ -67,7 +67,7 @@ from recstream.stores import VIDEO_STATS_KEY, history_key
 from recstream.streamstate import (
     StreamParams,
     apply_pair,
-    apply_to_history,
+    covisit_entries,
     is_applied,
     new_history,
     new_neighbours,
@@ -486,15 +486,15 @@ MASK = (1 << 64) - 1
 
 def _pair_digest(located: Iterable[tuple[int, int, Interaction]], params: StreamParams) -> tuple[int, int]:
     """(count, order-free hash) of the co-visitation entries the events imply, as the history agent
-    forwards them: [src, dst, weight, ts, partition, offset]."""
+    forwards them: [src, dst, weight, ts, partition, position]."""
     histories: dict[str, dict[str, Any]] = {}
     count = digest = 0
     for p, o, e in located:
         state = histories.get(e.user_id) or histories.setdefault(e.user_id, new_history())
         weight = scoring.engagement_weight(e, params.engagement)
-        for src, dst, w in apply_to_history(state, e.video_id, e.ts, weight, o, params):
+        for src, dst, w, position in covisit_entries(state, e.video_id, e.ts, weight, o, params):
             count += 1
-            digest = (digest + hash((src, dst, w, e.ts, p, o))) & MASK
+            digest = (digest + hash((src, dst, w, e.ts, p, position))) & MASK
     return count, digest
 
 

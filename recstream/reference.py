@@ -30,7 +30,7 @@ from recstream.streamstate import (
     add_to_counters,
     apply_engagement,
     apply_pair,
-    apply_to_history,
+    covisit_entries,
     new_engagement,
     new_history,
     new_neighbours,
@@ -54,8 +54,8 @@ def compute(events: Iterable[tuple[int, int, Interaction]], params: StreamParams
     for p, offset, e in events:
         state = ref.histories.setdefault(e.user_id, new_history())
         weight = scoring.engagement_weight(e, params.engagement)
-        for src, dst, w in apply_to_history(state, e.video_id, e.ts, weight, offset, params):
-            apply_pair(ref.neighbours.setdefault(src, new_neighbours()), dst, w, e.ts, p, offset, params)
+        for src, dst, w, position in covisit_entries(state, e.video_id, e.ts, weight, offset, params):
+            apply_pair(ref.neighbours.setdefault(src, new_neighbours()), dst, w, e.ts, p, position, params)
         apply_engagement(ref.videos.setdefault(e.video_id, new_engagement()),
                          Facts(e.type, e.video_id, e.ts, e.watch_time_ms, e.duration_ms), p, offset, params)
         add_to_counters(ref.counters, e, params)

@@ -99,9 +99,15 @@ class Settings(BaseSettings):
     # --- streaming algorithms -----------------------------------------------------------
     history_length: int = Field(default=50, ge=1)
     """Engagements kept per user (newest first)."""
-    covisit_lookback: int = Field(default=10, ge=1)
+    covisit_lookback: int = Field(default=10, ge=1, le=500)
     """How many of a user's previous videos are paired with a new engagement."""
     covisit_recency: float = Field(default=0.8, gt=0, le=1)
+    """Pair weight multiplier per step back in the user's history (w**m)."""
+    covisit_both_ways: bool = True
+    """Co-visitation pairs count both ways: "watched A, then B" also makes A a neighbour of B. Measured
+    on the next-item protocols (leave-one-out and temporal, on ML-100k and the simulator's log,
+    benchmarks/results/itemcf_sequence.md), both ways beat earlier -> later alone in all four, chosen on
+    validation. Twice the pairs for the co-visitation agent. Changing it needs a rebuild."""
     """Pair weight multiplier per step back in the user's history (w**m)."""
     neighbours_per_video: int = Field(default=100, ge=1)
     """Top-K item-CF neighbours kept per video."""

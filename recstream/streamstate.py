@@ -31,12 +31,14 @@ class StreamParams:
     long_window_step_s: int = 900
     trending_half_life_s: float = 1800
     engagement: scoring.EngagementParams = scoring.EngagementParams()
+    covisit_both_ways: bool = True
 
     @classmethod
     def from_settings(cls, s: Settings) -> StreamParams:
         return cls(s.history_length, s.covisit_lookback, s.covisit_recency, s.neighbours_per_video,
                    s.covisit_half_life_s, s.short_window_s, s.long_window_s, s.long_window_step_s,
-                   s.trending_half_life_s, scoring.EngagementParams(s.completion_ratio, s.fast_skip_ms))
+                   s.trending_half_life_s, scoring.EngagementParams(s.completion_ratio, s.fast_skip_ms),
+                   s.covisit_both_ways)
 
 
 class Facts(NamedTuple):
@@ -65,6 +67,25 @@ def apply_to_history(state: dict[str, Any], video_id: str, ts: int, weight: floa
     state["h"] = scoring.update_history(state["h"], video_id, ts, weight, params.history_length)
     state["o"] = offset
     return pairs
+
+
+POSITIONS_PER_OFFSET = 1024
+"""Co-visitation entries are applied once each by their position in the log: origin offset x 1024 + the
+entry's index among its event's entries. With pairs both ways one event gives a source video several
+entries (the new video is the source of every reversed pair), so the offset alone could not tell
+them apart; positions keep `is_applied` exact. 1024 > 2 x the largest `covisit_lookback` (500)."""
+
+
+def covisit_entries(state: dict[str, Any], video_id: str, ts: int, weight: float, offset: int,
+                    params: StreamParams) -> list[tuple[str, str, float, int]]:
+    """Add one engagement to a user's history; returns the co-visitation entries it makes,
+    (source, destination, weight, position): the directional pairs (earlier -> this video) and, with
+    `covisit_both_ways`, each reversed (this video -> earlier)."""
+    pairs = apply_to_history(state, video_id, ts, weight, offset, params)
+    if params.covisit_both_ways:
+        pairs += [(dst, src, w) for src, dst, w in pairs]
+    base = offset * POSITIONS_PER_OFFSET
+    return [(src, dst, w, base + k) for k, (src, dst, w) in enumerate(pairs)]
 
 
 # --- the dashboard's counters (Redis hashes, added to exactly once per event) ---------------------

@@ -31,8 +31,8 @@ video_engagement = BatchTable(_raw_table(
 ))
 
 neighbours = BatchTable(_raw_table(
-    "covisit-neighbours-v2", _s.covisit_partitions,
-    "video -> forward-decayed directional neighbours {dst: weight}, base time, applied offsets",
+    "covisit-neighbours-v3", _s.covisit_partitions,
+    "video -> forward-decayed neighbours {dst: weight}, base time, applied log positions per origin partition",
 ))
 
 user_shown = BatchTable(_raw_table(

@@ -82,7 +82,7 @@ def test_itemcf_replay_is_the_agents_functions() -> None:
     # a watches x then y; b watches x: b's item-CF candidates come from x's neighbour y.
     ds = from_events([view("a", "x", 1), view("a", "y", 2), view("b", "x", 3)])
     ctx = Context(Settings())
-    fitted = ItemCF.fit(ds, np.arange(ds.n_rows), {"half_life_s": 1e12}, ctx)
+    fitted = ItemCF.fit(ds, np.arange(ds.n_rows), {"half_life_s": 1e12, "symmetric": False}, ctx)
     s, eng = ctx.settings, scoring.EngagementParams(ctx.settings.completion_ratio, ctx.settings.fast_skip_ms)
     # By hand, with the same functions: a's history before y is [x]; the pair x -> y; one batch.
     history = scoring.update_history(

@@ -43,14 +43,14 @@ def approx(nested: dict[str, dict[str, float]]) -> dict[str, object]:
 
 def fit(**params: object) -> dict[str, dict[str, float]]:
     ds = from_events(EVENTS)
-    ctx = Context(Settings())
+    ctx = Context(Settings(covisit_both_ways=False))
     return ItemCF.fit(ds, np.arange(ds.n_rows), {"half_life_s": NO_DECAY_S, **params}, ctx).neighbours
 
 
 def test_row_is_the_served_normalisation_unchanged() -> None:
     assert served(Context(Settings()))["normalise"] == "row"
     ds = from_events(EVENTS)
-    ctx = Context(Settings())
+    ctx = Context(Settings(covisit_both_ways=False))
     fitted = ItemCF.fit(ds, np.arange(ds.n_rows), {"half_life_s": NO_DECAY_S}, ctx)
     # Exactly scoring.normalise_neighbours of what merge_neighbours kept, with or without the parameter.
     assert fitted.neighbours == {src: scoring.normalise_neighbours(nb) for src, nb in fitted.raw.items()}
@@ -108,6 +108,6 @@ def test_agents_replay_is_the_reference_and_decays_per_event() -> None:
     assert row["z"] == pytest.approx({"x": w_zx / r_z, "y": w_zy / r_z})
     # A serving process keeps each list's best `serving_neighbours_per_video`, its shares as they are.
     one = ItemCF.fit(
-        ds, rows, {"replay": "agents", "half_life_s": 1.0}, Context(Settings(serving_neighbours_per_video=1))
+        ds, rows, {"replay": "agents", "half_life_s": 1.0}, Context(Settings(serving_neighbours_per_video=1, covisit_both_ways=False))
     )
     assert one.neighbours["z"] == pytest.approx({"y": w_zy / r_z})

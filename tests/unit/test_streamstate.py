@@ -123,3 +123,28 @@ def test_pairs_record_their_offsets() -> None:
     state = new_neighbours()
     apply_pair(state, "b", 1.0, 1000, 2, 41, P)
     assert is_applied(state["a"], 2, 41) and not is_applied(state["a"], 2, 42) and not is_applied(state["a"], 1, 0)
+
+
+def test_covisit_entries_go_both_ways_with_a_distinct_position_each() -> None:
+    from recstream.streamstate import POSITIONS_PER_OFFSET, StreamParams, covisit_entries, new_history
+
+    state = new_history()
+    one_way, both = StreamParams(covisit_both_ways=False), StreamParams()
+    for offset, video in enumerate(["a", "b"]):
+        covisit_entries(state, video, 1000 + offset, 1.0, offset, both)
+    again = {"h": [list(e) for e in state["h"]], "o": state["o"]}
+    entries = covisit_entries(state, "c", 1002, 1.0, 2, both)
+    base = 2 * POSITIONS_PER_OFFSET
+    # Newest first: b (one step back, weight 1), a (two steps, 0.8); then the same reversed, c the source.
+    assert entries == [("b", "c", 1.0, base), ("a", "c", 0.8, base + 1), ("c", "b", 1.0, base + 2),
+                       ("c", "a", 0.8, base + 3)]
+    assert covisit_entries(again, "c", 1002, 1.0, 2, one_way) == entries[:2]
+    # Positions are what the co-visitation agent applies once each: c, a source twice in one event,
+    # takes both of its entries.
+    from recstream.streamstate import apply_pair, is_applied, new_neighbours
+
+    neighbours = new_neighbours()
+    for src, dst, w, position in entries:
+        if src == "c" and not is_applied(neighbours["a"], 0, position):
+            apply_pair(neighbours, dst, w, 1002, 0, position, both)
+    assert set(neighbours["n"]) == {"a", "b"}

@@ -64,6 +64,7 @@ NO_DECAY_S = 1e12  # a half-life of ~30,000 years: nothing fades
 NORMALISATIONS = ("row", "cosine", "row-pop")
 REPLAYS = ("batches", "agents")
 DEFAULT_POP_BETA = 0.5
+MIN_SCORE = 1e-300  # "agents" and the alternatives: smaller scores are dropped (underflow, see _fit_agents)
 
 
 def served(ctx: Context) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def served(ctx: Context) -> dict[str, Any]:
         "neighbours": s.neighbours_per_video,
         "half_life_s": s.covisit_half_life_s,
         "history_length": s.history_length,
-        "symmetric": False,
+        "symmetric": s.covisit_both_ways,
         "normalise": "row",
     }
 
@@ -239,11 +240,12 @@ def _fit_agents(ds: Dataset, events: Iterator[Interaction], p: dict[str, Any], c
             for src, st in states.items()
         }
     # A serving process keeps each list's best `serving_neighbours_per_video` (ServingState.set_neighbours).
-    # Entries at 0 (add_pair's rebase past 2**64 underflows old weights to 0.0; they stay until the list
-    # is pruned) add nothing to a score and are dropped: itemcf_scores names a source only for > 0.
+    # Entries at or near 0 (add_pair's rebase past 2**64 underflows old weights; they stay until the list
+    # is pruned) add nothing to a score and are dropped: itemcf_scores names a source only for a
+    # contribution > 0, and recency**step * 1e-320 underflows to 0.
     served_lists = {}
     for src, nb in lists.items():
-        nb = {dst: v for dst, v in nb.items() if v > 0}
+        nb = {dst: v for dst, v in nb.items() if v > MIN_SCORE}
         served_lists[src] = dict(sorted(nb.items(), key=lambda kv: -kv[1])[:limit]) if len(nb) > limit else nb
     return FittedItemCF(ds, {u: h["h"] for u, h in histories.items()}, served_lists, p)
 
@@ -266,11 +268,11 @@ def _normalise(log_w: dict[str, float], log_e: dict[str, float], how: str, beta:
         top = max(logs.values())
         shares = {dst: 2.0 ** (v - top) for dst, v in logs.items()}
         total = sum(shares.values())
-        return {dst: v / total for dst, v in shares.items() if v > 0}
+        return {dst: v / total for dst, v in shares.items() if v / total > MIN_SCORE}
     top = max(log_w.values())
     log_r = top + math.log2(sum(2.0 ** (lw - top) for lw in log_w.values()))
     scores = {dst: 2.0 ** (lw - 0.5 * (log_r + log_e[dst])) for dst, lw in log_w.items()}
-    return {dst: v for dst, v in scores.items() if v > 0}  # a list faded below 2**-1074 is gone
+    return {dst: v for dst, v in scores.items() if v > MIN_SCORE}  # a list faded to nothing is gone
 
 
 def _uniq(values: list[Any]) -> list[Any]:
