@@ -9,7 +9,7 @@ only users / videos / seed fixed here: its parameters are the yardstick, never t
 protocol; temporal: one global cut, the last 20 % of rows test), the offline streaming item-CF
 (`recstream.evaluation.models.itemcf`) is searched on the VALIDATION split only, over:
 
-- direction: symmetric False (earlier -> later, served) / True (both ways);
+- direction: symmetric False (earlier -> later) / True (both ways); served: `covisit_both_ways`;
 - recency (pair weight and serving's source weight per step back): 0.5, 0.8 (served), 1.0;
 - window (`lookback`: earlier videos paired with a new one, and recent videos serving looks up): 1, 3,
   10 (served), 20;
@@ -28,8 +28,8 @@ change of the defaults is worth.
 One setting for every dataset (what serving can have): per axis, the value with the highest mean over
 the four dataset x protocol cases of validation NDCG@10 relative to the case's best (the other axes at
 each case's best). It is validated in each case like the rest. "Settings only" is the same, among what the
-served settings can express without a change to the agents or serving (earlier -> later pairs, row
-normalisation): a third coordinate ascent per case with those two held, then the same per-axis rule.
+served settings can express without a change to the agents or serving (row normalisation): a third
+coordinate ascent per case with it held, then the same per-axis rule.
 
 Then, on test, once: the served setting, each case's best validated, the common setting, settings only,
 popularity (reference), and the served setting under `recstream evaluate`'s replay; NDCG@10 with its
@@ -87,9 +87,9 @@ AXES: dict[str, list[Any]] = {
     "normalise": NORMALISE,
 }
 EVALUATE_REPLAY = "served, `recstream evaluate`'s replay"
-# What the served settings can express without a change to the agents or to serving: earlier -> later
-# pairs (both ways would be a change to the history agent) and row normalisation.
-SETTINGS_ONLY = {"symmetric": False, "normalise": "row"}
+# What the served settings can express without a change to the agents or to serving: row normalisation
+# (direction is `covisit_both_ways`; the alternatives need per-video engagement sums beside the lists).
+SETTINGS_ONLY = {"normalise": "row"}
 SECOND_START = {"symmetric": True, "half_life_s": NO_DECAY_S, "lookback": 20, "recency": 1.0}
 
 
@@ -323,8 +323,8 @@ def markdown(cases: list[Case], common: dict[str, dict[str, Any]], meta: dict[st
         "## Summary (NDCG@10)",
         "",
         f"- **common setting** (one for every case, chosen on validation): {describe(common['common setting'])}",
-        "- **settings only** (the same, among what the served settings can express: earlier->later pairs, row "
-        f"normalisation): {describe(common['settings only'])}",
+        "- **settings only** (the same, among what the served settings can express: row normalisation): "
+        f"{describe(common['settings only'])}",
     ]
     out += [f"- **best validated**, {c.name}: {describe(c.best)}" for c in cases]
     out += [

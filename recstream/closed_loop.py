@@ -411,8 +411,8 @@ async def save(settings: Settings, summary: dict[str, Any]) -> None:
                 "created_at": now_ms(),
                 "config": summary["config"],
                 "world": summary["world"],
-                "model": summary["model"],
-                "versus_" + SERVED_DEFAULT: summary["versus_" + SERVED_DEFAULT].get(strategy),
+                "model": summary.get("model"),
+                "versus_" + SERVED_DEFAULT: summary.get("versus_" + SERVED_DEFAULT, {}).get(strategy),
                 **figures,
             }
             for strategy, figures in summary["strategies"].items()

@@ -226,7 +226,7 @@ def itemcf_scores(recent: Sequence[HistoryEntry], neighbours_of: Mapping[str, Ma
         for dst, s in neighbours_of.get(video_id, {}).items():
             contribution = factor * s
             scores[dst] = scores.get(dst, 0.0) + contribution
-            if contribution > best_source.get(dst, (0.0, ""))[0]:
+            if contribution > best_source.get(dst, (-1.0, ""))[0]:  # a 0 (underflowed) share still names one
                 best_source[dst] = (contribution, video_id)
         step += 1
         if step >= max_sources:

@@ -108,6 +108,9 @@ def test_agents_replay_is_the_reference_and_decays_per_event() -> None:
     assert row["z"] == pytest.approx({"x": w_zx / r_z, "y": w_zy / r_z})
     # A serving process keeps each list's best `serving_neighbours_per_video`, its shares as they are.
     one = ItemCF.fit(
-        ds, rows, {"replay": "agents", "half_life_s": 1.0}, Context(Settings(serving_neighbours_per_video=1, covisit_both_ways=False))
+        ds,
+        rows,
+        {"replay": "agents", "half_life_s": 1.0},
+        Context(Settings(serving_neighbours_per_video=1, covisit_both_ways=False)),
     )
     assert one.neighbours["z"] == pytest.approx({"y": w_zy / r_z})

@@ -17,7 +17,8 @@ split of ratings).
   to `neighbours` at every merge), normalise_neighbours over the kept `neighbours`, serving's lookup of
   CANDIDATES_PER_SOURCE per source;
 - "agents": what the agents and serving run today (`recstream.reference` replays the same): the history
-  agent's streamstate.apply_to_history per event, the covisit agent's streamstate.apply_pair per pair
+  agent's streamstate.covisit_entries per event (both ways with `symmetric`, as `covisit_both_ways`),
+  the covisit agent's streamstate.apply_pair per entry
   (scoring.add_pair: forward decay from the pair's own event time, so no batch boundary matters; a list
   is cut back to `neighbours` when it reaches twice that), the Redis list scoring.normalised_top(...,
   CANDIDATES_PER_SOURCE), and a serving process's cut to its best `serving_neighbours_per_video`
@@ -58,7 +59,7 @@ from recstream.evaluation.models import Context, GridSize
 from recstream.evaluation.models.baselines import DAY_S, engagement_params, time_order
 from recstream.recommend import CANDIDATES_PER_SOURCE
 from recstream.records import Interaction
-from recstream.streamstate import StreamParams, apply_pair, apply_to_history, new_history, new_neighbours
+from recstream.streamstate import StreamParams, apply_pair, covisit_entries, new_history, new_neighbours
 
 NO_DECAY_S = 1e12  # a half-life of ~30,000 years: nothing fades
 NORMALISATIONS = ("row", "cosine", "row-pop")
@@ -209,6 +210,7 @@ def _fit_agents(ds: Dataset, events: Iterator[Interaction], p: dict[str, Any], c
         neighbours_per_video=int(p["neighbours"]),
         covisit_half_life_s=half_life,
         engagement=engagement_params(ctx),
+        covisit_both_ways=symmetric,
     )
     histories: dict[str, dict[str, Any]] = {}
     states: dict[str, dict[str, Any]] = {}
@@ -218,10 +220,8 @@ def _fit_agents(ds: Dataset, events: Iterator[Interaction], p: dict[str, Any], c
         weight = scoring.engagement_weight(e, params.engagement)
         if weight > 0 and normalise != "row":
             log_e[e.video_id] = _add_log(log_e.get(e.video_id), weight, e.ts, half_life)
-        for src, dst, w in apply_to_history(state, e.video_id, e.ts, weight, offset, params):
-            apply_pair(states.setdefault(src, new_neighbours()), dst, w, e.ts, 0, offset, params)
-            if symmetric:
-                apply_pair(states.setdefault(dst, new_neighbours()), src, w, e.ts, 0, offset, params)
+        for src, dst, w, position in covisit_entries(state, e.video_id, e.ts, weight, offset, params):
+            apply_pair(states.setdefault(src, new_neighbours()), dst, w, e.ts, 0, position, params)
     limit = ctx.settings.serving_neighbours_per_video
     if normalise == "row":
         lists = {
