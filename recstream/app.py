@@ -6,6 +6,7 @@ import sys
 
 import faust
 
+from recstream.kafka_config import faust_credentials
 from recstream.settings import Settings, get_settings
 
 
@@ -36,6 +37,7 @@ def create_app(settings: Settings) -> faust.App:
     app = RecstreamApp(
         settings.app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
+        broker_credentials=faust_credentials(settings),
         store="rocksdb://",
         # Per app id: a rebuild under a new app id (`recstream rebuild`) must not open the old RocksDB.
         datadir=str(settings.data_dir / "faust" / settings.app_id / f"worker-{settings.web_port}"),

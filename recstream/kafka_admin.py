@@ -10,6 +10,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from recstream.kafka_config import client_kwargs
 from recstream.settings import Settings
 from recstream.topics import topic_names
 
@@ -32,7 +33,7 @@ async def ensure_topics(settings: Settings, extra: list[NewTopic] | None = None,
                         timeout_s: float = 30.0) -> list[str]:
     """Create any missing topic and wait until the broker's metadata lists it; returns the names created."""
     specs = topic_specs(settings) + list(extra or [])
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
+from recstream.kafka_config import client_kwargs
 from recstream.settings import Settings
 
 Record = tuple[bytes | None, bytes]
@@ -48,7 +49,7 @@ class BatchProducer:
             async with self._lock:
                 if self._producer is None:
                     producer = AIOKafkaProducer(
-                        bootstrap_servers=self.settings.kafka_bootstrap,
+                        **client_kwargs(self.settings),
                         acks="all",
                         enable_idempotence=True,
                         linger_ms=self.settings.producer_linger_ms,

@@ -18,6 +18,7 @@ import asyncio
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from recstream.kafka_config import client_kwargs
 from recstream.settings import Settings
 from recstream.stores import ACTIVE_USERS_PREFIX, OVERVIEW_PREFIX
 
@@ -31,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def committed_offsets(settings: Settings, group: str, topics: list[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group,
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=group,
                                 enable_auto_commit=False)
     await consumer.start()
     try:

@@ -58,12 +58,13 @@ class Publisher:
         from aiokafka import AIOKafkaProducer
 
         from recstream.kafka_admin import ensure_topics
+        from recstream.kafka_config import client_kwargs
 
         await ensure_topics(self.settings)
         # Batches up to 1 MiB with a few ms of linger: far fewer requests than messages. acks=all with
         # idempotence keeps each user's events in order even when a batch is retried.
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **client_kwargs(self.settings),
             linger_ms=5,
             max_batch_size=1 << 20,
             acks="all",

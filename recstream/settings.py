@@ -2,14 +2,55 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+_PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+
+
+def source_checkout(parent: Path | None = None) -> Path | None:
+    """The repository root when recstream runs from a source checkout (an editable install or the
+    folder itself), else None: an installed package lives in site-packages, whose parent holds no
+    pyproject.toml declaring recstream."""
+    parent = _PACKAGE_PARENT if parent is None else parent
+    pyproject = parent / "pyproject.toml"
+    try:
+        return parent if 'name = "recstream"' in pyproject.read_text(encoding="utf-8") else None
+    except OSError:
+        return None
+
+
+def default_local_dir(parent: Path | None = None, environ: dict[str, str] | None = None) -> Path:
+    """`<repo>/.local` in a source checkout (what `make install` fills and `make clean-data` empties);
+    for an installed package the user's data directory, `$XDG_DATA_HOME/recstream` (by default
+    `~/.local/share/recstream`), never a folder inside site-packages."""
+    repo = source_checkout(parent)
+    if repo is not None:
+        return repo / ".local"
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local" / "share")
+    return Path(base) / "recstream"
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by `***` (each of a comma-separated list), for logs and status
+    lines: `redis://:s3cret@cache:6379/0` -> `redis://:***@cache:6379/0`."""
+    out = []
+    for part in url.split(","):
+        if "://" not in part or "@" not in part:
+            out.append(part)
+            continue
+        split = urlsplit(part)
+        userinfo, _, hostport = split.netloc.rpartition("@")
+        user, sep, _password = userinfo.partition(":")
+        out.append(urlunsplit(split._replace(netloc=f"{user}{':***' if sep else ''}@{hostport}")))
+    return ",".join(out)
 
 
 class Settings(BaseSettings):
@@ -20,16 +61,33 @@ class Settings(BaseSettings):
     # --- where things are ---------------------------------------------------------------
     kafka_bootstrap: str = "127.0.0.1:9092"
     """Kafka bootstrap servers, comma separated. The local broker listens here by default."""
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    """Redis URL: the hot cache (neighbour lists, trending, the active model)."""
-    mongo_url: str = "mongodb://127.0.0.1:27017/"
-    """MongoDB URL: the durable store (catalog, per-video stats, model registry)."""
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
+    """How every Kafka client of recstream connects (aiokafka, Faust, Spark's Kafka source; built in one
+    place, `recstream.kafka_config`). SASL_*: authenticate with `kafka_username` / `kafka_password`."""
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    """SASL mechanism when `kafka_security_protocol` is SASL_PLAINTEXT or SASL_SSL."""
+    kafka_username: str | None = None
+    """SASL user name (needed with SASL_PLAINTEXT / SASL_SSL)."""
+    kafka_password: SecretStr | None = None
+    """SASL password; never logged."""
+    kafka_ssl_cafile: Path | None = None
+    """PEM file of the CA that signed the brokers' certificates (SSL / SASL_SSL; default: the system's)."""
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", repr=False)
+    """Redis URL: the hot cache (neighbour lists, trending, the active model). A password goes in it
+    (`redis://:PASSWORD@host:6379/0`, or `redis://USER:PASSWORD@...` with an ACL user); it is never
+    logged: status lines and the settings' repr show it as `***`."""
+    mongo_url: str = Field(default="mongodb://127.0.0.1:27017/", repr=False)
+    """MongoDB URL: the durable store (catalog, per-video stats, model registry). Credentials go in it
+    (`mongodb://USER:PASSWORD@host:27017/?authSource=admin`), never logged either."""
     mongo_db: str = "recstream"
     """MongoDB database name."""
-    data_dir: Path = _REPO_ROOT / ".local" / "data"
-    """Where local services keep data and logs, and where the Faust worker keeps RocksDB."""
-    local_dir: Path = _REPO_ROOT / ".local"
-    """Cache of installed artefacts (Kafka jars, the MongoDB-protocol server)."""
+    local_dir: Path = Field(default_factory=default_local_dir)
+    """Cache of installed artefacts (Kafka jars, Spark's Kafka connector in `spark-jars/`, the
+    MongoDB-protocol server). Default: `.local` in a source checkout; for an installed package the
+    user's data directory (`$XDG_DATA_HOME/recstream`, else `~/.local/share/recstream`)."""
+    data_dir: Path = Field(default_factory=lambda data: data["local_dir"] / "data")
+    """Where local services keep data and logs, and where the Faust worker keeps RocksDB. Default:
+    `<local_dir>/data`: `.local/data` in a source checkout."""
 
     # --- which local services `recstream services up` manages ---------------------------
     manage_kafka: bool | None = None
@@ -212,6 +270,29 @@ class Settings(BaseSettings):
     )
     """Serving strategies for A/B buckets: users are split by a stable hash of their id into one bucket
     per entry (JSON list in the environment, e.g. '["random","trending","itemcf","als","hybrid"]')."""
+
+
+    @model_validator(mode="after")
+    def _kafka_credentials(self) -> Settings:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and (not self.kafka_username or self.kafka_password is None):
+            raise ValueError(
+                f"RECSTREAM_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "RECSTREAM_KAFKA_USERNAME and RECSTREAM_KAFKA_PASSWORD"
+            )
+        if not sasl and (self.kafka_username or self.kafka_password is not None):
+            # Credentials with a PLAINTEXT protocol would be silently unused: say so instead.
+            raise ValueError(
+                "RECSTREAM_KAFKA_USERNAME/PASSWORD are set but RECSTREAM_KAFKA_SECURITY_PROTOCOL is "
+                f"{self.kafka_security_protocol}: set it to SASL_PLAINTEXT or SASL_SSL"
+            )
+        return self
+
+    def __repr_args__(self):  # noqa: ANN204 - pydantic's own signature
+        """The URLs appear with their passwords as `***` (SecretStr fields already print masked)."""
+        yield from super().__repr_args__()
+        yield "redis_url", redact_url(self.redis_url)
+        yield "mongo_url", redact_url(self.mongo_url)
 
 
 @lru_cache(maxsize=1)

@@ -16,7 +16,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from recstream.kafka_config import client_kwargs, spark_options
 from recstream.records import EVENT_TYPES
+from recstream.settings import get_settings
 
 UNKNOWN_TOPIC_OR_PARTITION = 3  # Kafka protocol error code
 
@@ -51,7 +53,7 @@ class SourceInfo:
 
 
 async def _partitions(bootstrap: str, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_kwargs(get_settings(), bootstrap))
     await admin.start()
     try:
         (meta,) = await admin.describe_topics([topic])
@@ -66,7 +68,7 @@ async def _partitions(bootstrap: str, topic: str) -> list[int]:
 
 async def _offsets(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
     tps = [TopicPartition(topic, p) for p in await _partitions(bootstrap, topic)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_kwargs(get_settings(), bootstrap), enable_auto_commit=False)
     await consumer.start()
     try:
         starts = await consumer.beginning_offsets(tps)
@@ -90,7 +92,7 @@ def read_kafka(spark: SparkSession, bootstrap: str, topic: str) -> tuple[DataFra
     try:
         raw = (
             spark.read.format("kafka")
-            .option("kafka.bootstrap.servers", bootstrap)
+            .options(**spark_options(get_settings(), bootstrap))
             .option("subscribe", topic)
             .option("startingOffsets", json.dumps(starting))
             .option("endingOffsets", json.dumps(ending))

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from recstream import metrics, model_store
 from recstream.app import app
+from recstream.kafka_config import client_kwargs
 from recstream.records import EVENT_TYPES
 from recstream.runtime import api, stores
 from recstream.stores import seen_count
@@ -364,7 +365,7 @@ class DeadLetters:
     async def read(self, keep: int = 5) -> dict[str, Any]:
         async with self.lock:
             if self.consumer is None:
-                consumer = AIOKafkaConsumer(bootstrap_servers=_s.kafka_bootstrap, enable_auto_commit=False,
+                consumer = AIOKafkaConsumer(**client_kwargs(_s), enable_auto_commit=False,
                                             request_timeout_ms=5000)
                 try:
                     await consumer.start()

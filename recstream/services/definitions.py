@@ -128,7 +128,7 @@ def kafka_service(settings: Settings) -> LocalService | None:
         ]
 
     def health() -> None:
-        asyncio.run(_kafka_metadata(f"{host}:{port}"))
+        asyncio.run(_kafka_metadata(settings, f"{host}:{port}"))
 
     return LocalService(
         name="kafka",
@@ -143,7 +143,7 @@ def kafka_service(settings: Settings) -> LocalService | None:
     )
 
 
-async def _kafka_metadata(bootstrap: str) -> None:
+async def _kafka_metadata(settings: Settings, bootstrap: str) -> None:
     import logging
 
     from aiokafka.admin import AIOKafkaAdminClient
@@ -151,7 +151,9 @@ async def _kafka_metadata(bootstrap: str) -> None:
     # While the broker boots, aiokafka logs every refused connection; the caller reports the outcome.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    from recstream.kafka_config import client_kwargs
+
+    admin = AIOKafkaAdminClient(**client_kwargs(settings, bootstrap), request_timeout_ms=3000)
     try:
         await admin.start()
         brokers = await admin.describe_cluster()

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from recstream.services.definitions import kafka_service, mongo_service, redis_service
 from recstream.services.process import LocalService, ServiceError
-from recstream.settings import Settings
+from recstream.settings import Settings, redact_url
 
 __all__ = ["ServiceError", "down", "local_services", "status", "up"]
 
@@ -23,7 +23,8 @@ def local_services(settings: Settings) -> dict[str, LocalService | None]:
 
 
 def _external_address(settings: Settings, name: str) -> str:
-    return {"kafka": settings.kafka_bootstrap, "redis": settings.redis_url, "mongo": settings.mongo_url}[name]
+    url = {"kafka": settings.kafka_bootstrap, "redis": settings.redis_url, "mongo": settings.mongo_url}[name]
+    return redact_url(url)  # a password in a URL is never printed
 
 
 def up(settings: Settings, echo: Callable[[str], None] = print) -> None:
