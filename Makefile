@@ -68,6 +68,7 @@ unit: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/hadolint Dockerfile
 
 demo: install
 	$(BIN)/recstream demo
