@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -68,7 +69,9 @@ class Cluster:
     """Environment shared by this cluster's workers, plus the worker processes themselves."""
 
     def __init__(self, base: Settings, data_dir: Path, *, isolated: bool = True, redis_db: int = 1,
-                 log_level: str = "warn") -> None:
+                 log_level: str = "warn", env: dict[str, str] | None = None) -> None:
+        """`env`: more `RECSTREAM_*` settings for every process of this cluster (e.g. partition counts,
+        standby replicas); they are in `self.settings` too."""
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
         self.env.update({
             "RECSTREAM_DATA_DIR": str(data_dir),
@@ -85,6 +88,7 @@ class Cluster:
                 "RECSTREAM_REDIS_URL": base.redis_url.rsplit("/", 1)[0] + f"/{redis_db}",
                 "RECSTREAM_MONGO_DB": f"rs_test_{tag}",
             })
+        self.env.update(env or {})
         self.settings = Settings(**{k.removeprefix("RECSTREAM_").lower(): v for k, v in self.env.items()
                                     if k.startswith("RECSTREAM_")})
         self.data_dir = data_dir
@@ -176,3 +180,66 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+class ProgressSampler:
+    """Samples the history agent's per-partition progress in Redis (`progress:history`: interactions
+    partition -> the last offset it applied, moved after every batch) every `interval` seconds, to time a
+    rebalance from outside: while events flow to every partition, a partition's longest pause between two
+    advances is how long it went unprocessed. `with ProgressSampler(url, partitions) as s: ...`."""
+
+    KEY = "progress:history"  # recstream.agents.history.PROGRESS_KEY (importing it would start an app)
+
+    def __init__(self, redis_url: str, partitions: int, interval: float = 0.025) -> None:
+        self.client = redis.Redis.from_url(redis_url)
+        self.partitions, self.interval = partitions, interval
+        self.samples: list[tuple[float, dict[int, int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            raw = self.client.hgetall(self.KEY)
+            self.samples.append((time.monotonic(), {int(p): int(o) for p, o in raw.items()}))
+            time.sleep(self.interval)
+
+    def __enter__(self) -> ProgressSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def latest(self) -> dict[int, int]:
+        return dict(self.samples[-1][1]) if self.samples else {}
+
+    def wait_all_advanced(self, timeout: float = 60) -> None:
+        """Until every partition advanced past where it is now (so the samples cover its resumption)."""
+        start, deadline = self.latest(), time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = self.latest()
+            if all(now.get(p, -1) > start.get(p, -1) for p in range(self.partitions)):
+                return
+            time.sleep(self.interval)
+        now = self.latest()
+        stuck = [p for p in range(self.partitions) if now.get(p, -1) <= start.get(p, -1)]
+        raise AssertionError(f"partitions {stuck} not processed for {timeout:.0f} s")
+
+    def handover(self, t0: float, t1: float) -> dict[str, float]:
+        """Between t0 (the change: a worker started or stopped) and t1: the longest any partition went
+        without an advance (`pause_s`; a pause that began shortly before t0 counts whole), and the time
+        from t0 until the last partition to resume advanced again (`resumed_after_s`)."""
+        pause, resumed = 0.0, t0
+        for p in range(self.partitions):
+            last_change: float | None = None
+            prev: int | None = None
+            longest = (0.0, t0)
+            for t, offsets in self.samples:
+                value = offsets.get(p)
+                if value != prev:
+                    if last_change is not None and t0 < t <= t1 and t - last_change > longest[0]:
+                        longest = (t - last_change, t)
+                    last_change, prev = t, value
+            pause, resumed = max(pause, longest[0]), max(resumed, longest[1])
+        return {"pause_s": round(pause, 3), "resumed_after_s": round(resumed - t0, 3)}

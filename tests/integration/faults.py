@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,21 +34,28 @@ def world_events(n: int, users: int = 400, videos: int = 60, seed: int = 7) -> l
     return list(itertools.islice(world.events(clock=lambda: start + next(ticks)), n))
 
 
-async def produce(cluster: Cluster, events: list[Interaction], rate: float | None = None) -> None:
-    """Send the events keyed by user (as any producer would), optionally paced at `rate` per second."""
+async def produce(cluster: Cluster, events: list[Interaction], rate: float | None = None,
+                  stop: threading.Event | None = None) -> int:
+    """Send the events keyed by user (as any producer would), optionally paced at `rate` per second and
+    only until `stop` is set; returns how many were sent (all acknowledged)."""
     s = cluster.settings
     await ensure_topics(s)
     producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=5, acks="all")
     await producer.start()
+    sent = 0
     try:
         topic, t0 = f"{s.topic_prefix}.interactions", time.monotonic()
         for i, event in enumerate(events):
+            if stop is not None and stop.is_set():
+                break
             await producer.send(topic, key=event.user_id.encode(), value=encode(event))
+            sent = i + 1
             if rate and i % 100 == 99:
                 await asyncio.sleep(max(0.0, t0 + (i + 1) / rate - time.monotonic()))
         await producer.flush()
     finally:
         await producer.stop()
+    return sent
 
 
 async def read_log(cluster: Cluster, n: int, timeout: float = 60) -> list[tuple[int, int, Interaction]]:
