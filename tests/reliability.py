@@ -25,6 +25,11 @@ ROWS: dict[str, tuple[str, str]] = {
         "as above"),
     E + "test_two_workers_one_killed_the_other_takes_over": (
         "two workers, one killed mid-stream; the other takes its partitions over", "as above"),
+    "tests/integration/test_scaleout.py::test_scale_1_3_1_while_events_flow": (
+        "scaled 1 -> 3 -> 1 workers on a 12-partition topic while 1,000 events/s flow (two join at once, "
+        "then two leave with SIGTERM; one standby replica per table)",
+        "the three split the partitions 4/4/4; every partition processed again within 30 s of each change; "
+        "then everything equals the reference"),
     E + "test_sink_outage_mid_stream[redis]": (
         "Redis stopped for ~4 s mid-stream (a private instance)",
         "writes retried (counted in /metrics), /recommendations answers `degraded`, /health 503; then "
