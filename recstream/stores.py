@@ -63,6 +63,28 @@ def neighbours_key(video_id: str) -> str:
     return f"nbrs:{video_id}"
 
 
+def uncounted(counted: Iterable[tuple[int, int, Any]], seen: Mapping[int, int]) -> tuple[list[Any], dict[int, int]]:
+    """Of a batch's (partition, offset, event), the events the Redis counters do not hold yet, each once,
+    and the newest offset per partition among them (what `Stores.add_counters` moves the progress to).
+
+    `seen` is the progress Redis holds: partition -> the last offset counted. A batch may hold an
+    offset twice: after a rebalance the consumer can start fetching before Faust's recovery seeks back
+    to the committed offset, in the same generation, so what it had delivered is delivered again
+    (`agents.common.take_batches` keeps both: the tables skip the copy by their applied offsets). The
+    counters are increments: a copy counted again is an over-count. So each (partition, offset) counts
+    once, whatever its order in the batch."""
+    events: list[Any] = []
+    newest: dict[int, int] = {}
+    taken: set[tuple[int, int]] = set()
+    for p, offset, event in counted:
+        if offset <= seen.get(p, -1) or (p, offset) in taken:
+            continue
+        taken.add((p, offset))
+        events.append(event)
+        newest[p] = max(newest.get(p, -1), offset)
+    return events, newest
+
+
 # Adds counters and moves the per-partition offsets they cover in one atomic step, and only if those
 # offsets are still what the caller read: counting is exactly once however often a batch is retried.
 # KEYS[1] progress hash; ARGV[1] JSON {expect: {p: offset}, set: {p: offset}, incr: [[key, {field:
