@@ -4,19 +4,20 @@ source video; row-normalised lists in Redis (one string per video) that any web 
 from __future__ import annotations
 
 from recstream import metrics
-from recstream.agents.common import COVISIT_PAIR, take_batches, unpacked
+from recstream.agents.common import COVISIT_GROUP, MATERIALISE_SLICE, take_batches, unpacked, user_path
 from recstream.agents.pipeline import Pipeline
 from recstream.app import app
 from recstream.channels import covisit
 from recstream.recommend import CANDIDATES_PER_SOURCE
 from recstream.runtime import stores
 from recstream.scoring import normalised_top
-from recstream.streamstate import StreamParams, apply_pair, is_applied, new_neighbours
+from recstream.streamstate import StreamParams, apply_pairs, is_applied, new_neighbours
 from recstream.tables import neighbours
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
 PARAMS = StreamParams.from_settings(_s)
-pipeline = Pipeline("covisit", covisit.get_topic_name(), [neighbours], materialise=lambda t: materialise(t))
+pipeline = Pipeline("covisit", covisit.get_topic_name(), [neighbours], materialise=lambda t: materialise(t),
+                    write_interval_s=_s.neighbours_write_interval_s)
 
 
 @app.agent(covisit, name="covisit")
@@ -28,16 +29,16 @@ async def covisit_agent(stream) -> None:  # noqa: ANN001
 async def process(events) -> None:  # noqa: ANN001
     touched: dict[str, int] = {}  # source video -> partition
     pairs = 0
-    async for event, packed in unpacked(events, COVISIT_PAIR):  # gives the loop back between messages
+    async for event, packed in unpacked(events, COVISIT_GROUP):  # gives the loop back between messages
         c = event.message.partition
-        for src, dst, weight, ts, p, offset in packed:
+        for src, dsts, weights, ts, p, first in packed:  # one source's pairs at one time
             state = neighbours.get(c, src)
             if state is None:
                 state = new_neighbours()
             touched[src] = c
-            pairs += 1
-            if not is_applied(state["a"], p, offset):
-                apply_pair(state, dst, weight, ts, p, offset, PARAMS)
+            pairs += len(dsts)
+            if not is_applied(state["a"], p, first):  # a group is applied whole, or not at all
+                apply_pairs(state, dsts, weights, ts, p, first, PARAMS)
             neighbours.put(c, src, state)
     await pipeline.after_batch(events, touched)
     metrics.messages_processed.labels(agent="covisit").inc(pairs)
@@ -45,5 +46,9 @@ async def process(events) -> None:  # noqa: ANN001
 
 async def materialise(touched: dict[str, int]) -> None:
     """Row-normalised neighbour lists (absolute values) to Redis, one string per source video."""
-    lists = {src: normalised_top(neighbours.get(c, src)["n"], CANDIDATES_PER_SOURCE) for src, c in touched.items()}
+    lists = {}
+    for i, (src, c) in enumerate(touched.items()):
+        if i % MATERIALISE_SLICE == MATERIALISE_SLICE - 1:  # thousands of lists a write: let a user's event by
+            await user_path.step_aside()
+        lists[src] = normalised_top(neighbours.get(c, src)["n"], CANDIDATES_PER_SOURCE)
     await stores().write_neighbours(lists)

@@ -5,7 +5,7 @@ materialised to Redis (absolute values) after every batch."""
 from __future__ import annotations
 
 from recstream import metrics
-from recstream.agents.common import VIDEO_EVENT, take_batches, unpacked
+from recstream.agents.common import MATERIALISE_SLICE, VIDEO_EVENT, take_batches, unpacked, user_path
 from recstream.agents.pipeline import Pipeline
 from recstream.app import app
 from recstream.channels import video_events
@@ -53,7 +53,9 @@ async def process(events) -> None:  # noqa: ANN001
 async def materialise(touched: dict[str, int]) -> None:
     """Stats documents and trending ranks (absolute values) to Redis; the documents to MongoDB too."""
     docs, ranks = {}, {}
-    for video, q in touched.items():
+    for i, (video, q) in enumerate(touched.items()):
+        if i % MATERIALISE_SLICE == MATERIALISE_SLICE - 1:
+            await user_path.step_aside()
         state = video_engagement.get(q, video)
         docs[video] = stats_document(video, state, PARAMS)
         if state["r"] is not None:

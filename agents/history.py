@@ -14,15 +14,15 @@ import time
 from collections import defaultdict
 
 from recstream import channels, metrics, scoring
-from recstream.agents.common import YIELD_EVERY, pack, parse_batch, take_batches
+from recstream.agents.common import YIELD_EVERY, pack, parse_batch, take_batches, user_path
 from recstream.agents.pipeline import Pipeline
 from recstream.app import app
 from recstream.kafka_out import partition_for
 from recstream.records import Interaction, UserErasure, bound_ts
 from recstream.runtime import stores
 from recstream.sinks import retry
-from recstream.stores import ACTIVE_USERS_PREFIX
-from recstream.streamstate import StreamParams, add_to_counters, covisit_entries, new_history
+from recstream.stores import ACTIVE_USERS_PREFIX, uncounted
+from recstream.streamstate import StreamParams, add_to_counters, covisit_groups, new_history
 from recstream.tables import user_history
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
@@ -36,7 +36,8 @@ pipeline = Pipeline("history", channels.interactions.get_topic_name(), [user_his
 @app.agent(channels.interactions, name="history")
 async def history_agent(stream) -> None:  # noqa: ANN001
     async for events in take_batches(stream, _s.batch_size, _s.batch_within_s, pipeline.lock):
-        await process(events)
+        with user_path.running():  # the keyed-by-video agents step aside meanwhile
+            await process(events)
 
 
 async def process(events) -> None:  # noqa: ANN001
@@ -74,8 +75,8 @@ async def process(events) -> None:  # noqa: ANN001
             user_history.put(p, user, state)
             continue
         weight = scoring.engagement_weight(record, PARAMS.engagement)
-        for src, dst, w, position in covisit_entries(state, record.video_id, record.ts, weight, offset, PARAMS):
-            to_covisit[partition_for(src.encode(), n_covisit)].append([src, dst, w, record.ts, p, position])
+        for src, dsts, ws, first in covisit_groups(state, record.video_id, record.ts, weight, offset, PARAMS):
+            to_covisit[partition_for(src.encode(), n_covisit)].append((src, dsts, ws, record.ts, p, first))
         user_history.put(p, user, state)
         to_engagement[partition_for(record.video_id.encode(), n_video)].append(
             [record.video_id, p, offset, record.type, record.ts, record.watch_time_ms, record.duration_ms])
@@ -114,11 +115,9 @@ async def _write_counters(counted: list[tuple[int, int, Interaction]]) -> None:
     seen = await stores().read_progress(PROGRESS_KEY, partitions)
     overview: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     active: dict[str, set[str]] = defaultdict(set)
-    newest: dict[int, int] = {}
-    for p, offset, record in counted:
-        if offset <= seen.get(p, -1):
-            continue
-        newest[p] = max(newest.get(p, -1), offset)
+    # Past the offsets Redis counted, and each offset once: a batch may hold one twice (a re-fetch).
+    records, newest = uncounted(counted, seen)
+    for record in records:
         add_to_counters(overview, record, PARAMS)
         active[f"{ACTIVE_USERS_PREFIX}{record.ts // 60_000}"].add(record.user_id)
     if newest:

@@ -22,9 +22,11 @@ class Pipeline:
     written on another (sink "mongo"), the source offsets committed only past what both hold."""
 
     def __init__(self, name: str, topic: str, tables: Iterable[BatchTable], mongo: str | None = None,
-                 materialise: Callable[[dict[str, int]], Awaitable[None]] | None = None) -> None:
+                 materialise: Callable[[dict[str, int]], Awaitable[None]] | None = None,
+                 write_interval_s: float | None = None) -> None:
         """`materialise(keys)`, when given, writes what serving reads for {key: partition} touched
-        since the last call; it runs at most every `serving_write_interval_s` (sink "redis")."""
+        since the last call; it runs at most every `write_interval_s` (default
+        `serving_write_interval_s`; sink "redis")."""
         self.name, self.topic = name, topic
         self.tables = list(tables)
         sinks = ["kafka"] + (["mongo"] if mongo else []) + (["redis"] if materialise else [])
@@ -33,6 +35,7 @@ class Pipeline:
         self.flusher = Flusher(self.gate, self.outbox, self.tables)
         self.mongo = MongoSink(mongo, self.gate, lambda c, d: stores().upsert_many(c, d)) if mongo else None
         self.materialise = materialise
+        self.write_interval_s = write_interval_s or _s.serving_write_interval_s
         self.pending: dict[str, int] = {}
         self._next_write = 0.0
         self._write_lock = asyncio.Lock()
@@ -61,7 +64,7 @@ class Pipeline:
                 await retry("redis", lambda: self.materialise(pending))
             # At most a quarter of the time writing: under a backlog, writes grow rarer and larger
             # (each key once per write), so catching up is not eaten by rewriting the same keys.
-            self._next_write = loop.time() + max(_s.serving_write_interval_s, 3 * (loop.time() - started))
+            self._next_write = loop.time() + max(self.write_interval_s, 3 * (loop.time() - started))
             self.gate.mark("redis", upto)
 
     def ticket(self, events: Sequence[EventT]) -> int:

@@ -324,6 +324,13 @@ def add_pair(neighbours: dict[str, float], base_s: float | None, dst: str, weigh
     only when it reaches 2 * top_k entries, on the pair that makes it so, so pruning depends on the
     order of pairs but never on where batches start and end.
     """
+    return add_pairs(neighbours, base_s, (dst,), (weight,), ts_ms, half_life_s, top_k)
+
+
+def add_pairs(neighbours: dict[str, float], base_s: float | None, dsts: Sequence[str], weights: Sequence[float],
+              ts_ms: int, half_life_s: float, top_k: int) -> float:
+    """`add_pair` for several destinations at one time, in order: the same result, with the decay
+    factor computed once."""
     t = ts_ms / 1000
     if base_s is None:
         base_s = t
@@ -333,11 +340,15 @@ def add_pair(neighbours: dict[str, float], base_s: float | None, dst: str, weigh
         for key in neighbours:
             neighbours[key] *= scale
         base_s, exponent = t, 0.0
-    neighbours[dst] = neighbours.get(dst, 0.0) + weight * 2.0**exponent
-    if len(neighbours) >= 2 * top_k:
-        keep = sorted(neighbours.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
-        neighbours.clear()
-        neighbours.update(keep)
+    factor = 2.0**exponent
+    prune_at = 2 * top_k
+    get = neighbours.get
+    for dst, weight in zip(dsts, weights, strict=True):
+        neighbours[dst] = get(dst, 0.0) + weight * factor
+        if len(neighbours) >= prune_at:
+            keep = sorted(neighbours.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
+            neighbours.clear()
+            neighbours.update(keep)
     return base_s
 
 

@@ -192,6 +192,10 @@ class Settings(BaseSettings):
     """How often the engagement and co-visitation agents write what serving reads (stats documents,
     trending, neighbour lists) for the keys touched since: a key hot in every batch is written once per
     interval. The user's own history is written after every batch regardless."""
+    neighbours_write_interval_s: float = Field(default=1.0, gt=0)
+    """How often the co-visitation agent writes the neighbour lists it touched: a popular video gains
+    pairs in every batch, and rewriting its whole list every `serving_write_interval_s` took a quarter of
+    the worker's time. A new neighbour reaches serving within this plus a web process's refresh."""
     state_flush_interval_s: float = Field(default=3.0, gt=0)
     """How often an agent makes its state durable: dirty table keys to RocksDB and the changelog (once per
     key, however many events changed it), forwarded messages acknowledged, then the offset commit. Longer

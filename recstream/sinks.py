@@ -84,7 +84,7 @@ class Flusher:
             upto = self.gate.seq
             changelogs: dict[tuple[str, int], BatchTable] = {}
             for table in self.tables:
-                for partition, records in table.write_local().items():
+                for partition, records in (await table.write_local()).items():
                     await self.outbox.send(table.changelog_topic, partition, records)
                     changelogs[(table.changelog_topic, partition)] = table
             for topic, partition, offset in await self.outbox.settle():

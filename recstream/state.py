@@ -20,6 +20,7 @@ already holds are skipped (see `recstream.commits` for why the commit never pass
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +28,9 @@ from typing import Any
 import orjson
 import rocksdict
 from faust.types import TP
+
+ENCODE_SLICE = 512
+"""Keys encoded between two turns of the event loop in a flush (~2-5 ms of work)."""
 
 
 class BatchTable:
@@ -78,25 +82,30 @@ class BatchTable:
             self.cache.pop(p, None)
             self.dirty.pop(p, None)
 
-    def take_dirty(self) -> dict[int, list[tuple[bytes, bytes]]]:
-        """Encode and hand over every dirty key (the cache of clean keys is released too)."""
-        out: dict[int, list[tuple[bytes, bytes]]] = {}
-        for partition, keys in self.dirty.items():
-            part = self.cache[partition]
-            # None: the key is deleted (RocksDB, and a tombstone in the changelog).
-            out[partition] = [(k.encode(), None if part[k] is None else orjson.dumps(part[k])) for k in keys]
-        self.dirty = defaultdict(set)
-        self.cache = defaultdict(dict)
-        return out
-
-    def write_local(self) -> dict[int, list[tuple[bytes, bytes]]]:
+    async def write_local(self) -> dict[int, list[tuple[bytes, bytes]]]:
         """Write every dirty key to RocksDB in one WriteBatch per partition; returns the records, which
         the caller publishes to the changelog. (RocksDB ahead of the changelog is safe: a value
         recovered from an older changelog record carries older applied offsets, so the events after
-        them are applied again.)"""
-        dirty = self.take_dirty()
+        them are applied again.)
+
+        Encoding thousands of values takes tens of milliseconds, so it gives the event loop back every
+        ENCODE_SLICE keys: a user's own event is not held up behind a flush. Batches may run meanwhile;
+        a key they change is encoded with its newest value or stays dirty for the next flush, and the
+        cache keeps every value until RocksDB holds it (a read in between never sees an older value).
+        Afterwards the cache keeps only keys dirtied since (the rest is released)."""
+        dirty, self.dirty = self.dirty, defaultdict(set)
+        out: dict[int, list[tuple[bytes, bytes]]] = {}
+        encoded = 0
+        for partition, keys in dirty.items():
+            records = out[partition] = []
+            for key in keys:
+                if encoded % ENCODE_SLICE == ENCODE_SLICE - 1:
+                    await asyncio.sleep(0)
+                encoded += 1
+                value = self.cache[partition].get(key)  # None: deleted (RocksDB, and a tombstone)
+                records.append((key.encode(), None if value is None else orjson.dumps(value)))
         store = self.table.data
-        for partition, records in dirty.items():
+        for partition, records in out.items():
             batch = rocksdict.WriteBatch(raw_mode=True)
             for key, value in records:
                 if value is None:
@@ -104,7 +113,10 @@ class BatchTable:
                 else:
                     batch.put(key, value)
             store._db_for_partition(partition).write(batch)
-        return dirty
+        # Release what RocksDB now holds; a key dirtied while this ran keeps its newer value in memory.
+        self.cache = defaultdict(dict, {p: {k: self.cache[p][k] for k in keys if k in self.cache[p]}
+                                        for p, keys in self.dirty.items()})
+        return out
 
     def set_persisted_offset(self, partition: int, offset: int) -> None:
         """Recovery of this partition may start after `offset` of the changelog (Kafka holds it)."""

@@ -76,16 +76,30 @@ entries (the new video is the source of every reversed pair), so the offset alon
 them apart; positions keep `is_applied` exact. 1024 > 2 x the largest `covisit_lookback` (500)."""
 
 
+def covisit_groups(state: dict[str, Any], video_id: str, ts: int, weight: float, offset: int,
+                   params: StreamParams) -> list[tuple[str, list[str], list[float], int]]:
+    """Add one engagement to a user's history; returns the co-visitation pairs it makes, grouped by
+    source as the history agent forwards them: (source, destinations, weights, first position). The
+    directional pairs (earlier -> this video) are a group of one each (their sources differ); with
+    `covisit_both_ways` the reversed ones (this video -> each earlier) are one group, so the agent
+    reads and writes this video's neighbours once for all of them. Pair k of a group is at position
+    first + k."""
+    pairs = apply_to_history(state, video_id, ts, weight, offset, params)
+    base = offset * POSITIONS_PER_OFFSET
+    groups = [(src, [dst], [w], base + k) for k, (src, dst, w) in enumerate(pairs)]
+    if params.covisit_both_ways and pairs:
+        groups.append((video_id, [src for src, _dst, _w in pairs], [w for _src, _dst, w in pairs],
+                       base + len(pairs)))
+    return groups
+
+
 def covisit_entries(state: dict[str, Any], video_id: str, ts: int, weight: float, offset: int,
                     params: StreamParams) -> list[tuple[str, str, float, int]]:
-    """Add one engagement to a user's history; returns the co-visitation entries it makes,
-    (source, destination, weight, position): the directional pairs (earlier -> this video) and, with
-    `covisit_both_ways`, each reversed (this video -> earlier)."""
-    pairs = apply_to_history(state, video_id, ts, weight, offset, params)
-    if params.covisit_both_ways:
-        pairs += [(dst, src, w) for src, dst, w in pairs]
-    base = offset * POSITIONS_PER_OFFSET
-    return [(src, dst, w, base + k) for k, (src, dst, w) in enumerate(pairs)]
+    """`covisit_groups` one pair at a time: (source, destination, weight, position), the directional
+    pairs (earlier -> this video) and, with `covisit_both_ways`, each reversed (this video -> earlier)."""
+    return [(src, dst, w, first + k)
+            for src, dsts, weights, first in covisit_groups(state, video_id, ts, weight, offset, params)
+            for k, (dst, w) in enumerate(zip(dsts, weights, strict=True))]
 
 
 # --- the dashboard's counters (Redis hashes, added to exactly once per event) ---------------------
@@ -165,9 +179,16 @@ def new_neighbours() -> dict[str, Any]:
 
 def apply_pair(state: dict[str, Any], dst: str, weight: float, ts: int, partition: int, offset: int,
                params: StreamParams) -> None:
-    state["b"] = scoring.add_pair(state["n"], state["b"], dst, weight, ts, params.covisit_half_life_s,
-                                  params.neighbours_per_video)
-    state["a"][str(partition)] = offset
+    apply_pairs(state, [dst], [weight], ts, partition, offset, params)
+
+
+def apply_pairs(state: dict[str, Any], dsts: list[str], weights: list[float], ts: int, partition: int,
+                first: int, params: StreamParams) -> None:
+    """A group of pairs from one source at one time (positions first, first + 1, ...), as applying
+    each in turn would."""
+    state["b"] = scoring.add_pairs(state["n"], state["b"], dsts, weights, ts, params.covisit_half_life_s,
+                                   params.neighbours_per_video)
+    state["a"][str(partition)] = first + len(dsts) - 1
 
 
 # --- impressions ---------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ class TopicNames:
     entries, one message per partition per history batch (internal; `-v2`: its format changed)."""
     covisit: str
     """Co-visitation pairs partitioned by source video, for the neighbour table: packed lists of
-    entries (internal; `-v3`: entries carry log positions, not offsets, and go both ways)."""
+    entries, one source's pairs at one time per entry (internal; `-v4`: grouped by source; `-v3`
+    entries carried single pairs). In-flight pairs of an older topic are not read: upgrade by replaying
+    the log (`recstream rebuild`)."""
     dead_letters: str
     """Messages that could not be parsed or validated (DeadLetter JSON), with the reason."""
     impressions: str
@@ -31,7 +33,7 @@ def topic_names(settings: Settings) -> TopicNames:
         interactions=f"{p}.interactions",
         videos=f"{p}.videos",
         video_events=f"{p}.video-events-v2",
-        covisit=f"{p}.covisit-v3",
+        covisit=f"{p}.covisit-v4",
         dead_letters=f"{p}.dead-letters",
         impressions=f"{p}.impressions",
     )

@@ -35,12 +35,20 @@ def test_unpack_checks_every_entry_before_any_is_applied() -> None:
     import orjson
     import pytest
 
-    from recstream.agents.common import COVISIT_PAIR, VIDEO_EVENT, unpack
+    from recstream.agents.common import COVISIT_GROUP, VIDEO_EVENT, unpack
 
     good = [["v1", 0, 12, "view", 1_000, 500, None], ["v2", 3, 13, "like", 1_001, None, None]]
-    assert unpack(orjson.dumps(good), VIDEO_EVENT) == good
-    assert unpack(orjson.dumps([["a", "b", 0.5, 1_000, 0, 7], ["a", "c", 1, 1_000, 0, 8]]), COVISIT_PAIR)
+    assert unpack(orjson.dumps(good), VIDEO_EVENT) == [tuple(e) for e in good]
+    groups = [["a", ["b"], [0.5], 1_000, 0, 7], ["a", ["c", "d"], [1, 0.25], 1_000, 0, 8]]
+    assert unpack(orjson.dumps(groups), COVISIT_GROUP) == [
+        ("a", ["b"], [0.5], 1_000, 0, 7), ("a", ["c", "d"], [1.0, 0.25], 1_000, 0, 8)]
     for bad in (b"{not json", b'{"a": 1}', orjson.dumps([good[0], ["v", 0, "x", "view", 1, None, None]]),
-                orjson.dumps([good[0][:-1]]), orjson.dumps([None])):
+                orjson.dumps([good[0][:-1]]), orjson.dumps([None]), orjson.dumps([[*good[0], 1]])):
         with pytest.raises(ValueError):
             unpack(bad, VIDEO_EVENT)
+    for bad in (orjson.dumps([groups[0], ["a", ["c", "d"], [1.0], 1_000, 0, 8]]),  # lengths differ
+                orjson.dumps([["a", "b", 0.5, 1_000, 0, 7]]),  # a single pair of the older format
+                orjson.dumps([["a", [1], [0.5], 1_000, 0, 7]])):
+        with pytest.raises(ValueError, match=r"\$\[") as raised:
+            unpack(bad, COVISIT_GROUP)
+        assert "[0]" in str(raised.value) or "[1]" in str(raised.value)

@@ -148,3 +148,40 @@ def test_covisit_entries_go_both_ways_with_a_distinct_position_each() -> None:
         if src == "c" and not is_applied(neighbours["a"], 0, position):
             apply_pair(neighbours, dst, w, 1002, 0, position, both)
     assert set(neighbours["n"]) == {"a", "b"}
+
+
+def test_covisit_groups_carry_the_same_pairs_at_the_same_positions() -> None:
+    """What the history agent forwards (one entry per source and event) is covisit_entries grouped:
+    the reversed pairs all in one entry for the new video, each pair at first + k."""
+    from recstream.streamstate import POSITIONS_PER_OFFSET, covisit_entries, covisit_groups, new_history
+
+    states = [new_history(), new_history()]
+    for offset, video in enumerate(["a", "b", "x", "c"]):
+        groups = covisit_groups(states[0], video, 1000 + offset, 1.0, offset, P)
+        assert [(s, d, w, first + k) for s, ds, ws, first in groups for k, (d, w) in enumerate(zip(ds, ws, strict=True))] \
+            == covisit_entries(states[1], video, 1000 + offset, 1.0, offset, P)
+    base = 3 * POSITIONS_PER_OFFSET
+    assert groups == [("x", ["c"], [1.0], base), ("b", ["c"], [0.8], base + 1), ("a", ["c"], [0.8 * 0.8], base + 2),
+                      ("c", ["x", "b", "a"], [1.0, 0.8, 0.8 * 0.8], base + 3)]
+
+
+def test_a_group_of_pairs_is_applied_as_its_pairs_one_by_one() -> None:
+    """apply_pairs == apply_pair in turn, bit for bit, through a rebase and a prune (K = 2: pruned at 4)."""
+    import random
+
+    from recstream.streamstate import StreamParams, apply_pair, apply_pairs, is_applied, new_neighbours
+
+    params = StreamParams(neighbours_per_video=2, covisit_half_life_s=10.0)
+    rng = random.Random(7)
+    grouped, single = new_neighbours(), new_neighbours()
+    position = 0
+    for step in range(60):
+        ts = 1000 + step * rng.choice([1, 500, 2_000_000])  # the largest steps force a rebase
+        dsts = [rng.choice("abcdefg") for _ in range(rng.randint(1, 5))]
+        weights = [rng.random() for _ in dsts]
+        apply_pairs(grouped, dsts, weights, ts, 3, position, params)
+        for k, (dst, w) in enumerate(zip(dsts, weights, strict=True)):
+            apply_pair(single, dst, w, ts, 3, position + k, params)
+        position += len(dsts)
+        assert grouped == single
+    assert is_applied(grouped["a"], 3, position - 1) and not is_applied(grouped["a"], 3, position)
