@@ -245,7 +245,8 @@ def rows(res: dict[str, Any]) -> list[list[str]]:
         out.append(
             [
                 f"ingest, end of pipeline (history + engagement + co-visitation + Redis), one worker, "
-                f"{n:,} events; {exact_note}",
+                f"{n:,} events; {exact_note}"
+                + (f"; worker CPU {_num(w['cpu_us_per_event'])} µs per event" if w.get("cpu_us_per_event") else ""),
                 f"{_num(p)} events/s",
                 f"quixstreams {_num(q)}/s" if q else _quix_failed(quix),
                 _ratio(p, q) if q else (f"> {p / quix['events_per_s_at_most']:.3g}x"
@@ -307,8 +308,8 @@ def rows(res: dict[str, Any]) -> list[list[str]]:
     if post.get("events_per_s") is not None:
         out.append(
             [
-                f"`POST /events` accepted, {post['seconds']:g} s burst, batches of "
-                f"{res.get('config', {}).get('burst_batch', 500)}; pipeline caught up "
+                f"`POST /events` accepted by {post.get('to', 'the worker')}, {post['seconds']:g} s burst, batches of "
+                f"{res.get('config', {}).get('burst_batch', 500)}; the worker's pipeline caught up "
                 f"{_num(post.get('caught_up_s_after_burst'))} s after"
                 + (f" ({post['errors']:,} errors)" if post.get("errors") else ""),
                 f"{_num(post['events_per_s'])} events/s",
@@ -322,7 +323,8 @@ def rows(res: dict[str, Any]) -> list[list[str]]:
         p99 = paced.get("probe_p99_ms")
         out.append(
             [
-                f"during {paced['accepted']:,} events POSTed at {_num(paced['events_per_s'])}/s: a user's own "
+                f"during {paced['accepted']:,} events POSTed at {_num(paced['events_per_s'])}/s"
+                + (f" to {post['to']}" if post.get("to") else "") + ": a user's own "
                 f"view -> `hist:{{user}}` in Redis ({paced['probes_seen']} of {paced['probes']} probes)",
                 f"p50 {_num(paced['probe_p50_ms'])} / p99 {_num(p99)} / max {_num(paced['probe_max_ms'])} ms",
                 "",

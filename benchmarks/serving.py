@@ -67,7 +67,6 @@ if str(HERE) not in sys.path:
 from streaming import (  # noqa: E402
     PrivateRedis,
     _counters,
-    _delete_topics,
     _faust_dirs,
     find_py_spy,
     pct,
@@ -76,7 +75,7 @@ from streaming import (  # noqa: E402
     summarise_profile,
 )
 
-from recstream.devcluster import Cluster, free_port, get  # noqa: E402
+from recstream.devcluster import Cluster, delete_topics, free_port, get  # noqa: E402
 from recstream.settings import Settings, get_settings  # noqa: E402
 
 TARGETS = {
@@ -200,7 +199,7 @@ class Env:
             self.cluster.stop()
             if not self.cfg.keep and self.worker_started:
                 with contextlib.suppress(Exception):
-                    asyncio.run(_delete_topics(self.cluster.settings))
+                    asyncio.run(delete_topics(self.cluster.settings))
             if not self.cfg.keep:
                 with contextlib.suppress(Exception):
                     import pymongo

@@ -18,7 +18,8 @@ data), and real `recstream worker` processes on an isolated topic prefix, app id
 3. freshness: while a separate process produces workload events at 5,000/s, one view at a time of a
    video in a user's current list; the time until that user's list no longer shows it and shows one
    "because you watched" it. Peer: the same event's Kafka delivery to a plain consumer.
-4. burst: POST /events from concurrent clients (batches of 500) for 10 s: accepted events/s, then the
+4. burst: POST /events to `recstream web` (the write front a deployment publishes) from concurrent
+   clients (batches of 500) for 10 s: accepted events/s, then the worker's
    catch-up; then 60,000 events POSTed at 3,000/s while a probe user's view of a new video every 0.5 s
    is timed until `hist:{probe}` in Redis holds it; then the catch-up after the burst.
 5. replay: the workload as a KuaiRand CSV through `recstream replay --as-fast-as-possible` into a fresh
@@ -58,7 +59,7 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from recstream import reference, scoring
-from recstream.devcluster import Cluster, free_port
+from recstream.devcluster import Cluster, delete_topics, free_port
 from recstream.kafka_out import partition_for
 from recstream.recommend import CANDIDATES_PER_SOURCE
 from recstream.records import Interaction, encode, now_ms
@@ -66,7 +67,7 @@ from recstream.settings import Settings, get_settings
 from recstream.stores import VIDEO_STATS_KEY, history_key
 from recstream.streamstate import (
     StreamParams,
-    apply_pair,
+    apply_pairs,
     covisit_entries,
     is_applied,
     new_history,
@@ -225,6 +226,8 @@ class BenchEnv:
         self.root = Path(tempfile.mkdtemp(prefix="recstream-bench-"))
         self.redis = PrivateRedis(self.root / "redis")
         self.cluster: Cluster | None = None
+        self.post_url: str | None = None
+        """Where the burst stage POSTs events (a `recstream web` process), once it started one."""
         self.extra_clusters: list[Cluster] = []
         self.wcfg = workload.WorkloadConfig(
             events=cfg.events, users=cfg.users, videos=cfg.videos, zipf=cfg.zipf, seed=cfg.seed
@@ -271,7 +274,7 @@ class BenchEnv:
             cluster.stop()
             if not self.cfg.keep:
                 with contextlib.suppress(Exception):
-                    asyncio.run(_delete_topics(cluster.settings))
+                    asyncio.run(delete_topics(cluster.settings))
                 with contextlib.suppress(Exception):
                     import pymongo
 
@@ -290,20 +293,6 @@ def _faust_dirs(cluster: Cluster) -> None:
     creates only `{data_dir}/faust` and Faust then fails its own mkdir of `.../{app_id}/worker-{port}`
     on a fresh data dir (recstream/app.py)."""
     (cluster.settings.data_dir / "faust" / cluster.settings.app_id).mkdir(parents=True, exist_ok=True)
-
-
-async def _delete_topics(settings: Settings) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        tags = (settings.topic_prefix + ".", settings.app_id + "-")
-        ours = [t for t in await admin.list_topics() if t.startswith(tags)]
-        if ours:
-            await admin.delete_topics(ours)
-    finally:
-        await admin.close()
 
 
 async def _metrics(http: aiohttp.ClientSession, url: str) -> tuple[float, dict[str, float]]:
@@ -486,7 +475,7 @@ MASK = (1 << 64) - 1
 
 def _pair_digest(located: Iterable[tuple[int, int, Interaction]], params: StreamParams) -> tuple[int, int]:
     """(count, order-free hash) of the co-visitation entries the events imply, as the history agent
-    forwards them: [src, dst, weight, ts, partition, position]."""
+    applies them, one pair at a time: (src, dst, weight, ts, partition, position)."""
     histories: dict[str, dict[str, Any]] = {}
     count = digest = 0
     for p, o, e in located:
@@ -517,12 +506,13 @@ async def _covisit_log_state(settings: Settings, params: StreamParams, timeout: 
             for tp, msgs in (await consumer.getmany(timeout_ms=500, max_records=2000)).items():
                 for m in msgs:  # each partition's messages in offset order
                     pos[tp] = m.offset + 1
-                    for src, dst, w, ts, p, offset in orjson.loads(m.value):
-                        count += 1
-                        digest = (digest + hash((src, dst, w, ts, p, offset))) & MASK
+                    for src, dsts, ws, ts, p, first in orjson.loads(m.value):  # one source's pairs
+                        for k, (dst, w) in enumerate(zip(dsts, ws, strict=True)):
+                            count += 1
+                            digest = (digest + hash((src, dst, w, ts, p, first + k))) & MASK
                         state = states.get(src) or states.setdefault(src, new_neighbours())
-                        if not is_applied(state["a"], p, offset):
-                            apply_pair(state, dst, w, ts, p, offset, params)
+                        if not is_applied(state["a"], p, first):
+                            apply_pairs(state, dsts, ws, ts, p, first, params)
         complete = all(pos[tp] >= ends[tp] for tp in parts)
     finally:
         await consumer.stop()
@@ -969,19 +959,25 @@ def stage_ingest(env: BenchEnv) -> dict[str, Any]:
 
     say("ingest 5/7: a fresh recstream worker processes them all (rate from its /metrics counters)")
     started = time.perf_counter()
-    cluster.start_worker(env.port)
+    process = cluster.start_worker(env.port)
     startup = time.perf_counter() - started
+    cpu_before = _cpu_seconds(process.proc.pid)
     with Profiler(env, "ingest"):
         watched = asyncio.run(_watch_counters(cfg, env.url, lambda: n, cfg.ingest_timeout_s,
                                               pairs=env.expected_pairs[0]))
+    cpu = _cpu_seconds(process.proc.pid) - cpu_before
     if "error" in watched:
         worker: dict[str, Any] = {"error": watched["error"]}
         say(f"  worker: {worker}")
     else:
         worker = _rates(watched)
+        # CPU time per event: what a faster machine or a quieter one would not change (the rates above
+        # depend on what else these 2 cores run), so the figure to compare changes by.
+        worker["cpu_s"], worker["cpu_us_per_event"] = r(cpu, 1), r(cpu / n * 1e6, 1)
         say(
             f"  worker: end of pipeline {worker.get('pipeline_events_per_s')} events/s, history "
-            f"{worker.get('history_events_per_s')} events/s, {worker.get('covisit_pairs'):,} co-visitation pairs"
+            f"{worker.get('history_events_per_s')} events/s, {worker.get('covisit_pairs'):,} co-visitation pairs; "
+            f"{worker['cpu_us_per_event']} CPU µs per event (worker process, {worker['cpu_s']} s)"
         )
     env.counted = {"history": n, "engagement": n}
     say("ingest 6/7: exactness: Redis against the reference; Kafka messages written per event")
@@ -1010,6 +1006,12 @@ def stage_ingest(env: BenchEnv) -> dict[str, Any]:
         "kafka_messages_per_event": written,
         "quixstreams": quix,
     }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1629,7 +1631,7 @@ async def _paced_with_probe(env: BenchEnv, bodies: list[bytes], batch: int) -> d
 
     async def post(http: aiohttp.ClientSession, body: bytes) -> None:
         nonlocal accepted, errors
-        n = await _post_events(http, env.url, body)
+        n = await _post_events(http, env.post_url or env.url, body)
         accepted, errors = accepted + (n or 0), errors + (n is None)
 
     async def send_probe(http: aiohttp.ClientSession, index: int) -> None:
@@ -1700,8 +1702,15 @@ def stage_burst(env: BenchEnv) -> dict[str, Any]:
         f"{cfg.burst_seconds:g} s (pre-generating {cap:,} workload events first)"
     )
     bodies = _bodies(env, cap, cfg.burst_batch, seed_offset=2000)
+    # Writes go where a deployment sends them: to `recstream web` (docker-compose publishes only its
+    # port), a process without agents, so accepting a burst does not take turns with processing it.
+    assert env.cluster is not None
+    front = env.cluster.start_web(processes=1)
+    env.post_url = front.url
     base = asyncio.run(_settle(env.url, timeout=cfg.stage_timeout_s))  # any earlier backlog done first
-    post = asyncio.run(_post_throughput(env.url, bodies, cfg.burst_seconds, cfg.burst_concurrency))
+    post = asyncio.run(_post_throughput(front.url, bodies, cfg.burst_seconds, cfg.burst_concurrency))
+    post["to"] = "recstream web, 1 process"
+    say(f"  POSTing to `recstream web` ({front.url}), the deployment's write front; the worker processes")
     ended = post.pop("ended_at")
     say(
         f"  accepted {post['accepted']:,} events in {post['seconds']} s: {post['events_per_s']:,.0f} events/s "

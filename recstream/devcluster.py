@@ -28,6 +28,41 @@ from recstream.settings import Settings
 T = TypeVar("T")
 
 
+ISOLATED: list[Settings] = []
+"""The settings of every isolated cluster this process created: `delete_isolated_topics` removes their
+topics at the end of a test session (a broker that keeps every run's topics runs out of open files)."""
+
+
+async def delete_topics(settings: Settings) -> None:
+    """Delete a deployment's topics: its prefix's (interactions, videos, internal ones) and its app id's
+    (Faust's changelogs and repartitions)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from recstream.kafka_config import client_kwargs
+
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    try:
+        tags = (settings.topic_prefix + ".", settings.app_id + "-")
+        ours = [t for t in await admin.list_topics() if t.startswith(tags)]
+        if ours:
+            await admin.delete_topics(ours)
+    finally:
+        await admin.close()
+
+
+def delete_isolated_topics() -> None:
+    """Delete the topics of every isolated cluster this process created (best effort)."""
+    import asyncio
+
+    for settings in ISOLATED:
+        try:
+            asyncio.run(delete_topics(settings))
+        except Exception:  # noqa: BLE001 - cleanup: a broker already gone has nothing to delete
+            pass
+    ISOLATED.clear()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -95,6 +130,7 @@ class Cluster:
         self.workers: list[WorkerProcess] = []
         self.webs: list[WorkerProcess] = []
         if isolated:
+            ISOLATED.append(self.settings)
             redis.Redis.from_url(self.settings.redis_url).flushdb()
 
     def start_worker(self, port: int | None = None, command: list[str] | None = None) -> WorkerProcess:

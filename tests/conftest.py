@@ -44,6 +44,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    from recstream.devcluster import delete_isolated_topics
     from tests import reliability
 
     reliability.write_page()
+    delete_isolated_topics()  # every isolated cluster's topics: a broker keeping each run's runs out of files
