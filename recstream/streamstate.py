@@ -11,6 +11,7 @@ replay after a crash, or a message forwarded twice, change nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -77,7 +78,7 @@ them apart; positions keep `is_applied` exact. 1024 > 2 x the largest `covisit_l
 
 
 def covisit_groups(state: dict[str, Any], video_id: str, ts: int, weight: float, offset: int,
-                   params: StreamParams) -> list[tuple[str, list[str], list[float], int]]:
+                   params: StreamParams) -> list[tuple[str, Sequence[str], Sequence[float], int]]:
     """Add one engagement to a user's history; returns the co-visitation pairs it makes, grouped by
     source as the history agent forwards them: (source, destinations, weights, first position). The
     directional pairs (earlier -> this video) are a group of one each (their sources differ); with
@@ -86,7 +87,7 @@ def covisit_groups(state: dict[str, Any], video_id: str, ts: int, weight: float,
     first + k."""
     pairs = apply_to_history(state, video_id, ts, weight, offset, params)
     base = offset * POSITIONS_PER_OFFSET
-    groups = [(src, [dst], [w], base + k) for k, (src, dst, w) in enumerate(pairs)]
+    groups = [(src, (dst,), (w,), base + k) for k, (src, dst, w) in enumerate(pairs)]  # tuples: cheaper
     if params.covisit_both_ways and pairs:
         groups.append((video_id, [src for src, _dst, _w in pairs], [w for _src, _dst, w in pairs],
                        base + len(pairs)))
@@ -182,7 +183,7 @@ def apply_pair(state: dict[str, Any], dst: str, weight: float, ts: int, partitio
     apply_pairs(state, [dst], [weight], ts, partition, offset, params)
 
 
-def apply_pairs(state: dict[str, Any], dsts: list[str], weights: list[float], ts: int, partition: int,
+def apply_pairs(state: dict[str, Any], dsts: Sequence[str], weights: Sequence[float], ts: int, partition: int,
                 first: int, params: StreamParams) -> None:
     """A group of pairs from one source at one time (positions first, first + 1, ...), as applying
     each in turn would."""
