@@ -43,6 +43,8 @@ RUN apt-get update \
 COPY --from=python-build /opt/venv /opt/venv
 # `recstream train` finds the connector at <local_dir>/spark-jars (settings.local_dir).
 COPY --from=spark-jars /out/spark-jars /opt/recstream/spark-jars
+# The trainer's spark-submit entry point (the same job `recstream train` runs in-process).
+COPY training/als_job.py /opt/recstream/als_job.py
 ENV PATH=/opt/venv/bin:$PATH \
     RECSTREAM_LOCAL_DIR=/opt/recstream \
     RECSTREAM_DATA_DIR=/data \

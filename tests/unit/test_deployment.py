@@ -127,7 +127,11 @@ def test_health_gates_and_exposure(compose: dict[str, Any]) -> None:
     for name in ("spark-worker-1", "spark-worker-2"):
         assert services[name]["environment"] == {"SPARK_WORKER_CORES": "2", "SPARK_WORKER_MEMORY": "2g"}
     assert {"worker-1", "worker-2", "web", "simulator", "trainer"} <= set(services)
-    assert services["trainer"]["command"][:3] == ["train", "--master", "spark://spark-master:7077"]
+    trainer = services["trainer"]  # spark-submit to the cluster, the connector from the image, the job copied in
+    assert trainer["entrypoint"] == ["spark-submit"]
+    assert trainer["command"][:4] == ["--master", "spark://spark-master:7077", "--jars", "/opt/recstream/spark-jars/*.jar"]
+    assert "/opt/recstream/als_job.py" in trainer["command"]
+    assert "COPY training/als_job.py /opt/recstream/als_job.py" in (ROOT / "Dockerfile").read_text()
 
 
 def test_credentials_on_every_backing_service(compose: dict[str, Any]) -> None:
