@@ -21,7 +21,7 @@ from recstream.kafka_out import partition_for
 from recstream.records import Interaction, UserErasure, bound_ts
 from recstream.runtime import stores
 from recstream.sinks import retry
-from recstream.stores import ACTIVE_USERS_PREFIX, uncounted
+from recstream.stores import ACTIVE_USERS_PREFIX, HISTORY_PROGRESS_KEY, uncounted
 from recstream.streamstate import StreamParams, add_to_counters, covisit_groups, new_history
 from recstream.tables import user_history
 
@@ -29,7 +29,7 @@ _s = app.recstream_settings  # type: ignore[attr-defined]
 PARAMS = StreamParams.from_settings(_s)
 SKEW_MS = int(_s.max_future_skew_s * 1000)
 FRESHNESS = metrics.freshness.labels(agent="history")
-PROGRESS_KEY = "progress:history"  # hash: interactions partition -> last offset counted in Redis
+PROGRESS_KEY = HISTORY_PROGRESS_KEY
 pipeline = Pipeline("history", channels.interactions.get_topic_name(), [user_history], mongo="user_profiles")
 
 

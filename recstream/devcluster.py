@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import redis
 
 from recstream.settings import Settings
+from recstream.stores import HISTORY_PROGRESS_KEY
 
 T = TypeVar("T")
 
@@ -224,7 +225,7 @@ class ProgressSampler:
     rebalance from outside: while events flow to every partition, a partition's longest pause between two
     advances is how long it went unprocessed. `with ProgressSampler(url, partitions) as s: ...`."""
 
-    KEY = "progress:history"  # recstream.agents.history.PROGRESS_KEY (importing it would start an app)
+    KEY = HISTORY_PROGRESS_KEY
 
     def __init__(self, redis_url: str, partitions: int, interval: float = 0.025) -> None:
         self.client = redis.Redis.from_url(redis_url)

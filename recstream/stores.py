@@ -28,6 +28,9 @@ REMOVED_VIDEOS_KEY = "videos:removed"  # set: videos taken down (DELETE /videos/
 VIDEO_CREATOR_KEY = "video:creator"  # hash: video_id -> creator_id (the creator cap at serving)
 OVERVIEW_PREFIX = "overview:"  # hash per second: event counts by type, watch time, completions
 ACTIVE_USERS_PREFIX = "active:"  # HyperLogLog per minute of the users who acted
+HISTORY_PROGRESS_KEY = "progress:history"
+"""Hash: interactions partition -> the last offset the history agent counted into the dashboard's counters
+(moved after every batch, so it also shows from outside how far each partition has been processed)."""
 OVERVIEW_TTL_S = 3600
 VIDEO_SERIES_STEP_S = 10  # a video's engagement over time: one hash of counters per 10 s
 VIDEO_SERIES_TTL_S = 3600
