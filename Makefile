@@ -60,7 +60,7 @@ services-down:
 status:
 	$(BIN)/recstream services status
 
-test: install services
+test: install services lint
 	$(BIN)/pytest tests
 
 unit: install
@@ -68,6 +68,7 @@ unit: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/hadolint Dockerfile
 
 demo: install

@@ -4,13 +4,14 @@ marker (so a rebuild keeps it down), Redis moves it to the removed set, MongoDB 
 
 from __future__ import annotations
 
-from recstream import channels, metrics
+from recstream import metrics
 from recstream.agents.common import parse_batch, take_batches
 from recstream.agents.pipeline import Pipeline
-from recstream.app import app
 from recstream.records import Video, bound_ts
-from recstream.runtime import as_event, stores
-from recstream.sinks import retry
+from recstream.streaming import channels
+from recstream.streaming.app import app
+from recstream.streaming.runtime import as_event, stores
+from recstream.streaming.sinks import retry
 from recstream.tables import catalog
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
@@ -33,7 +34,10 @@ async def process(events) -> None:  # noqa: ANN001
         if event.value is None:  # a tombstone (DELETE /videos/{id}): the video is taken down
             video = event.key.decode() if isinstance(event.key, bytes) else event.key
             if video:
-                latest[video] = (event, {"video_id": video, "removed_at": int(event.message.timestamp * 1000)})
+                latest[video] = (
+                    event,
+                    {"video_id": video, "removed_at": int(event.message.timestamp * 1000)},
+                )
         elif (record := parsed.get(id(event))) is not None:
             record = bound_ts(record, int(event.message.timestamp * 1000), SKEW_MS)
             latest[record.video_id] = (event, record.model_dump())

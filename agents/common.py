@@ -13,8 +13,9 @@ import orjson
 from faust.types import EventT
 from pydantic import BaseModel, ValidationError
 
-from recstream import channels, delivery, metrics
+from recstream import metrics
 from recstream.records import DeadLetter, encode
+from recstream.streaming import channels, delivery
 
 log = logging.getLogger(__name__)
 YIELD_EVERY = 256
@@ -32,8 +33,9 @@ def _text(raw: object) -> str:
     return "" if raw is None else str(raw)
 
 
-async def parse_batch(events: Sequence[EventT], model: type[M],
-                      also: type[BaseModel] | None = None) -> list[tuple[EventT, BaseModel]]:
+async def parse_batch(
+    events: Sequence[EventT], model: type[M], also: type[BaseModel] | None = None
+) -> list[tuple[EventT, BaseModel]]:
     """Validate each message as `model` (or, failing that, as `also`); anything unusable goes to the
     dead-letter topic with the reason `model` gave."""
     good: list[tuple[EventT, BaseModel]] = []
@@ -61,8 +63,14 @@ def _reason(exc: Exception) -> str:
 
 async def dead_letter(event: EventT, reason: str) -> None:
     msg = event.message
-    letter = DeadLetter(source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                        key=_text(event.key) or None, value=_text(event.value)[:10_000], reason=reason)
+    letter = DeadLetter(
+        source_topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        key=_text(event.key) or None,
+        value=_text(event.value)[:10_000],
+        reason=reason,
+    )
     await channels.dead_letters.send(key=msg.topic, value=encode(letter))
     metrics.dead_letters.labels(topic=msg.topic).inc()
     log.warning("dead letter from %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
@@ -75,8 +83,10 @@ enough that a message stays far below Kafka's 1 MB default."""
 
 def pack(entries: list[list]) -> list[tuple[None, bytes]]:
     """Entries for one internal-topic partition as (key, value) records of at most PACK_MAX_ENTRIES."""
-    return [(None, orjson.dumps(entries[i:i + PACK_MAX_ENTRIES]))
-            for i in range(0, len(entries), PACK_MAX_ENTRIES)]
+    return [
+        (None, orjson.dumps(entries[i : i + PACK_MAX_ENTRIES]))
+        for i in range(0, len(entries), PACK_MAX_ENTRIES)
+    ]
 
 
 class Shape:
@@ -100,8 +110,11 @@ class Shape:
 
 VIDEO_EVENT = Shape(tuple[str, int, int, str, int, int | None, int | None])
 """An engagement entry: [video, source partition, source offset, type, ts, watch_time_ms, duration_ms]."""
-COVISIT_GROUP = Shape(tuple[str, list[str], list[float], int, int, int], lambda e: len(e[1]) == len(e[2]),
-                      "destinations and weights differ in length")
+COVISIT_GROUP = Shape(
+    tuple[str, list[str], list[float], int, int, int],
+    lambda e: len(e[1]) == len(e[2]),
+    "destinations and weights differ in length",
+)
 """Co-visitation pairs from one source at one time (`streamstate.covisit_groups`): [source video,
 [neighbour, ...], [weight, ...], ts, source partition, first pair's position]."""
 
@@ -144,8 +157,7 @@ class UserPath:
 user_path = UserPath()
 
 
-async def unpacked(events: Sequence[EventT], shape: Shape
-                   ) -> AsyncIterator[tuple[EventT, list[list]]]:
+async def unpacked(events: Sequence[EventT], shape: Shape) -> AsyncIterator[tuple[EventT, list[list]]]:
     """Each internal message with its entries, one message at a time with the event loop given back
     before each (a message holds up to PACK_MAX_ENTRIES entries: parsing a whole batch of them first
     would hold the loop, and the HTTP views sharing it, for as long); a message that is not what our
@@ -160,14 +172,18 @@ async def unpacked(events: Sequence[EventT], shape: Shape
         yield event, entries
 
 
-async def take_batches(stream, max_: int, within: float,  # noqa: ANN001
-                       lock: asyncio.Lock) -> AsyncIterator[list[EventT]]:
+async def take_batches(
+    stream,
+    max_: int,
+    within: float,  # noqa: ANN001
+    lock: asyncio.Lock,
+) -> AsyncIterator[list[EventT]]:
     """The agent's events in batches of up to `max_`, waiting at most `within` seconds to fill one.
 
     What `Stream.take_events` gives, read straight from the channel's queue: Faust's stream iterator
     costs several µs per event (its own futures, sensors, processors), most of a worker's CPU at
     thousands of events per second. Events are acknowledged once the caller is done with a batch;
-    the offsets committed are `recstream.commits`'s, not these acknowledgements.
+    the offsets committed are `recstream.streaming.commits`'s, not these acknowledgements.
 
     The caller processes each batch holding `lock`, which the agent's revocation handler also takes
     (`agents.pipeline.Pipeline.on_revoked`): a rebalance never lands in the middle of a batch. Under
@@ -206,11 +222,16 @@ async def take_batches(stream, max_: int, within: float,  # noqa: ANN001
                 except (TimeoutError, StopAsyncIteration):
                     break
             async with lock:
-                current = current_events(events, app.consumer_generation_id, app.flow_control.is_active(),
-                                         consumer.assignment())
+                current = current_events(
+                    events, app.consumer_generation_id, app.flow_control.is_active(), consumer.assignment()
+                )
                 if len(current) < len(events):
-                    log.info("dropped %d of %d events fetched before a rebalance (re-read from the "
-                             "committed offset)", len(events) - len(current), len(events))
+                    log.info(
+                        "dropped %d of %d events fetched before a rebalance (re-read from the "
+                        "committed offset)",
+                        len(events) - len(current),
+                        len(events),
+                    )
                 try:
                     if current:
                         yield current

@@ -6,18 +6,23 @@ from __future__ import annotations
 from recstream import metrics
 from recstream.agents.common import COVISIT_GROUP, MATERIALISE_SLICE, take_batches, unpacked, user_path
 from recstream.agents.pipeline import Pipeline
-from recstream.app import app
-from recstream.channels import covisit
-from recstream.recommend import CANDIDATES_PER_SOURCE
-from recstream.runtime import stores
 from recstream.scoring import normalised_top
+from recstream.serving.recommend import CANDIDATES_PER_SOURCE
+from recstream.streaming.app import app
+from recstream.streaming.channels import covisit
+from recstream.streaming.runtime import stores
 from recstream.streamstate import StreamParams, apply_pairs, is_applied, new_neighbours
 from recstream.tables import neighbours
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
 PARAMS = StreamParams.from_settings(_s)
-pipeline = Pipeline("covisit", covisit.get_topic_name(), [neighbours], materialise=lambda t: materialise(t),
-                    write_interval_s=_s.neighbours_write_interval_s)
+pipeline = Pipeline(
+    "covisit",
+    covisit.get_topic_name(),
+    [neighbours],
+    materialise=lambda t: materialise(t),
+    write_interval_s=_s.neighbours_write_interval_s,
+)
 
 
 @app.agent(covisit, name="covisit")
@@ -48,7 +53,9 @@ async def materialise(touched: dict[str, int]) -> None:
     """Row-normalised neighbour lists (absolute values) to Redis, one string per source video."""
     lists = {}
     for i, (src, c) in enumerate(touched.items()):
-        if i % MATERIALISE_SLICE == MATERIALISE_SLICE - 1:  # thousands of lists a write: let a user's event by
+        if (
+            i % MATERIALISE_SLICE == MATERIALISE_SLICE - 1
+        ):  # thousands of lists a write: let a user's event by
             await user_path.step_aside()
         lists[src] = normalised_top(neighbours.get(c, src)["n"], CANDIDATES_PER_SOURCE)
     await stores().write_neighbours(lists)

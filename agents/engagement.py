@@ -7,9 +7,9 @@ from __future__ import annotations
 from recstream import metrics
 from recstream.agents.common import MATERIALISE_SLICE, VIDEO_EVENT, take_batches, unpacked, user_path
 from recstream.agents.pipeline import Pipeline
-from recstream.app import app
-from recstream.channels import video_events
-from recstream.runtime import stores
+from recstream.streaming.app import app
+from recstream.streaming.channels import video_events
+from recstream.streaming.runtime import stores
 from recstream.streamstate import (
     Facts,
     StreamParams,
@@ -22,8 +22,13 @@ from recstream.tables import video_engagement
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
 PARAMS = StreamParams.from_settings(_s)
-pipeline = Pipeline("engagement", video_events.get_topic_name(), [video_engagement], mongo="video_stats",
-                    materialise=lambda touched: materialise(touched))
+pipeline = Pipeline(
+    "engagement",
+    video_events.get_topic_name(),
+    [video_engagement],
+    mongo="video_stats",
+    materialise=lambda touched: materialise(touched),
+)
 
 
 @app.agent(video_events, name="engagement")

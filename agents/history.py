@@ -13,15 +13,16 @@ import asyncio
 import time
 from collections import defaultdict
 
-from recstream import channels, metrics, scoring
+from recstream import metrics, scoring
 from recstream.agents.common import YIELD_EVERY, pack, parse_batch, take_batches, user_path
 from recstream.agents.pipeline import Pipeline
-from recstream.app import app
-from recstream.kafka_out import partition_for
+from recstream.kafka.batches import partition_for
 from recstream.records import Interaction, UserErasure, bound_ts
-from recstream.runtime import stores
-from recstream.sinks import retry
-from recstream.stores import ACTIVE_USERS_PREFIX, HISTORY_PROGRESS_KEY, uncounted
+from recstream.serving.stores import ACTIVE_USERS_PREFIX, HISTORY_PROGRESS_KEY, uncounted
+from recstream.streaming import channels
+from recstream.streaming.app import app
+from recstream.streaming.runtime import stores
+from recstream.streaming.sinks import retry
 from recstream.streamstate import StreamParams, add_to_counters, covisit_groups, new_history
 from recstream.tables import user_history
 
@@ -41,9 +42,15 @@ async def history_agent(stream) -> None:  # noqa: ANN001
 
 
 async def process(events) -> None:  # noqa: ANN001
-    parsed = [(event, bound_ts(record, int(event.message.timestamp * 1000), SKEW_MS)
-               if isinstance(record, Interaction) else record)
-              for event, record in await parse_batch(events, Interaction, also=UserErasure)]
+    parsed = [
+        (
+            event,
+            bound_ts(record, int(event.message.timestamp * 1000), SKEW_MS)
+            if isinstance(record, Interaction)
+            else record,
+        )
+        for event, record in await parse_batch(events, Interaction, also=UserErasure)
+    ]
     erased: set[str] = set()  # users erased by this batch (erased first; events after it start anew)
     touched: dict[str, int] = {}  # user -> partition
     new_videos: dict[str, set[str]] = defaultdict(set)
@@ -79,7 +86,8 @@ async def process(events) -> None:  # noqa: ANN001
             to_covisit[partition_for(src.encode(), n_covisit)].append((src, dsts, ws, record.ts, p, first))
         user_history.put(p, user, state)
         to_engagement[partition_for(record.video_id.encode(), n_video)].append(
-            [record.video_id, p, offset, record.type, record.ts, record.watch_time_ms, record.duration_ms])
+            [record.video_id, p, offset, record.type, record.ts, record.watch_time_ms, record.duration_ms]
+        )
         by_type[record.type] += 1
 
     for partition, entries in to_engagement.items():
@@ -94,8 +102,9 @@ async def process(events) -> None:  # noqa: ANN001
         histories = {u: user_history.get(p, u)["h"] for u, p in touched.items()}
         await retry("redis", lambda: stores().write_user_state(histories, new_videos))
         await retry("redis", lambda: _write_counters(counted))
-        pipeline.mongo.stage({u: {"history": h, "updated_ms": max((e[1] for e in h), default=0)}
-                              for u, h in histories.items()})
+        pipeline.mongo.stage(
+            {u: {"history": h, "updated_ms": max((e[1] for e in h), default=0)} for u, h in histories.items()}
+        )
     pipeline.ticket(events)
     for type_, count in by_type.items():
         metrics.events_processed.labels(type=type_).inc(count)

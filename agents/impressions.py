@@ -10,13 +10,14 @@ engaged with needs no count: serving never shows an engaged video again (the his
 
 from __future__ import annotations
 
-from recstream import channels, metrics
+from recstream import metrics
 from recstream.agents.common import parse_batch, take_batches
 from recstream.agents.pipeline import Pipeline
-from recstream.app import app
 from recstream.records import Shown
-from recstream.runtime import stores
-from recstream.sinks import retry
+from recstream.streaming import channels
+from recstream.streaming.app import app
+from recstream.streaming.runtime import stores
+from recstream.streaming.sinks import retry
 from recstream.streamstate import count_shown, overexposed
 from recstream.tables import user_shown
 

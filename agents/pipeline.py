@@ -8,11 +8,12 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from faust.types import TP, EventT
 
-from recstream import commits, metrics
-from recstream.app import app
-from recstream.runtime import producer, shutdown_hooks, stores
-from recstream.sinks import Flusher, MongoSink, Outbox, retry
-from recstream.state import BatchTable
+from recstream import metrics
+from recstream.streaming import commits
+from recstream.streaming.app import app
+from recstream.streaming.runtime import producer, shutdown_hooks, stores
+from recstream.streaming.sinks import Flusher, MongoSink, Outbox, retry
+from recstream.streaming.tablecache import BatchTable
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
 
@@ -21,9 +22,15 @@ class Pipeline:
     """One agent's durability: tables and forwards flushed on a timer (sink "kafka"), MongoDB documents
     written on another (sink "mongo"), the source offsets committed only past what both hold."""
 
-    def __init__(self, name: str, topic: str, tables: Iterable[BatchTable], mongo: str | None = None,
-                 materialise: Callable[[dict[str, int]], Awaitable[None]] | None = None,
-                 write_interval_s: float | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        topic: str,
+        tables: Iterable[BatchTable],
+        mongo: str | None = None,
+        materialise: Callable[[dict[str, int]], Awaitable[None]] | None = None,
+        write_interval_s: float | None = None,
+    ) -> None:
         """`materialise(keys)`, when given, writes what serving reads for {key: partition} touched
         since the last call; it runs at most every `write_interval_s` (default
         `serving_write_interval_s`; sink "redis")."""
@@ -106,7 +113,9 @@ async def flush_state() -> None:
 async def write_serving() -> None:
     for pipeline in pipelines:
         due = asyncio.get_running_loop().time() >= pipeline._next_write
-        if due and (pipeline.pending or pipeline.gate.done.get("redis", pipeline.gate.seq) < pipeline.gate.seq):
+        if due and (
+            pipeline.pending or pipeline.gate.done.get("redis", pipeline.gate.seq) < pipeline.gate.seq
+        ):
             await pipeline.write_serving()
 
 

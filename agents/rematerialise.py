@@ -23,9 +23,9 @@ from collections.abc import Iterator
 from recstream import metrics
 from recstream.agents import catalog as catalog_agent
 from recstream.agents import covisit, engagement, history
-from recstream.app import app
-from recstream.runtime import stores
-from recstream.state import BatchTable
+from recstream.streaming.app import app
+from recstream.streaming.runtime import stores
+from recstream.streaming.tablecache import BatchTable
 from recstream.tables import catalog, user_history
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,9 @@ def _owned(topic: str) -> set[int]:
 def _ready() -> bool:
     """Partitions assigned and their tables recovered: what the tables hold is what the log implies."""
     recovery = getattr(app.tables, "recovery", None)
-    return (app.consumer is not None and not app.rebalancing
-            and (recovery is None or recovery.completed.is_set()))
+    return (
+        app.consumer is not None and not app.rebalancing and (recovery is None or recovery.completed.is_set())
+    )
 
 
 def _chunks(items: Iterator[tuple[str, object]]) -> Iterator[dict]:
@@ -70,12 +71,16 @@ async def rematerialise() -> dict[str, int]:
         for p in _owned(pipeline.topic):
             for chunk in _chunks(user_history.items(p)):
                 histories = {user: state["h"] for user, state in chunk.items()}
-                await stores().write_user_state(histories, {u: {e[0] for e in h} for u, h in histories.items()})
+                await stores().write_user_state(
+                    histories, {u: {e[0] for e in h} for u, h in histories.items()}
+                )
                 n += len(chunk)
                 await asyncio.sleep(0)
         written["histories"] = n
-    for name, pipeline, table in (("video_stats", engagement.pipeline, engagement.video_engagement),
-                                  ("neighbour_lists", covisit.pipeline, covisit.neighbours)):
+    for name, pipeline, table in (
+        ("video_stats", engagement.pipeline, engagement.video_engagement),
+        ("neighbour_lists", covisit.pipeline, covisit.neighbours),
+    ):
         async with pipeline.lock:
             keys = _keys(table, _owned(pipeline.topic))
             pipeline.pending.update(keys)
@@ -111,8 +116,11 @@ async def watch_redis() -> None:
     if token == _epoch or (_epoch is None and not lost):
         _epoch = token
         return
-    log.warning("Redis lost its data (epoch %s -> %s): writing this worker's views again from the tables",
-                _epoch, token)
+    log.warning(
+        "Redis lost its data (epoch %s -> %s): writing this worker's views again from the tables",
+        _epoch,
+        token,
+    )
     try:
         written = await rematerialise()
     except Exception:

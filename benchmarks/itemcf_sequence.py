@@ -38,7 +38,7 @@ evaluator's own (`targets.build` / `targets.rank`, `metrics.per_user`, as `runne
 
 Every fit replays what the agents and serving run today (`replay="agents"`: per-pair forward decay from
 each pair's own event time, scoring.normalised_top, a serving process's best
-`serving_neighbours_per_video`; the same as `recstream.reference`). `recstream evaluate`'s replay
+`serving_neighbours_per_video`; the same as `recstream.devtools.reference`). `recstream evaluate`'s replay
 (`replay="batches"`: merge_neighbours per 10,000-event batch, within which nothing decays; on MovieLens
 a batch spans weeks) is shown for the served setting only.
 

@@ -38,7 +38,11 @@ from recstream import scoring
 from recstream.records import Interaction
 
 PARAMS = scoring.EngagementParams()
-HISTORY_LENGTH, COVISIT_LOOKBACK, COVISIT_RECENCY = 50, 10, 0.8  # recstream's Settings defaults (pairs both ways)
+HISTORY_LENGTH, COVISIT_LOOKBACK, COVISIT_RECENCY = (
+    50,
+    10,
+    0.8,
+)  # recstream's Settings defaults (pairs both ways)
 SHORT_WINDOW = timedelta(seconds=60)
 LONG_WINDOW, LONG_STEP = timedelta(hours=1), timedelta(minutes=15)
 
@@ -61,15 +65,21 @@ class Progress:
             self.t_first = time.perf_counter()
 
     def summary(self) -> str:
-        return (f"history {self.history:,}, videos {self.videos:,} of {self.events:,} events; "
-                f"pairs {self.pairs_done:,} of {self.pairs_emitted:,}")
+        return (
+            f"history {self.history:,}, videos {self.videos:,} of {self.events:,} events; "
+            f"pairs {self.pairs_done:,} of {self.pairs_emitted:,}"
+        )
 
     def check(self) -> None:
         self._calls += 1
         if self._calls % 8192 == 0 and time.perf_counter() - self._shown > 30:
             self._shown = time.perf_counter()  # a progress line on stderr: a full run takes minutes
             print(f"quix_peer: {self.summary()} after {self._shown - self.t_first:.0f}s", file=sys.stderr)
-        if self.videos >= self.events and self.history >= self.events and self.pairs_done >= self.pairs_emitted:
+        if (
+            self.videos >= self.events
+            and self.history >= self.events
+            and self.pairs_done >= self.pairs_emitted
+        ):
             self.t_last = time.perf_counter()
             self.app.stop()  # a flag: the current message finishes, then the final checkpoint commits
 
@@ -92,7 +102,9 @@ def build(app: Application, topic_name: str, progress: Progress, grace: timedelt
         weight = scoring.engagement_weight(record, PARAMS)
         pairs = scoring.covisit_pairs(history, record.video_id, weight, COVISIT_LOOKBACK, COVISIT_RECENCY)
         pairs += [(dst, src, w) for src, dst, w in pairs]  # both ways, as recstream's default
-        state.set("history", scoring.update_history(history, record.video_id, record.ts, weight, HISTORY_LENGTH))
+        state.set(
+            "history", scoring.update_history(history, record.video_id, record.ts, weight, HISTORY_LENGTH)
+        )
         progress.history += 1
         progress.pairs_emitted += len(pairs)
         if progress.history == progress.events:
@@ -130,10 +142,16 @@ def build(app: Application, topic_name: str, progress: Progress, grace: timedelt
     videos = videos.update(add_lifetime, stateful=True, metadata=True)
     # Two branches of the same per-video stream; `.current()` emits each updated window downstream
     # (nothing consumes it here), as recstream's tables expose the live window at once.
-    (videos.tumbling_window(SHORT_WINDOW, grace_ms=grace, name="short", on_late=late)
-     .reduce(scoring.add_counts, dict).current())
-    (videos.hopping_window(LONG_WINDOW, LONG_STEP, grace_ms=grace, name="long", on_late=late)
-     .reduce(scoring.add_counts, dict).current())
+    (
+        videos.tumbling_window(SHORT_WINDOW, grace_ms=grace, name="short", on_late=late)
+        .reduce(scoring.add_counts, dict)
+        .current()
+    )
+    (
+        videos.hopping_window(LONG_WINDOW, LONG_STEP, grace_ms=grace, name="long", on_late=late)
+        .reduce(scoring.add_counts, dict)
+        .current()
+    )
 
 
 def cleanup(bootstrap: str, consumer_group: str) -> list[str]:
@@ -142,8 +160,11 @@ def cleanup(bootstrap: str, consumer_group: str) -> list[str]:
     Only names that embed the group (`<type>__<group>--...`): the broker is shared.
     """
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    mine = [t for t in admin.list_topics(timeout=30).topics
-            if t.startswith(("repartition__", "changelog__")) and f"__{consumer_group}--" in t]
+    mine = [
+        t
+        for t in admin.list_topics(timeout=30).topics
+        if t.startswith(("repartition__", "changelog__")) and f"__{consumer_group}--" in t
+    ]
     for future in admin.delete_topics(mine, operation_timeout=30).values() if mine else ():
         future.result()
     try:
@@ -153,9 +174,15 @@ def cleanup(bootstrap: str, consumer_group: str) -> list[str]:
     return mine
 
 
-def run_peer(bootstrap: str, topic: str, events: int, state_dir: str | None = None,
-             consumer_group: str | None = None, grace_s: float = 3600.0,
-             keep_topics: bool = False) -> dict[str, Any]:
+def run_peer(
+    bootstrap: str,
+    topic: str,
+    events: int,
+    state_dir: str | None = None,
+    consumer_group: str | None = None,
+    grace_s: float = 3600.0,
+    keep_topics: bool = False,
+) -> dict[str, Any]:
     """Process `events` events of `topic` from the start; returns the figures and `video_counts`.
 
     `grace_s` must exceed how far event time can run backwards within one video's stream: the
@@ -205,20 +232,35 @@ def _quix_version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="recstream's streaming work in quixstreams (benchmark peer).")
+    parser = argparse.ArgumentParser(
+        description="recstream's streaming work in quixstreams (benchmark peer)."
+    )
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--topic", required=True, help="a pre-produced interactions topic (workload.py)")
     parser.add_argument("--events", type=int, required=True, help="how many events the topic holds")
     parser.add_argument("--state-dir", default=None, help="RocksDB state (default: a temporary directory)")
     parser.add_argument("--consumer-group", default=None, help="default: quixbench.peer-<random>")
     parser.add_argument("--grace-s", type=float, default=3600.0, help="window grace period, seconds")
-    parser.add_argument("--keep-topics", action="store_true",
-                        help="keep the repartition/changelog topics and the consumer group")
-    parser.add_argument("--counts-out", default=None,
-                        help="where video_counts go (default: a temporary file); '-' = inline in the JSON line")
+    parser.add_argument(
+        "--keep-topics",
+        action="store_true",
+        help="keep the repartition/changelog topics and the consumer group",
+    )
+    parser.add_argument(
+        "--counts-out",
+        default=None,
+        help="where video_counts go (default: a temporary file); '-' = inline in the JSON line",
+    )
     args = parser.parse_args(argv)
-    result = run_peer(args.bootstrap, args.topic, args.events, args.state_dir, args.consumer_group,
-                      args.grace_s, args.keep_topics)
+    result = run_peer(
+        args.bootstrap,
+        args.topic,
+        args.events,
+        args.state_dir,
+        args.consumer_group,
+        args.grace_s,
+        args.keep_topics,
+    )
     if args.counts_out != "-":
         # Tens of thousands of videos: too big for one line on stdout.
         path = args.counts_out or tempfile.mkstemp(prefix="quixbench-counts-", suffix=".json")[1]

@@ -79,19 +79,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="trial sizes: 100,000 events (20,000 users, 5,000 videos), 5 s POST burst, 15,000 paced "
         "events, 3 s of HTTP load, 30 freshness samples, 100,000 replayed",
     )
-    p.add_argument("--events", type=int, help="workload events to ingest (default 1,000,000; --quick 100,000)")
+    p.add_argument(
+        "--events", type=int, help="workload events to ingest (default 1,000,000; --quick 100,000)"
+    )
     p.add_argument("--users", type=int, help="workload users (default 100,000; --quick 20,000)")
     p.add_argument("--videos", type=int, help="workload videos (default 20,000; --quick 5,000)")
     p.add_argument("--zipf", type=float, default=1.1, help="video popularity exponent (default 1.1)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--no-quix", action="store_true", help="skip the quixstreams peer")
     p.add_argument(
-        "--quix-timeout", type=float, default=600.0,
+        "--quix-timeout",
+        type=float,
+        default=600.0,
         help="bound of the quixstreams peer, s (past it: stopped, its rate reported as an upper bound)",
     )
     p.add_argument("--replay-events", type=int, help="events replayed (default 1,000,000; --quick 100,000)")
     p.add_argument("--burst-seconds", type=float, help="POST /events burst (default 10; --quick 5)")
-    p.add_argument("--paced-events", type=int, help="events POSTed at 3,000/s (default 60,000; --quick 15,000)")
+    p.add_argument(
+        "--paced-events", type=int, help="events POSTed at 3,000/s (default 60,000; --quick 15,000)"
+    )
     p.add_argument(
         "--background-rate", type=float, default=5_000.0, help="events/s produced during freshness (5,000)"
     )
@@ -131,7 +137,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--serving-args",
         default="",
-        help="extra arguments for benchmarks/serving.py (e.g. \"--videos 50000 --ingest-rate 3000\"); "
+        help='extra arguments for benchmarks/serving.py (e.g. "--videos 50000 --ingest-rate 3000"); '
         "--quick, --seed, --concurrency, --http-seconds, --profile and --keep are passed on",
     )
     return p.parse_args(argv)
@@ -246,14 +252,24 @@ def rows(res: dict[str, Any]) -> list[list[str]]:
             [
                 f"ingest, end of pipeline (history + engagement + co-visitation + Redis), one worker, "
                 f"{n:,} events; {exact_note}"
-                + (f"; worker CPU {_num(w['cpu_us_per_event'])} µs per event" if w.get("cpu_us_per_event") else ""),
+                + (
+                    f"; worker CPU {_num(w['cpu_us_per_event'])} µs per event"
+                    if w.get("cpu_us_per_event")
+                    else ""
+                ),
                 f"{_num(p)} events/s",
                 f"quixstreams {_num(q)}/s" if q else _quix_failed(quix),
-                _ratio(p, q) if q else (f"> {p / quix['events_per_s_at_most']:.3g}x"
-                                        if p and quix.get("events_per_s_at_most") else "n/a"),
+                _ratio(p, q)
+                if q
+                else (
+                    f"> {p / quix['events_per_s_at_most']:.3g}x"
+                    if p and quix.get("events_per_s_at_most")
+                    else "n/a"
+                ),
                 f">= {t['pipeline_events_per_s']:,}/s (resolved: >= {t['pipeline_events_per_s_resolved']:,}/s "
                 f"and >= {t['quix_ratio']:g}x quixstreams)",
-                ("yes" if goal else "**no**") + ("" if goal else f" (resolved: {'yes' if resolved else 'no'})"),
+                ("yes" if goal else "**no**")
+                + ("" if goal else f" (resolved: {'yes' if resolved else 'no'})"),
             ]
         )
         if q:
@@ -324,13 +340,18 @@ def rows(res: dict[str, Any]) -> list[list[str]]:
         out.append(
             [
                 f"during {paced['accepted']:,} events POSTed at {_num(paced['events_per_s'])}/s"
-                + (f" to {post['to']}" if post.get("to") else "") + ": a user's own "
+                + (f" to {post['to']}" if post.get("to") else "")
+                + ": a user's own "
                 f"view -> `hist:{{user}}` in Redis ({paced['probes_seen']} of {paced['probes']} probes)",
                 f"p50 {_num(paced['probe_p50_ms'])} / p99 {_num(p99)} / max {_num(paced['probe_max_ms'])} ms",
                 "",
                 "",
                 f"<= {t['burst_probe_p99_ms']:g} ms",
-                _meets(p99 is not None and p99 <= t["burst_probe_p99_ms"] and not paced["probes_not_seen_within_15s"]),
+                _meets(
+                    p99 is not None
+                    and p99 <= t["burst_probe_p99_ms"]
+                    and not paced["probes_not_seen_within_15s"]
+                ),
             ]
         )
         c = paced.get("caught_up_s_after_burst")
@@ -379,7 +400,11 @@ def rows(res: dict[str, Any]) -> list[list[str]]:
     if fr.get("samples"):
         e, k, g = fr["effect"], fr["kafka_delivery"], fr["seen_video_gone"]
         bg = fr.get("background", {})
-        load = f"while {_num(bg.get('events_per_s'))} events/s are ingested" if bg.get("events_per_s") else "idle"
+        load = (
+            f"while {_num(bg.get('events_per_s'))} events/s are ingested"
+            if bg.get("events_per_s")
+            else "idle"
+        )
         note = (
             f"; in {fr['no_neighbour_in_top_k']} no neighbour reached the top {fr.get('k', 20)} "
             f"within {fr['timeout_s']:g} s"
@@ -437,8 +462,10 @@ def rows(res: dict[str, Any]) -> list[list[str]]:
 
 def _quix_failed(quix: dict[str, Any]) -> str:
     if quix.get("events_per_s_at_most"):
-        return (f"quixstreams < {_num(quix['events_per_s_at_most'])}/s (stopped unfinished after "
-                f"{_num(quix.get('stopped_after_s'))} s)")
+        return (
+            f"quixstreams < {_num(quix['events_per_s_at_most'])}/s (stopped unfinished after "
+            f"{_num(quix.get('stopped_after_s'))} s)"
+        )
     text = " ".join(str(quix.get("error", "not run")).split())  # one line: it goes in a table cell
     return f"quixstreams: {text[:80].replace('|', '/')}"
 
@@ -448,11 +475,19 @@ def failures(res: dict[str, Any]) -> list[str]:
     bad = []
     ing = res.get("ingest", {})
     if ing and not ing.get("exactness", {}).get("exact"):
-        bad.append(f"ingest: Redis differs from the reference: {ing.get('exactness', {}).get('diffs', [])[:3]}")
+        bad.append(
+            f"ingest: Redis differs from the reference: {ing.get('exactness', {}).get('diffs', [])[:3]}"
+        )
     q = ing.get("quixstreams", {})
-    if (q and not q.get("skipped") and not q.get("events_per_s_at_most")  # unfinished: slow, not wrong
-            and not (q.get("counts_equal_reference") and q.get("counts_equal_recstream"))):
-        bad.append(f"quixstreams peer: {q.get('error') or 'per-video counts differ: ' + str(q.get('differing_examples'))}")
+    if (
+        q
+        and not q.get("skipped")
+        and not q.get("events_per_s_at_most")  # unfinished: slow, not wrong
+        and not (q.get("counts_equal_reference") and q.get("counts_equal_recstream"))
+    ):
+        bad.append(
+            f"quixstreams peer: {q.get('error') or 'per-video counts differ: ' + str(q.get('differing_examples'))}"
+        )
     rp = res.get("replay", {})
     if rp and not rp.get("exactness", {}).get("exact"):
         bad.append(f"replay: {rp.get('error') or rp.get('exactness', {}).get('diffs', [])[:3]}")

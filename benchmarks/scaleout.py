@@ -13,13 +13,13 @@ database on the local Kafka and MongoDB):
    the workers' `recstream_messages_processed_total` counters, summed over the workers, are polled
    every 0.25 s. Ingest ends when history and engagement processed every event and the co-visitation
    counter has not moved for 3 s; the rate is events / (end - first poll that saw work);
-3. Redis is compared with the reference computed from the same events (`recstream.reference`): every
+3. Redis is compared with the reference computed from the same events (`recstream.devtools.reference`): every
    history, per-video counter, window, trending rank and per-second counter must be equal. Neighbour
    lists of sources whose list was pruned (past 200 entries) may differ from the partition-order
    reference in which pairs survived pruning (see streaming.py); they are counted, not required;
 4. with 2 workers, while a separate process produces 1,000 events/s: the second worker is stopped
    (SIGTERM: it leaves the group), then started again on the same port (its RocksDB kept). The hand-over
-   is timed from Redis' `progress:history` (`recstream.devcluster.ProgressSampler`): the longest any
+   is timed from Redis' `progress:history` (`recstream.devtools.devcluster.ProgressSampler`): the longest any
    partition went unprocessed, and the time from the change until every partition advanced again.
 
 Results: benchmarks/results/scaleout.json (and the table printed). The load average is recorded at the
@@ -49,11 +49,11 @@ if str(HERE) not in sys.path:
 import streaming  # noqa: E402  (benchmarks/streaming.py: the environment, the expected state)
 import workload  # noqa: E402
 
-from recstream import reference  # noqa: E402
-from recstream.devcluster import Cluster, ProgressSampler, get  # noqa: E402
-from recstream.kafka_admin import ensure_topics  # noqa: E402
+from recstream.devtools import reference  # noqa: E402
+from recstream.devtools.devcluster import Cluster, ProgressSampler, get  # noqa: E402
+from recstream.kafka.admin import ensure_topics  # noqa: E402
+from recstream.kafka.topics import topic_names  # noqa: E402
 from recstream.records import now_ms  # noqa: E402
-from recstream.topics import topic_names  # noqa: E402
 
 AGENTS = ("history", "engagement", "covisit")
 
@@ -92,8 +92,11 @@ class CounterPoller:
         t, last = self.series[-1]
         if last["history"] < n or last["engagement"] < n:
             return False
-        moved = [t_ for (t_, c), (_, c0) in zip(self.series[1:], self.series, strict=False)
-                 if c["covisit"] != c0["covisit"]]
+        moved = [
+            t_
+            for (t_, c), (_, c0) in zip(self.series[1:], self.series, strict=False)
+            if c["covisit"] != c0["covisit"]
+        ]
         return not moved or t - moved[-1] >= quiet_s
 
 
@@ -109,8 +112,16 @@ def _ingest(env: streaming.BenchEnv, poller: CounterPoller, timeout: float) -> d
     s, n = env.settings, env.cfg.events
     end_ms = now_ms()
     t0 = time.monotonic()
-    sent = asyncio.run(workload.produce(env.wcfg, s.kafka_bootstrap, topic_names(s).interactions,
-                                        s.interactions_partitions, end_ms=end_ms, quiet=True))
+    sent = asyncio.run(
+        workload.produce(
+            env.wcfg,
+            s.kafka_bootstrap,
+            topic_names(s).interactions,
+            s.interactions_partitions,
+            end_ms=end_ms,
+            quiet=True,
+        )
+    )
     produced_s = time.monotonic() - t0
     deadline = time.monotonic() + timeout
     while not poller.done(n, quiet_s=3.0) and time.monotonic() < deadline:
@@ -124,19 +135,29 @@ def _ingest(env: streaming.BenchEnv, poller: CounterPoller, timeout: float) -> d
     cov_total = series[-1][1]["covisit"]
     t_cov = next(t for t, c in series if c["covisit"] >= cov_total)
     t_end = max(t_hist, t_eng, t_cov)
-    out = {"events": sent, "produced_s": round(produced_s, 2),
-           "history_events_per_s": round(n / (t_hist - t_first)),
-           "pipeline_events_per_s": round(n / (t_end - t_first)),
-           "pipeline_seconds": round(t_end - t_first, 2), "covisit_pairs": int(cov_total),
-           "counted": {a: series[-1][1][a] for a in AGENTS}}
-    say(f"  ingest: {out['pipeline_events_per_s']:,} events/s end to end (history {out['history_events_per_s']:,}/s)")
+    out = {
+        "events": sent,
+        "produced_s": round(produced_s, 2),
+        "history_events_per_s": round(n / (t_hist - t_first)),
+        "pipeline_events_per_s": round(n / (t_end - t_first)),
+        "pipeline_seconds": round(t_end - t_first, 2),
+        "covisit_pairs": int(cov_total),
+        "counted": {a: series[-1][1][a] for a in AGENTS},
+    }
+    say(
+        f"  ingest: {out['pipeline_events_per_s']:,} events/s end to end (history {out['history_events_per_s']:,}/s)"
+    )
     streaming._expected_state(env, end_ms)  # env.reference, from the same events (checks the topic's offsets)
     client = redis.Redis.from_url(s.redis_url)
     diffs = reference.compare_redis(client, env.reference, env.params, limit=0)
     other = [d for d in diffs if not d.startswith("neighbours of ")]
-    out["exact"] = {"differences_other_than_pruned_neighbour_lists": len(other), "examples": other[:3],
-                    "neighbour_lists_pruned_in_another_order": len(diffs) - len(other),
-                    "histories": len(env.reference.histories), "videos": len(env.reference.videos)}
+    out["exact"] = {
+        "differences_other_than_pruned_neighbour_lists": len(other),
+        "examples": other[:3],
+        "neighbour_lists_pruned_in_another_order": len(diffs) - len(other),
+        "histories": len(env.reference.histories),
+        "videos": len(env.reference.videos),
+    }
     say(f"  exactness: {len(other)} differences (+{len(diffs) - len(other)} pruned neighbour lists)")
     return out
 
@@ -147,8 +168,10 @@ def _handover(env: streaming.BenchEnv, rate: float) -> dict[str, Any]:
     assert cluster is not None and len(cluster.workers) == 2
     second = cluster.workers[1]
     out: dict[str, Any] = {"rate": rate}
-    with streaming.BackgroundLoad(env, rate) as load, \
-            ProgressSampler(s.redis_url, s.interactions_partitions) as sampler:
+    with (
+        streaming.BackgroundLoad(env, rate) as load,
+        ProgressSampler(s.redis_url, s.interactions_partitions) as sampler,
+    ):
         time.sleep(3)
         sampler.wait_all_advanced()
         t0 = time.monotonic()
@@ -164,8 +187,10 @@ def _handover(env: streaming.BenchEnv, rate: float) -> dict[str, Any]:
         t_started = time.monotonic()
         cluster.wait_settled(timeout=120)
         sampler.wait_all_advanced()
-        out["join"] = {**sampler.handover(t_started, time.monotonic()),
-                       "process_start_s": round(t_started - t0, 2)}
+        out["join"] = {
+            **sampler.handover(t_started, time.monotonic()),
+            "process_start_s": round(t_started - t0, 2),
+        }
         say(f"  it joins again: {out['join']}")
     out["background"] = load.result
     return out
@@ -190,8 +215,9 @@ def run(workers: int, standby: int, args: argparse.Namespace) -> dict[str, Any]:
         cluster.wait_settled(timeout=120)
         result["start_and_settle_s"] = round(time.monotonic() - t0, 1)
         topic = topic_names(env.settings).interactions
-        result["partitions"] = [get(w.url + "/health")[1]["assigned_partitions"].get(topic, 0)
-                                for w in cluster.workers]
+        result["partitions"] = [
+            get(w.url + "/health")[1]["assigned_partitions"].get(topic, 0) for w in cluster.workers
+        ]
         poller = CounterPoller([w.url for w in cluster.workers])
         poller.start()
         try:
@@ -205,37 +231,55 @@ def run(workers: int, standby: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--videos", type=int, default=5_000)
-    parser.add_argument("--configs", default="1:0,2:0,2:1",
-                        help="workers:standby_replicas, comma-separated (default 1:0,2:0,2:1)")
+    parser.add_argument(
+        "--configs",
+        default="1:0,2:0,2:1",
+        help="workers:standby_replicas, comma-separated (default 1:0,2:0,2:1)",
+    )
     parser.add_argument("--handover-rate", type=float, default=1_000, help="events/s during the hand-over")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "scaleout.json")
     args = parser.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE.parent).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE.parent
+    ).stdout.strip()
     runs = []
     for item in args.configs.split(","):
         workers, standby = (int(x) for x in item.split(":"))
         runs.append(run(workers, standby, args))
-    doc = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit,
-           "cpus": os.cpu_count(), "python": platform.python_version(),
-           "workload": {"events": args.events, "users": args.users, "videos": args.videos, "zipf": 1.1,
-                        "seed": 42, "interactions_partitions": 8},
-           "runs": runs}
+    doc = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "commit": commit,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "workload": {
+            "events": args.events,
+            "users": args.users,
+            "videos": args.videos,
+            "zipf": 1.1,
+            "seed": 42,
+            "interactions_partitions": 8,
+        },
+        "runs": runs,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     say("\n| workers | standby | ingest end to end | history stage | exact | leave pause | join pause |")
     say("|---|---|---|---|---|---|---|")
     for r in runs:
         ing, ho = r.get("ingest", {}), r.get("handover", {})
-        say(f"| {r['workers']} | {r['standby_replicas']} | {ing.get('pipeline_events_per_s', '-')} | "
+        say(
+            f"| {r['workers']} | {r['standby_replicas']} | {ing.get('pipeline_events_per_s', '-')} | "
             f"{ing.get('history_events_per_s', '-')} | "
             f"{ing.get('exact', {}).get('differences_other_than_pruned_neighbour_lists', '-') == 0} | "
-            f"{ho.get('leave', {}).get('pause_s', '-')} | {ho.get('join', {}).get('pause_s', '-')} |")
+            f"{ho.get('leave', {}).get('pause_s', '-')} | {ho.get('join', {}).get('pause_s', '-')} |"
+        )
     say(f"written {args.out}")
     return 0
 

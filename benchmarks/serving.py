@@ -6,7 +6,7 @@
 
 Everything runs on this machine against real processes: a private `redis-server` on a free port (the
 streaming benchmark's helper), the local Kafka broker and MongoDB (`recstream services up`), `recstream
-web` server processes, a `recstream worker` (`recstream.devcluster.Cluster`: its own topics, app id,
+web` server processes, a `recstream worker` (`recstream.devtools.devcluster.Cluster`: its own topics, app id,
 MongoDB database) and Debian's `wrk`. Nothing is mocked.
 
 1. seed: the serving state written straight into Redis through recstream's own write functions
@@ -75,7 +75,7 @@ from streaming import (  # noqa: E402
     summarise_profile,
 )
 
-from recstream.devcluster import Cluster, delete_topics, free_port, get  # noqa: E402
+from recstream.devtools.devcluster import Cluster, delete_topics, free_port, get  # noqa: E402
 from recstream.settings import Settings, get_settings  # noqa: E402
 
 TARGETS = {
@@ -149,8 +149,15 @@ class ServingConfig:
     quick: bool = False
 
 
-QUICK = {"videos": 10_000, "users": 20_000, "request_users": 5_000, "http_seconds": 3, "http_warmup_s": 1,
-         "ingest_warmup_s": 2.0, "freshness_samples": 20}
+QUICK = {
+    "videos": 10_000,
+    "users": 20_000,
+    "request_users": 5_000,
+    "http_seconds": 3,
+    "http_warmup_s": 1,
+    "ingest_warmup_s": 2.0,
+    "freshness_samples": 20,
+}
 
 
 def vid(i: int) -> str:
@@ -212,8 +219,10 @@ class Env:
                 redis.Redis(port=self.redis.port, socket_timeout=30).flushall()
         self.redis.stop()
         if self.cfg.keep:
-            say(f"kept {self.root} (logs, Redis AOF), the topics {self.settings.topic_prefix}.* and "
-                f"MongoDB database {self.settings.mongo_db}")
+            say(
+                f"kept {self.root} (logs, Redis AOF), the topics {self.settings.topic_prefix}.* and "
+                f"MongoDB database {self.settings.mongo_db}"
+            )
         else:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -276,8 +285,13 @@ class World:
     counts: dict[str, Any] = field(default_factory=dict)
 
 
-def _unique_rows(draws: np.ndarray, lengths: np.ndarray, exclude: np.ndarray | None,
-                 rng: np.random.Generator, n_videos: int) -> list[np.ndarray]:
+def _unique_rows(
+    draws: np.ndarray,
+    lengths: np.ndarray,
+    exclude: np.ndarray | None,
+    rng: np.random.Generator,
+    n_videos: int,
+) -> list[np.ndarray]:
     """Per row: the distinct draws in first-drawn order, cut to that row's length (topped up with
     uniform picks in the rare row that drew too few); `exclude[i]` never appears in row i."""
     out = []
@@ -302,7 +316,7 @@ def _unique_rows(draws: np.ndarray, lengths: np.ndarray, exclude: np.ndarray | N
 async def _seed(env: Env) -> World:
     from recstream import scoring
     from recstream.records import Video
-    from recstream.stores import Stores
+    from recstream.serving.stores import Stores
 
     cfg, settings = env.cfg, env.settings
     rng = np.random.default_rng(cfg.seed)
@@ -344,8 +358,11 @@ async def _seed(env: Env) -> World:
         duration = rng.integers(5_000, 90_000, n_v)
         fresh = rng.random(n_v) < cfg.fresh_share
         day = 86_400_000
-        age = np.where(fresh, rng.integers(60_000, day - 3_600_000, n_v),
-                       rng.integers(day, int(cfg.catalog_age_days * day), n_v))
+        age = np.where(
+            fresh,
+            rng.integers(60_000, day - 3_600_000, n_v),
+            rng.integers(day, int(cfg.catalog_age_days * day), n_v),
+        )
         categories = ["comedy", "music", "dance", "food", "travel", "sports", "pets", "gaming", "news", "diy"]
         for start in range(0, n_v, cfg.chunk * 2):
             docs = {}
@@ -369,7 +386,9 @@ async def _seed(env: Env) -> World:
 
         # --- users: new (nothing), light (1-5 entries), heavy (a full history, and older seen videos) ---
         t0 = time.perf_counter()
-        user_class = rng.choice(3, n_u, p=[cfg.new_share, 1 - cfg.new_share - cfg.heavy_share, cfg.heavy_share])
+        user_class = rng.choice(
+            3, n_u, p=[cfg.new_share, 1 - cfg.new_share - cfg.heavy_share, cfg.heavy_share]
+        )
         lengths = np.where(user_class == 2, cfg.heavy_history, rng.integers(1, 6, n_u))
         lengths[user_class == 0] = 0
         entries = 0
@@ -383,8 +402,9 @@ async def _seed(env: Env) -> World:
             for cls, rows in ((1, light), (2, heavy)):
                 if rows:  # draws with replacement, about twice what is needed: Zipf repeats the head a lot
                     width = int(want[cls].max()) * 2 + 20
-                    picked_rows += zip(rows, _unique_rows(draw((len(rows), width)), want[cls], None, rng, n_v),
-                                       strict=True)
+                    picked_rows += zip(
+                        rows, _unique_rows(draw((len(rows), width)), want[cls], None, rng, n_v), strict=True
+                    )
             for u, videos in picked_rows:
                 n = int(lengths[u])
                 # Newest first: last active within the past week, one engagement every few minutes before.
@@ -393,17 +413,23 @@ async def _seed(env: Env) -> World:
                 kind = rng.random(n)
                 weight = np.where(kind < 0.12, -0.5, np.round(rng.uniform(0.1, 2.0, n), 4))
                 weight = np.where((kind > 0.8) & (weight > 0), weight + 1.0, weight)  # a like on top
-                histories[uid(u)] = [[ids[v], int(newest - g), float(w)]
-                                     for v, g, w in zip(videos[:n].tolist(), gaps.tolist(), weight.tolist(),
-                                                        strict=True)]
+                histories[uid(u)] = [
+                    [ids[v], int(newest - g), float(w)]
+                    for v, g, w in zip(videos[:n].tolist(), gaps.tolist(), weight.tolist(), strict=True)
+                ]
                 seen[uid(u)] = {ids[v] for v in videos.tolist()}
                 entries += n
             if histories:
                 await submit(stores.write_user_state(histories, seen))
         await drain()
         timings["users_s"] = time.perf_counter() - t0
-        counts.update(users=n_u, new_users=int((user_class == 0).sum()), light_users=int((user_class == 1).sum()),
-                      heavy_users=int((user_class == 2).sum()), history_entries=int(entries))
+        counts.update(
+            users=n_u,
+            new_users=int((user_class == 0).sum()),
+            light_users=int((user_class == 1).sum()),
+            heavy_users=int((user_class == 2).sum()),
+            history_entries=int(entries),
+        )
 
         # --- item-CF neighbours: 100-200 per video, half popularity, half uniform; shares summing to 1 ---
         t0 = time.perf_counter()
@@ -414,8 +440,9 @@ async def _seed(env: Env) -> World:
         for start in range(0, len(with_lists), cfg.chunk):
             src = with_lists[start : start + cfg.chunk]
             sizes = rng.integers(cfg.neighbours_min, cfg.neighbours_max + 1, len(src))
-            picks = _unique_rows(draw((len(src), int(cfg.neighbours_max * 1.6) + 20), nbr_cdf), sizes, src, rng,
-                                 n_v)
+            picks = _unique_rows(
+                draw((len(src), int(cfg.neighbours_max * 1.6) + 20), nbr_cdf), sizes, src, rng, n_v
+            )
             lists = {}
             for s, nb in zip(src.tolist(), picks, strict=True):
                 w = np.sqrt(popularity[nb]) * rng.lognormal(0.0, 1.0, len(nb))
@@ -429,15 +456,20 @@ async def _seed(env: Env) -> World:
 
         # --- trending ranks: log2(weight) + t/half_life (scoring.add_trend_rank's key) ---
         t0 = time.perf_counter()
-        trending = np.flatnonzero((rng.random(n_v) < cfg.trending_share) | (popularity >= np.quantile(popularity, 0.9)))
+        trending = np.flatnonzero(
+            (rng.random(n_v) < cfg.trending_share) | (popularity >= np.quantile(popularity, 0.9))
+        )
         total = popularity[trending] * 1e6 * rng.lognormal(0.0, 0.5, len(trending))
         last_ms = now - rng.exponential(6 * 3600 * 1000, len(trending)).astype(np.int64)
         half_life = settings.trending_half_life_s
         for start in range(0, len(trending), cfg.chunk * 4):
             part = slice(start, start + cfg.chunk * 4)
-            ranks = {ids[v]: scoring.add_trend_rank(None, max(float(w), 1e-3), int(t), half_life)
-                     for v, w, t in zip(trending[part].tolist(), total[part].tolist(), last_ms[part].tolist(),
-                                        strict=True)}
+            ranks = {
+                ids[v]: scoring.add_trend_rank(None, max(float(w), 1e-3), int(t), half_life)
+                for v, w, t in zip(
+                    trending[part].tolist(), total[part].tolist(), last_ms[part].tolist(), strict=True
+                )
+            }
             await submit(stores.write_video_stats({}, ranks))
         await drain()
         timings["trending_s"] = time.perf_counter() - t0
@@ -469,12 +501,15 @@ async def _seed(env: Env) -> World:
     counts["redis_keys"] = client.dbsize()
     client.close()
     counts["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
-    return World(now_ms=now, popularity=popularity, duration_ms=duration, user_class=user_class, counts=counts)
+    return World(
+        now_ms=now, popularity=popularity, duration_ms=duration, user_class=user_class, counts=counts
+    )
 
 
-def _publish_model(env: Env, rng: np.random.Generator, user_class: np.ndarray, ids: np.ndarray,
-                   now: int) -> dict[str, Any]:
-    from recstream.model_store import ModelArtifact, ModelRegistry, new_version
+def _publish_model(
+    env: Env, rng: np.random.Generator, user_class: np.ndarray, ids: np.ndarray, now: int
+) -> dict[str, Any]:
+    from recstream.serving.model_store import ModelArtifact, ModelRegistry, new_version
 
     cfg = env.cfg
     users = [uid(u) for u in np.flatnonzero(user_class > 0).tolist()]
@@ -508,8 +543,13 @@ def _publish_model(env: Env, rng: np.random.Generator, user_class: np.ndarray, i
         registry.close()
     if active != version:
         raise RuntimeError(f"model {version} not active after activate(): {active}")
-    return {"version": version, "rank": rank, "users": len(users), "videos": len(ids),
-            "mongo_register_s": round(register_s, 2)}
+    return {
+        "version": version,
+        "rank": rank,
+        "users": len(users),
+        "videos": len(ids),
+        "mongo_register_s": round(register_s, 2),
+    }
 
 
 def _users_file(env: Env, world: World) -> tuple[Path, dict[str, int], list[str]]:
@@ -544,17 +584,43 @@ def start_server(env: Env, kind: str, processes: int) -> dict[str, Any]:
     port = free_port()
     log = env.root / f"{kind}-{processes}p-{port}.log"
     if kind == "web":
-        cmd = [str(Path(sys.executable).parent / "recstream"), "web", "--host", "127.0.0.1", "--port", str(port),
-               "--processes", str(processes)]
+        cmd = [
+            str(Path(sys.executable).parent / "recstream"),
+            "web",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--processes",
+            str(processes),
+        ]
     elif kind == "bare":
-        cmd = [sys.executable, str(HERE / "bare_aiohttp.py"), "--port", str(port), "--mode", "static", "--k",
-               str(env.cfg.k), "--processes", str(processes), "--max-seconds", str(int(env.cfg.stage_timeout_s))]
+        cmd = [
+            sys.executable,
+            str(HERE / "bare_aiohttp.py"),
+            "--port",
+            str(port),
+            "--mode",
+            "static",
+            "--k",
+            str(env.cfg.k),
+            "--processes",
+            str(processes),
+            "--max-seconds",
+            str(int(env.cfg.stage_timeout_s)),
+        ]
     else:
         raise ValueError(kind)
     t0 = time.perf_counter()
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env={**env.cluster.env, "RECSTREAM_LOG_LEVEL": "info"}, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            env={**env.cluster.env, "RECSTREAM_LOG_LEVEL": "info"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     env.servers.append(proc)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + env.cfg.ready_timeout_s
@@ -570,11 +636,20 @@ def start_server(env: Env, kind: str, processes: int) -> dict[str, Any]:
             in_a_row, last = 0, (None, str(exc))
         if in_a_row >= (8 if processes > 1 else 1):
             n, rss = group_size(proc.pid)
-            return {"proc": proc, "base": base, "log": log, "ready_s": round(time.perf_counter() - t0, 2),
-                    "health": last[1], "processes_in_group": n, "rss_mb": rss}
+            return {
+                "proc": proc,
+                "base": base,
+                "log": log,
+                "ready_s": round(time.perf_counter() - t0, 2),
+                "health": last[1],
+                "processes_in_group": n,
+                "rss_mb": rss,
+            }
         time.sleep(0.1)
-    raise RuntimeError(f"{' '.join(cmd[:2])} not healthy in {env.cfg.ready_timeout_s:.0f} s (last /health: "
-                       f"{str(last)[:300]}); log {log}:\n{_tail(log)}")
+    raise RuntimeError(
+        f"{' '.join(cmd[:2])} not healthy in {env.cfg.ready_timeout_s:.0f} s (last /health: "
+        f"{str(last)[:300]}); log {log}:\n{_tail(log)}"
+    )
 
 
 def _tail(path: Path, n: int = 2500) -> str:
@@ -604,8 +679,12 @@ def sanity(base: str, users: list[str], classes: dict[str, int], k: int) -> dict
             for item in body.get("items", []):
                 for reason in item.get("reasons", []):
                     reasons["itemcf" if reason.startswith("because") else reason] += 1
-        out[name] = {"statuses": dict(statuses), "mean_items": r(sum(sizes) / len(sizes), 1) if sizes else None,
-                     "reasons": dict(reasons), "model_version": dict(versions)}
+        out[name] = {
+            "statuses": dict(statuses),
+            "mean_items": r(sum(sizes) / len(sizes), 1) if sizes else None,
+            "reasons": dict(reasons),
+            "model_version": dict(versions),
+        }
     bad = {n: d["statuses"] for n, d in out.items() if set(d["statuses"]) != {200}}
     if bad:
         raise RuntimeError(f"GET /recommendations did not answer 200: {bad}")
@@ -670,14 +749,19 @@ def ensure_wrk() -> str:
     say("wrk is not installed: apt-get install -y wrk")
     sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in ([*sudo, "apt-get", "install", "-y", "-qq", "wrk"],
-                [*sudo, "apt-get", "update", "-qq"], [*sudo, "apt-get", "install", "-y", "-qq", "wrk"]):
+    for cmd in (
+        [*sudo, "apt-get", "install", "-y", "-qq", "wrk"],
+        [*sudo, "apt-get", "update", "-qq"],
+        [*sudo, "apt-get", "install", "-y", "-qq", "wrk"],
+    ):
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             subprocess.run(cmd, env=env, capture_output=True, timeout=600)
         if shutil.which("wrk"):
             return shutil.which("wrk") or "wrk"
-    raise SystemExit("error: the serving benchmark needs wrk (Debian package `wrk`), and `apt-get install -y wrk` "
-                     "did not install it: install it, then run again")
+    raise SystemExit(
+        "error: the serving benchmark needs wrk (Debian package `wrk`), and `apt-get install -y wrk` "
+        "did not install it: install it, then run again"
+    )
 
 
 def wrk(env: Env, base: str, seconds: int, users_file: Path, pgid: int | None = None) -> dict[str, Any]:
@@ -686,14 +770,33 @@ def wrk(env: Env, base: str, seconds: int, users_file: Path, pgid: int | None = 
     cfg = env.cfg
     lua = env.root / "recommendations.lua"
     lua.write_text(WRK_LUA)
-    cmd = ["wrk", f"-t{cfg.threads}", f"-c{cfg.concurrency}", f"-d{max(1, int(seconds))}s", "--latency",
-           "--timeout", f"{cfg.wrk_timeout_s}s", "-s", str(lua), base + "/"]
+    cmd = [
+        "wrk",
+        f"-t{cfg.threads}",
+        f"-c{cfg.concurrency}",
+        f"-d{max(1, int(seconds))}s",
+        "--latency",
+        "--timeout",
+        f"{cfg.wrk_timeout_s}s",
+        "-s",
+        str(lua),
+        base + "/",
+    ]
     cpu0 = group_cpu_s(pgid) if pgid else None
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60,
-                         env={**os.environ, "BENCH_USERS": str(users_file), "BENCH_K": str(cfg.k),
-                              "BENCH_THREADS": str(cfg.threads)})
+    out = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        env={
+            **os.environ,
+            "BENCH_USERS": str(users_file),
+            "BENCH_K": str(cfg.k),
+            "BENCH_THREADS": str(cfg.threads),
+        },
+    )
     wall = time.perf_counter() - t0
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu1 = group_cpu_s(pgid) if pgid else None
@@ -701,7 +804,7 @@ def wrk(env: Env, base: str, seconds: int, users_file: Path, pgid: int | None = 
     dist = {f"p{p}_ms": float(v) * _UNIT_MS[u] for p, v, u in _DIST.findall(out.stdout)}
     if line is None or "p99_ms" not in dist:
         return {"error": f"wrk gave no summary (exit {out.returncode}): {(out.stdout + out.stderr)[-600:]}"}
-    d = json.loads(line[len("WRKJSON "):])
+    d = json.loads(line[len("WRKJSON ") :])
     seconds_run = d["duration_us"] / 1e6
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out.stdout)
     res = {
@@ -713,7 +816,10 @@ def wrk(env: Env, base: str, seconds: int, users_file: Path, pgid: int | None = 
         "p99_ms": r(dist["p99_ms"], 2),
         "max_ms": r(d["max_us"] / 1000, 2),
         "mean_ms": r(d["mean_us"] / 1000, 2),
-        "errors": d["errors"]["connect"] + d["errors"]["read"] + d["errors"]["write"] + d["errors"]["timeout"],
+        "errors": d["errors"]["connect"]
+        + d["errors"]["read"]
+        + d["errors"]["write"]
+        + d["errors"]["timeout"],
         "non_2xx": int(non_2xx.group(1)) if non_2xx else d["errors"]["status"],
         "error_detail": d["errors"],
         "bytes_per_response": r(d["bytes"] / max(1, d["requests"]), 0),
@@ -730,17 +836,24 @@ def wrk(env: Env, base: str, seconds: int, users_file: Path, pgid: int | None = 
 def brief(d: dict[str, Any]) -> str:
     if "error" in d:
         return f"error: {d['error'][:300]}"
-    return (f"{d['requests_per_s']:,.0f} req/s, p50 {d['p50_ms']} ms, p99 {d['p99_ms']} ms, errors {d['errors']}, "
-            f"non-2xx {d['non_2xx']}, server CPU {d.get('server_cores_busy')} cores")
+    return (
+        f"{d['requests_per_s']:,.0f} req/s, p50 {d['p50_ms']} ms, p99 {d['p99_ms']} ms, errors {d['errors']}, "
+        f"non-2xx {d['non_2xx']}, server CPU {d.get('server_cores_busy')} cores"
+    )
 
 
-def measure(env: Env, kind: str, processes: int, users_file: Path, users: list[str],
-            classes: dict[str, int]) -> dict[str, Any]:
+def measure(
+    env: Env, kind: str, processes: int, users_file: Path, users: list[str], classes: dict[str, int]
+) -> dict[str, Any]:
     cfg = env.cfg
     server = start_server(env, kind, processes)
     try:
-        out: dict[str, Any] = {"processes": processes, "ready_s": server["ready_s"],
-                               "processes_in_group": server["processes_in_group"], "rss_mb_when_ready": server["rss_mb"]}
+        out: dict[str, Any] = {
+            "processes": processes,
+            "ready_s": server["ready_s"],
+            "processes_in_group": server["processes_in_group"],
+            "rss_mb_when_ready": server["rss_mb"],
+        }
         if kind != "bare":
             out["sample_answers"] = sanity(server["base"], users, classes, cfg.k)
             out["health"] = server["health"]
@@ -761,9 +874,24 @@ def profile(env: Env, server: dict[str, Any], users_file: Path) -> dict[str, Any
     if not binary:
         return {"error": "py-spy not found (.venv/bin/pip install py-spy)"}
     out_file = env.root / "profile-web.txt"
-    spy = subprocess.Popen([binary, "record", "--pid", str(server["proc"].pid), "--rate", "100", "--gil", "--format",
-                            "raw", "--output", str(out_file)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           start_new_session=True)
+    spy = subprocess.Popen(
+        [
+            binary,
+            "record",
+            "--pid",
+            str(server["proc"].pid),
+            "--rate",
+            "100",
+            "--gil",
+            "--format",
+            "raw",
+            "--output",
+            str(out_file),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         time.sleep(0.5)  # attached before the load starts
         run = wrk(env, server["base"], env.cfg.http_seconds, users_file)
@@ -784,25 +912,61 @@ def profile(env: Env, server: dict[str, Any], users_file: Path) -> dict[str, Any
 # --------------------------------------------------------------------------------------------------
 # 3. under ingest: background producer, wrk, freshness
 # --------------------------------------------------------------------------------------------------
-def _produce_child(bootstrap: str, topic: str, partitions: int, rate: float, max_s: float, seed: int,
-                   popularity: np.ndarray, duration_ms: np.ndarray, n_users: int, stop: Any, out: Any,
-                   acked: Any) -> None:
+def _produce_child(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    rate: float,
+    max_s: float,
+    seed: int,
+    popularity: np.ndarray,
+    duration_ms: np.ndarray,
+    n_users: int,
+    stop: Any,
+    out: Any,
+    acked: Any,
+) -> None:
     try:
-        out.put(asyncio.run(_produce(bootstrap, topic, partitions, rate, max_s, seed, popularity, duration_ms,
-                                     n_users, stop, acked)))
+        out.put(
+            asyncio.run(
+                _produce(
+                    bootstrap,
+                    topic,
+                    partitions,
+                    rate,
+                    max_s,
+                    seed,
+                    popularity,
+                    duration_ms,
+                    n_users,
+                    stop,
+                    acked,
+                )
+            )
+        )
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         out.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
-async def _produce(bootstrap: str, topic: str, partitions: int, rate: float, max_s: float, seed: int,
-                   popularity: np.ndarray, duration_ms: np.ndarray, n_users: int, stop: Any,
-                   acked: Any) -> dict[str, Any]:
+async def _produce(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    rate: float,
+    max_s: float,
+    seed: int,
+    popularity: np.ndarray,
+    duration_ms: np.ndarray,
+    n_users: int,
+    stop: Any,
+    acked: Any,
+) -> dict[str, Any]:
     """Interactions of seeded users (uniform) on seeded videos (by popularity), stamped now, keyed and
     partitioned by user as Kafka's default partitioner would, at `rate`/s in 20 ms steps. `acked` (a
     shared counter) follows how many Kafka acknowledged, for the parent's backlog."""
     from aiokafka import AIOKafkaProducer
 
-    from recstream.kafka_out import partition_for
+    from recstream.kafka.batches import partition_for
     from recstream.records import Interaction, encode, now_ms
 
     rng = np.random.default_rng(seed)
@@ -824,14 +988,20 @@ async def _produce(bootstrap: str, topic: str, partitions: int, rate: float, max
                 videos = np.minimum(np.searchsorted(cdf, rng.random(due), side="right"), len(cdf) - 1)
                 kinds = rng.choice(len(types), due, p=type_p)
                 ratios = rng.beta(2.0, 1.5, due) * 1.2
-                for u, v, kind, ratio in zip(users.tolist(), videos.tolist(), kinds.tolist(), ratios.tolist(),
-                                             strict=True):
+                for u, v, kind, ratio in zip(
+                    users.tolist(), videos.tolist(), kinds.tolist(), ratios.tolist(), strict=True
+                ):
                     user = f"u{u}"
                     t = str(types[kind])
                     duration = int(duration_ms[v])
-                    event = Interaction(type=t, user_id=user, video_id=f"v{v}", ts=now_ms(),
-                                        watch_time_ms=int(duration * ratio) if t == "view" else None,
-                                        duration_ms=duration if t == "view" else None)
+                    event = Interaction(
+                        type=t,
+                        user_id=user,
+                        video_id=f"v{v}",
+                        ts=now_ms(),
+                        watch_time_ms=int(duration * ratio) if t == "view" else None,
+                        duration_ms=duration if t == "view" else None,
+                    )
                     p = partition_of.get(user)
                     if p is None:
                         p = partition_of[user] = partition_for(user.encode(), partitions)
@@ -854,7 +1024,7 @@ class Background:
     """A separate process producing interactions at a fixed rate until `stop()`; `.result` then."""
 
     def __init__(self, env: Env, world: World) -> None:
-        from recstream.topics import topic_names
+        from recstream.kafka.topics import topic_names
 
         s = env.settings
         ctx = multiprocessing.get_context("fork")
@@ -862,9 +1032,20 @@ class Background:
         self.acked = ctx.Value("q", 0, lock=False)  # written by the child only
         self.proc = ctx.Process(
             target=_produce_child,
-            args=(s.kafka_bootstrap, topic_names(s).interactions, s.interactions_partitions, env.cfg.ingest_rate,
-                  env.cfg.stage_timeout_s, env.cfg.seed + 7, world.popularity, world.duration_ms, env.cfg.users,
-                  self.stop_event, self.out, self.acked),
+            args=(
+                s.kafka_bootstrap,
+                topic_names(s).interactions,
+                s.interactions_partitions,
+                env.cfg.ingest_rate,
+                env.cfg.stage_timeout_s,
+                env.cfg.seed + 7,
+                world.popularity,
+                world.duration_ms,
+                env.cfg.users,
+                self.stop_event,
+                self.out,
+                self.acked,
+            ),
             daemon=True,
         )
         self.result: dict[str, Any] | None = None
@@ -913,11 +1094,18 @@ async def _freshness(env: Env, web_base: str, worker_base: str, users: list[str]
                     skipped += 1
                     continue
                 target = before[0]
-                body = {"type": "view", "user_id": user, "video_id": target, "watch_time_ms": 15_000,
-                        "duration_ms": 15_000}
+                body = {
+                    "type": "view",
+                    "user_id": user,
+                    "video_id": target,
+                    "watch_time_ms": 15_000,
+                    "duration_ms": 15_000,
+                }
                 t_redis: list[float] = []
 
-                async def watch_redis(user: str = user, target: str = target, t_redis: list = t_redis) -> None:
+                async def watch_redis(
+                    user: str = user, target: str = target, t_redis: list = t_redis
+                ) -> None:
                     needle = f'"{target}"'
                     while True:
                         raw = await hist.get(f"hist:{user}")
@@ -940,24 +1128,35 @@ async def _freshness(env: Env, web_base: str, worker_base: str, users: list[str]
                             break
                         await asyncio.sleep(cfg.freshness_poll_s)
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(watcher), max(0.0, cfg.freshness_timeout_s
-                                                                         - (time.perf_counter() - t0)))
+                    await asyncio.wait_for(
+                        asyncio.shield(watcher),
+                        max(0.0, cfg.freshness_timeout_s - (time.perf_counter() - t0)),
+                    )
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
-                samples.append({
-                    "user": user, "video": target, "post_status": status,
-                    "post_ms": r((t_ack - t0) * 1000, 2),
-                    "redis_ms": r((t_redis[0] - t0) * 1000, 2) if t_redis else None,
-                    "gone_ms": r((t_gone - t0) * 1000, 2) if t_gone else None,
-                })
+                samples.append(
+                    {
+                        "user": user,
+                        "video": target,
+                        "post_status": status,
+                        "post_ms": r((t_ack - t0) * 1000, 2),
+                        "redis_ms": r((t_redis[0] - t0) * 1000, 2) if t_redis else None,
+                        "gone_ms": r((t_gone - t0) * 1000, 2) if t_gone else None,
+                    }
+                )
     finally:
         await hist.aclose()
 
     def stats(key: str) -> dict[str, Any]:
         values = [s[key] for s in samples if s[key] is not None]
-        return {"n": len(values), "p50_ms": r(pct(values, 50)), "p90_ms": r(pct(values, 90)),
-                "p99_ms": r(pct(values, 99)), "max_ms": r(max(values, default=None))}
+        return {
+            "n": len(values),
+            "p50_ms": r(pct(values, 50)),
+            "p90_ms": r(pct(values, 90)),
+            "p99_ms": r(pct(values, 99)),
+            "max_ms": r(max(values, default=None)),
+        }
 
     gone = [s for s in samples if s["gone_ms"] is not None and s["redis_ms"] is not None]
     return {
@@ -970,15 +1169,18 @@ async def _freshness(env: Env, web_base: str, worker_base: str, users: list[str]
         "redis": stats("redis_ms"),
         "post": stats("post_ms"),
         # What the web role adds after the worker wrote the history: its refresh from Redis.
-        "web_after_redis": {"n": len(gone),
-                            "p50_ms": r(pct([s["gone_ms"] - s["redis_ms"] for s in gone], 50)),
-                            "p99_ms": r(pct([s["gone_ms"] - s["redis_ms"] for s in gone], 99))},
+        "web_after_redis": {
+            "n": len(gone),
+            "p50_ms": r(pct([s["gone_ms"] - s["redis_ms"] for s in gone], 50)),
+            "p99_ms": r(pct([s["gone_ms"] - s["redis_ms"] for s in gone], 99)),
+        },
         "sample_list": samples,
     }
 
 
-def _wait_caught_up(worker_url: str, before: dict[str, float], background: Background, rate: float,
-                    timeout: float = 60.0) -> dict[str, Any]:
+def _wait_caught_up(
+    worker_url: str, before: dict[str, float], background: Background, rate: float, timeout: float = 60.0
+) -> dict[str, Any]:
     """Until the worker's history agent is within ~0.25 s of events of what the producer got acked
     (its backlog drained), or `timeout`: the measurements that follow start from a steady state."""
     t0 = time.perf_counter()
@@ -992,9 +1194,10 @@ def _wait_caught_up(worker_url: str, before: dict[str, float], background: Backg
     return {"seconds": r(time.perf_counter() - t0, 2), "backlog": backlog, "caught_up": False}
 
 
-def stage_under_ingest(env: Env, world: World, kind: str, users_file: Path, users: list[str],
-                       classes: dict[str, int]) -> dict[str, Any]:
-    from recstream.kafka_admin import ensure_topics
+def stage_under_ingest(
+    env: Env, world: World, kind: str, users_file: Path, users: list[str], classes: dict[str, int]
+) -> dict[str, Any]:
+    from recstream.kafka.admin import ensure_topics
 
     cfg = env.cfg
     assert env.cluster is not None
@@ -1002,7 +1205,10 @@ def stage_under_ingest(env: Env, world: World, kind: str, users_file: Path, user
     env.worker_started = True
     t0 = time.perf_counter()
     worker = env.cluster.start_worker()
-    out: dict[str, Any] = {"target_events_per_s": cfg.ingest_rate, "worker_ready_s": r(time.perf_counter() - t0, 1)}
+    out: dict[str, Any] = {
+        "target_events_per_s": cfg.ingest_rate,
+        "worker_ready_s": r(time.perf_counter() - t0, 1),
+    }
     server = None
     if kind == "worker":  # before the web role existed: the worker's own views serve
         web_base, pgid = worker.url, (worker.proc.pid if worker.proc else None)
@@ -1022,16 +1228,24 @@ def stage_under_ingest(env: Env, world: World, kind: str, users_file: Path, user
         worker_pgid = worker.proc.pid if worker.proc else 0
         w0, t_w0 = group_cpu_s(worker_pgid), time.perf_counter()
         out["http"] = wrk(env, web_base, cfg.http_seconds, users_file, pgid)
-        out["worker_cores_busy_during_wrk"] = r((group_cpu_s(worker_pgid) - w0) / (time.perf_counter() - t_w0), 2)
+        out["worker_cores_busy_during_wrk"] = r(
+            (group_cpu_s(worker_pgid) - w0) / (time.perf_counter() - t_w0), 2
+        )
         say(f"  under ingest, {kind} 1 process: {brief(out['http'])}")
         rng = np.random.default_rng(cfg.seed + 3)
         probe_users = [users[i] for i in rng.permutation(len(users))[: cfg.freshness_samples * 3].tolist()]
         # wrk and the web role took CPU from the worker: let it work off what it fell behind first.
-        out["caught_up_before_freshness"] = _wait_caught_up(worker.url, before, env.background, cfg.ingest_rate)
-        say(f"  the worker caught up with the producer in {out['caught_up_before_freshness']['seconds']} s "
-            f"(backlog {out['caught_up_before_freshness']['backlog']})")
-        say(f"serving 4/5: freshness, {cfg.freshness_samples} views POSTed one at a time to the worker while it "
-            f"ingests {cfg.ingest_rate:,.0f} events/s")
+        out["caught_up_before_freshness"] = _wait_caught_up(
+            worker.url, before, env.background, cfg.ingest_rate
+        )
+        say(
+            f"  the worker caught up with the producer in {out['caught_up_before_freshness']['seconds']} s "
+            f"(backlog {out['caught_up_before_freshness']['backlog']})"
+        )
+        say(
+            f"serving 4/5: freshness, {cfg.freshness_samples} views POSTed one at a time to the worker while it "
+            f"ingests {cfg.ingest_rate:,.0f} events/s"
+        )
         out["freshness"] = asyncio.run(_freshness(env, web_base, worker.url, probe_users))
         produced = env.background.stop()
         env.background = None
@@ -1047,10 +1261,12 @@ def stage_under_ingest(env: Env, world: World, kind: str, users_file: Path, user
             "seeded Redis history / neighbour list with the table's (shorter) one"
         )
         f = out["freshness"]
-        say(f"  freshness: gone p50 {f['gone']['p50_ms']} / p99 {f['gone']['p99_ms']} ms ({f['gone']['n']} of "
+        say(
+            f"  freshness: gone p50 {f['gone']['p50_ms']} / p99 {f['gone']['p99_ms']} ms ({f['gone']['n']} of "
             f"{f['samples']}); in Redis p50 {f['redis']['p50_ms']} / p99 {f['redis']['p99_ms']} ms; background "
             f"{produced.get('events_per_s')} events/s produced, the worker's history agent "
-            f"{out['worker_history_events_per_s']}/s")
+            f"{out['worker_history_events_per_s']}/s"
+        )
         if server is not None:
             out["log_tail"] = _tail(server["log"], 1500)
         return out
@@ -1064,8 +1280,11 @@ def stage_under_ingest(env: Env, world: World, kind: str, users_file: Path, user
             stop_server(env, server)
         t_worker = time.perf_counter()
         env.cluster.stop()
-        out["stop_s"] = {"producer": r(t_web - t_stop, 1), "web": r(t_worker - t_web, 1),
-                         "worker": r(time.perf_counter() - t_worker, 1)}
+        out["stop_s"] = {
+            "producer": r(t_web - t_stop, 1),
+            "web": r(t_worker - t_web, 1),
+            "worker": r(time.perf_counter() - t_worker, 1),
+        }
         say(f"  stopped (s): {out['stop_s']}")
 
 
@@ -1090,38 +1309,56 @@ def run(cfg: ServingConfig) -> dict[str, Any]:
     if kind == "auto":
         kind = "web" if web_role_available() else "worker"
         if kind == "worker":
-            say("!!! `recstream web` is not available (yet): measuring `recstream worker`'s own views instead "
-                "(1 process; no 2-process rows)")
+            say(
+                "!!! `recstream web` is not available (yet): measuring `recstream worker`'s own views instead "
+                "(1 process; no 2-process rows)"
+            )
     res["server"] = kind
     env = Env(cfg)
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
         env.start()
-        res["isolation"] = {"redis": "private redis-server " + env.redis.version(),
-                            "topic_prefix": env.settings.topic_prefix, "app_id": env.settings.app_id,
-                            "mongo_db": env.settings.mongo_db}
-        say(f"serving 1/5: seeding Redis: {cfg.videos:,} videos, {cfg.users:,} users, neighbour lists, trending, "
-            f"a rank-{cfg.als_rank} ALS model (load average {os.getloadavg()[0]:.2f})")
+        res["isolation"] = {
+            "redis": "private redis-server " + env.redis.version(),
+            "topic_prefix": env.settings.topic_prefix,
+            "app_id": env.settings.app_id,
+            "mongo_db": env.settings.mongo_db,
+        }
+        say(
+            f"serving 1/5: seeding Redis: {cfg.videos:,} videos, {cfg.users:,} users, neighbour lists, trending, "
+            f"a rank-{cfg.als_rank} ALS model (load average {os.getloadavg()[0]:.2f})"
+        )
         t0 = time.perf_counter()
         world = asyncio.run(_seed(env))
         world.counts["seconds"] = r(time.perf_counter() - t0, 1)
         res["seed"] = world.counts
         c = world.counts
-        say(f"  seeded in {c['seconds']} s: {c['new_users']:,} new / {c['light_users']:,} light / "
+        say(
+            f"  seeded in {c['seconds']} s: {c['new_users']:,} new / {c['light_users']:,} light / "
             f"{c['heavy_users']:,} heavy users, {c['videos_with_neighbours']:,} neighbour lists "
             f"({c['neighbour_pairs']:,} pairs), {c['fresh_videos']:,} fresh, {c['trending_videos']:,} trending; "
-            f"Redis {c['redis_used_memory_mb']:,} MB; {c['timings_s']}")
+            f"Redis {c['redis_used_memory_mb']:,} MB; {c['timings_s']}"
+        )
         users_file, mix, users = _users_file(env, world)
         classes = {uid(u): int(world.user_class[u]) for u in range(cfg.users)}
-        res["requests"] = {"users_in_file": len(users), "mix": mix, "k": cfg.k, "threads": cfg.threads,
-                           "connections": cfg.concurrency, "seconds": cfg.http_seconds, "warmup_s": cfg.http_warmup_s}
+        res["requests"] = {
+            "users_in_file": len(users),
+            "mix": mix,
+            "k": cfg.k,
+            "threads": cfg.threads,
+            "connections": cfg.concurrency,
+            "seconds": cfg.http_seconds,
+            "warmup_s": cfg.http_warmup_s,
+        }
         runs = [(kind, 1)] + ([(kind, 2)] if kind == "web" else []) + [("bare", 1), ("bare", 2)]
         res["http"] = {}
         for step, (k, n) in enumerate(runs, 1):
             name = f"{'recstream_' + kind if k != 'bare' else 'bare_aiohttp'}_{n}p"
-            say(f"serving 2/5 ({step}/{len(runs)}): {'recstream ' + k if k != 'bare' else 'bare aiohttp static'}, "
+            say(
+                f"serving 2/5 ({step}/{len(runs)}): {'recstream ' + k if k != 'bare' else 'bare aiohttp static'}, "
                 f"{n} process{'es' if n > 1 else ''}: wrk -t{cfg.threads} -c{cfg.concurrency} "
-                f"-d{cfg.http_seconds}s")
+                f"-d{cfg.http_seconds}s"
+            )
             try:
                 if k == "worker":
                     res["http"][name] = _measure_worker(env, users_file, users, classes)
@@ -1130,8 +1367,10 @@ def run(cfg: ServingConfig) -> dict[str, Any]:
             except Exception as exc:  # one target failing must not lose the others' numbers
                 res["http"][name] = {"error": f"{type(exc).__name__}: {exc}"}
             say(f"  {name}: {brief(res['http'][name])}")
-        say(f"serving 3/5: under ingest: a recstream worker, {cfg.ingest_rate:,.0f} events/s to its topic, "
-            f"{kind} 1 process under the same wrk load")
+        say(
+            f"serving 3/5: under ingest: a recstream worker, {cfg.ingest_rate:,.0f} events/s to its topic, "
+            f"{kind} 1 process under the same wrk load"
+        )
         try:
             res["under_ingest"] = stage_under_ingest(env, world, kind, users_file, users, classes)
         except Exception as exc:
@@ -1141,8 +1380,10 @@ def run(cfg: ServingConfig) -> dict[str, Any]:
         say(f"!!! serving benchmark failed: {type(exc).__name__}: {exc}")
         res["error"] = f"{type(exc).__name__}: {exc}"
     finally:
-        say("serving 5/5: stopping everything, removing the topics and the MongoDB database, flushing the "
-            "private Redis")
+        say(
+            "serving 5/5: stopping everything, removing the topics and the MongoDB database, flushing the "
+            "private Redis"
+        )
         t0 = time.perf_counter()
         env.close()
         res["cleanup_s"] = r(time.perf_counter() - t0, 1)
@@ -1161,18 +1402,23 @@ def _sigterm(_signum: int, _frame: object) -> None:
 def _measure_worker(env: Env, users_file: Path, users: list[str], classes: dict[str, int]) -> dict[str, Any]:
     """Before the web role: `recstream worker`'s own views (stopped again afterwards)."""
     assert env.cluster is not None
-    from recstream.kafka_admin import ensure_topics
+    from recstream.kafka.admin import ensure_topics
 
     asyncio.run(ensure_topics(env.settings))
     env.worker_started = True
     t0 = time.perf_counter()
     worker = env.cluster.start_worker()
     try:
-        out: dict[str, Any] = {"processes": 1, "ready_s": r(time.perf_counter() - t0, 2),
-                               "sample_answers": sanity(worker.url, users, classes, env.cfg.k)}
+        out: dict[str, Any] = {
+            "processes": 1,
+            "ready_s": r(time.perf_counter() - t0, 2),
+            "sample_answers": sanity(worker.url, users, classes, env.cfg.k),
+        }
         if env.cfg.http_warmup_s:
             wrk(env, worker.url, env.cfg.http_warmup_s, users_file)
-        out.update(wrk(env, worker.url, env.cfg.http_seconds, users_file, worker.proc.pid if worker.proc else None))
+        out.update(
+            wrk(env, worker.url, env.cfg.http_seconds, users_file, worker.proc.pid if worker.proc else None)
+        )
         return out
     finally:
         env.cluster.stop()
@@ -1208,8 +1454,11 @@ def summary(res: dict[str, Any]) -> dict[str, Any]:
     f = res.get("under_ingest", {}).get("freshness", {})
     if f.get("samples"):
         s["freshness_p99_ms"] = f["gone"]["p99_ms"]
-        s["meets_freshness"] = (f["gone"]["p99_ms"] is not None and not f["not_gone"]
-                                and f["gone"]["p99_ms"] <= TARGETS["freshness_p99_ms"])
+        s["meets_freshness"] = (
+            f["gone"]["p99_ms"] is not None
+            and not f["not_gone"]
+            and f["gone"]["p99_ms"] <= TARGETS["freshness_p99_ms"]
+        )
     return s
 
 
@@ -1248,7 +1497,12 @@ def _errs(d: dict[str, Any]) -> str:
 def markdown(res: dict[str, Any]) -> str:
     kind = res.get("server", "web")
     name = "`recstream web`" if kind == "web" else "`recstream worker` (no web role yet)"
-    h, s, seed, req = res.get("http", {}), res.get("summary", {}), res.get("seed", {}), res.get("requests", {})
+    h, s, seed, req = (
+        res.get("http", {}),
+        res.get("summary", {}),
+        res.get("seed", {}),
+        res.get("requests", {}),
+    )
     one, two = h.get(f"recstream_{kind}_1p", {}), h.get(f"recstream_{kind}_2p", {})
     b1, b2 = h.get("bare_aiohttp_1p", {}), h.get("bare_aiohttp_2p", {})
     u = res.get("under_ingest", {})
@@ -1268,44 +1522,97 @@ def markdown(res: dict[str, Any]) -> str:
         return "n/a" if not a or not b else f"{a / b:.3g}x"
 
     c = f"c={req.get('connections')}, wrk -t{req.get('threads')}"
-    rows.append([f"`GET /recommendations/{{user}}?k={req.get('k', 20)}`, {name}, 1 process ({c})", cell(one),
-                 f"bare aiohttp 1 process {cell(b1)}", ratio(one.get("requests_per_s"), b1.get("requests_per_s")),
-                 f">= {TARGETS['requests_per_s']:,}/s", _yes(s.get("meets_requests_per_s"))])
-    rows.append(["latency p50 / p99, 1 process", lat(one), f"bare aiohttp {lat(b1)}",
-                 ratio(one.get("p99_ms"), b1.get("p99_ms")) + " (p99)", f"p99 <= {TARGETS['p99_ms']:g} ms",
-                 _yes(s.get("meets_p99"))])
+    rows.append(
+        [
+            f"`GET /recommendations/{{user}}?k={req.get('k', 20)}`, {name}, 1 process ({c})",
+            cell(one),
+            f"bare aiohttp 1 process {cell(b1)}",
+            ratio(one.get("requests_per_s"), b1.get("requests_per_s")),
+            f">= {TARGETS['requests_per_s']:,}/s",
+            _yes(s.get("meets_requests_per_s")),
+        ]
+    )
+    rows.append(
+        [
+            "latency p50 / p99, 1 process",
+            lat(one),
+            f"bare aiohttp {lat(b1)}",
+            ratio(one.get("p99_ms"), b1.get("p99_ms")) + " (p99)",
+            f"p99 <= {TARGETS['p99_ms']:g} ms",
+            _yes(s.get("meets_p99")),
+        ]
+    )
     if kind == "web":
-        rows.append([f"{name}, 2 processes sharing the port (SO_REUSEPORT); p50 / p99 {lat(two)}", cell(two),
-                     f"bare aiohttp 2 processes {cell(b2)}", ratio(two.get("requests_per_s"), b2.get("requests_per_s")),
-                     "", ""])
-        rows.append(["2-process scaling (2 processes / 1)", f"{_n(s.get('recstream_scaling'))}x",
-                     f"bare aiohttp {_n(s.get('bare_scaling'))}x", f"{_n(s.get('scaling_vs_bare'))}x",
-                     f">= {TARGETS['scaling_vs_bare']:g}x bare's", _yes(s.get("meets_scaling"))])
+        rows.append(
+            [
+                f"{name}, 2 processes sharing the port (SO_REUSEPORT); p50 / p99 {lat(two)}",
+                cell(two),
+                f"bare aiohttp 2 processes {cell(b2)}",
+                ratio(two.get("requests_per_s"), b2.get("requests_per_s")),
+                "",
+                "",
+            ]
+        )
+        rows.append(
+            [
+                "2-process scaling (2 processes / 1)",
+                f"{_n(s.get('recstream_scaling'))}x",
+                f"bare aiohttp {_n(s.get('bare_scaling'))}x",
+                f"{_n(s.get('scaling_vs_bare'))}x",
+                f">= {TARGETS['scaling_vs_bare']:g}x bare's",
+                _yes(s.get("meets_scaling")),
+            ]
+        )
     else:
         rows.append(["bare aiohttp, 2 processes (SO_REUSEPORT)", "n/a", cell(b2), "", "", ""])
     if "error" in u:
-        rows.append(["under ingest", "error: " + " ".join(u["error"].split())[:100].replace("|", "/"), "", "", "",
-                     "**no**"])
+        rows.append(
+            [
+                "under ingest",
+                "error: " + " ".join(u["error"].split())[:100].replace("|", "/"),
+                "",
+                "",
+                "",
+                "**no**",
+            ]
+        )
     elif u:
         bg = u.get("background", {})
-        load = (f"while the pipeline ingests {_n(bg.get('events_per_s'))} events/s (worker: "
-                f"{_n(u.get('worker_history_events_per_s'))}/s)")
+        load = (
+            f"while the pipeline ingests {_n(bg.get('events_per_s'))} events/s (worker: "
+            f"{_n(u.get('worker_history_events_per_s'))}/s)"
+        )
         uh = u.get("http", {})
-        rows.append([f"{name}, 1 process, {load}; p50 / p99 {lat(uh)}", cell(uh),
-                     f"the same, idle: {cell(one)}", ratio(uh.get("requests_per_s"), one.get("requests_per_s")),
-                     "", ""])
+        rows.append(
+            [
+                f"{name}, 1 process, {load}; p50 / p99 {lat(uh)}",
+                cell(uh),
+                f"the same, idle: {cell(one)}",
+                ratio(uh.get("requests_per_s"), one.get("requests_per_s")),
+                "",
+                "",
+            ]
+        )
         f = u.get("freshness", {})
         if f.get("samples"):
             g, rd = f["gone"], f["redis"]
             cu = u.get("caught_up_before_freshness", {})
-            waited = (f"; sampled once the worker had caught up after wrk ({_n(cu.get('seconds'))} s)"
-                      if cu.get("caught_up") else "; **the worker had not caught up after wrk**")
-            rows.append([f"freshness {load}: `POST /events` (a view) -> that video gone from the web role's "
-                         f"list ({g['n']} of {f['samples']} samples{waited})",
-                         f"p50 {_n(g['p50_ms'])} / p99 {_n(g['p99_ms'])} ms",
-                         f"worker -> `hist:{{user}}` in Redis p50 {_n(rd['p50_ms'])} / p99 {_n(rd['p99_ms'])} ms",
-                         ratio(g["p99_ms"], rd["p99_ms"]) + " (p99)", f"p99 <= {TARGETS['freshness_p99_ms']:g} ms",
-                         _yes(s.get("meets_freshness"))])
+            waited = (
+                f"; sampled once the worker had caught up after wrk ({_n(cu.get('seconds'))} s)"
+                if cu.get("caught_up")
+                else "; **the worker had not caught up after wrk**"
+            )
+            rows.append(
+                [
+                    f"freshness {load}: `POST /events` (a view) -> that video gone from the web role's "
+                    f"list ({g['n']} of {f['samples']} samples{waited})",
+                    f"p50 {_n(g['p50_ms'])} / p99 {_n(g['p99_ms'])} ms",
+                    f"worker -> `hist:{{user}}` in Redis p50 {_n(rd['p50_ms'])} / p99 {_n(rd['p99_ms'])} ms",
+                    ratio(g["p99_ms"], rd["p99_ms"]) + " (p99)",
+                    f"p99 <= {TARGETS['freshness_p99_ms']:g} ms",
+                    _yes(s.get("meets_freshness")),
+                ]
+            )
     m, v = res["machine"], res.get("versions", {})
     lines = [
         f"Serving (`benchmarks/serving.py`), {name} against bare aiohttp (`bare_aiohttp.py --mode static`), same "
@@ -1357,30 +1664,51 @@ def write(res: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="trial sizes: 10,000 videos, 20,000 users, 3 s of wrk per target, 20 freshness samples")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="trial sizes: 10,000 videos, 20,000 users, 3 s of wrk per target, 20 freshness samples",
+    )
     p.add_argument("--videos", type=int, help="default 100,000 (--quick 10,000)")
     p.add_argument("--users", type=int, help="default 200,000 (--quick 20,000)")
     p.add_argument("--request-users", type=int, help="users in the wrk file (default 20,000; --quick 5,000)")
     p.add_argument("--http-seconds", type=int, help="wrk run per target (default 10; --quick 3)")
     p.add_argument("--concurrency", type=int, default=16, help="wrk connections (default 16)")
     p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
-    p.add_argument("--ingest-rate", type=float, default=2_000.0, help="events/s during step 3 (default 2,000)")
+    p.add_argument(
+        "--ingest-rate", type=float, default=2_000.0, help="events/s during step 3 (default 2,000)"
+    )
     p.add_argument("--freshness-samples", type=int, help="default 30 (--quick 20)")
-    p.add_argument("--server", choices=["auto", "web", "worker"], default="auto",
-                   help="auto: `recstream web` when it exists, else `recstream worker`'s own views")
-    p.add_argument("--profile", action="store_true",
-                   help="also sample the 1-process web role with py-spy during one extra wrk run")
+    p.add_argument(
+        "--server",
+        choices=["auto", "web", "worker"],
+        default="auto",
+        help="auto: `recstream web` when it exists, else `recstream worker`'s own views",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also sample the 1-process web role with py-spy during one extra wrk run",
+    )
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs), topics and MongoDB database")
+    p.add_argument(
+        "--keep", action="store_true", help="keep the temp dir (logs), topics and MongoDB database"
+    )
     return p.parse_args(argv)
 
 
 def config_from(args: argparse.Namespace) -> ServingConfig:
     q = QUICK if args.quick else {}
-    cfg = ServingConfig(quick=args.quick, concurrency=args.concurrency, threads=args.threads,
-                        ingest_rate=args.ingest_rate, server=args.server, seed=args.seed, keep=args.keep,
-                        profile=args.profile)
+    cfg = ServingConfig(
+        quick=args.quick,
+        concurrency=args.concurrency,
+        threads=args.threads,
+        ingest_rate=args.ingest_rate,
+        server=args.server,
+        seed=args.seed,
+        keep=args.keep,
+        profile=args.profile,
+    )
     for name in ("videos", "users", "request_users", "http_seconds", "freshness_samples"):
         value = getattr(args, name)
         if value is not None:
@@ -1401,8 +1729,10 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     prof = res.get("http", {}).get("recstream_web_1p", {}).get("profile", {})
     if prof.get("samples"):
-        say("web process profile (py-spy --gil, self %): "
-            + ", ".join(f"{name} {share}" for name, share in prof["self_pct"][:8]))
+        say(
+            "web process profile (py-spy --gil, self %): "
+            + ", ".join(f"{name} {share}" for name, share in prof["self_pct"][:8])
+        )
     for line in res["failures"]:
         say(f"!!! INCOMPLETE RUN: {line}")
     return 1 if res["failures"] else 0

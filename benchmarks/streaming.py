@@ -3,11 +3,11 @@
 Everything runs against real processes on 127.0.0.1: the local Kafka broker and MongoDB, a private
 `redis-server` started for the run (so flushing its DB can never touch another run's or a test's
 data), and real `recstream worker` processes on an isolated topic prefix, app id and MongoDB database
-(`recstream.devcluster.Cluster`). Nothing is mocked. The workload is `benchmarks/workload.py`'s
+(`recstream.devtools.devcluster.Cluster`). Nothing is mocked. The workload is `benchmarks/workload.py`'s
 (1,000,000 events, 100,000 users, 20,000 videos, Zipf 1.1 by default), default settings throughout.
 
 1. ingest: the catalog through a first worker; the workload produced once (`workload.produce`) and
-   generated again here to compute the reference state (`recstream.reference.compute`, not timed).
+   generated again here to compute the reference state (`recstream.devtools.reference.compute`, not timed).
    A fresh worker processes the backlog; its counters (`recstream_messages_processed_total`) are
    polled: history and engagement reach N, covisit (pairs, total not known in advance) stops moving.
    The run counts only if Redis then equals the reference (`reference.compare_redis` is empty).
@@ -58,13 +58,15 @@ import orjson
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from recstream import reference, scoring
-from recstream.devcluster import Cluster, delete_topics, free_port
-from recstream.kafka_out import partition_for
-from recstream.recommend import CANDIDATES_PER_SOURCE
+from recstream import scoring
+from recstream.devtools import reference
+from recstream.devtools.devcluster import Cluster, delete_topics, free_port
+from recstream.kafka.batches import partition_for
+from recstream.kafka.topics import topic_names
 from recstream.records import Interaction, encode, now_ms
+from recstream.serving.recommend import CANDIDATES_PER_SOURCE
+from recstream.serving.stores import VIDEO_STATS_KEY, history_key
 from recstream.settings import Settings, get_settings
-from recstream.stores import VIDEO_STATS_KEY, history_key
 from recstream.streamstate import (
     StreamParams,
     apply_pairs,
@@ -73,7 +75,6 @@ from recstream.streamstate import (
     new_history,
     new_neighbours,
 )
-from recstream.topics import topic_names
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -291,7 +292,7 @@ class BenchEnv:
 def _faust_dirs(cluster: Cluster) -> None:
     """Create the workers' Faust data directory's parents (`{data_dir}/faust/{app_id}`): the worker
     creates only `{data_dir}/faust` and Faust then fails its own mkdir of `.../{app_id}/worker-{port}`
-    on a fresh data dir (recstream/app.py)."""
+    on a fresh data dir (recstream/streaming/app.py)."""
     (cluster.settings.data_dir / "faust" / cluster.settings.app_id).mkdir(parents=True, exist_ok=True)
 
 
@@ -412,7 +413,7 @@ def _short(path: str) -> str:
     return path
 
 
-FOCUS = ("process (agents/", "recommend (recstream/recommend.py)", "ProducerBuffer._handle_pending (")
+FOCUS = ("process (agents/", "recommend (recstream/serving/recommend.py)", "ProducerBuffer._handle_pending (")
 
 
 def summarise_profile(raw: str, top: int = 25) -> dict[str, Any]:
@@ -519,8 +520,9 @@ async def _covisit_log_state(settings: Settings, params: StreamParams, timeout: 
     return {"count": count, "digest": digest, "states": states, "complete": complete}
 
 
-def _neighbours_in_log_order(settings: Settings, params: StreamParams, expected: tuple[int, int],
-                             timeout: float) -> dict[str, Any]:
+def _neighbours_in_log_order(
+    settings: Settings, params: StreamParams, expected: tuple[int, int], timeout: float
+) -> dict[str, Any]:
     log = asyncio.run(_covisit_log_state(settings, params, timeout))
     client = redis.Redis.from_url(settings.redis_url)
     diffs: list[str] = []
@@ -553,7 +555,7 @@ def _neighbours_in_log_order(settings: Settings, params: StreamParams, expected:
 # 1. ingest
 # --------------------------------------------------------------------------------------------------
 async def _produce_catalog(env: BenchEnv, settings: Settings | None = None) -> None:
-    from recstream.replay import Publisher
+    from recstream.producers.replay import Publisher
 
     # Published over the last `catalog_age_days` (uniformly, seeded), so "fresh" (< 24 h) is a small
     # share of the catalog as on a real platform, not all of it.
@@ -577,7 +579,7 @@ async def _end_offsets(settings: Settings, topic: str, partitions: int) -> dict[
 def _expected_state(env: BenchEnv, end_ms: int) -> dict[str, Any]:
     """The pinned workload generated again (the same events: it depends on the seed and end_ms only),
     each with the partition and offset it got on the fresh topic; from it the reference state
-    (`recstream.reference.compute`) and the per-video lifetime counts (`workload.reference_counts`)."""
+    (`recstream.devtools.reference.compute`) and the per-video lifetime counts (`workload.reference_counts`)."""
     s = env.settings
     parts = s.interactions_partitions
     partition_of: dict[str, int] = {}
@@ -769,8 +771,14 @@ def _rates(w: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _exactness(settings: Settings, ref: reference.Reference, params: StreamParams,
-               expected_pairs: tuple[int, int], label: str, timeout: float) -> dict[str, Any]:
+def _exactness(
+    settings: Settings,
+    ref: reference.Reference,
+    params: StreamParams,
+    expected_pairs: tuple[int, int],
+    label: str,
+    timeout: float,
+) -> dict[str, Any]:
     """`reference.compare_redis` (when it differs on more than the neighbour lists: once more 5 s later,
     late vs. wrong), and the neighbour lists checked in the pipeline's own pair order (see above)."""
     client = redis.Redis.from_url(settings.redis_url)
@@ -786,10 +794,16 @@ def _exactness(settings: Settings, ref: reference.Reference, params: StreamParam
         }
         if other:
             time.sleep(5)
-            later = [d for d in reference.compare_redis(client, ref, params, limit=0)
-                     if not d.startswith("neighbours of ")]
-            out.update(diffs=[d[:300] for d in other[:10]], other_diffs_5s_later=len(later),
-                       diffs_5s_later=[d[:300] for d in later[:5]])
+            later = [
+                d
+                for d in reference.compare_redis(client, ref, params, limit=0)
+                if not d.startswith("neighbours of ")
+            ]
+            out.update(
+                diffs=[d[:300] for d in other[:10]],
+                other_diffs_5s_later=len(later),
+                diffs_5s_later=[d[:300] for d in later[:5]],
+            )
     finally:
         client.close()
     out["log_order"] = _neighbours_in_log_order(settings, params, expected_pairs, timeout)
@@ -807,8 +821,10 @@ def _exactness(settings: Settings, ref: reference.Reference, params: StreamParam
             f"neighbour lists of popular sources pruned in another pair order"
         )
     else:
-        say(f"  !!! {label}: REDIS IS NOT EXACT: {[d[:200] for d in other[:3]]}; log order: "
-            f"{ {k: v for k, v in lo.items() if k != 'diffs'} } {[d[:200] for d in lo['diffs'][:2]]}")
+        say(
+            f"  !!! {label}: REDIS IS NOT EXACT: {[d[:200] for d in other[:3]]}; log order: "
+            f"{ {k: v for k, v in lo.items() if k != 'diffs'} } {[d[:200] for d in lo['diffs'][:2]]}"
+        )
     return out
 
 
@@ -919,7 +935,7 @@ def stage_ingest(env: BenchEnv) -> dict[str, Any]:
     n = cfg.events
     topic = topic_names(s).interactions
     say(f"ingest 1/7: catalog of {cfg.videos:,} videos through a first worker (state for later stages)")
-    from recstream.kafka_admin import ensure_topics
+    from recstream.kafka.admin import ensure_topics
 
     asyncio.run(ensure_topics(s))
     asyncio.run(_produce_catalog(env))
@@ -934,8 +950,11 @@ def stage_ingest(env: BenchEnv) -> dict[str, Any]:
     )
     end_ms = now_ms()
     t0 = time.perf_counter()
-    sent = asyncio.run(workload.produce(env.wcfg, s.kafka_bootstrap, topic, s.interactions_partitions,
-                                        end_ms=end_ms, quiet=True))
+    sent = asyncio.run(
+        workload.produce(
+            env.wcfg, s.kafka_bootstrap, topic, s.interactions_partitions, end_ms=end_ms, quiet=True
+        )
+    )
     elapsed = time.perf_counter() - t0
     produced = {"events": sent, "seconds": r(elapsed, 2), "events_per_s": r(sent / elapsed, 0)}
     say(f"  produced {sent:,} events in {produced['seconds']} s ({produced['events_per_s']:,.0f}/s)")
@@ -963,8 +982,9 @@ def stage_ingest(env: BenchEnv) -> dict[str, Any]:
     startup = time.perf_counter() - started
     cpu_before = _cpu_seconds(process.proc.pid)
     with Profiler(env, "ingest"):
-        watched = asyncio.run(_watch_counters(cfg, env.url, lambda: n, cfg.ingest_timeout_s,
-                                              pairs=env.expected_pairs[0]))
+        watched = asyncio.run(
+            _watch_counters(cfg, env.url, lambda: n, cfg.ingest_timeout_s, pairs=env.expected_pairs[0])
+        )
     cpu = _cpu_seconds(process.proc.pid) - cpu_before
     if "error" in watched:
         worker: dict[str, Any] = {"error": watched["error"]}
@@ -1153,7 +1173,7 @@ def _start_bare(env: BenchEnv, mode: str) -> tuple[subprocess.Popen, str]:
                 f"bare aiohttp ({mode}) exited: {(env.root / f'bare-{mode}.log').read_text()[-2000:]}"
             )
         with contextlib.suppress(OSError):
-            from recstream.devcluster import get
+            from recstream.devtools.devcluster import get
 
             if get(base + "/health")[0] == 200:
                 return proc, base
@@ -1174,7 +1194,7 @@ def _state(env: BenchEnv) -> dict[str, int]:
 
 
 def _sanity(base: str, users: list[str], k: int) -> dict[str, Any]:
-    from recstream.devcluster import get
+    from recstream.devtools.devcluster import get
 
     sizes, reasons = [], Counter()
     for user in users[:20]:
@@ -1419,10 +1439,16 @@ def stage_freshness(env: BenchEnv) -> dict[str, Any]:
     after, elapsed = asyncio.run(_counters(env.url)), time.perf_counter() - t0
     # What the worker kept up with meanwhile: below the background rate, a backlog (and lag) grows.
     worker_rate = (after.get("history", 0) - before.get("history", 0)) / elapsed
-    out["background"] = {"target_events_per_s": rate, **load.result,
-                         "worker_history_events_per_s": r(worker_rate, 0),
-                         "backlog_at_end": int(load.result.get("events", 0) + out["samples"]
-                                               - (after.get("history", 0) - before.get("history", 0)))}
+    out["background"] = {
+        "target_events_per_s": rate,
+        **load.result,
+        "worker_history_events_per_s": r(worker_rate, 0),
+        "backlog_at_end": int(
+            load.result.get("events", 0)
+            + out["samples"]
+            - (after.get("history", 0) - before.get("history", 0))
+        ),
+    }
     if rate and "error" in load.result:
         say(f"  !!! background producer: {load.result['error']}")
     e = out["effect"]
@@ -1440,8 +1466,15 @@ def stage_freshness(env: BenchEnv) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 # Background load (freshness under load): workload events at a fixed rate, from a child process
 # --------------------------------------------------------------------------------------------------
-async def _paced_produce(wcfg: workload.WorkloadConfig, bootstrap: str, topic: str, partitions: int,
-                         rate: float, max_s: float, stop: Any) -> dict[str, Any]:
+async def _paced_produce(
+    wcfg: workload.WorkloadConfig,
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    rate: float,
+    max_s: float,
+    stop: Any,
+) -> dict[str, Any]:
     """Workload events (stamped now) at `rate` events/s, keyed and partitioned like the workload, sent
     as one batch per partition every 20 ms, until `stop` is set or `max_s` passed."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
@@ -1479,8 +1512,16 @@ async def _paced_produce(wcfg: workload.WorkloadConfig, bootstrap: str, topic: s
     return {"events": sent, "seconds": r(elapsed, 2), "events_per_s": r(sent / elapsed, 0)}
 
 
-def _paced_child(wcfg: workload.WorkloadConfig, bootstrap: str, topic: str, partitions: int, rate: float,
-                 max_s: float, stop: Any, out: Any) -> None:
+def _paced_child(
+    wcfg: workload.WorkloadConfig,
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    rate: float,
+    max_s: float,
+    stop: Any,
+    out: Any,
+) -> None:
     try:
         out.put(asyncio.run(_paced_produce(wcfg, bootstrap, topic, partitions, rate, max_s, stop)))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
@@ -1498,8 +1539,16 @@ class BackgroundLoad:
         self.stop, self.out = ctx.Event(), ctx.Queue()
         self.proc = ctx.Process(
             target=_paced_child,
-            args=(self.wcfg, env.settings.kafka_bootstrap, topic_names(env.settings).interactions,
-                  env.settings.interactions_partitions, rate, env.cfg.stage_timeout_s, self.stop, self.out),
+            args=(
+                self.wcfg,
+                env.settings.kafka_bootstrap,
+                topic_names(env.settings).interactions,
+                env.settings.interactions_partitions,
+                rate,
+                env.cfg.stage_timeout_s,
+                self.stop,
+                self.out,
+            ),
             daemon=True,
         )
         self.result: dict[str, Any] = {}
@@ -1558,7 +1607,9 @@ def _bodies(env: BenchEnv, events: int, batch: int, seed_offset: int) -> list[by
 async def _post_events(http: aiohttp.ClientSession, url: str, body: bytes) -> int | None:
     """POST one body to /events: how many events were accepted, or None when the request failed."""
     try:
-        async with http.post(url + "/events", data=body, headers={"Content-Type": "application/json"}) as resp:
+        async with http.post(
+            url + "/events", data=body, headers={"Content-Type": "application/json"}
+        ) as resp:
             data = await resp.read()
             return json.loads(data)["accepted"] if resp.status == 202 else None
     except aiohttp.ClientError:
@@ -1584,7 +1635,9 @@ async def _post_throughput(url: str, bodies: list[bytes], seconds: float, concur
             latencies.append((time.perf_counter() - t0) * 1000)
 
     timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency), timeout=timeout) as http:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency), timeout=timeout
+    ) as http:
         started = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(concurrency)))
         ended = time.perf_counter()
@@ -1639,8 +1692,16 @@ async def _paced_with_probe(env: BenchEnv, bodies: list[bytes], batch: int) -> d
         v = videos[index]
         video = env.world.video_id(v)
         duration = int(env.world.duration_ms[v])
-        body = encode(Interaction(type="view", user_id=probe, video_id=video, ts=now_ms(),
-                                  watch_time_ms=duration, duration_ms=duration))
+        body = encode(
+            Interaction(
+                type="view",
+                user_id=probe,
+                video_id=video,
+                ts=now_ms(),
+                watch_time_ms=duration,
+                duration_ms=duration,
+            )
+        )
         pending[video] = time.perf_counter()
         probes_sent += 1
         await post(http, body)
@@ -1737,7 +1798,9 @@ def stage_burst(env: BenchEnv) -> dict[str, Any]:
     ended = paced.pop("ended_at")
     total = paced["accepted"]  # the probe views included: they are accepted events too
     caught = asyncio.run(
-        _watch_counters(cfg, env.url, lambda: total, cfg.stage_timeout_s, base, "paced catch-up", settle_s=1.0)
+        _watch_counters(
+            cfg, env.url, lambda: total, cfg.stage_timeout_s, base, "paced catch-up", settle_s=1.0
+        )
     )
     paced["caught_up_s_after_burst"] = None if "error" in caught else r(caught["t_end"] - ended, 2)
     if "error" in caught:
@@ -1762,8 +1825,10 @@ def _write_kuairand(wcfg: workload.WorkloadConfig, path: Path) -> dict[str, int]
     KuaiRand loader turns a row back into events: view, like, share, comment, follow, skip)."""
     rows = dropped = 0
     with open(path, "w") as f:
-        f.write("user_id,video_id,time_ms,play_time_ms,duration_ms,is_like,is_forward,is_comment,"
-                "is_follow,is_hate\n")
+        f.write(
+            "user_id,video_id,time_ms,play_time_ms,duration_ms,is_like,is_forward,is_comment,"
+            "is_follow,is_hate\n"
+        )
         row: list | None = None
 
         def flush() -> None:
@@ -1817,21 +1882,28 @@ def stage_replay(env: BenchEnv) -> dict[str, Any]:
     cluster = Cluster(base, env.root / "replay-data", redis_db=1, log_level=cfg.worker_log_level)
     env.extra_clusters.append(cluster)
     _faust_dirs(cluster)
-    from recstream.kafka_admin import ensure_topics
+    from recstream.kafka.admin import ensure_topics
 
     asyncio.run(ensure_topics(cluster.settings))
     port = free_port()
     cluster.start_worker(port)
     url = f"http://127.0.0.1:{port}"
     say(f"replay 2/3: `recstream replay kuairand {path.name} --as-fast-as-possible` into a fresh worker")
-    cmd = [str(Path(sys.executable).parent / "recstream"), "replay", "kuairand", str(path),
-           "--as-fast-as-possible", "--quiet"]
+    cmd = [
+        str(Path(sys.executable).parent / "recstream"),
+        "replay",
+        "kuairand",
+        str(path),
+        "--as-fast-as-possible",
+        "--quiet",
+    ]
     log = env.root / "replay.log"
     published: dict[str, Any] = {}
     t0 = time.perf_counter()
     with open(log, "wb") as err:
-        proc = subprocess.Popen(cmd, env=cluster.env, stdout=subprocess.PIPE, stderr=err,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=cluster.env, stdout=subprocess.PIPE, stderr=err, start_new_session=True
+        )
 
         def target() -> int | None:
             if not published:
@@ -1839,8 +1911,9 @@ def stage_replay(env: BenchEnv) -> dict[str, Any]:
                     return None
                 out = proc.stdout.read().decode() if proc.stdout else ""
                 line = next((ln for ln in out.splitlines()[::-1] if ln.startswith("{")), None)
-                published.update(json.loads(line) if line else {"error": f"exit {proc.returncode}",
-                                                                 "events": -1})
+                published.update(
+                    json.loads(line) if line else {"error": f"exit {proc.returncode}", "events": -1}
+                )
                 published["publisher_s"] = r(time.perf_counter() - t0, 2)
             return published["events"] if published["events"] >= 0 else None
 

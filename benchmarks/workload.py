@@ -45,7 +45,9 @@ class WorkloadConfig:
 
 
 def world(cfg: WorkloadConfig) -> SimulatedWorld:
-    return SimulatedWorld(WorldConfig(users=cfg.users, videos=cfg.videos, seed=cfg.seed, zipf_exponent=cfg.zipf))
+    return SimulatedWorld(
+        WorldConfig(users=cfg.users, videos=cfg.videos, seed=cfg.seed, zipf_exponent=cfg.zipf)
+    )
 
 
 def generate(cfg: WorkloadConfig, end_ms: int | None = None) -> Iterator[Interaction]:
@@ -72,8 +74,9 @@ def reference_counts(events: Iterable[Interaction]) -> dict[str, dict[str, float
     params = scoring.EngagementParams()
     counts: dict[str, dict[str, float]] = {}
     for event in events:
-        counts[event.video_id] = scoring.add_counts(counts.get(event.video_id, {}),
-                                                    scoring.event_counts(event, params))
+        counts[event.video_id] = scoring.add_counts(
+            counts.get(event.video_id, {}), scoring.event_counts(event, params)
+        )
     return counts
 
 
@@ -123,16 +126,23 @@ def _generate_chunks(cfg: WorkloadConfig, end_ms: int, partitions: list[int], ou
     out.put(None)
 
 
-async def produce(cfg: WorkloadConfig, bootstrap: str, topic: str, partitions: int = 8,
-                  end_ms: int | None = None, quiet: bool = False) -> int:
+async def produce(
+    cfg: WorkloadConfig,
+    bootstrap: str,
+    topic: str,
+    partitions: int = 8,
+    end_ms: int | None = None,
+    quiet: bool = False,
+) -> int:
     """Produce the workload keyed by user_id as fast as possible; returns the count, all acked.
 
     One BatchBuilder per partition, sent when full: per-message `send()` costs a future and a
     coroutine per event, which caps a Python producer well below the generator's speed.
     """
     await ensure_topic(bootstrap, topic, partitions)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=1 << 20,
-                                max_request_size=2 << 20)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", max_batch_size=1 << 20, max_request_size=2 << 20
+    )
     await producer.start()
     # fork, not spawn: spawn re-imports the caller's __main__, which breaks a harness script without an
     # `if __name__ == "__main__"` guard. The child touches neither the event loop nor the sockets.
@@ -183,8 +193,11 @@ async def produce(cfg: WorkloadConfig, bootstrap: str, topic: str, partitions: i
         await producer.stop()
     if not quiet:
         elapsed = time.perf_counter() - t0
-        print(f"produce: {sent:,} events in {elapsed:.1f}s ({sent / elapsed:,.0f}/s, including the "
-              "generator's start-up)", file=sys.stderr)
+        print(
+            f"produce: {sent:,} events in {elapsed:.1f}s ({sent / elapsed:,.0f}/s, including the "
+            "generator's start-up)",
+            file=sys.stderr,
+        )
     return sent
 
 
@@ -195,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=8)
     defaults = WorkloadConfig()
     for f in fields(WorkloadConfig):
-        parser.add_argument(f"--{f.name}", type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name))
+        parser.add_argument(
+            f"--{f.name}", type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name)
+        )
     args = parser.parse_args(argv)
     cfg = WorkloadConfig(**{f.name: getattr(args, f.name) for f in fields(WorkloadConfig)})
     asyncio.run(produce(cfg, args.bootstrap, args.topic, args.partitions))

@@ -11,7 +11,7 @@ from recstream.settings import get_settings
 
 
 def _services(args: argparse.Namespace) -> int:
-    from recstream import services
+    from recstream.devtools import services
 
     settings = get_settings()
     if args.action == "up":
@@ -40,7 +40,7 @@ def _worker(args: argparse.Namespace) -> int:
         import mode.loop
 
         mode.loop.use("uvloop")
-    from recstream.app import run_worker
+    from recstream.streaming.app import run_worker
 
     run_worker(args.extra)
     return 0
@@ -49,13 +49,16 @@ def _worker(args: argparse.Namespace) -> int:
 # Subcommands that live beside the code they run. Each module has `add_arguments(parser)` and
 # `run(args) -> int`, and keeps its top-level imports light (heavy ones go inside `run`).
 _COMMAND_MODULES = {
-    "simulate": ("recstream.simulator", "publish a synthetic catalog and event stream to Kafka"),
-    "replay": ("recstream.replay", "publish a real dataset to Kafka in timestamp order"),
+    "simulate": ("recstream.producers.simulator", "publish a synthetic catalog and event stream to Kafka"),
+    "replay": ("recstream.producers.replay", "publish a real dataset to Kafka in timestamp order"),
     "train": ("recstream.training.cli", "train ALS with Spark from the log and publish the model"),
     "evaluate": ("recstream.evaluation.cli", "offline evaluation of every strategy on a dataset"),
-    "demo": ("recstream.demo", "run services, a worker and the simulator until Ctrl-C"),
-    "rebuild": ("recstream.rebuild", "rebuild every derived state from the log under a new app id"),
-    "web": ("recstream.web.server", "serve the HTTP API without agents (several processes may share the port)"),
+    "demo": ("recstream.devtools.demo", "run services, a worker and the simulator until Ctrl-C"),
+    "rebuild": ("recstream.streaming.rebuild", "rebuild every derived state from the log under a new app id"),
+    "web": (
+        "recstream.web.server",
+        "serve the HTTP API without agents (several processes may share the port)",
+    ),
 }
 
 
@@ -87,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from recstream.services import ServiceError
+    from recstream.devtools.services import ServiceError
 
     try:
         return args.func(args)

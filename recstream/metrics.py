@@ -14,7 +14,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 registry = CollectorRegistry()
 
 events_processed = Counter(
-    "recstream_events_processed_total", "Interaction events processed by the agents", ["type"], registry=registry
+    "recstream_events_processed_total",
+    "Interaction events processed by the agents",
+    ["type"],
+    registry=registry,
 )
 messages_processed = Counter(
     "recstream_messages_processed_total", "Messages processed per agent", ["agent"], registry=registry
@@ -23,49 +26,67 @@ dead_letters = Counter(
     "recstream_dead_letters_total", "Messages sent to the dead-letter topic", ["topic"], registry=registry
 )
 impressions_lost = Counter(
-    "recstream_impressions_lost_total", "Answers whose impressions message Kafka did not take (uncounted)",
+    "recstream_impressions_lost_total",
+    "Answers whose impressions message Kafka did not take (uncounted)",
     registry=registry,
 )
 events_accepted = Counter(
     "recstream_http_events_accepted_total", "Events accepted by POST /events", registry=registry
 )
 requests_refused = Counter(
-    "recstream_http_refused_total", "Requests refused with a 4xx, by route and reason", ["route", "reason"],
+    "recstream_http_refused_total",
+    "Requests refused with a 4xx, by route and reason",
+    ["route", "reason"],
     registry=registry,
 )
 degraded_answers = Counter(
     "recstream_degraded_recommendations_total",
-    "Recommendations answered without the user's history because Redis was unreachable", registry=registry,
+    "Recommendations answered without the user's history because Redis was unreachable",
+    registry=registry,
 )
 request_latency = Histogram(
-    "recstream_request_latency_seconds", "HTTP request latency", ["route"], registry=registry,
+    "recstream_request_latency_seconds",
+    "HTTP request latency",
+    ["route"],
+    registry=registry,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 freshness = Histogram(
-    "recstream_freshness_seconds", "From an event's append to Kafka to its effect being readable in Redis",
-    ["agent"], registry=registry,
+    "recstream_freshness_seconds",
+    "From an event's append to Kafka to its effect being readable in Redis",
+    ["agent"],
+    registry=registry,
     buckets=(0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 consumer_lag = Gauge(
-    "recstream_consumer_lag", "Messages not yet consumed, per topic partition", ["topic", "partition"],
+    "recstream_consumer_lag",
+    "Messages not yet consumed, per topic partition",
+    ["topic", "partition"],
     registry=registry,
 )
 sink_retries = Counter(
-    "recstream_sink_retries_total", "Writes retried because a sink (redis, mongo, kafka) failed", ["sink"],
+    "recstream_sink_retries_total",
+    "Writes retried because a sink (redis, mongo, kafka) failed",
+    ["sink"],
     registry=registry,
 )
 redis_rebuilds = Counter(
-    "recstream_redis_rebuilds_total", "Times this worker wrote its views to Redis again after Redis lost its data",
+    "recstream_redis_rebuilds_total",
+    "Times this worker wrote its views to Redis again after Redis lost its data",
     registry=registry,
 )
 flushes = Counter(
-    "recstream_state_flushes_total", "State flushes (tables, changelogs, forwarded messages) per agent", ["agent"],
+    "recstream_state_flushes_total",
+    "State flushes (tables, changelogs, forwarded messages) per agent",
+    ["agent"],
     registry=registry,
 )
 serving_state_age = Gauge(
     "recstream_serving_state_age_seconds",
     "Seconds since this process last refreshed a part of its serving state from Redis (-1: never)",
-    ["part"], registry=registry, multiprocess_mode="livemax",
+    ["part"],
+    registry=registry,
+    multiprocess_mode="livemax",
 )
 
 

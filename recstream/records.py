@@ -67,8 +67,10 @@ def _not_ahead(value: int, info: ValidationInfo) -> int:
     limit = (info.context or {}).get(FUTURE_SKEW_CONTEXT)
     if limit is not None and value > limit:
         ahead_s = (value - now_ms()) / 1000
-        raise ValueError(f"is {ahead_s:.0f} s ahead of the server's clock; at most {(limit - now_ms()) / 1000:.0f} s "
-                         "ahead is accepted")
+        raise ValueError(
+            f"is {ahead_s:.0f} s ahead of the server's clock; at most {(limit - now_ms()) / 1000:.0f} s "
+            "ahead is accepted"
+        )
     return value
 
 
@@ -88,8 +90,13 @@ class Interaction(BaseModel):
     type: EventType
     user_id: Id
     video_id: Id
-    ts: int = Field(default=0, ge=0, le=2**53, description="epoch ms (or ISO 8601); server time when absent; "
-                    "at most `max_future_skew_s` ahead of the server's clock")
+    ts: int = Field(
+        default=0,
+        ge=0,
+        le=2**53,
+        description="epoch ms (or ISO 8601); server time when absent; "
+        "at most `max_future_skew_s` ahead of the server's clock",
+    )
     watch_time_ms: int | None = Field(default=None, ge=0, le=MAX_DURATION_MS, validate_default=True)
     duration_ms: int | None = Field(default=None, ge=0, le=MAX_DURATION_MS)
 
@@ -121,8 +128,13 @@ class Video(BaseModel):
     category: str | None = Field(default=None, max_length=64)
     hashtags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=50)
     caption: str = Field(default="", max_length=2000)
-    created_at: int = Field(default=0, ge=0, le=2**53, description="epoch ms (or ISO 8601); server time when "
-                            "absent; at most `max_future_skew_s` ahead of the server's clock")
+    created_at: int = Field(
+        default=0,
+        ge=0,
+        le=2**53,
+        description="epoch ms (or ISO 8601); server time when "
+        "absent; at most `max_future_skew_s` ahead of the server's clock",
+    )
 
     _normalise_created = field_validator("created_at", mode="before")(
         lambda v: now_ms() if v is None else _to_epoch_ms(v)

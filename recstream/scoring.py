@@ -115,8 +115,9 @@ def stats_view(counts: Mapping[str, float]) -> dict[str, float]:
 HistoryEntry = list
 
 
-def update_history(history: Sequence[HistoryEntry], video_id: str, ts: int, weight: float,
-                   max_len: int) -> list[HistoryEntry]:
+def update_history(
+    history: Sequence[HistoryEntry], video_id: str, ts: int, weight: float, max_len: int
+) -> list[HistoryEntry]:
     """Newest first, one entry per video (a re-engagement moves it to the front and adds up), bounded."""
     total = weight
     rest = []
@@ -125,11 +126,12 @@ def update_history(history: Sequence[HistoryEntry], video_id: str, ts: int, weig
             total += e[2]
         else:
             rest.append(e)
-    return [[video_id, ts, round(total, 4)], *rest[:max_len - 1]]
+    return [[video_id, ts, round(total, 4)], *rest[: max_len - 1]]
 
 
-def covisit_pairs(history_before: Sequence[HistoryEntry], video_id: str, weight: float, lookback: int,
-                  recency: float) -> list[tuple[str, str, float]]:
+def covisit_pairs(
+    history_before: Sequence[HistoryEntry], video_id: str, weight: float, lookback: int, recency: float
+) -> list[tuple[str, str, float]]:
     """Directional pairs (earlier video -> this video), weighted recency**steps_back * engagement.
 
     Only positive engagements pair: a skip says nothing about what goes with what. Earlier videos the
@@ -156,8 +158,13 @@ def decay(value: float, from_ms: int, to_ms: int, half_life_s: float) -> float:
     return value * 0.5 ** ((to_ms - from_ms) / 1000 / half_life_s)
 
 
-def merge_neighbours(neighbours: Mapping[str, Sequence[float]], pairs: Iterable[tuple[str, float]],
-                     now_ms: int, half_life_s: float, top_k: int) -> dict[str, list[float]]:
+def merge_neighbours(
+    neighbours: Mapping[str, Sequence[float]],
+    pairs: Iterable[tuple[str, float]],
+    now_ms: int,
+    half_life_s: float,
+    top_k: int,
+) -> dict[str, list[float]]:
     """Add pair weights to a video's neighbour map {dst: [weight, updated_ms]}, decayed to now; keep top K."""
     merged = {dst: [decay(w, int(t), now_ms, half_life_s), now_ms] for dst, (w, t) in neighbours.items()}
     for dst, w in pairs:
@@ -184,7 +191,9 @@ def trending_weight(event: Interaction, params: EngagementParams) -> float:
     return max(ACTION_WEIGHTS.get(event.type, 0.0), 0.0) * 2
 
 
-def add_trend(score: float, updated_ms: int, weight: float, now_ms: int, half_life_s: float) -> tuple[float, int]:
+def add_trend(
+    score: float, updated_ms: int, weight: float, now_ms: int, half_life_s: float
+) -> tuple[float, int]:
     """Gravity-decayed trending score: decay the old score to now, add this event."""
     return decay(score, updated_ms, now_ms, half_life_s) + weight, max(now_ms, updated_ms)
 
@@ -210,8 +219,12 @@ def exp2(x: float) -> float:
 
 
 # --- serving -------------------------------------------------------------------------------------
-def itemcf_scores(recent: Sequence[HistoryEntry], neighbours_of: Mapping[str, Mapping[str, float]],
-                  recency: float, max_sources: int = 10) -> dict[str, tuple[float, str]]:
+def itemcf_scores(
+    recent: Sequence[HistoryEntry],
+    neighbours_of: Mapping[str, Mapping[str, float]],
+    recency: float,
+    max_sources: int = 10,
+) -> dict[str, tuple[float, str]]:
     """Score candidates from the neighbours of the user's recent positive videos, weighted recency**m.
 
     Returns {video: (score, the recent video that contributed most)}.
@@ -247,7 +260,9 @@ def _scaled(scores: Mapping[str, float]) -> dict[str, float]:
     return {k: v / top for k, v in scores.items()} if top > 0 else {}
 
 
-def blend(sources: Sequence[tuple[float, Mapping[str, float], Mapping[str, str] | str]]) -> dict[str, Candidate]:
+def blend(
+    sources: Sequence[tuple[float, Mapping[str, float], Mapping[str, str] | str]],
+) -> dict[str, Candidate]:
     """Weighted sum of max-scaled sources. Each source is (weight, {video: score}, reason or {video: reason})."""
     out: dict[str, Candidate] = {}
     for weight, scores, reason in sources:
@@ -262,8 +277,13 @@ def blend(sources: Sequence[tuple[float, Mapping[str, float], Mapping[str, str] 
     return out
 
 
-def select(candidates: Iterable[Candidate], k: int, seen: set[str], creator_of: Mapping[str, str],
-           max_per_creator: int) -> list[Candidate]:
+def select(
+    candidates: Iterable[Candidate],
+    k: int,
+    seen: set[str],
+    creator_of: Mapping[str, str],
+    max_per_creator: int,
+) -> list[Candidate]:
     """Best first, never a seen video, at most `max_per_creator` per creator (unknown creators uncapped)."""
     picked: list[Candidate] = []
     per_creator: dict[str, int] = {}
@@ -315,8 +335,15 @@ REBASE_EXPONENT = 64.0
 """Forward-decayed neighbour weights are stored relative to a base time; past 2^64 they are rebased."""
 
 
-def add_pair(neighbours: dict[str, float], base_s: float | None, dst: str, weight: float, ts_ms: int,
-             half_life_s: float, top_k: int) -> float:
+def add_pair(
+    neighbours: dict[str, float],
+    base_s: float | None,
+    dst: str,
+    weight: float,
+    ts_ms: int,
+    half_life_s: float,
+    top_k: int,
+) -> float:
     """Add one co-visitation (src -> dst, weight at time ts) to a source video's neighbour map.
 
     `neighbours` maps dst -> weight * 2^((t - base_s) / half_life), summed: one new pair touches one
@@ -327,8 +354,15 @@ def add_pair(neighbours: dict[str, float], base_s: float | None, dst: str, weigh
     return add_pairs(neighbours, base_s, (dst,), (weight,), ts_ms, half_life_s, top_k)
 
 
-def add_pairs(neighbours: dict[str, float], base_s: float | None, dsts: Sequence[str], weights: Sequence[float],
-              ts_ms: int, half_life_s: float, top_k: int) -> float:
+def add_pairs(
+    neighbours: dict[str, float],
+    base_s: float | None,
+    dsts: Sequence[str],
+    weights: Sequence[float],
+    ts_ms: int,
+    half_life_s: float,
+    top_k: int,
+) -> float:
     """`add_pair` for several destinations at one time, in order: the same result, with the decay
     factor computed once."""
     t = ts_ms / 1000
@@ -336,7 +370,7 @@ def add_pairs(neighbours: dict[str, float], base_s: float | None, dsts: Sequence
         base_s = t
     exponent = (t - base_s) / half_life_s
     if exponent > REBASE_EXPONENT:  # keep the stored numbers finite: rebase everything to t
-        scale = 2.0 ** -exponent
+        scale = 2.0**-exponent
         for key in neighbours:
             neighbours[key] *= scale
         base_s, exponent = t, 0.0
@@ -352,8 +386,9 @@ def add_pairs(neighbours: dict[str, float], base_s: float | None, dsts: Sequence
     return base_s
 
 
-def neighbour_weights_at(neighbours: Mapping[str, float], base_s: float, at_ms: int,
-                         half_life_s: float) -> dict[str, float]:
+def neighbour_weights_at(
+    neighbours: Mapping[str, float], base_s: float, at_ms: int, half_life_s: float
+) -> dict[str, float]:
     """The decayed weights of a forward-decayed neighbour map at one instant."""
     scale = exp2((base_s - at_ms / 1000) / half_life_s)
     return {dst: w * scale for dst, w in neighbours.items()}

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     """Kafka bootstrap servers, comma separated. The local broker listens here by default."""
     kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
     """How every Kafka client of recstream connects (aiokafka, Faust, Spark's Kafka source; built in one
-    place, `recstream.kafka_config`). SASL_*: authenticate with `kafka_username` / `kafka_password`."""
+    place, `recstream.kafka.config`). SASL_*: authenticate with `kafka_username` / `kafka_password`."""
     kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
     """SASL mechanism when `kafka_security_protocol` is SASL_PLAINTEXT or SASL_SSL."""
     kafka_username: str | None = None
@@ -274,7 +274,6 @@ class Settings(BaseSettings):
     )
     """Serving strategies for A/B buckets: users are split by a stable hash of their id into one bucket
     per entry (JSON list in the environment, e.g. '["random","trending","itemcf","als","hybrid"]')."""
-
 
     @model_validator(mode="after")
     def _kafka_credentials(self) -> Settings:

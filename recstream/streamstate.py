@@ -1,6 +1,6 @@
 """The streaming state as pure functions: what one event does to one key's value.
 
-The agents apply these per batch through the table cache; `recstream.reference` applies them to a
+The agents apply these per batch through the table cache; `recstream.devtools.reference` applies them to a
 plain list of events, which is the "computed from scratch" the exactness tests and the benchmark
 compare the live system with. Values are plain JSON (dict keys are strings).
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from recstream import scoring
+from recstream.serving.stores import OVERVIEW_PREFIX, VIDEO_SERIES_STEP_S, video_series_key
 from recstream.settings import Settings
-from recstream.stores import OVERVIEW_PREFIX, VIDEO_SERIES_STEP_S, video_series_key
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,19 @@ class StreamParams:
 
     @classmethod
     def from_settings(cls, s: Settings) -> StreamParams:
-        return cls(s.history_length, s.covisit_lookback, s.covisit_recency, s.neighbours_per_video,
-                   s.covisit_half_life_s, s.short_window_s, s.long_window_s, s.long_window_step_s,
-                   s.trending_half_life_s, scoring.EngagementParams(s.completion_ratio, s.fast_skip_ms),
-                   s.covisit_both_ways)
+        return cls(
+            s.history_length,
+            s.covisit_lookback,
+            s.covisit_recency,
+            s.neighbours_per_video,
+            s.covisit_half_life_s,
+            s.short_window_s,
+            s.long_window_s,
+            s.long_window_step_s,
+            s.trending_half_life_s,
+            scoring.EngagementParams(s.completion_ratio, s.fast_skip_ms),
+            s.covisit_both_ways,
+        )
 
 
 class Facts(NamedTuple):
@@ -61,10 +70,13 @@ def new_history() -> dict[str, Any]:
     return {"h": [], "o": -1}
 
 
-def apply_to_history(state: dict[str, Any], video_id: str, ts: int, weight: float, offset: int,
-                     params: StreamParams) -> list[tuple[str, str, float]]:
+def apply_to_history(
+    state: dict[str, Any], video_id: str, ts: int, weight: float, offset: int, params: StreamParams
+) -> list[tuple[str, str, float]]:
     """Add one engagement to a user's history; returns the co-visitation pairs it makes."""
-    pairs = scoring.covisit_pairs(state["h"], video_id, weight, params.covisit_lookback, params.covisit_recency)
+    pairs = scoring.covisit_pairs(
+        state["h"], video_id, weight, params.covisit_lookback, params.covisit_recency
+    )
     state["h"] = scoring.update_history(state["h"], video_id, ts, weight, params.history_length)
     state["o"] = offset
     return pairs
@@ -77,8 +89,9 @@ entries (the new video is the source of every reversed pair), so the offset alon
 them apart; positions keep `is_applied` exact. 1024 > 2 x the largest `covisit_lookback` (500)."""
 
 
-def covisit_groups(state: dict[str, Any], video_id: str, ts: int, weight: float, offset: int,
-                   params: StreamParams) -> list[tuple[str, Sequence[str], Sequence[float], int]]:
+def covisit_groups(
+    state: dict[str, Any], video_id: str, ts: int, weight: float, offset: int, params: StreamParams
+) -> list[tuple[str, Sequence[str], Sequence[float], int]]:
     """Add one engagement to a user's history; returns the co-visitation pairs it makes, grouped by
     source as the history agent forwards them: (source, destinations, weights, first position). The
     directional pairs (earlier -> this video) are a group of one each (their sources differ); with
@@ -89,18 +102,22 @@ def covisit_groups(state: dict[str, Any], video_id: str, ts: int, weight: float,
     base = offset * POSITIONS_PER_OFFSET
     groups = [(src, (dst,), (w,), base + k) for k, (src, dst, w) in enumerate(pairs)]  # tuples: cheaper
     if params.covisit_both_ways and pairs:
-        groups.append((video_id, [src for src, _dst, _w in pairs], [w for _src, _dst, w in pairs],
-                       base + len(pairs)))
+        groups.append(
+            (video_id, [src for src, _dst, _w in pairs], [w for _src, _dst, w in pairs], base + len(pairs))
+        )
     return groups
 
 
-def covisit_entries(state: dict[str, Any], video_id: str, ts: int, weight: float, offset: int,
-                    params: StreamParams) -> list[tuple[str, str, float, int]]:
+def covisit_entries(
+    state: dict[str, Any], video_id: str, ts: int, weight: float, offset: int, params: StreamParams
+) -> list[tuple[str, str, float, int]]:
     """`covisit_groups` one pair at a time: (source, destination, weight, position), the directional
     pairs (earlier -> this video) and, with `covisit_both_ways`, each reversed (this video -> earlier)."""
-    return [(src, dst, w, first + k)
-            for src, dsts, weights, first in covisit_groups(state, video_id, ts, weight, offset, params)
-            for k, (dst, w) in enumerate(zip(dsts, weights, strict=True))]
+    return [
+        (src, dst, w, first + k)
+        for src, dsts, weights, first in covisit_groups(state, video_id, ts, weight, offset, params)
+        for k, (dst, w) in enumerate(zip(dsts, weights, strict=True))
+    ]
 
 
 # --- the dashboard's counters (Redis hashes, added to exactly once per event) ---------------------
@@ -127,8 +144,9 @@ def new_engagement() -> dict[str, Any]:
     return {"c": {}, "r": None, "d": None, "l": 0, "s": {}, "w": {}, "a": {}}
 
 
-def apply_engagement(state: dict[str, Any], facts: Facts, partition: int, offset: int,
-                     params: StreamParams) -> None:
+def apply_engagement(
+    state: dict[str, Any], facts: Facts, partition: int, offset: int, params: StreamParams
+) -> None:
     delta = scoring.event_counts(facts, params.engagement)  # type: ignore[arg-type]
     _add_into(state["c"], delta)
     weight = scoring.trending_weight(facts, params.engagement)  # type: ignore[arg-type]
@@ -138,8 +156,10 @@ def apply_engagement(state: dict[str, Any], facts: Facts, partition: int, offset
         state["d"] = facts.duration_ms
     if facts.ts > state["l"]:
         state["l"] = facts.ts
-    for windows, size, keep in ((state["s"], params.short_window_s, 4 * params.short_window_s),
-                                (state["w"], params.long_window_step_s, 2 * params.long_window_s)):
+    for windows, size, keep in (
+        (state["s"], params.short_window_s, 4 * params.short_window_s),
+        (state["w"], params.long_window_step_s, 2 * params.long_window_s),
+    ):
         key = str(facts.ts // 1000 // size * size)
         window = windows.get(key)
         if window is None:  # windows are only ever dropped when one opens: bounded, and cheap per event
@@ -160,15 +180,30 @@ def stats_document(video: str, state: dict[str, Any], params: StreamParams) -> d
     """The per-video figures serving shows: lifetime, the short window and the widest long window that
     hold the newest event (the long one added up from its panes)."""
     last = state["l"]
-    out = {"video_id": video, **scoring.stats_view(state["c"]), "duration_ms": state["d"],
-           "last_event_ms": last, "trend_rank": state["r"]}
+    out = {
+        "video_id": video,
+        **scoring.stats_view(state["c"]),
+        "duration_ms": state["d"],
+        "last_event_ms": last,
+        "trend_rank": state["r"],
+    }
     short = scoring.window_start(last, params.short_window_s)
-    out["window_short"] = {"start_ms": short * 1000, "end_ms": (short + params.short_window_s) * 1000,
-                           **scoring.stats_view(state["s"].get(str(short), {}))}
-    long_start = scoring.window_start(last, params.long_window_step_s) - params.long_window_s + params.long_window_step_s
+    out["window_short"] = {
+        "start_ms": short * 1000,
+        "end_ms": (short + params.short_window_s) * 1000,
+        **scoring.stats_view(state["s"].get(str(short), {})),
+    }
+    long_start = (
+        scoring.window_start(last, params.long_window_step_s)
+        - params.long_window_s
+        + params.long_window_step_s
+    )
     long_counts = scoring.sum_windows(state["w"], long_start, long_start + params.long_window_s)
-    out["window_long"] = {"start_ms": long_start * 1000, "end_ms": (long_start + params.long_window_s) * 1000,
-                          **scoring.stats_view(long_counts)}
+    out["window_long"] = {
+        "start_ms": long_start * 1000,
+        "end_ms": (long_start + params.long_window_s) * 1000,
+        **scoring.stats_view(long_counts),
+    }
     return out
 
 
@@ -178,17 +213,26 @@ def new_neighbours() -> dict[str, Any]:
     return {"n": {}, "b": None, "a": {}}
 
 
-def apply_pair(state: dict[str, Any], dst: str, weight: float, ts: int, partition: int, offset: int,
-               params: StreamParams) -> None:
+def apply_pair(
+    state: dict[str, Any], dst: str, weight: float, ts: int, partition: int, offset: int, params: StreamParams
+) -> None:
     apply_pairs(state, [dst], [weight], ts, partition, offset, params)
 
 
-def apply_pairs(state: dict[str, Any], dsts: Sequence[str], weights: Sequence[float], ts: int, partition: int,
-                first: int, params: StreamParams) -> None:
+def apply_pairs(
+    state: dict[str, Any],
+    dsts: Sequence[str],
+    weights: Sequence[float],
+    ts: int,
+    partition: int,
+    first: int,
+    params: StreamParams,
+) -> None:
     """A group of pairs from one source at one time (positions first, first + 1, ...), as applying
     each in turn would."""
-    state["b"] = scoring.add_pairs(state["n"], state["b"], dsts, weights, ts, params.covisit_half_life_s,
-                                   params.neighbours_per_video)
+    state["b"] = scoring.add_pairs(
+        state["n"], state["b"], dsts, weights, ts, params.covisit_half_life_s, params.neighbours_per_video
+    )
     state["a"][str(partition)] = first + len(dsts) - 1
 
 

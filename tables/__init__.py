@@ -1,7 +1,7 @@
 """Faust tables (RocksDB-backed, recovered from their changelog topics). Each is partitioned like the
 topic that updates it: user history by user, engagement by video, neighbours by source video.
 
-The agents read and write them through `recstream.state.BatchTable` (each key once per flush, the
+The agents read and write them through `recstream.streaming.tablecache.BatchTable` (each key once per flush, the
 changelog in whole batches), so keys and values are raw bytes here: UTF-8 keys, orjson values. The
 `-v2` names are the layouts of this version: a worker of an older layout's log rebuilds them by
 replaying the log (`recstream rebuild`, docs/architecture.md).
@@ -9,38 +9,52 @@ replaying the log (`recstream rebuild`, docs/architecture.md).
 
 from __future__ import annotations
 
-from recstream.app import app
-from recstream.state import BatchTable
+from recstream.streaming.app import app
+from recstream.streaming.tablecache import BatchTable
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
 
 
 def _raw_table(name: str, partitions: int, help_: str):  # noqa: ANN202 - a faust Table
-    return app.Table(name, key_type=bytes, value_type=bytes,
-                     partitions=partitions, help=help_)
+    return app.Table(name, key_type=bytes, value_type=bytes, partitions=partitions, help=help_)
 
 
-user_history = BatchTable(_raw_table(
-    "user-history-v2", _s.interactions_partitions,
-    "user -> {h: last N engagements [video, ts, weight] newest first, o: last applied offset}",
-))
+user_history = BatchTable(
+    _raw_table(
+        "user-history-v2",
+        _s.interactions_partitions,
+        "user -> {h: last N engagements [video, ts, weight] newest first, o: last applied offset}",
+    )
+)
 
-video_engagement = BatchTable(_raw_table(
-    "video-engagement-v2", _s.interactions_partitions,
-    "video -> lifetime counters, trend rank, 60 s windows and 15 min panes, applied offsets per origin",
-))
+video_engagement = BatchTable(
+    _raw_table(
+        "video-engagement-v2",
+        _s.interactions_partitions,
+        "video -> lifetime counters, trend rank, 60 s windows and 15 min panes, applied offsets per origin",
+    )
+)
 
-neighbours = BatchTable(_raw_table(
-    "covisit-neighbours-v3", _s.covisit_partitions,
-    "video -> forward-decayed neighbours {dst: weight}, base time, applied log positions per origin partition",
-))
+neighbours = BatchTable(
+    _raw_table(
+        "covisit-neighbours-v3",
+        _s.covisit_partitions,
+        "video -> forward-decayed neighbours {dst: weight}, base time, applied log positions per origin partition",
+    )
+)
 
-user_shown = BatchTable(_raw_table(
-    "user-shown-v1", _s.interactions_partitions,
-    "user -> {s: {video: times shown}, the newest shown_per_user videos; o: last applied offset per partition}",
-))
+user_shown = BatchTable(
+    _raw_table(
+        "user-shown-v1",
+        _s.interactions_partitions,
+        "user -> {s: {video: times shown}, the newest shown_per_user videos; o: last applied offset per partition}",
+    )
+)
 
 catalog = app.Table(
-    "catalog", key_type=str, default=dict,
-    partitions=_s.interactions_partitions, help="video -> metadata",
+    "catalog",
+    key_type=str,
+    default=dict,
+    partitions=_s.interactions_partitions,
+    help="video -> metadata",
 )

@@ -10,11 +10,19 @@ from recstream.settings import Settings, get_settings
 
 INTEGRATION_DIR = pathlib.Path(__file__).parent / "integration"
 # The real KuaiRand sample lives in shared/ beside the repository (CI lays it there too).
-KUAIRAND_SAMPLE = next(
-    (p for p in (pathlib.Path(__file__).resolve().parents[2] / "shared", pathlib.Path("/work/shared"))
-     if (p / "data" / "kuairand" / "log_random_sample.csv").exists()),
-    pathlib.Path(__file__).resolve().parents[2] / "shared",
-) / "data" / "kuairand" / "log_random_sample.csv"
+KUAIRAND_SAMPLE = (
+    next(
+        (
+            p
+            for p in (pathlib.Path(__file__).resolve().parents[2] / "shared", pathlib.Path("/work/shared"))
+            if (p / "data" / "kuairand" / "log_random_sample.csv").exists()
+        ),
+        pathlib.Path(__file__).resolve().parents[2] / "shared",
+    )
+    / "data"
+    / "kuairand"
+    / "log_random_sample.csv"
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -31,7 +39,7 @@ def settings() -> Settings:
 @pytest.fixture(scope="session")
 def services(settings: Settings) -> Settings:
     """Real Kafka, Redis and MongoDB, started by the project's own manager (a no-op when already up)."""
-    from recstream import services as svc
+    from recstream.devtools import services as svc
 
     svc.up(settings, echo=lambda _line: None)
     return settings
@@ -44,7 +52,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    from recstream.devcluster import delete_isolated_topics
+    from recstream.devtools.devcluster import delete_isolated_topics
     from tests import reliability
 
     reliability.write_page()

@@ -19,56 +19,73 @@ ROWS: dict[str, tuple[str, str]] = {
     E + "test_kill9_mid_stream_and_during_recovery[recovering]": (
         "worker killed (`kill -9`) mid-stream, its successor killed again while recovering (50,000 events)",
         "every history, counter, window, trending rank, co-visitation weight, Redis key and MongoDB "
-        "document equals the reference computed from the log"),
+        "document equals the reference computed from the log",
+    ),
     E + "test_kill9_mid_stream_and_during_recovery[processing]": (
         "worker killed mid-stream, its successor killed again once processing (50,000 events)",
-        "as above"),
+        "as above",
+    ),
     E + "test_two_workers_one_killed_the_other_takes_over": (
-        "two workers, one killed mid-stream; the other takes its partitions over", "as above"),
+        "two workers, one killed mid-stream; the other takes its partitions over",
+        "as above",
+    ),
     "tests/integration/test_scaleout.py::test_scale_1_3_1_while_events_flow": (
         "scaled 1 -> 3 -> 1 workers on a 12-partition topic while 1,000 events/s flow (two join at once, "
         "then two leave with SIGTERM; one standby replica per table)",
         "the three split the partitions 4/4/4; every partition processed again within 30 s of each change; "
-        "then everything equals the reference"),
+        "then everything equals the reference",
+    ),
     E + "test_sink_outage_mid_stream[redis]": (
         "Redis stopped for ~4 s mid-stream (a private instance)",
         "writes retried (counted in /metrics), /recommendations answers `degraded`, /health 503; then "
-        "everything equals the reference"),
+        "everything equals the reference",
+    ),
     E + "test_sink_outage_mid_stream[mongo]": (
         "MongoDB stopped for ~4 s mid-stream (a private instance)",
-        "tables and Redis keep advancing while it is down; then everything equals the reference"),
+        "tables and Redis keep advancing while it is down; then everything equals the reference",
+    ),
     E + "test_redis_flushed_is_rebuilt_from_the_tables": (
         "Redis flushed (FLUSHDB) mid-stream, nothing re-published",
         "histories, seen filters, stats, trending, neighbour lists and the catalog equal the reference "
-        "again (the dashboard's per-second counters restart)"),
+        "again (the dashboard's per-second counters restart)",
+    ),
     "tests/integration/test_kafka_restart.py::test_broker_restarted_mid_stream": (
         "Kafka broker restarted mid-stream (a private broker) while clients POST to the web role",
         "worker and web role reconnect by themselves; every event that got a 202 is in the log exactly "
-        "once and the state equals the reference"),
+        "once and the state equals the reference",
+    ),
     "tests/integration/test_upgrade.py::test_this_version_rebuilds_from_an_older_log": (
         "a log written by an older version, with its old Redis keys and internal topic",
-        "`recstream rebuild` gives the state this version computes from the log"),
+        "`recstream rebuild` gives the state this version computes from the log",
+    ),
     S + "bad_bodies_are_refused_and_counted]": (
         "non-UTF-8 body, 5,000-deep nested JSON, a body over 8 MiB, 10,001 events, 1,001 videos, a `ts` a "
         "day ahead, ids with `$` / `.` / 129 characters, an unknown field, a 10^12 ms watch time "
         "(worker and web role)",
-        "400 / 413 naming the limit / 422 naming the field; each counted by reason; nothing produced"),
+        "400 / 413 naming the limit / 422 naming the field; each counted by reason; nothing produced",
+    ),
     S + "poison_on_every_topic_is_dead_lettered]": (
         "garbage written straight to every topic an agent reads; a like dated a day ahead straight to the log",
         "each dead-lettered with its reason, every agent goes on; the future like counts no more than one "
-        "made now plus the allowed skew"),
+        "made now plus the allowed skew",
+    ),
     S + "writes_need_the_key_and_are_rate_limited]": (
         "writes without a key, with a wrong key, with the read key, as text/plain; one client over its rate",
-        "401 (WWW-Authenticate) / 403 / 415 / 429 with Retry-After; public reads open; keys never logged"),
+        "401 (WWW-Authenticate) / 403 / 415 / 429 with Retry-After; public reads open; keys never logged",
+    ),
     S + "deletions_take_videos_down_and_erase_users]": (
         "DELETE /videos/{id} of a trending video, then more events for it; DELETE /users/{id}",
         "never served again on any process, tombstoned, MongoDB document gone; the user's history gone "
-        "from Redis and MongoDB, nobody else's"),
+        "from Redis and MongoDB, nobody else's",
+    ),
     S + "mongo_indexes_are_ensured_at_start]": (
-        "a worker started on an empty MongoDB database", "the indexes the queries need exist"),
+        "a worker started on an empty MongoDB database",
+        "the indexes the queries need exist",
+    ),
     "tests/integration/test_openapi.py::": (  # every test of the file: the fuzzing of each operation
         "schemathesis: >= 100 generated requests per operation of /openapi.json",
-        "no 5xx but /health's documented 503; every response matches the document"),
+        "no 5xx but /health's documented 503; every response matches the document",
+    ),
 }
 
 results: dict[str, tuple[str, float]] = {}
@@ -96,15 +113,23 @@ def write_page() -> bool:
     if set(results) != set(ROWS):
         return False
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=PAGE.parent, check=False).stdout.strip() or "unknown"
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=PAGE.parent,
+                check=False,
+            ).stdout.strip()
+            or "unknown"
+        )
     except OSError:
         commit = "unknown"
     lines = [
         "# Reliability: faults and bad input, as the last full test run found them",
         "",
         "Written by `make test` from the results of the tests named in each row (`tests/reliability.py`);",
-        "a row says what the test does to the system and what it requires. \"Lost\" is \"nothing\" when the test",
+        'a row says what the test does to the system and what it requires. "Lost" is "nothing" when the test',
         "passed: each one compares everything accepted with what ends up in the state.",
         "",
         f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit `{commit}`, Python {platform.python_version()}.",

@@ -108,7 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _registry(settings: Settings, args: argparse.Namespace):
-    from recstream.model_store import ModelRegistry
+    from recstream.serving.model_store import ModelRegistry
 
     registry = ModelRegistry(settings, namespace=args.namespace)
     registry.ensure_indexes()
@@ -138,7 +138,7 @@ def _loop(
 ) -> int:
     """Train once, or every `--every` seconds, with one Spark session started at the first run that
     has data (a cron run on an empty log costs a Kafka round trip, not a JVM)."""
-    from recstream.model_store import LockHeld
+    from recstream.serving.model_store import LockHeld
     from recstream.training.extract import ExtractError
     from recstream.training.pipeline import check_source, train_once
     from recstream.training.session import build_session, release_cached
@@ -196,8 +196,8 @@ def _loop(
 
 
 def run(args: argparse.Namespace, launched_by_spark_submit: bool = False) -> int:
-    from recstream.model_store import ModelStoreError
-    from recstream.topics import topic_names
+    from recstream.kafka.topics import topic_names
+    from recstream.serving.model_store import ModelStoreError
     from recstream.training.params import params_from_args
     from recstream.training.pipeline import DatasetSource, KafkaSource
     from recstream.training.session import SparkOptions

@@ -16,7 +16,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recstream.kafka_config import client_kwargs, spark_options
+from recstream.kafka.config import client_kwargs, spark_options
 from recstream.records import EVENT_TYPES
 from recstream.settings import get_settings
 
@@ -112,8 +112,11 @@ def read_kafka(spark: SparkSession, bootstrap: str, topic: str) -> tuple[DataFra
     ).drop("timestamp")
     # Users erased (DELETE /users/{id}: an {"erase_user": ...} record on the same topic) are left out
     # entirely, although the log keeps their events until its retention removes them.
-    erased = (raw.select(F.get_json_object(F.col("value").cast("string"), "$.erase_user").alias("user_id"))
-              .where(F.col("user_id").isNotNull()).distinct())
+    erased = (
+        raw.select(F.get_json_object(F.col("value").cast("string"), "$.erase_user").alias("user_id"))
+        .where(F.col("user_id").isNotNull())
+        .distinct()
+    )
     events = events.join(F.broadcast(erased), "user_id", "left_anti")
     info = SourceInfo("kafka", topic, {str(p): [s, e] for p, (s, e) in offsets.items()})
     return valid(events), info

@@ -33,7 +33,9 @@ class TrainParams:
     seed: int = _p(42, "factor initialisation seed (same data + same seed = same model)")
     checkpoint_interval: int = _p(10, "checkpoint the factors every N sweeps (cuts the RDD lineage)")
     storage_level: str = _p("MEMORY_AND_DISK", "Spark storage level of ALS's intermediate RDDs")
-    tune_trials: int = _p(8, "ALS parameter sets tried per round (1 = the flags as given); as RECSTREAM_TRAIN_TUNE_TRIALS")
+    tune_trials: int = _p(
+        8, "ALS parameter sets tried per round (1 = the flags as given); as RECSTREAM_TRAIN_TUNE_TRIALS"
+    )
     tune_max_events: int = _p(
         500_000, "newest events the tuning reads to the driver; as RECSTREAM_TRAIN_TUNE_MAX_EVENTS"
     )
@@ -69,8 +71,11 @@ class TrainParams:
 
 _DEFAULTS = TrainParams()
 # The engagement definition is the streaming side's: it comes from the settings unless a flag says.
-_FROM_SETTINGS = {"fast_skip_ms": "fast_skip_ms", "tune_trials": "train_tune_trials",
-                  "tune_max_events": "train_tune_max_events"}
+_FROM_SETTINGS = {
+    "fast_skip_ms": "fast_skip_ms",
+    "tune_trials": "train_tune_trials",
+    "tune_max_events": "train_tune_max_events",
+}
 
 
 def add_param_arguments(parser: argparse.ArgumentParser) -> None:

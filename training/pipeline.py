@@ -14,8 +14,8 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recstream.model_store import ModelRegistry, new_version
 from recstream.scoring import EngagementParams
+from recstream.serving.model_store import ModelRegistry, new_version
 from recstream.settings import Settings, get_settings
 from recstream.training import extract, fit, publish, transform, tuning
 from recstream.training.params import TrainParams
@@ -129,10 +129,17 @@ def train_once(
             tuned = tuning.tune(spark, events, params, settings, blocks, log)
             params = tuned.params
             notes.update(
-                rows=tuned.report["rows"], test_users=tuned.report["test_users"],
-                trials=len(tuned.report["als_trials"]), rank=params.rank, reg_param=params.reg_param,
-                alpha=params.alpha, max_iter=params.max_iter, weights=_short(tuned.weights),
-                als=_short(tuned.metrics), popularity=_short(tuned.baseline), served=_short(tuned.served),
+                rows=tuned.report["rows"],
+                test_users=tuned.report["test_users"],
+                trials=len(tuned.report["als_trials"]),
+                rank=params.rank,
+                reg_param=params.reg_param,
+                alpha=params.alpha,
+                max_iter=params.max_iter,
+                weights=_short(tuned.weights),
+                als=_short(tuned.metrics),
+                popularity=_short(tuned.baseline),
+                served=_short(tuned.served),
             )
 
         with stages.stage("transform") as notes:
@@ -164,8 +171,16 @@ def train_once(
             "pairs": n_pairs,
             "trained_on": "all pairs",
         }
-        result = TrainResult(version, tuned.metrics, tuned.baseline, data, als_fit_s=als_fit_s,
-                             blend=tuned.weights, served=tuned.served, tuning=tuned.report)
+        result = TrainResult(
+            version,
+            tuned.metrics,
+            tuned.baseline,
+            data,
+            als_fit_s=als_fit_s,
+            blend=tuned.weights,
+            served=tuned.served,
+            tuning=tuned.report,
+        )
         if registry is not None:
             with stages.stage("publish") as notes:
                 meta = {
@@ -209,8 +224,14 @@ def train_once(
 
 
 def _short(values: dict[str, Any]) -> str:
-    return ",".join(f"{k}={v:.4g}" for k, v in values.items() if k.startswith("ndcg@") or "@" not in k
-                    and k != "users") or "-"
+    return (
+        ",".join(
+            f"{k}={v:.4g}"
+            for k, v in values.items()
+            if k.startswith("ndcg@") or "@" not in k and k != "users"
+        )
+        or "-"
+    )
 
 
 def _blas(spark: SparkSession) -> dict[str, str]:

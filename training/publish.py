@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from recstream.model_store import ModelArtifact, ModelRegistry
+from recstream.serving.model_store import ModelArtifact, ModelRegistry
 
 
 @dataclass(frozen=True)

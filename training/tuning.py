@@ -130,9 +130,12 @@ def tune(
         "validation_users": len(result.validation.users),
         "test_users": len(result.test.users),
         "budget": params.tune_trials,
-        "als_trials": [{"params": t.params, "ndcg@10": round(t.value, 6), "fit_s": round(t.fit_s, 3)}
-                       for t in als.trials],
-        "blend_trials": [{"weights": published(t.params), "ndcg@10": round(t.value, 6)} for t in hybrid.trials],
+        "als_trials": [
+            {"params": t.params, "ndcg@10": round(t.value, 6), "fit_s": round(t.fit_s, 3)} for t in als.trials
+        ],
+        "blend_trials": [
+            {"weights": published(t.params), "ndcg@10": round(t.value, 6)} for t in hybrid.trials
+        ],
         "validation": {"als": round(als.validation, 6), "blend": round(hybrid.validation, 6)},
     }
     return Tuned(

@@ -1,2 +1,2 @@
 """HTTP: the shared handlers (`handlers`), the worker's Faust views (`api`, `dashboard`: importing them
-registers them on the Faust app, which `recstream.app` does) and the web role (`server`)."""
+registers them on the Faust app, which `recstream.streaming.app` does) and the web role (`server`)."""

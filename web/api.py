@@ -7,8 +7,8 @@ from faust import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from recstream import metrics
-from recstream.app import app
-from recstream.runtime import api, serving
+from recstream.streaming.app import app
+from recstream.streaming.runtime import api, serving
 from recstream.web.openapi import openapi_json
 
 
@@ -71,9 +71,16 @@ class Health(web.View):
         if app.consumer is not None:
             for tp in app.consumer.assignment():
                 assigned[tp.topic] = assigned.get(tp.topic, 0) + 1
-        return self.json({"status": "ok" if ok else "degraded", "role": "worker", **body,
-                          "rebalancing": bool(app.rebalancing), "assigned_partitions": assigned},
-                         status=200 if ok else 503)
+        return self.json(
+            {
+                "status": "ok" if ok else "degraded",
+                "role": "worker",
+                **body,
+                "rebalancing": bool(app.rebalancing),
+                "assigned_partitions": assigned,
+            },
+            status=200 if ok else 503,
+        )
 
 
 @app.page("/openapi.json")
@@ -81,8 +88,10 @@ class OpenApi(web.View):
     """The API's OpenAPI document (`web.openapi`: the same as the web role's)."""
 
     async def get(self, request: web.Request) -> web.Response:
-        return self.bytes(openapi_json(app.recstream_settings),  # type: ignore[attr-defined]
-                          content_type="application/json")
+        return self.bytes(
+            openapi_json(app.recstream_settings),  # type: ignore[attr-defined]
+            content_type="application/json",
+        )
 
 
 @app.page("/metrics")

@@ -16,8 +16,9 @@ def cors_middleware(origins: Iterable[str]) -> Callable:
     allowed = set(origins)
 
     @web.middleware
-    async def cors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                   ) -> web.StreamResponse:
+    async def cors(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         origin = request.headers.get("Origin")
         if origin is None or not (origin in allowed or "*" in allowed):
             return await handler(request)

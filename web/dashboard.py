@@ -20,13 +20,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust import web
 from redis.exceptions import RedisError
 
-from recstream import metrics, model_store
-from recstream.app import app
-from recstream.kafka_config import client_kwargs
+from recstream import metrics
+from recstream.kafka.config import client_kwargs
+from recstream.kafka.topics import topic_names
 from recstream.records import EVENT_TYPES
-from recstream.runtime import api, stores
-from recstream.stores import seen_count
-from recstream.topics import topic_names
+from recstream.serving import model_store
+from recstream.serving.stores import seen_count
+from recstream.streaming.app import app
+from recstream.streaming.runtime import api, stores
 from recstream.web.api import update_consumer_lag
 from recstream.web.handlers import default_access, timed
 
@@ -54,6 +55,7 @@ HIDDEN = "(hidden: needs the read API key)"
 
 def guarded(route: str, scope: str = "public") -> Callable:
     """Timed like the client API; a store that is down is a 503 naming it, not a bare 500."""
+
     def wrap(handler: Callable) -> Callable:
         @functools.wraps(handler)
         @timed(route, scope)
@@ -62,7 +64,9 @@ def guarded(route: str, scope: str = "public") -> Callable:
                 return await handler(view, *args, **kwargs)
             except (RedisError, OSError) as exc:
                 return view.json({"error": "redis unreachable", "detail": str(exc)}, status=503)
+
         return inner
+
     return wrap
 
 
@@ -76,7 +80,9 @@ class Index(web.View):
     async def get(self, request: web.Request) -> web.Response:
         html = (STATIC / "index.html").read_text()
         for asset in ("app.js", "style.css"):  # a new release is fetched, not taken from the browser cache
-            html = html.replace(f"/static/{asset}", f"/static/{asset}?v={int((STATIC / asset).stat().st_mtime)}")
+            html = html.replace(
+                f"/static/{asset}", f"/static/{asset}?v={int((STATIC / asset).stat().st_mtime)}"
+            )
         return self.html(html, headers={"Cache-Control": "no-cache"})
 
 
@@ -98,23 +104,37 @@ async def overview(minutes: int, step: int, now: float | None = None) -> dict[st
     for kind in EVENT_TYPES:
         series["events_per_s"][kind] = [round(total(kind, b, b + step) / step, 3) for b in t]
     series["views"] = [total("view", b, b + step) for b in t]
-    series["avg_watch_time_ms"] = [_ratio(total("watch_time_ms", b, b + step), v, 1)
-                                   for b, v in zip(t, series["views"], strict=True)]
+    series["avg_watch_time_ms"] = [
+        _ratio(total("watch_time_ms", b, b + step), v, 1) for b, v in zip(t, series["views"], strict=True)
+    ]
     for name, field in RATES:
         series[name] = [_ratio(total(field, b, b + step), v) for b, v in zip(t, series["views"], strict=True)]
 
     by_type = {kind: int(total(kind, start, end)) for kind in EVENT_TYPES}
     views, events = by_type["view"], sum(by_type.values())
-    totals: dict[str, Any] = {"events": events, "by_type": by_type, "events_per_s": round(events / (n * step), 3),
-                              "views": views, "active_users": active,
-                              "avg_watch_time_ms": _ratio(total("watch_time_ms", start, end), views, 1)}
+    totals: dict[str, Any] = {
+        "events": events,
+        "by_type": by_type,
+        "events_per_s": round(events / (n * step), 3),
+        "views": views,
+        "active_users": active,
+        "avg_watch_time_ms": _ratio(total("watch_time_ms", start, end), views, 1),
+    }
     for name, field in RATES:
         totals[name] = _ratio(total(field, start, end), views)
     recent = sum(total(kind, end - 10, end) for kind in EVENT_TYPES)
-    return {"since_s": start, "until_s": end, "step_s": step, "series": series, "totals": totals,
-            "current": {"events_per_s": round(recent / 10, 3), "window_s": 10},
-            "active_users": {"minutes": [m * 60 for m in sorted(per_minute)],
-                             "users": [per_minute[m] for m in sorted(per_minute)]}}
+    return {
+        "since_s": start,
+        "until_s": end,
+        "step_s": step,
+        "series": series,
+        "totals": totals,
+        "current": {"events_per_s": round(recent / 10, 3), "window_s": 10},
+        "active_users": {
+            "minutes": [m * 60 for m in sorted(per_minute)],
+            "users": [per_minute[m] for m in sorted(per_minute)],
+        },
+    }
 
 
 @app.page("/api/overview")
@@ -129,6 +149,7 @@ class Overview(web.View):
 def trend_direction(stats: Mapping[str, Any], now_ms: int) -> dict[str, Any]:
     """Rising or falling: views per minute since the latest short window began, against the same
     since the latest long window began (both windows are the newest that saw an event)."""
+
     def per_minute(window: Mapping[str, Any] | None, floor_s: float) -> float:
         if not window:
             return 0.0
@@ -140,13 +161,26 @@ def trend_direction(stats: Mapping[str, Any], now_ms: int) -> dict[str, Any]:
         direction = "new" if recent > 0 else "flat"
     else:
         direction = "up" if recent >= 1.25 * longer else "down" if recent <= 0.8 * longer else "flat"
-    return {"direction": direction, "recent_views_per_min": round(recent, 2), "views_per_min": round(longer, 2)}
+    return {
+        "direction": direction,
+        "recent_views_per_min": round(recent, 2),
+        "views_per_min": round(longer, 2),
+    }
 
 
 def _meta_fields(meta: Mapping[str, Any] | None) -> dict[str, Any]:
     meta = meta or {}
-    return {k: meta.get(k, d) for k, d in (("caption", ""), ("creator_id", None), ("hashtags", []),
-                                           ("category", None), ("duration_ms", None), ("created_at", None))}
+    return {
+        k: meta.get(k, d)
+        for k, d in (
+            ("caption", ""),
+            ("creator_id", None),
+            ("hashtags", []),
+            ("category", None),
+            ("duration_ms", None),
+            ("created_at", None),
+        )
+    }
 
 
 @app.page("/api/trending")
@@ -162,12 +196,21 @@ class TrendingNow(web.View):
         items = []
         for rank, (video, score) in enumerate(scores.items(), 1):
             st = stats.get(video, {})
-            items.append({"rank": rank, "video_id": video, "score": round(score, 4), "views": st.get("views", 0),
-                          "watch_time_ms": st.get("watch_time_ms", 0),
-                          "avg_watch_time_ms": st.get("avg_watch_time_ms", 0.0),
-                          "completion_rate": st.get("completion_rate", 0.0), "likes": st.get("likes", 0),
-                          "shares": st.get("shares", 0), **_meta_fields(meta.get(video)),
-                          "trend": trend_direction(st, now_ms)})
+            items.append(
+                {
+                    "rank": rank,
+                    "video_id": video,
+                    "score": round(score, 4),
+                    "views": st.get("views", 0),
+                    "watch_time_ms": st.get("watch_time_ms", 0),
+                    "avg_watch_time_ms": st.get("avg_watch_time_ms", 0.0),
+                    "completion_rate": st.get("completion_rate", 0.0),
+                    "likes": st.get("likes", 0),
+                    "shares": st.get("shares", 0),
+                    **_meta_fields(meta.get(video)),
+                    "trend": trend_direction(st, now_ms),
+                }
+            )
         return self.json({"items": items})
 
 
@@ -184,20 +227,28 @@ def watch_distribution(stats: Mapping[str, Any]) -> dict[str, Any]:
 
 def engagement_rates(counts: Mapping[str, Any]) -> dict[str, Any]:
     views = counts.get("views", 0)
-    return {"views": views, "completion_rate": counts.get("completion_rate", 0.0),
-            "avg_watch_time_ms": counts.get("avg_watch_time_ms", 0.0),
-            **{f"{k}_rate": _ratio(counts.get(f"{k}s", 0), views) for k in ("like", "share", "comment", "skip")}}
+    return {
+        "views": views,
+        "completion_rate": counts.get("completion_rate", 0.0),
+        "avg_watch_time_ms": counts.get("avg_watch_time_ms", 0.0),
+        **{f"{k}_rate": _ratio(counts.get(f"{k}s", 0), views) for k in ("like", "share", "comment", "skip")},
+    }
 
 
-def timeline(buckets: Mapping[int, Mapping[str, float]], since_s: int, until_s: int, step: int) -> dict[str, Any]:
+def timeline(
+    buckets: Mapping[int, Mapping[str, float]], since_s: int, until_s: int, step: int
+) -> dict[str, Any]:
     t = list(range(since_s // step * step, until_s + 1, step))
     out: dict[str, Any] = {"step_s": step, "t": t}
     for field in ("views", "likes", "shares", "comments", "skips"):
         out[field] = [int(buckets.get(b, {}).get(field, 0)) for b in t]
-    out["completion_rate"] = [_ratio(buckets.get(b, {}).get("completions", 0), v) for b, v in zip(t, out["views"],
-                                                                                                   strict=True)]
-    out["engagement_rate"] = [_ratio(sum(buckets.get(b, {}).get(f, 0) for f in ("likes", "shares", "comments")), v)
-                              for b, v in zip(t, out["views"], strict=True)]
+    out["completion_rate"] = [
+        _ratio(buckets.get(b, {}).get("completions", 0), v) for b, v in zip(t, out["views"], strict=True)
+    ]
+    out["engagement_rate"] = [
+        _ratio(sum(buckets.get(b, {}).get(f, 0) for f in ("likes", "shares", "comments")), v)
+        for b, v in zip(t, out["views"], strict=True)
+    ]
     return out
 
 
@@ -220,16 +271,32 @@ class VideoAnalytics(web.View):
         for key, name in (("window_long", "long"), ("window_short", "short")):
             if key in stats:
                 w = stats[key]
-                windows.append({"name": name, "start_ms": w["start_ms"], "end_ms": w["end_ms"],
-                                "current": w["end_ms"] > now * 1000, **engagement_rates(w)})
-        return self.json({
-            "video_id": video_id, "meta": _meta_fields(meta) if meta else None, "stats": stats or None,
-            "trend": trend_direction(stats, int(now * 1000)),
-            "watch_time": watch_distribution(stats), "windows": windows,
-            "timeline": timeline(series, until - minutes * 60, until, stores().VIDEO_SERIES_STEP_S) if series else None,
-            "similar": [{"video_id": v, "score": round(s, 6), **_meta_fields(nbr_meta.get(v))}
-                        for v, s in sorted(nbrs.items(), key=lambda kv: -kv[1])],
-        })
+                windows.append(
+                    {
+                        "name": name,
+                        "start_ms": w["start_ms"],
+                        "end_ms": w["end_ms"],
+                        "current": w["end_ms"] > now * 1000,
+                        **engagement_rates(w),
+                    }
+                )
+        return self.json(
+            {
+                "video_id": video_id,
+                "meta": _meta_fields(meta) if meta else None,
+                "stats": stats or None,
+                "trend": trend_direction(stats, int(now * 1000)),
+                "watch_time": watch_distribution(stats),
+                "windows": windows,
+                "timeline": timeline(series, until - minutes * 60, until, stores().VIDEO_SERIES_STEP_S)
+                if series
+                else None,
+                "similar": [
+                    {"video_id": v, "score": round(s, 6), **_meta_fields(nbr_meta.get(v))}
+                    for v, s in sorted(nbrs.items(), key=lambda kv: -kv[1])
+                ],
+            }
+        )
 
 
 @app.page("/api/videos")
@@ -253,36 +320,67 @@ class UserHistory(web.View):
         meta = await stores().video_meta([e[0] for e in history])
         s = app.recstream_settings  # type: ignore[attr-defined]
         seen_n = seen_count(seen, s.seen_bloom_bits, s.seen_bloom_hashes)
-        return self.json({"user_id": user_id, "seen": seen_n, "overexposed": overexposed, "history": [
-            {"video_id": v, "ts": ts, "weight": w, **_meta_fields(meta.get(v))} for v, ts, w in history]})
+        return self.json(
+            {
+                "user_id": user_id,
+                "seen": seen_n,
+                "overexposed": overexposed,
+                "history": [
+                    {"video_id": v, "ts": ts, "weight": w, **_meta_fields(meta.get(v))}
+                    for v, ts, w in history
+                ],
+            }
+        )
 
 
 # --- model registry -------------------------------------------------------------------------
 def _version_summary(doc: Mapping[str, Any]) -> dict[str, Any]:
     timings = doc.get("timings") or {}
-    return {"version": doc.get("_id"), "status": doc.get("status"), "created_at": doc.get("created_at"),
-            "activated_at": doc.get("activated_at"), "metrics": doc.get("metrics") or {},
-            "baseline": (doc.get("baseline") or {}).get("popularity") or {}, "data": doc.get("data") or {},
-            "params": doc.get("params") or {}, "gate": doc.get("gate"), "timings": timings,
-            "blend": doc.get("blend") or {}, "served": doc.get("served") or {},
-            "tuning": {k: v for k, v in (doc.get("tuning") or {}).items() if k != "blend_trials"},
-            "training_s": round(sum(v for v in timings.values() if isinstance(v, int | float)), 2)}
+    return {
+        "version": doc.get("_id"),
+        "status": doc.get("status"),
+        "created_at": doc.get("created_at"),
+        "activated_at": doc.get("activated_at"),
+        "metrics": doc.get("metrics") or {},
+        "baseline": (doc.get("baseline") or {}).get("popularity") or {},
+        "data": doc.get("data") or {},
+        "params": doc.get("params") or {},
+        "gate": doc.get("gate"),
+        "timings": timings,
+        "blend": doc.get("blend") or {},
+        "served": doc.get("served") or {},
+        "tuning": {k: v for k, v in (doc.get("tuning") or {}).items() if k != "blend_trials"},
+        "training_s": round(sum(v for v in timings.values() if isinstance(v, int | float)), 2),
+    }
 
 
 async def closed_loop() -> dict[str, Any] | None:
-    """The newest closed-loop run: one row per strategy (written by recstream.closed_loop)."""
+    """The newest closed-loop run: one row per strategy (written by recstream.producers.closed_loop)."""
     try:
-        from recstream.closed_loop import COLLECTION
+        from recstream.producers.closed_loop import COLLECTION
     except ImportError:  # a build without the closed loop
         return None
     docs = await stores().find(COLLECTION, sort=[("created_at", -1)], limit=50)
     if not docs:
         return None
     run = [d for d in docs if d.get("run_id") == docs[0].get("run_id")]
-    keep = ("strategy", "users", "impressions", "watch_time_ms", "completion_rate", "like_rate", "taste",
-            "click_through", "repeat_exposure")
-    return {"run_id": docs[0].get("run_id"), "created_at": docs[0].get("created_at"),
-            "config": docs[0].get("config"), "strategies": [{k: d.get(k) for k in keep} for d in run]}
+    keep = (
+        "strategy",
+        "users",
+        "impressions",
+        "watch_time_ms",
+        "completion_rate",
+        "like_rate",
+        "taste",
+        "click_through",
+        "repeat_exposure",
+    )
+    return {
+        "run_id": docs[0].get("run_id"),
+        "created_at": docs[0].get("created_at"),
+        "config": docs[0].get("config"),
+        "strategies": [{k: d.get(k) for k in keep} for d in run],
+    }
 
 
 @app.page("/api/model")
@@ -293,16 +391,31 @@ class Model(web.View):
         active = await model_store.get_active_version(stores().redis, namespace)
         versions, loop, error = [], None, None
         try:
-            docs = await asyncio.wait_for(stores().model_versions(namespace, _int(request, "limit", 10, 1, 50)), 3)
+            docs = await asyncio.wait_for(
+                stores().model_versions(namespace, _int(request, "limit", 10, 1, 50)), 3
+            )
             versions = [_version_summary(d) for d in docs]
             loop = await asyncio.wait_for(closed_loop(), 3)
         except Exception as exc:  # the registry is MongoDB: show what Redis knows and say why
             error = f"model registry unreachable: {exc or type(exc).__name__}"
-        return self.json(json.loads(json.dumps({
-            "namespace": namespace, "active_version": active,
-            "state": "active" if active else ("trained, none active" if versions else "no model trained yet"),
-            "active": next((v for v in versions if v["version"] == active), None),
-            "versions": versions, "closed_loop": loop, "error": error}, default=str)))
+        return self.json(
+            json.loads(
+                json.dumps(
+                    {
+                        "namespace": namespace,
+                        "active_version": active,
+                        "state": "active"
+                        if active
+                        else ("trained, none active" if versions else "no model trained yet"),
+                        "active": next((v for v in versions if v["version"] == active), None),
+                        "versions": versions,
+                        "closed_loop": loop,
+                        "error": error,
+                    },
+                    default=str,
+                )
+            )
+        )
 
 
 # --- pipeline health ------------------------------------------------------------------------
@@ -332,8 +445,12 @@ class FreshnessWindow:
         base = dict(self.snapshots[0][1]) if self.snapshots[0][0] < now else {}
         delta = [(le, count - base.get(le, 0.0)) for le, count in current]
         total = delta[-1][1] if delta else 0
-        return {"window_s": round(now - self.snapshots[0][0]) if base else None, "count": int(total),
-                "p50_ms": quantile_ms(delta, 0.5), "p99_ms": quantile_ms(delta, 0.99)}
+        return {
+            "window_s": round(now - self.snapshots[0][0]) if base else None,
+            "count": int(total),
+            "p50_ms": quantile_ms(delta, 0.5),
+            "p99_ms": quantile_ms(delta, 0.99),
+        }
 
 
 def quantile_ms(cumulative: list[tuple[float, float]], q: float) -> float | None:
@@ -365,8 +482,9 @@ class DeadLetters:
     async def read(self, keep: int = 5) -> dict[str, Any]:
         async with self.lock:
             if self.consumer is None:
-                consumer = AIOKafkaConsumer(**client_kwargs(_s), enable_auto_commit=False,
-                                            request_timeout_ms=5000)
+                consumer = AIOKafkaConsumer(
+                    **client_kwargs(_s), enable_auto_commit=False, request_timeout_ms=5000
+                )
                 try:
                     await consumer.start()
                 except BaseException:
@@ -397,9 +515,17 @@ class DeadLetters:
                         try:
                             doc = json.loads(m.value)
                         except ValueError:  # not written by us: show it raw
-                            doc = {"value": m.value.decode(errors="replace"), "reason": "(not a DeadLetter record)"}
-                        letters.append({k: doc.get(k) for k in ("ts", "source_topic", "partition", "offset", "key",
-                                                                "reason")} | {"value": str(doc.get("value", ""))[:200]})
+                            doc = {
+                                "value": m.value.decode(errors="replace"),
+                                "reason": "(not a DeadLetter record)",
+                            }
+                        letters.append(
+                            {
+                                k: doc.get(k)
+                                for k in ("ts", "source_topic", "partition", "offset", "key", "reason")
+                            }
+                            | {"value": str(doc.get("value", ""))[:200]}
+                        )
         finally:
             self.consumer.pause(self.tp)
         return letters[::-1]
@@ -432,7 +558,12 @@ class Pipeline(web.View):
         try:
             dead = await asyncio.wait_for(_dead_letters.read(), 3)
         except Exception as exc:
-            dead = {"topic": _dead_letters.tp.topic, "total": None, "recent": [], "error": str(exc) or "timeout"}
+            dead = {
+                "topic": _dead_letters.tp.topic,
+                "total": None,
+                "recent": [],
+                "error": str(exc) or "timeout",
+            }
             deps["kafka"] = f"error: {dead['error']}"
         if not default_access().grants("user", request.headers):  # payloads are per-user data
             dead["recent"] = [{**letter, "key": None, "value": HIDDEN} for letter in dead.get("recent", [])]
@@ -441,13 +572,28 @@ class Pipeline(web.View):
         for tp in app.consumer.assignment() if app.consumer is not None else ():
             assigned[tp.topic] = assigned.get(tp.topic, 0) + 1
         histogram = getattr(metrics, "freshness", None)
-        return self.json({
-            "status": "ok" if all(v == "ok" for v in deps.values()) else "degraded", "dependencies": deps,
-            "worker": {"port": _s.web_port, "rebalancing": bool(app.rebalancing), "assigned_partitions": assigned},
-            "consumer_lag": [{"topic": t, "partition": p, "lag": lag} for (t, p), lag in sorted(lags.items())
-                             if t in _SOURCE_TOPICS],
-            "lag_total": sum(lag for (t, _p), lag in lags.items() if t in _SOURCE_TOPICS), "dead_letters": dead,
-            "freshness": _freshness.read(histogram, time.time()) if histogram is not None else None,
-            "events_processed": {s.labels["type"]: int(s.value) for f in metrics.events_processed.collect()
-                                 for s in f.samples if s.name.endswith("_total")},
-        })
+        return self.json(
+            {
+                "status": "ok" if all(v == "ok" for v in deps.values()) else "degraded",
+                "dependencies": deps,
+                "worker": {
+                    "port": _s.web_port,
+                    "rebalancing": bool(app.rebalancing),
+                    "assigned_partitions": assigned,
+                },
+                "consumer_lag": [
+                    {"topic": t, "partition": p, "lag": lag}
+                    for (t, p), lag in sorted(lags.items())
+                    if t in _SOURCE_TOPICS
+                ],
+                "lag_total": sum(lag for (t, _p), lag in lags.items() if t in _SOURCE_TOPICS),
+                "dead_letters": dead,
+                "freshness": _freshness.read(histogram, time.time()) if histogram is not None else None,
+                "events_processed": {
+                    s.labels["type"]: int(s.value)
+                    for f in metrics.events_processed.collect()
+                    for s in f.samples
+                    if s.name.endswith("_total")
+                },
+            }
+        )

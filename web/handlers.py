@@ -15,10 +15,8 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from recstream import metrics
-from recstream.access import Access, Refused
-from recstream.foldin import ModelCache
-from recstream.kafka_out import BatchProducer, partition_for
-from recstream.recommend import recommend
+from recstream.kafka.batches import BatchProducer, partition_for
+from recstream.kafka.topics import topic_names
 from recstream.records import (
     FUTURE_SKEW_CONTEXT,
     ID_PATTERN,
@@ -31,11 +29,13 @@ from recstream.records import (
     now_ms,
 )
 from recstream.scoring import trend_score_now
-from recstream.serving import ServingState
+from recstream.serving.foldin import ModelCache
+from recstream.serving.recommend import recommend
+from recstream.serving.state import ServingState
+from recstream.serving.stores import Stores
 from recstream.settings import Settings, get_settings
-from recstream.stores import Stores
 from recstream.streamstate import StreamParams, new_engagement, stats_document
-from recstream.topics import topic_names
+from recstream.web.access import Access, Refused
 
 MAX_EVENTS = 10_000
 """Events per POST /events; the body limit (`max_body_bytes`, 8 MiB) holds 10,000 of the largest."""
@@ -69,7 +69,7 @@ def refusal(route: str, exc: BadRequest | Refused) -> web.Response:
 
 
 def timed(route: str, scope: str = "public") -> Callable:
-    """Check the caller may use `scope` (`recstream.access`), time the handler in
+    """Check the caller may use `scope` (`recstream.web.access`), time the handler in
     `recstream_request_latency_seconds`, and answer a refusal it raises."""
     histogram = metrics.request_latency.labels(route=route)
 
@@ -83,9 +83,11 @@ def timed(route: str, scope: str = "public") -> Callable:
                 return refusal(route, exc)
             finally:
                 histogram.observe(time.perf_counter() - started)
+
         inner.__name__ = handler.__name__
         inner.__doc__ = handler.__doc__
         return inner
+
     return wrap
 
 
@@ -114,8 +116,14 @@ def _k(request: web.Request, default: int = 20) -> int:
 class Api:
     """The handlers over one process's clients and serving state."""
 
-    def __init__(self, settings: Settings, stores: Callable[[], Stores], producer: Callable[[], BatchProducer],
-                 state: Callable[[], ServingState], models: Callable[[], ModelCache]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        stores: Callable[[], Stores],
+        producer: Callable[[], BatchProducer],
+        state: Callable[[], ServingState],
+        models: Callable[[], ModelCache],
+    ) -> None:
         self.settings = settings
         self.names = topic_names(settings)
         self._stores, self._producer, self._state, self._models = stores, producer, state, models
@@ -126,8 +134,11 @@ class Api:
         """The request body, refused (413, the limit in the message) past `max_body_bytes` before more of it
         is read; the same limit in the worker and the web role, whatever their aiohttp defaults."""
         limit = self.settings.max_body_bytes
-        too_large = BadRequest(413, "body_too_large", {
-            "error": f"request body larger than {limit:,} bytes (max_body_bytes)", "limit_bytes": limit})
+        too_large = BadRequest(
+            413,
+            "body_too_large",
+            {"error": f"request body larger than {limit:,} bytes (max_body_bytes)", "limit_bytes": limit},
+        )
         if (request.content_length or 0) > limit:
             raise too_large
         chunks, size = [], 0
@@ -138,29 +149,41 @@ class Api:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _read_items(self, request: web.Request, model: type[BaseModel], plural: str,
-                          max_items: int) -> list:
+    async def _read_items(
+        self, request: web.Request, model: type[BaseModel], plural: str, max_items: int
+    ) -> list:
         """Parse one object or {plural: [...]}; all or nothing (any invalid item: 4xx, nothing produced)."""
         if request.content_type != "application/json":  # a form or text/plain post from a web page: no
-            raise BadRequest(415, "content_type", {  # CORS preflight would have guarded it
-                "error": f"Content-Type must be application/json, not {request.content_type!r}"})
+            raise BadRequest(
+                415,
+                "content_type",
+                {  # CORS preflight would have guarded it
+                    "error": f"Content-Type must be application/json, not {request.content_type!r}"
+                },
+            )
         raw = await self._body(request)
         try:
             body = orjson.loads(raw or b"null")  # refuses non-UTF-8 and nesting deeper than 1,024 too
         except ValueError as exc:
-            raise BadRequest(400, "malformed_json", {"error": "body is not valid UTF-8 JSON", "detail": str(exc)}
-                             ) from exc
+            raise BadRequest(
+                400, "malformed_json", {"error": "body is not valid UTF-8 JSON", "detail": str(exc)}
+            ) from exc
         if isinstance(body, dict) and plural in body:
             items = body[plural]
             if not isinstance(items, list):
-                raise BadRequest(422, "invalid_body", {"error": f"'{plural}' must be a list", "field": plural})
+                raise BadRequest(
+                    422, "invalid_body", {"error": f"'{plural}' must be a list", "field": plural}
+                )
         elif isinstance(body, dict):
             items = [body]
         else:
-            raise BadRequest(422, "invalid_body", {"error": f"expected an object or {{\"{plural}\": [...]}}"})
+            raise BadRequest(422, "invalid_body", {"error": f'expected an object or {{"{plural}": [...]}}'})
         if len(items) > max_items:
-            raise BadRequest(413, "too_many_items", {"error": f"at most {max_items:,} {plural} per request",
-                                                     "field": plural, "limit": max_items})
+            raise BadRequest(
+                413,
+                "too_many_items",
+                {"error": f"at most {max_items:,} {plural} per request", "field": plural, "limit": max_items},
+            )
         context = {FUTURE_SKEW_CONTEXT: now_ms() + int(self.settings.max_future_skew_s * 1000)}
         records, errors = [], []
         for index, item in enumerate(items):
@@ -188,8 +211,11 @@ class Api:
     async def post_events(self, request: web.Request) -> web.Response:
         records = await self._read_items(request, Interaction, "events", MAX_EVENTS)
         self.access.admit_writes(request.remote or "unknown", len(records))
-        await self.publish(self.names.interactions, self.settings.interactions_partitions,
-                           [(r.user_id, encode(r)) for r in records])
+        await self.publish(
+            self.names.interactions,
+            self.settings.interactions_partitions,
+            [(r.user_id, encode(r)) for r in records],
+        )
         metrics.events_accepted.inc(len(records))
         return json_response({"accepted": len(records)}, 202)
 
@@ -197,8 +223,11 @@ class Api:
     async def post_videos(self, request: web.Request) -> web.Response:
         records = await self._read_items(request, Video, "videos", MAX_VIDEOS)
         self.access.admit_writes(request.remote or "unknown", len(records))
-        await self.publish(self.names.videos, self.settings.interactions_partitions,
-                           [(r.video_id, encode(r)) for r in records])
+        await self.publish(
+            self.names.videos,
+            self.settings.interactions_partitions,
+            [(r.video_id, encode(r)) for r in records],
+        )
         return json_response({"accepted": len(records)}, 202)
 
     @staticmethod
@@ -207,9 +236,14 @@ class Api:
         try:
             return ID.validate_python(value)
         except ValidationError as exc:
-            raise BadRequest(422, "validation", {"error": "validation failed",
-                                                 "details": [{**d, "field": name} for d in describe_errors(exc)]}
-                             ) from exc
+            raise BadRequest(
+                422,
+                "validation",
+                {
+                    "error": "validation failed",
+                    "details": [{**d, "field": name} for d in describe_errors(exc)],
+                },
+            ) from exc
 
     @timed("/videos/delete", "write")
     async def delete_video(self, request: web.Request) -> web.Response:
@@ -226,8 +260,11 @@ class Api:
         removes their history from the table, Redis and MongoDB."""
         user_id = self._path_id(request, "user_id")
         self.access.admit_writes(request.remote or "unknown", 1)
-        await self.publish(self.names.interactions, self.settings.interactions_partitions,
-                           [(user_id, encode(UserErasure(erase_user=user_id)))])
+        await self.publish(
+            self.names.interactions,
+            self.settings.interactions_partitions,
+            [(user_id, encode(UserErasure(erase_user=user_id)))],
+        )
         return json_response({"user_id": user_id, "erased": True}, 202)
 
     # --- serving --------------------------------------------------------------------------
@@ -236,11 +273,16 @@ class Api:
         user_id = request.match_info["user_id"]
         strategy = request.query.get("strategy")  # overrides the user's A/B bucket (explorer, debugging)
         if strategy is not None and strategy not in STRATEGIES:
-            raise BadRequest(422, "invalid_parameter",
-                             {"error": f"strategy must be one of {list(STRATEGIES)}", "field": "strategy"})
+            raise BadRequest(
+                422,
+                "invalid_parameter",
+                {"error": f"strategy must be one of {list(STRATEGIES)}", "field": "strategy"},
+            )
         preview = request.query.get("preview", "false")
         if preview not in ("true", "false"):
-            raise BadRequest(422, "invalid_parameter", {"error": "preview must be true or false", "field": "preview"})
+            raise BadRequest(
+                422, "invalid_parameter", {"error": "preview must be true or false", "field": "preview"}
+            )
         k = _k(request)
         state = self._state()
         if not state.loaded.is_set():
@@ -254,7 +296,9 @@ class Api:
             history, seen, overexposed = [], b"", []
             degraded = f"redis unreachable ({exc}): the user's history is unknown"
             metrics.degraded_answers.inc()
-        body = recommend(state, self.settings, user_id, k, history, seen, self._models(), strategy, overexposed)
+        body = recommend(
+            state, self.settings, user_id, k, history, seen, self._models(), strategy, overexposed
+        )
         if degraded:
             body["degraded"] = degraded
         if body["items"] and self.settings.publish_impressions and preview == "false":
@@ -266,9 +310,15 @@ class Api:
         for, so serving never waits on Kafka; a lost message only means one showing goes uncounted."""
         if len(user_id) > 128 or not ID_RE.fullmatch(user_id):  # no events can exist for such an id
             return
-        value = orjson.dumps({"user_id": user_id, "videos": [i["video_id"] for i in body["items"]],
-                              "strategy": body["strategy"], "model_version": body["model_version"],
-                              "ts": int(time.time() * 1000)})
+        value = orjson.dumps(
+            {
+                "user_id": user_id,
+                "videos": [i["video_id"] for i in body["items"]],
+                "strategy": body["strategy"],
+                "model_version": body["model_version"],
+                "ts": int(time.time() * 1000),
+            }
+        )
         raw_key = user_id.encode()
         partition = partition_for(raw_key, self.settings.interactions_partitions)
         for future in await self._producer().send(self.names.impressions, partition, [(raw_key, value)]):
@@ -293,9 +343,16 @@ class Api:
         items = []
         for video, score in scores.items():
             st = stats.get(video, {})
-            items.append({"video_id": video, "score": round(score, 4), "views": st.get("views", 0),
-                          "watch_time_ms": st.get("watch_time_ms", 0),
-                          "completion_rate": st.get("completion_rate", 0.0), "likes": st.get("likes", 0)})
+            items.append(
+                {
+                    "video_id": video,
+                    "score": round(score, 4),
+                    "views": st.get("views", 0),
+                    "watch_time_ms": st.get("watch_time_ms", 0),
+                    "completion_rate": st.get("completion_rate", 0.0),
+                    "likes": st.get("likes", 0),
+                }
+            )
         return json_response({"items": items})
 
     @timed("/videos/stats")
@@ -309,7 +366,10 @@ class Api:
             # Published, no event yet: the document of an empty state, its windows the current ones.
             empty = new_engagement()
             empty["l"] = int(time.time() * 1000)
-            stats = {**stats_document(video_id, empty, StreamParams.from_settings(self.settings)), "last_event_ms": 0}
+            stats = {
+                **stats_document(video_id, empty, StreamParams.from_settings(self.settings)),
+                "last_event_ms": 0,
+            }
         now_ms = int(time.time() * 1000)
         for name in ("window_short", "window_long"):
             window = stats.get(name)
@@ -325,15 +385,24 @@ class Api:
         k = _k(request)
         nbrs = (await self._stores().neighbours_of([video_id], k)).get(video_id, {})
         removed = self._state().removed_among(list(nbrs))
-        items = [{"video_id": v, "score": round(s, 6)} for v, s in sorted(nbrs.items(), key=lambda kv: -kv[1])
-                 if v not in removed]
+        items = [
+            {"video_id": v, "score": round(s, 6)}
+            for v, s in sorted(nbrs.items(), key=lambda kv: -kv[1])
+            if v not in removed
+        ]
         return json_response({"video_id": video_id, "items": items})
 
     async def health(self) -> dict[str, Any]:
         """Dependencies and the serving state's age (the caller adds its role's own fields)."""
         deps = await self._stores().health()
         state = self._state()
-        return {"dependencies": deps,
-                "serving_state": {"loaded": state.loaded.is_set(), "age_s": state.ages(),
-                                  "model_version": self._models().version,
-                                  "videos": len(state.ids), "neighbour_lists": len(state.nbrs)}}
+        return {
+            "dependencies": deps,
+            "serving_state": {
+                "loaded": state.loaded.is_set(),
+                "age_s": state.ages(),
+                "model_version": self._models().version,
+                "videos": len(state.ids),
+                "neighbour_lists": len(state.nbrs),
+            },
+        }

@@ -20,7 +20,7 @@ Strategy = Literal[STRATEGIES]  # type: ignore[valid-type] - the handlers' own t
 Rate = Annotated[float, Field(ge=0)]
 Count = Annotated[int, Field(ge=0)]
 EpochMs = Annotated[int, Field(description="epoch milliseconds")]
-# Why a video was recommended (recstream.recommend): the history entry that contributed most, or a source.
+# Why a video was recommended (recstream.serving.recommend): the history entry that contributed most, or a source.
 Reason = Annotated[str, Field(pattern=r"^(als|trending|new|random|because you watched \S+)$")]
 
 
@@ -36,12 +36,15 @@ class ErrorResponse(Strict):
     field: str | None = Field(default=None, description="the request field at fault")
     detail: str | None = Field(default=None, description="the underlying error (parser, Redis)")
     limit: int | None = Field(default=None, description="413: the most items a request may carry")
-    limit_bytes: int | None = Field(default=None, description="413: the largest body accepted (max_body_bytes)")
+    limit_bytes: int | None = Field(
+        default=None, description="413: the largest body accepted (max_body_bytes)"
+    )
 
 
 class FieldError(Strict):
-    index: int | None = Field(description="position of the item in the request (0 for a single object); "
-                              "null: the id in the path")
+    index: int | None = Field(
+        description="position of the item in the request (0 for a single object); null: the id in the path"
+    )
     field: str | None = Field(description="dotted path of the field in that item; null: the item itself")
     message: str
 
@@ -100,9 +103,14 @@ class RecommendationsResponse(Strict):
     user_id: str
     items: list[RecommendedItem] = Field(description="best first; never a video the user engaged with")
     model_version: str | None = Field(description="the ALS model that scored them (null: none used)")
-    strategy: Strategy = Field(description="the strategy that served: `?strategy=`, else the user's A/B bucket")
-    degraded: str | None = Field(default=None, description="present when Redis was unreachable: the user's "
-                                 "history was unknown, so the list may repeat what they saw")
+    strategy: Strategy = Field(
+        description="the strategy that served: `?strategy=`, else the user's A/B bucket"
+    )
+    degraded: str | None = Field(
+        default=None,
+        description="present when Redis was unreachable: the user's "
+        "history was unknown, so the list may repeat what they saw",
+    )
 
 
 class TrendingItem(Strict):
@@ -385,8 +393,10 @@ class HistoryEntry(VideoMeta):
 class UserHistory(Strict):
     user_id: str
     seen: int = Field(description="distinct videos in the seen filter (estimate; -1: the filter is full)")
-    overexposed: list[str] = Field(description="videos shown to the user max_unengaged_impressions times "
-                                   "without engagement: not shown to them again")
+    overexposed: list[str] = Field(
+        description="videos shown to the user max_unengaged_impressions times "
+        "without engagement: not shown to them again"
+    )
     history: list[HistoryEntry] = Field(description="newest first")
 
 
@@ -402,7 +412,9 @@ class ModelVersion(Strict):
     gate: Any
     timings: dict[str, Any]
     training_s: float
-    blend: dict[str, float] = Field(description="the blend weights published with the model (serving's unless pinned)")
+    blend: dict[str, float] = Field(
+        description="the blend weights published with the model (serving's unless pinned)"
+    )
     served: dict[str, Any] = Field(description="the served blend's metrics on the test slice")
     tuning: dict[str, Any] = Field(description="the training round's search: protocol, sizes, ALS trials")
 
@@ -486,4 +498,3 @@ class Pipeline(Strict):
     dead_letters: DeadLetters
     freshness: Freshness | None
     events_processed: dict[str, Count]
-

@@ -2,7 +2,7 @@
 
     recstream web [--host 127.0.0.1] [--port 8000] [--processes N]
 
-Each process keeps its own serving state (`recstream.serving`), refreshed from Redis in the background,
+Each process keeps its own serving state (`recstream.serving.state`), refreshed from Redis in the background,
 and reads only the user's own history and seen filter per request. N processes share the port
 (SO_REUSEPORT: the kernel spreads connections over them); their /metrics are combined (see
 `recstream.metrics`). A web process answers from its last state while Redis or the workers are down,
@@ -26,17 +26,17 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from recstream import metrics
-from recstream.access import require_keys
 from recstream.settings import Settings, get_settings
+from recstream.web.access import require_keys
 
 log = logging.getLogger(__name__)
 
 
 def build_app(settings: Settings) -> web.Application:
-    from recstream.foldin import ModelCache
-    from recstream.kafka_out import BatchProducer
-    from recstream.serving import ServingState
-    from recstream.stores import Stores
+    from recstream.kafka.batches import BatchProducer
+    from recstream.serving.foldin import ModelCache
+    from recstream.serving.state import ServingState
+    from recstream.serving.stores import Stores
     from recstream.web.handlers import Api, json_response
     from recstream.web.openapi import openapi_json
 
@@ -49,8 +49,10 @@ def build_app(settings: Settings) -> web.Application:
     async def health(_request: web.Request) -> web.Response:
         body = await api.health()
         ok = all(v == "ok" for v in body["dependencies"].values()) and state.loaded.is_set()
-        return json_response({"status": "ok" if ok else "degraded", "role": "web", "pid": os.getpid(), **body},
-                             200 if ok else 503)
+        return json_response(
+            {"status": "ok" if ok else "degraded", "role": "web", "pid": os.getpid(), **body},
+            200 if ok else 503,
+        )
 
     async def openapi_view(_request: web.Request) -> web.Response:
         return web.Response(body=openapi_json(settings), content_type="application/json")
@@ -70,8 +72,10 @@ def build_app(settings: Settings) -> web.Application:
 
     from recstream.web.cors import cors_middleware
 
-    app = web.Application(client_max_size=settings.max_body_bytes + 1,  # handlers read the body themselves
-                          middlewares=[cors_middleware(settings.cors_origins)] if settings.cors_origins else [])
+    app = web.Application(
+        client_max_size=settings.max_body_bytes + 1,  # handlers read the body themselves
+        middlewares=[cors_middleware(settings.cors_origins)] if settings.cors_origins else [],
+    )
     app.router.add_get("/recommendations/{user_id}", api.recommendations)  # first: the hot route
     app.router.add_post("/events", api.post_events)
     app.router.add_post("/videos", api.post_videos)
@@ -142,8 +146,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = get_settings()
-    logging.basicConfig(level=logging.INFO if settings.log_level in ("debug", "info") else logging.WARNING,
-                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if settings.log_level in ("debug", "info") else logging.WARNING,
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+    )
     host = args.host or settings.web_host
     port = args.port or settings.serve_port
     if not args.reuse_port:  # the parent checks once for its children
@@ -155,8 +161,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="recstream web", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="recstream web", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

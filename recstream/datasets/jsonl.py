@@ -29,7 +29,11 @@ def rows(path: Path, report: LoadReport) -> Iterator[tuple[int, Row]]:
             except ValidationError as exc:
                 report.bad(line, f"not an Interaction: {exc.errors()[0]['msg']}")
                 continue
-            if row and (event.user_id, event.video_id, event.ts) != (row[0].user_id, row[0].video_id, row[0].ts):
+            if row and (event.user_id, event.video_id, event.ts) != (
+                row[0].user_id,
+                row[0].video_id,
+                row[0].ts,
+            ):
                 yield start, row
                 row = []
             if not row:

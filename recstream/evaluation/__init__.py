@@ -7,5 +7,5 @@
     runner      split -> tune on validation -> refit -> one candidate set for every model -> metrics
     report      JSON and a self-contained HTML report (inline SVG charts)
 
-The closed-loop online evaluation is recstream.closed_loop.
+The closed-loop online evaluation is recstream.producers.closed_loop.
 """

@@ -52,9 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--test-fraction", type=float, default=0.2, help="temporal: share of rows after the cut"
     )
     parser.add_argument("--threads", type=int, default=2, help="threads for ALS (Spark local[N], implicit)")
-    parser.add_argument("--docs", type=Path, default=None, metavar="FILE",
-                        help="also write the results table into FILE (e.g. docs/evaluation.md), between "
-                        "<!-- evaluate:DATASET-PROTOCOL --> markers (appended when absent)")
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the results table into FILE (e.g. docs/evaluation.md), between "
+        "<!-- evaluate:DATASET-PROTOCOL --> markers (appended when absent)",
+    )
 
 
 def _protocol_options(args: argparse.Namespace) -> dict[str, object]:

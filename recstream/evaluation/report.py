@@ -107,16 +107,28 @@ def write(out_dir: Path, data: dict[str, Any]) -> tuple[Path, Path]:
     return json_path, html_path
 
 
-LABELS = {"hybrid": "hybrid (served default)", "hybrid-defaults": "hybrid, built-in weights",
-          "implicit-als": "implicit-als (peer)"}
-NOTES = {"hybrid": " (**served default**)", "hybrid-defaults": " (built-in weights)", "implicit-als": " (peer)"}
+LABELS = {
+    "hybrid": "hybrid (served default)",
+    "hybrid-defaults": "hybrid, built-in weights",
+    "implicit-als": "implicit-als (peer)",
+}
+NOTES = {
+    "hybrid": " (**served default**)",
+    "hybrid-defaults": " (built-in weights)",
+    "implicit-als": " (peer)",
+}
 TABLE_METRICS = ("ndcg@10", "ndcg@20", "hr@10", "hr@20", "recall@10", "precision@10", "map")
 
 
 def markdown_table(data: dict[str, Any]) -> str:
     """The results as the markdown table docs/evaluation.md shows (written by `--docs`, not by hand)."""
-    head = ["model", *[m.replace("precision", "prec") for m in TABLE_METRICS], "coverage@10", "fit s",
-            "tuning s (trials)"]
+    head = [
+        "model",
+        *[m.replace("precision", "prec") for m in TABLE_METRICS],
+        "coverage@10",
+        "fit s",
+        "tuning s (trials)",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in data["models"].items():
         cells = [f"`{name}`" + NOTES.get(name, "")]
@@ -128,11 +140,17 @@ def markdown_table(data: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     p = data["protocol"]
     lines.append("")
-    lines.append(f"`{data.get('command', 'recstream evaluate')}` (grid {data.get('grid')}), {data['created_at']}: "
-                 f"{p['test_users']:,} test users ranked over {p['candidates']:,} candidates; ± is the 95 % "
-                 "interval of the mean over users. Chosen on validation: "
-                 + "; ".join(f"{n} `{json.dumps(m['params'], sort_keys=True)}`" for n, m in data["models"].items()
-                             if m["params"]) + ".")
+    lines.append(
+        f"`{data.get('command', 'recstream evaluate')}` (grid {data.get('grid')}), {data['created_at']}: "
+        f"{p['test_users']:,} test users ranked over {p['candidates']:,} candidates; ± is the 95 % "
+        "interval of the mean over users. Chosen on validation: "
+        + "; ".join(
+            f"{n} `{json.dumps(m['params'], sort_keys=True)}`"
+            for n, m in data["models"].items()
+            if m["params"]
+        )
+        + "."
+    )
     return "\n".join(lines)
 
 
@@ -144,7 +162,7 @@ def update_docs(path: Path, data: dict[str, Any]) -> str:
     block = f"{start}\n{markdown_table(data)}\n{end}"
     text = path.read_text() if path.exists() else ""
     if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)

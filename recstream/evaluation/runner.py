@@ -34,7 +34,15 @@ from recstream.evaluation.tune import Search, Trial, coordinate_ascent
 BASE_MODELS = {m.NAME: m for m in (Popularity, Trending, ItemCF, SparkALS, ImplicitALS)}
 HYBRIDS = (Hybrid.NAME, Hybrid.DEFAULTS)
 DEFAULTS_SUFFIX = "-defaults"  # e.g. implicit-als-defaults: the start parameters, untuned
-DEFAULT_MODELS = ("popularity", "trending", "itemcf", "spark-als", "implicit-als", "hybrid", "hybrid-defaults")
+DEFAULT_MODELS = (
+    "popularity",
+    "trending",
+    "itemcf",
+    "spark-als",
+    "implicit-als",
+    "hybrid",
+    "hybrid-defaults",
+)
 TUNE_METRIC = "ndcg@10"
 Log = Callable[[str], None]
 

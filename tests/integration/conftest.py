@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from recstream.devcluster import Cluster, get, post, request, wait_for  # noqa: F401 - used by tests
+from recstream.devtools.devcluster import Cluster, get, post, request, wait_for  # noqa: F401 - used by tests
 from recstream.settings import Settings
 
 _redis_dbs = iter(range(1, 16))  # one Redis DB per cluster in this session

@@ -18,10 +18,10 @@ import pymongo
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from recstream import reference
 from recstream.datasets.synthetic import SimulatedWorld, WorldConfig
-from recstream.devcluster import Cluster, WorkerProcess, free_port
-from recstream.kafka_admin import ensure_topics
+from recstream.devtools import reference
+from recstream.devtools.devcluster import Cluster, WorkerProcess, free_port
+from recstream.kafka.admin import ensure_topics
 from recstream.records import Interaction, encode, now_ms
 from recstream.streamstate import StreamParams
 
@@ -34,8 +34,12 @@ def world_events(n: int, users: int = 400, videos: int = 60, seed: int = 7) -> l
     return list(itertools.islice(world.events(clock=lambda: start + next(ticks)), n))
 
 
-async def produce(cluster: Cluster, events: list[Interaction], rate: float | None = None,
-                  stop: threading.Event | None = None) -> int:
+async def produce(
+    cluster: Cluster,
+    events: list[Interaction],
+    rate: float | None = None,
+    stop: threading.Event | None = None,
+) -> int:
     """Send the events keyed by user (as any producer would), optionally paced at `rate` per second and
     only until `stop` is set; returns how many were sent (all acknowledged)."""
     s = cluster.settings
@@ -70,7 +74,9 @@ async def read_log(cluster: Cluster, n: int, timeout: float = 60) -> list[tuple[
     return out
 
 
-def wait_exact(cluster: Cluster, ref: reference.Reference, timeout: float = 120, counters: bool = True) -> list[str]:
+def wait_exact(
+    cluster: Cluster, ref: reference.Reference, timeout: float = 120, counters: bool = True
+) -> list[str]:
     """Until Redis and MongoDB equal the reference (then []), or the differences left at the deadline."""
     params = StreamParams.from_settings(cluster.settings)
     client = redis.Redis.from_url(cluster.settings.redis_url)
@@ -78,8 +84,9 @@ def wait_exact(cluster: Cluster, ref: reference.Reference, timeout: float = 120,
     deadline = time.monotonic() + timeout
     diffs: list[str] = ["not checked"]
     while time.monotonic() < deadline:
-        diffs = (reference.compare_redis(client, ref, params, counters=counters)
-                 or reference.compare_mongo(mongo, ref, params))
+        diffs = reference.compare_redis(client, ref, params, counters=counters) or reference.compare_mongo(
+            mongo, ref, params
+        )
         if not diffs:
             return []
         time.sleep(1)
@@ -102,19 +109,44 @@ class PrivateServer:
 
     @property
     def url(self) -> str:
-        return (f"redis://127.0.0.1:{self.port}/0" if self.kind == "redis"
-                else f"mongodb://127.0.0.1:{self.port}/")
+        return (
+            f"redis://127.0.0.1:{self.port}/0"
+            if self.kind == "redis"
+            else f"mongodb://127.0.0.1:{self.port}/"
+        )
 
     def start(self) -> None:
         if self.kind == "redis":
-            cmd = [shutil.which("redis-server") or "/usr/bin/redis-server", "--bind", "127.0.0.1",
-                   "--port", str(self.port), "--dir", str(self.home), "--appendonly", "yes",
-                   "--save", "", "--logfile", str(self.home / "redis.log")]
+            cmd = [
+                shutil.which("redis-server") or "/usr/bin/redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.home),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--logfile",
+                str(self.home / "redis.log"),
+            ]
         else:
-            cmd = [str(Path(sys.executable).parent / "nx-27017"), "--data-dir", str(self.home / "db"),
-                   "--host", "127.0.0.1", "--port", str(self.port), "--log-file", str(self.home / "nx.log")]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+            cmd = [
+                str(Path(sys.executable).parent / "nx-27017"),
+                "--data-dir",
+                str(self.home / "db"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-file",
+                str(self.home / "nx.log"),
+            ]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -159,18 +191,23 @@ class PrivateKafka:
     """A single-node KRaft Kafka of a test's own (broker on a free port, its controller on the next),
     with its data and logs under `home`, which the test may stop and start again on the same ports and
     data: the broker `recstream services up` runs (same jars, java command, server.properties, storage
-    formatting: `recstream.services.definitions.kafka_service`), with a smaller heap to start faster.
+    formatting: `recstream.devtools.services.definitions.kafka_service`), with a smaller heap to start faster.
     `start_seconds` records how long each start took until the broker answered a metadata request."""
 
     def __init__(self, home: Path, base: object | None = None, heap: str = "512m") -> None:
-        from recstream.services.definitions import kafka_service
+        from recstream.devtools.services.definitions import kafka_service
         from recstream.settings import Settings, get_settings
 
         settings = base if isinstance(base, Settings) else get_settings()
         self.home, self.port = home, free_port_pair()
-        self.settings = settings.model_copy(update={
-            "kafka_bootstrap": f"127.0.0.1:{self.port}", "manage_kafka": True, "data_dir": home,
-            "kafka_heap": heap})
+        self.settings = settings.model_copy(
+            update={
+                "kafka_bootstrap": f"127.0.0.1:{self.port}",
+                "manage_kafka": True,
+                "data_dir": home,
+                "kafka_heap": heap,
+            }
+        )
         service = kafka_service(self.settings)
         assert service is not None
         service.start_timeout_s, service.stop_timeout_s = 60.0, 30.0
@@ -214,8 +251,11 @@ async def read_whole_log(cluster: Cluster, timeout: float = 60) -> list[tuple[in
         deadline = time.monotonic() + timeout
         while left and time.monotonic() < deadline:
             for tp, msgs in (await consumer.getmany(*left, timeout_ms=500)).items():
-                out += [(tp.partition, m.offset, Interaction.model_validate_json(m.value))
-                        for m in msgs if m.offset < ends[tp]]
+                out += [
+                    (tp.partition, m.offset, Interaction.model_validate_json(m.value))
+                    for m in msgs
+                    if m.offset < ends[tp]
+                ]
                 if msgs and msgs[-1].offset + 1 >= ends[tp]:
                     left.discard(tp)
         assert not left, f"partitions not read to their end offsets {ends}: {left}"

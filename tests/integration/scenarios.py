@@ -16,8 +16,8 @@ import uuid
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from recstream.stores import history_key, seen_key
-from recstream.topics import topic_names
+from recstream.kafka.topics import topic_names
+from recstream.serving.stores import history_key, seen_key
 
 from .conftest import Cluster, get, post, request, wait_for
 
@@ -34,22 +34,45 @@ def _urls(cluster: Cluster) -> list[str]:
 
 def stats_are_exact(cluster: Cluster) -> None:
     (video, other), urls = _ids("v", 2), _urls(cluster)
-    assert post(urls[0] + "/videos", {"videos": [
-        {"video_id": video, "creator_id": "c-stats", "duration_ms": 10_000, "category": "test"},
-        {"video_id": other, "creator_id": "c-stats", "duration_ms": 10_000}]})[0] == 202
+    assert (
+        post(
+            urls[0] + "/videos",
+            {
+                "videos": [
+                    {"video_id": video, "creator_id": "c-stats", "duration_ms": 10_000, "category": "test"},
+                    {"video_id": other, "creator_id": "c-stats", "duration_ms": 10_000},
+                ]
+            },
+        )[0]
+        == 202
+    )
     users = _ids("u", 10)
     events = []
     for i, user in enumerate(users):
         # 10 views: watch 10 s, 9.5 s, 9 s ... 5.5 s of a 10 s video -> completions (>= 9 s) are 3.
-        events.append({"type": "view", "user_id": user, "video_id": video,
-                       "watch_time_ms": 10_000 - 500 * i, "duration_ms": 10_000})
-    events += [{"type": "like", "user_id": users[0], "video_id": video},
-               {"type": "like", "user_id": users[1], "video_id": video},
-               {"type": "share", "user_id": users[2], "video_id": video},
-               {"type": "comment", "user_id": users[3], "video_id": video},
-               {"type": "skip", "user_id": users[4], "video_id": video},
-               {"type": "view", "user_id": users[5], "video_id": other, "watch_time_ms": 1_000,
-                "duration_ms": 10_000}]
+        events.append(
+            {
+                "type": "view",
+                "user_id": user,
+                "video_id": video,
+                "watch_time_ms": 10_000 - 500 * i,
+                "duration_ms": 10_000,
+            }
+        )
+    events += [
+        {"type": "like", "user_id": users[0], "video_id": video},
+        {"type": "like", "user_id": users[1], "video_id": video},
+        {"type": "share", "user_id": users[2], "video_id": video},
+        {"type": "comment", "user_id": users[3], "video_id": video},
+        {"type": "skip", "user_id": users[4], "video_id": video},
+        {
+            "type": "view",
+            "user_id": users[5],
+            "video_id": other,
+            "watch_time_ms": 1_000,
+            "duration_ms": 10_000,
+        },
+    ]
     status, body = post(urls[-1] + "/events", {"events": events})
     assert (status, body) == (202, {"accepted": 16})
 
@@ -73,14 +96,17 @@ def stats_are_exact(cluster: Cluster) -> None:
 def burst_tops_trending(cluster: Cluster) -> None:
     (hot,), urls = _ids("hot", 1), _urls(cluster)
     post(urls[0] + "/videos", {"video_id": hot, "creator_id": "c-hot", "duration_ms": 8_000})
-    events = [{"type": "view", "user_id": u, "video_id": hot, "watch_time_ms": 8_000, "duration_ms": 8_000}
-              for u in _ids("fan", 60)]
+    events = [
+        {"type": "view", "user_id": u, "video_id": hot, "watch_time_ms": 8_000, "duration_ms": 8_000}
+        for u in _ids("fan", 60)
+    ]
     events += [{"type": "share", "user_id": e["user_id"], "video_id": hot} for e in events[:20]]
     assert post(urls[0] + "/events", {"events": events})[0] == 202
 
     def first_is_hot_with_all_views():
         first = (get(urls[-1] + "/trending?k=5")[1]["items"] or [{}])[0]
         return first.get("video_id") == hot and first.get("views") == 60 and first
+
     first = wait_for(first_is_hot_with_all_views, timeout=15)
     assert first, get(urls[-1] + "/trending?k=5")
     assert first["completion_rate"] == 1.0 and first["likes"] == 0
@@ -88,26 +114,45 @@ def burst_tops_trending(cluster: Cluster) -> None:
 
 def next_video_follows_within_a_second(cluster: Cluster) -> None:
     (a, b, c), urls = _ids("seq", 3), _urls(cluster)
-    post(urls[0] + "/videos", {"videos": [{"video_id": v, "creator_id": f"cr-{v}", "duration_ms": 10_000}
-                                          for v in (a, b, c)]})
+    post(
+        urls[0] + "/videos",
+        {"videos": [{"video_id": v, "creator_id": f"cr-{v}", "duration_ms": 10_000} for v in (a, b, c)]},
+    )
     events = []
     for u in _ids("crowd", 30):
-        events.append({"type": "view", "user_id": u, "video_id": a, "watch_time_ms": 10_000, "duration_ms": 10_000})
-        events.append({"type": "view", "user_id": u, "video_id": b, "watch_time_ms": 10_000, "duration_ms": 10_000})
+        events.append(
+            {"type": "view", "user_id": u, "video_id": a, "watch_time_ms": 10_000, "duration_ms": 10_000}
+        )
+        events.append(
+            {"type": "view", "user_id": u, "video_id": b, "watch_time_ms": 10_000, "duration_ms": 10_000}
+        )
     assert post(urls[0] + "/events", {"events": events})[0] == 202
-    assert wait_for(lambda: any(i["video_id"] == b for i in get(f"{urls[-1]}/videos/{a}/similar")[1]["items"]),
-                    timeout=15)
+    assert wait_for(
+        lambda: any(i["video_id"] == b for i in get(f"{urls[-1]}/videos/{a}/similar")[1]["items"]), timeout=15
+    )
 
     (newcomer,) = _ids("new", 1)
     before = get(f"{urls[0]}/recommendations/{newcomer}?preview=true")[1]
     assert before["items"] is not None  # cold start: trending/fresh, not an error
     started = time.monotonic()
-    assert post(urls[0] + "/events", {"type": "view", "user_id": newcomer, "video_id": a,
-                                      "watch_time_ms": 10_000, "duration_ms": 10_000})[0] == 202
+    assert (
+        post(
+            urls[0] + "/events",
+            {
+                "type": "view",
+                "user_id": newcomer,
+                "video_id": a,
+                "watch_time_ms": 10_000,
+                "duration_ms": 10_000,
+            },
+        )[0]
+        == 202
+    )
 
     def b_first():
         items = get(f"{urls[-1]}/recommendations/{newcomer}?preview=true&k=10")[1]["items"]
         return items and items[0]["video_id"] == b and items[0]
+
     first = wait_for(b_first, timeout=5, interval=0.02)
     elapsed = time.monotonic() - started
     assert first, get(f"{urls[-1]}/recommendations/{newcomer}?preview=true&k=10")
@@ -117,9 +162,19 @@ def next_video_follows_within_a_second(cluster: Cluster) -> None:
     for url in urls:
         items = get(f"{url}/recommendations/{newcomer}?preview=true&k=50")[1]["items"]
         assert a not in {i["video_id"] for i in items}
-    post(urls[0] + "/events", {"type": "view", "user_id": newcomer, "video_id": b, "watch_time_ms": 10_000,
-                               "duration_ms": 10_000})
-    assert wait_for(lambda: b not in {i["video_id"] for i in get(f"{urls[-1]}/recommendations/{newcomer}?preview=true&k=50")[1]["items"]})
+    post(
+        urls[0] + "/events",
+        {"type": "view", "user_id": newcomer, "video_id": b, "watch_time_ms": 10_000, "duration_ms": 10_000},
+    )
+    assert wait_for(
+        lambda: (
+            b
+            not in {
+                i["video_id"]
+                for i in get(f"{urls[-1]}/recommendations/{newcomer}?preview=true&k=50")[1]["items"]
+            }
+        )
+    )
 
 
 async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
@@ -140,12 +195,20 @@ def malformed_request_produces_nothing(cluster: Cluster) -> None:
     topic = topic_names(s).interactions
     before = asyncio.run(_end_offsets(s.kafka_bootstrap, topic))
     good = {"type": "like", "user_id": "u-ok", "video_id": "v-ok"}
-    status, body = post(url + "/events", {"events": [good, good, {"type": "view", "user_id": "u", "video_id": "v",
-                                                                   "watch_time_ms": -5}]})
+    status, body = post(
+        url + "/events",
+        {"events": [good, good, {"type": "view", "user_id": "u", "video_id": "v", "watch_time_ms": -5}]},
+    )
     assert status == 422
     assert body["details"][0]["index"] == 2 and body["details"][0]["field"] == "watch_time_ms"
-    status, body = post(url + "/events", {"events": [good, {"type": "teleport", "user_id": "u", "video_id": "v"}]})
-    assert status == 422 and body["details"][0] == {"index": 1, "field": "type", "message": body["details"][0]["message"]}
+    status, body = post(
+        url + "/events", {"events": [good, {"type": "teleport", "user_id": "u", "video_id": "v"}]}
+    )
+    assert status == 422 and body["details"][0] == {
+        "index": 1,
+        "field": "type",
+        "message": body["details"][0]["message"],
+    }
     assert post(url + "/events", b"{not json")[0] == 400
     assert post(url + "/events", [1, 2])[0] == 422
     assert asyncio.run(_end_offsets(s.kafka_bootstrap, topic)) == before
@@ -159,8 +222,9 @@ async def _write_raw_and_read_dead_letter(s, garbage: bytes) -> dict:  # noqa: A
         await producer.send_and_wait(names.interactions, key=b"garbage-user", value=garbage)
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(names.dead_letters, bootstrap_servers=s.kafka_bootstrap,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        names.dead_letters, bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         deadline = time.monotonic() + 15
@@ -191,15 +255,30 @@ def strategies_are_selectable(cluster: Cluster) -> None:
     url = cluster.url
     catalog = _ids("strat", 6)
     video = catalog[0]
-    post(url + "/videos", {"videos": [{"video_id": v, "creator_id": f"c-{v}", "duration_ms": 5_000} for v in catalog]})
-    post(url + "/events", {"type": "view", "user_id": "strat-fan", "video_id": video, "watch_time_ms": 5_000,
-                           "duration_ms": 5_000})
+    post(
+        url + "/videos",
+        {"videos": [{"video_id": v, "creator_id": f"c-{v}", "duration_ms": 5_000} for v in catalog]},
+    )
+    post(
+        url + "/events",
+        {
+            "type": "view",
+            "user_id": "strat-fan",
+            "video_id": video,
+            "watch_time_ms": 5_000,
+            "duration_ms": 5_000,
+        },
+    )
     assert wait_for(lambda: get(f"{url}/videos/{video}/stats")[1].get("views") == 1)
     default = get(f"{url}/recommendations/someone")[1]
     assert default["strategy"] == "hybrid"  # one bucket unless RECSTREAM_STRATEGIES says otherwise
     # Serving reads its in-process state, at most serving_refresh_interval_s behind Redis.
-    trending = wait_for(lambda: (r := get(f"{url}/recommendations/someone?preview=true&strategy=trending&k=50")[1])["items"]
-                        and r, timeout=5)
+    trending = wait_for(
+        lambda: (
+            (r := get(f"{url}/recommendations/someone?preview=true&strategy=trending&k=50")[1])["items"] and r
+        ),
+        timeout=5,
+    )
     assert trending and trending["strategy"] == "trending" and trending["items"]
     assert all(i["reasons"] == ["trending"] for i in trending["items"])
     rnd = get(f"{url}/recommendations/someone?strategy=random&k=5")[1]
@@ -229,7 +308,9 @@ def bad_bodies_are_refused_and_counted(cluster: Cluster) -> None:
         counted = _refused(url)
         not_utf8 = b'{"type": "like", "video_id": "v", "user_id": "' + bytes([0xFF, 0xFE]) + b'"}'
         assert request("POST", url + "/events", not_utf8)[0] == 400
-        assert request("POST", url + "/events", b"[" * 5000 + b"]" * 5000)[0] == 400  # nested past orjson's 1,024
+        assert (
+            request("POST", url + "/events", b"[" * 5000 + b"]" * 5000)[0] == 400
+        )  # nested past orjson's 1,024
         limit = s.max_body_bytes
         status, body = request("POST", url + "/events", b'{"events": [' + b" " * limit + b"]}")
         assert status == 413 and f"{limit:,}" in body["error"] and body["limit_bytes"] == limit
@@ -241,7 +322,9 @@ def bad_bodies_are_refused_and_counted(cluster: Cluster) -> None:
         status, body = post(url + "/events", {"events": [good, {**good, "ts": day_ahead}]})
         assert status == 422 and body["details"][0]["index"] == 1 and body["details"][0]["field"] == "ts"
         assert "ahead" in body["details"][0]["message"]
-        status, body = post(url + "/videos", {"video_id": "v-late", "creator_id": "c", "created_at": day_ahead})
+        status, body = post(
+            url + "/videos", {"video_id": "v-late", "creator_id": "c", "created_at": day_ahead}
+        )
         assert status == 422 and body["details"][0]["field"] == "created_at"
         for field, bad in (("user_id", "$where"), ("video_id", "a.b"), ("user_id", "x" * 129)):
             status, body = post(url + "/events", {**good, field: bad})
@@ -255,8 +338,12 @@ def bad_bodies_are_refused_and_counted(cluster: Cluster) -> None:
         assert gained.get("too_many_items") == 2 and gained.get("validation") == 7, gained
         # Streamed in chunks without a length, the limit holds as the body arrives.
         chunks = (b'{"events": [' if i == 0 else b" " * 65_536 for i in range(limit // 65_536 + 2))
-        streamed = urllib.request.Request(url + "/events", data=chunks, method="POST",
-                                          headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        streamed = urllib.request.Request(
+            url + "/events",
+            data=chunks,
+            method="POST",
+            headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        )
         try:
             urllib.request.urlopen(streamed, timeout=30)
             raise AssertionError("a streamed body over the limit was accepted")
@@ -285,8 +372,9 @@ async def _write_raw(s, topic: str, key: bytes | None, value: bytes, timestamp_m
 
 async def _dead_letters_from(s, topics: set[str], marker: str, timeout: float = 20) -> dict[str, dict]:  # noqa: ANN001
     """The dead letters whose value contains `marker`, by source topic, until one came from each topic."""
-    consumer = AIOKafkaConsumer(topic_names(s).dead_letters, bootstrap_servers=s.kafka_bootstrap,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        topic_names(s).dead_letters, bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest"
+    )
     await consumer.start()
     found: dict[str, dict] = {}
     try:
@@ -327,11 +415,15 @@ def poison_on_every_topic_is_dead_lettered(cluster: Cluster) -> None:
     post(cluster.url + "/videos", {"videos": [{"video_id": v, "creator_id": "c-poison"} for v in (a, b)]})
     user = f"u-{marker[:8]}"
     for v in (a, b):
-        post(cluster.url + "/events", {"type": "view", "user_id": user, "video_id": v, "watch_time_ms": 5000,
-                                       "duration_ms": 5000})
+        post(
+            cluster.url + "/events",
+            {"type": "view", "user_id": user, "video_id": v, "watch_time_ms": 5000, "duration_ms": 5000},
+        )
     assert wait_for(lambda: get(f"{cluster.url}/videos/{b}/stats")[1].get("views") == 1, timeout=15)
-    assert wait_for(lambda: any(i["video_id"] == b for i in get(f"{cluster.url}/videos/{a}/similar")[1]
-                                .get("items", [])), timeout=15)
+    assert wait_for(
+        lambda: any(i["video_id"] == b for i in get(f"{cluster.url}/videos/{a}/similar")[1].get("items", [])),
+        timeout=15,
+    )
     # A like dated a day ahead, straight to the log: counted, but at most as strong as one made now.
     (future, present) = _ids("ahead", 2)
     now = int(time.time() * 1000)
@@ -349,8 +441,16 @@ def poison_on_every_topic_is_dead_lettered(cluster: Cluster) -> None:
     assert got[future] <= got[present] * skew_boost * 1.01, got
 
 
-ALL = [strategies_are_selectable, stats_are_exact, burst_tops_trending, next_video_follows_within_a_second,
-       malformed_request_produces_nothing, garbage_goes_to_dead_letters]
+ALL = [
+    strategies_are_selectable,
+    stats_are_exact,
+    burst_tops_trending,
+    next_video_follows_within_a_second,
+    malformed_request_produces_nothing,
+    garbage_goes_to_dead_letters,
+]
+
+
 def mongo_indexes_are_ensured_at_start(cluster: Cluster) -> None:
     import pymongo
 
@@ -358,11 +458,19 @@ def mongo_indexes_are_ensured_at_start(cluster: Cluster) -> None:
 
     def indexed() -> dict[str, set[str]]:
         # By fields (nx-27017 lists every direction as 1).
-        return {c: {",".join(dict(i["key"])) for i in db[c].list_indexes()}
-                for c in ("videos", "video_stats", "models", "user_profiles", "closed_loop")}
+        return {
+            c: {",".join(dict(i["key"])) for i in db[c].list_indexes()}
+            for c in ("videos", "video_stats", "models", "user_profiles", "closed_loop")
+        }
 
-    want = {"videos": {"creator_id", "created_at"}, "video_stats": {"views"}, "models": {"namespace,created_at"},
-            "user_profiles": {"updated_ms"}, "closed_loop": {"created_at"}}
+    want = {
+        "videos": {"creator_id", "created_at"},
+        "video_stats": {"views"},
+        "models": {"namespace,created_at"},
+        "user_profiles": {"updated_ms"},
+        "closed_loop": {"created_at"},
+    }
+
     def complete() -> bool:
         got = indexed()
         return all(want[c] <= got[c] for c in want)
@@ -370,7 +478,9 @@ def mongo_indexes_are_ensured_at_start(cluster: Cluster) -> None:
     assert wait_for(complete, timeout=15), f"indexes: {indexed()}"
 
 
-def _call(method: str, url: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, dict, dict]:
+def _call(
+    method: str, url: str, body: bytes | None = None, headers: dict | None = None
+) -> tuple[int, dict, dict]:
     """(status, JSON body, headers) of one request with the given headers."""
     import urllib.error
     import urllib.request
@@ -386,8 +496,12 @@ def _call(method: str, url: str, body: bytes | None = None, headers: dict | None
 def writes_need_the_key_and_are_rate_limited(cluster: Cluster) -> None:
     """A web role with keys: writes need the write key (401 without, 403 with another), JSON only (415),
     public reads stay open, and one client over its write rate gets 429 with Retry-After."""
-    keys = {"RECSTREAM_WRITE_API_KEY": "w-secret-4e1f", "RECSTREAM_READ_API_KEY": "r-secret-9b2c",
-            "RECSTREAM_WRITE_RATE_LIMIT_PER_S": "50", "RECSTREAM_WRITE_RATE_LIMIT_BURST": "100"}
+    keys = {
+        "RECSTREAM_WRITE_API_KEY": "w-secret-4e1f",
+        "RECSTREAM_READ_API_KEY": "r-secret-9b2c",
+        "RECSTREAM_WRITE_RATE_LIMIT_PER_S": "50",
+        "RECSTREAM_WRITE_RATE_LIMIT_BURST": "100",
+    }
     web = cluster.start_web(env=keys)
     try:
         url, json_type = web.url, {"Content-Type": "application/json"}
@@ -395,7 +509,12 @@ def writes_need_the_key_and_are_rate_limited(cluster: Cluster) -> None:
         status, answer, headers = _call("POST", url + "/events", body, json_type)
         assert status == 401 and "API key" in answer["error"] and headers.get("WWW-Authenticate") == "Bearer"
         assert _call("POST", url + "/events", body, {**json_type, "X-API-Key": "guess"})[0] == 403
-        assert _call("POST", url + "/events", body, {**json_type, "X-API-Key": keys["RECSTREAM_READ_API_KEY"]})[0] == 403
+        assert (
+            _call("POST", url + "/events", body, {**json_type, "X-API-Key": keys["RECSTREAM_READ_API_KEY"]})[
+                0
+            ]
+            == 403
+        )
         writer = {**json_type, "Authorization": f"Bearer {keys['RECSTREAM_WRITE_API_KEY']}"}
         assert _call("POST", url + "/events", body, writer)[0] == 202
         status, answer, _ = _call("POST", url + "/events", body, {**writer, "Content-Type": "text/plain"})
@@ -411,7 +530,10 @@ def writes_need_the_key_and_are_rate_limited(cluster: Cluster) -> None:
     finally:
         web.stop()
         cluster.webs.remove(web)
-    assert all(k not in web.log.read_text() for k in (keys["RECSTREAM_WRITE_API_KEY"], keys["RECSTREAM_READ_API_KEY"]))
+    assert all(
+        k not in web.log.read_text()
+        for k in (keys["RECSTREAM_WRITE_API_KEY"], keys["RECSTREAM_READ_API_KEY"])
+    )
 
 
 async def _tombstoned(s, key: str) -> bool:  # noqa: ANN001
@@ -447,14 +569,28 @@ def videos_shown_too_often_are_not_shown_again(cluster: Cluster) -> None:
     post(cluster.url + "/videos", {"videos": [{"video_id": v, "creator_id": f"c-{v}"} for v in videos]})
     # A crowd makes them trending, so a newcomer's answer is the same pool every time.
     crowd = _ids("u-crowd", 3)
-    post(cluster.url + "/events", {"events": [{"type": "view", "user_id": u, "video_id": v, "watch_time_ms": 9000,
-                                               "duration_ms": 10_000} for u in crowd for v in videos]})
+    post(
+        cluster.url + "/events",
+        {
+            "events": [
+                {"type": "view", "user_id": u, "video_id": v, "watch_time_ms": 9000, "duration_ms": 10_000}
+                for u in crowd
+                for v in videos
+            ]
+        },
+    )
     user, bystander = _ids("u-shown", 2)
     url = cluster.urls[-1]
+
     # Every answer below must come from the same pool: wait until serving has the crowd's videos in it.
     def pool() -> set[str]:
-        return {i["video_id"] for i in get(f"{url}/recommendations/{bystander}?preview=true&strategy=trending"
-                                            f"&k=200")[1]["items"]}
+        return {
+            i["video_id"]
+            for i in get(f"{url}/recommendations/{bystander}?preview=true&strategy=trending&k=200")[1][
+                "items"
+            ]
+        }
+
     assert wait_for(lambda: set(videos) <= pool(), timeout=30)
 
     tally: dict[str, int] = {}
@@ -472,23 +608,27 @@ def videos_shown_too_often_are_not_shown_again(cluster: Cluster) -> None:
     first = {v for v, n in tally.items() if n >= 3}
     assert len(first) >= 3, tally
     r = redis.Redis.from_url(s.redis_url)
-    assert wait_for(lambda: first <= set(json.loads(r.get(f"shown:{user}") or b"[]")), timeout=20), \
-        (tally, r.get(f"shown:{user}"))
+    assert wait_for(lambda: first <= set(json.loads(r.get(f"shown:{user}") or b"[]")), timeout=20), (
+        tally,
+        r.get(f"shown:{user}"),
+    )
     later = answer(user)
     assert len(later) == 5 and not set(later) & first, (first, later)  # the rest of the pool instead
     assert first & set(answer(bystander))  # only the user who was shown them too often
     history = get(f"{cluster.url}/api/users/{user}/history")[1]  # the dashboard: on the worker
     assert first <= set(history.get("overexposed", [])), history
+
     # An exact count: the impressions topic holds one message per answer with the videos in order.
     async def read() -> list[dict]:
         return [json.loads(v) for _k, v in await _records(s, topic_names(s).impressions, user.encode())]
+
     messages = asyncio.run(read())
     assert len(messages) >= 4 and messages[0]["videos"][:5] and messages[0]["strategy"] == "trending"
 
 
 async def _records(s, topic: str, key: bytes) -> list[tuple[bytes, bytes]]:  # noqa: ANN001
     """Every record of one key on a topic keyed like the interactions (its partition, from the start)."""
-    from recstream.kafka_out import partition_for
+    from recstream.kafka.batches import partition_for
 
     tp = TopicPartition(topic, partition_for(key, s.interactions_partitions))
     consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False)
@@ -518,15 +658,24 @@ def deletions_take_videos_down_and_erase_users(cluster: Cluster) -> None:
     gone, kept = _ids("takedown", 2)
     fans = _ids("tdfan", 4)
     post(urls[0] + "/videos", {"videos": [{"video_id": v, "creator_id": f"c-{v}"} for v in (gone, kept)]})
-    post(urls[0] + "/events", {"events": [{"type": "share", "user_id": u, "video_id": v}
-                                          for u in fans for v in (gone, kept)]})
+    post(
+        urls[0] + "/events",
+        {"events": [{"type": "share", "user_id": u, "video_id": v} for u in fans for v in (gone, kept)]},
+    )
 
     def served(url: str) -> set[str]:
         trending = {i["video_id"] for i in get(url + "/trending?k=500")[1]["items"]}
-        recs = {i["video_id"] for i in get(url + "/recommendations/td-newcomer?preview=true&strategy=trending&k=500")[1]["items"]}
+        recs = {
+            i["video_id"]
+            for i in get(url + "/recommendations/td-newcomer?preview=true&strategy=trending&k=500")[1][
+                "items"
+            ]
+        }
         return trending & recs
 
-    assert wait_for(lambda: all({gone, kept} <= served(u) for u in urls), timeout=15), [served(u) for u in urls]
+    assert wait_for(lambda: all({gone, kept} <= served(u) for u in urls), timeout=15), [
+        served(u) for u in urls
+    ]
     assert request("DELETE", urls[-1] + f"/videos/{gone}")[0] == 202
     assert wait_for(lambda: all(gone not in (r := served(u)) and kept in r for u in urls), timeout=10)
     post(urls[0] + "/events", {"type": "like", "user_id": "td-late", "video_id": gone})  # still counted ...
@@ -535,8 +684,9 @@ def deletions_take_videos_down_and_erase_users(cluster: Cluster) -> None:
     assert all(gone not in served(u) for u in urls)  # ... but never served again
     assert asyncio.run(_tombstoned(s, gone))
     db = pymongo.MongoClient(s.mongo_url)[s.mongo_db]
-    assert wait_for(lambda: db.videos.find_one({"_id": gone}) is None and db.videos.find_one({"_id": kept}),
-                    timeout=10)
+    assert wait_for(
+        lambda: db.videos.find_one({"_id": gone}) is None and db.videos.find_one({"_id": kept}), timeout=10
+    )
 
     user = fans[0]
     client = redis.Redis.from_url(s.redis_url)
@@ -551,6 +701,12 @@ def deletions_take_videos_down_and_erase_users(cluster: Cluster) -> None:
     assert status == 422 and body["details"][0]["field"] == "user_id"
 
 
-ONE_WORKER = [videos_shown_too_often_are_not_shown_again, deletions_take_videos_down_and_erase_users, writes_need_the_key_and_are_rate_limited, bad_bodies_are_refused_and_counted, poison_on_every_topic_is_dead_lettered,
-              mongo_indexes_are_ensured_at_start]
+ONE_WORKER = [
+    videos_shown_too_often_are_not_shown_again,
+    deletions_take_videos_down_and_erase_users,
+    writes_need_the_key_and_are_rate_limited,
+    bad_bodies_are_refused_and_counted,
+    poison_on_every_topic_is_dead_lettered,
+    mongo_indexes_are_ensured_at_start,
+]
 """Input handling is the same however many workers share the partitions: run once."""

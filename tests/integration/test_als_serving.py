@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from recstream.devcluster import Cluster, get, post, wait_for
-from recstream.model_store import ModelRegistry
+from recstream.devtools.devcluster import Cluster, get, post, wait_for
+from recstream.serving.model_store import ModelRegistry
 
 CLI = str(Path(sys.executable).parent / "recstream")
 
@@ -42,8 +42,21 @@ def _trained_user(cluster: Cluster, version: str) -> str:
 
 @pytest.fixture(scope="module")
 def trained(cluster: Cluster) -> dict:
-    sim = _run(cluster, "simulate", "--users", "150", "--videos", "120", "--rate", "0", "--events", "6000",
-               "--seed", "11", "--quiet")
+    sim = _run(
+        cluster,
+        "simulate",
+        "--users",
+        "150",
+        "--videos",
+        "120",
+        "--rate",
+        "0",
+        "--events",
+        "6000",
+        "--seed",
+        "11",
+        "--quiet",
+    )
     assert sim.returncode == 0, sim.stderr[-2000:]
     assert wait_for(lambda: get(cluster.url + "/trending?k=1")[1]["items"], timeout=30)
     return _train(cluster)
@@ -63,15 +76,25 @@ def test_first_model_is_registered_active_and_served(cluster: Cluster, trained: 
     user = _trained_user(cluster, trained["version"])
     for url in cluster.urls:  # the worker's views and the web role
         version, als = wait_for(lambda u=url: (r := _als_items(u, user))[1] and r, timeout=15) or (None, [])
-        assert version == trained["version"] and als, get(f"{url}/recommendations/{user}?preview=true&k=20")[1]
+        assert version == trained["version"] and als, get(f"{url}/recommendations/{user}?preview=true&k=20")[
+            1
+        ]
 
 
 def test_new_user_is_folded_in_before_any_retrain(cluster: Cluster, trained: dict) -> None:
     newbie = "brand-new-user"
     assert _als_items(cluster.url, newbie)[1] == []  # no history, no vector: trending and fresh only
     for video in ("v1", "v2"):
-        post(cluster.url + "/events", {"type": "view", "user_id": newbie, "video_id": video,
-                                       "watch_time_ms": 30_000, "duration_ms": 30_000})
+        post(
+            cluster.url + "/events",
+            {
+                "type": "view",
+                "user_id": newbie,
+                "video_id": video,
+                "watch_time_ms": 30_000,
+                "duration_ms": 30_000,
+            },
+        )
     for url in cluster.urls:
         version, als = wait_for(lambda u=url: (r := _als_items(u, newbie))[1] and r, timeout=10) or (None, [])
         assert version == trained["version"] and als

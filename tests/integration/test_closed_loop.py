@@ -14,10 +14,10 @@ import pytest
 import redis
 from pymongo import MongoClient
 
-from recstream.closed_loop import COLLECTION, LoopConfig, run_loop
 from recstream.datasets.synthetic import WorldConfig
-from recstream.devcluster import Cluster
-from recstream.recommend import strategy_for
+from recstream.devtools.devcluster import Cluster
+from recstream.producers.closed_loop import COLLECTION, LoopConfig, run_loop
+from recstream.serving.recommend import strategy_for
 from recstream.settings import Settings
 
 # The loop trains a model after the warm-up (the production job, two ALS trials), so `hybrid` blends ALS
@@ -43,8 +43,17 @@ async def test_closed_loop_served_default_is_non_inferior_and_beats_the_baseline
     # Narrow tastes and sessions that follow them: a world where learning from behaviour pays off
     # clearly enough to show in a short run.
     world = WorldConfig(users=300, videos=1000, seed=5, taste_concentration=0.1, related_prob=0.7)
-    config = LoopConfig(users=280, rounds=4, k=10, warmup_events=20_000, pause_s=1.5, api_url=bucketed.url,
-                        scroll_stop=0.15, train=True, train_trials=2)
+    config = LoopConfig(
+        users=280,
+        rounds=4,
+        k=10,
+        warmup_events=20_000,
+        pause_s=1.5,
+        api_url=bucketed.url,
+        scroll_stop=0.15,
+        train=True,
+        train_trials=2,
+    )
     summary = await run_loop(bucketed.settings, world, config, log=lambda _line: None)
     model = summary["model"]
     assert model["activated"], model  # ALS beats popularity on the warm-up's log
@@ -54,8 +63,15 @@ async def test_closed_loop_served_default_is_non_inferior_and_beats_the_baseline
     for name, row in strategies.items():
         assert row["users"] >= 50, name  # a stable hash spreads 280 users over 4 buckets
         assert row["impressions"] >= row["users"] * config.rounds, name
-        for metric in ("watch_time_ms", "completion_rate", "like_rate", "taste", "taste_lift", "click_through",
-                       "repeat_exposure"):
+        for metric in (
+            "watch_time_ms",
+            "completion_rate",
+            "like_rate",
+            "taste",
+            "taste_lift",
+            "click_through",
+            "repeat_exposure",
+        ):
             assert row[metric]["mean"] is not None and row[metric]["ci95"] is not None, (name, metric)
         # Serving never shows a video again once the user engaged with it, nor after 3 showings without
         # (users stop scrolling after a video with probability 0.15: the rest of the list is only shown).

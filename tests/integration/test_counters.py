@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import redis
 
-from recstream import reference
+from recstream.devtools import reference
 from recstream.records import Interaction
-from recstream.stores import Stores
+from recstream.serving.stores import Stores
 
 from .faults import PrivateServer
 
@@ -29,16 +29,21 @@ def _log() -> dict[tuple[int, int], Interaction]:
     for p in (0, 1):
         for o in range(10):
             kind = ("view", "like", "view", "skip", "view")[o % 5]
-            out[(p, o)] = Interaction(type=kind, user_id=f"u{p}{o % 3}", video_id=f"v{o % 4}", ts=ts + 10 * o + p,
-                                      watch_time_ms=4_000 + 100 * o if kind == "view" else None,
-                                      duration_ms=5_000)
+            out[(p, o)] = Interaction(
+                type=kind,
+                user_id=f"u{p}{o % 3}",
+                video_id=f"v{o % 4}",
+                ts=ts + 10 * o + p,
+                watch_time_ms=4_000 + 100 * o if kind == "view" else None,
+                duration_ms=5_000,
+            )
     return out
 
 
 async def test_a_batch_holding_an_offset_twice_is_counted_once(services, tmp_path) -> None:  # noqa: ANN001
-    # History first: importing recstream.runtime first is a circular import, as in a worker.
+    # History first: importing recstream.streaming.runtime first is a circular import, as in a worker.
     from recstream.agents import history  # noqa: I001
-    from recstream import runtime
+    from recstream.streaming import runtime
 
     log = _log()
     server = PrivateServer("redis", tmp_path / "redis")
@@ -46,16 +51,27 @@ async def test_a_batch_holding_an_offset_twice_is_counted_once(services, tmp_pat
     saved = runtime._stores
     runtime._stores = Stores(services.model_copy(update={"redis_url": server.url}))
     try:
+
         def batch(*offsets: tuple[int, int]) -> list[tuple[int, int, Interaction]]:
             return [(p, o, log[(p, o)]) for p, o in offsets]
 
         # 1: partition 0's 0..5, then a seek back to its committed offset 3 delivers 3..7 again; partition
         # 1's offset 3 twice in a row (as the scale-out test's worker got 3364).
-        await history._write_counters(batch(*((0, o) for o in range(6)), (1, 0), (1, 1), (1, 2), (1, 3), (1, 3),
-                                            *((0, o) for o in range(3, 8))))
+        await history._write_counters(
+            batch(
+                *((0, o) for o in range(6)),
+                (1, 0),
+                (1, 1),
+                (1, 2),
+                (1, 3),
+                (1, 3),
+                *((0, o) for o in range(3, 8)),
+            )
+        )
         # 2: the next batch re-reads from the committed offsets (already counted) and goes on.
-        await history._write_counters(batch(*((0, o) for o in range(6, 10)), *((1, o) for o in range(2, 10)),
-                                            (1, 9)))
+        await history._write_counters(
+            batch(*((0, o) for o in range(6, 10)), *((1, o) for o in range(2, 10)), (1, 9))
+        )
         # 3: a whole batch again (a retried or replayed one): nothing to add.
         await history._write_counters(batch(*((0, o) for o in range(10))))
 

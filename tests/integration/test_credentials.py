@@ -45,9 +45,25 @@ def _stop(proc: subprocess.Popen) -> None:
 def redis_with_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     home, port = tmp_path_factory.mktemp("redis-auth"), _free_port()
     proc = subprocess.Popen(
-        [shutil.which("redis-server") or "/usr/bin/redis-server", "-", "--bind", "127.0.0.1", "--port", str(port),
-         "--dir", str(home), "--save", "", "--logfile", str(home / "redis.log")],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            shutil.which("redis-server") or "/usr/bin/redis-server",
+            "-",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(home),
+            "--save",
+            "",
+            "--logfile",
+            str(home / "redis.log"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     proc.stdin.write(f'requirepass "{PASSWORD}"\n'.encode())
     proc.stdin.close()
     deadline = time.monotonic() + 20
@@ -62,9 +78,11 @@ def redis_with_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[in
     _stop(proc)
 
 
-async def test_redis_clients_authenticate_with_the_url_password(redis_with_password: int, services: Settings) -> None:
-    from recstream.foldin import ModelCache
-    from recstream.stores import Stores
+async def test_redis_clients_authenticate_with_the_url_password(
+    redis_with_password: int, services: Settings
+) -> None:
+    from recstream.serving.foldin import ModelCache
+    from recstream.serving.stores import Stores
 
     port = redis_with_password
     with pytest.raises(redis.AuthenticationError):  # it really demands the password
@@ -104,7 +122,10 @@ def _kafka_home(tmp: Path) -> Path:
         pytest.fail(f"Kafka jars missing in {libs}: run `make install`")
     home = tmp / "kafka-home"
     (home / "bin").mkdir(parents=True)
-    for script, main in (("kafka-storage.sh", "kafka.tools.StorageTool"), ("kafka-server-start.sh", "kafka.Kafka")):
+    for script, main in (
+        ("kafka-storage.sh", "kafka.tools.StorageTool"),
+        ("kafka-server-start.sh", "kafka.Kafka"),
+    ):
         path = home / "bin" / script
         heap = "-Xmx256m -Xms256m" if main == "kafka.Kafka" else ""
         path.write_text(f'#!/usr/bin/env bash\nexec java {heap} -cp "{libs}/*" {main} "$@"\n')
@@ -117,17 +138,34 @@ def sasl_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("kafka-sasl")
     port = _free_port()
     controller = _free_port()
-    env = {**os.environ, "KAFKA_HOME": str(_kafka_home(tmp)), "KAFKA_DATA_DIR": str(tmp / "data"),
-           "KAFKA_CONFIG_DIR": str(tmp / "conf"), "KAFKA_ADVERTISED_HOST": "127.0.0.1",
-           "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(controller),
-           "KAFKA_CLUSTER_ID": "rEcStReAmTeStClUsTeR01", "KAFKA_ADMIN_PASSWORD": "admin-" + uuid.uuid4().hex,
-           "KAFKA_CLIENT_USERNAME": "recstream", "KAFKA_CLIENT_PASSWORD": KAFKA_PASSWORD,
-           "LOG_DIR": str(tmp / "logs")}
+    env = {
+        **os.environ,
+        "KAFKA_HOME": str(_kafka_home(tmp)),
+        "KAFKA_DATA_DIR": str(tmp / "data"),
+        "KAFKA_CONFIG_DIR": str(tmp / "conf"),
+        "KAFKA_ADVERTISED_HOST": "127.0.0.1",
+        "KAFKA_PORT": str(port),
+        "KAFKA_CONTROLLER_PORT": str(controller),
+        "KAFKA_CLUSTER_ID": "rEcStReAmTeStClUsTeR01",
+        "KAFKA_ADMIN_PASSWORD": "admin-" + uuid.uuid4().hex,
+        "KAFKA_CLIENT_USERNAME": "recstream",
+        "KAFKA_CLIENT_PASSWORD": KAFKA_PASSWORD,
+        "LOG_DIR": str(tmp / "logs"),
+    }
     log = open(tmp / "broker.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([str(ROOT / "deploy" / "kafka-start.sh")], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    ready = Settings(kafka_bootstrap=f"127.0.0.1:{port}", kafka_security_protocol="SASL_PLAINTEXT",
-                     kafka_username="recstream", kafka_password=KAFKA_PASSWORD)
+    proc = subprocess.Popen(
+        [str(ROOT / "deploy" / "kafka-start.sh")],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    ready = Settings(
+        kafka_bootstrap=f"127.0.0.1:{port}",
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_username="recstream",
+        kafka_password=KAFKA_PASSWORD,
+    )
     deadline = time.monotonic() + 90
     while True:
         assert proc.poll() is None, (tmp / "broker.log").read_text(errors="replace")[-3000:]
@@ -145,9 +183,14 @@ def sasl_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _sasl_settings(bootstrap: str, password: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for name, value in (("KAFKA_BOOTSTRAP", bootstrap), ("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
-                        ("KAFKA_USERNAME", "recstream"), ("KAFKA_PASSWORD", password),
-                        ("TOPIC_PREFIX", "sasl-" + uuid.uuid4().hex[:6]), ("INTERACTIONS_PARTITIONS", "2")):
+    for name, value in (
+        ("KAFKA_BOOTSTRAP", bootstrap),
+        ("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+        ("KAFKA_USERNAME", "recstream"),
+        ("KAFKA_PASSWORD", password),
+        ("TOPIC_PREFIX", "sasl-" + uuid.uuid4().hex[:6]),
+        ("INTERACTIONS_PARTITIONS", "2"),
+    ):
         monkeypatch.setenv(f"RECSTREAM_{name}", value)
     get_settings.cache_clear()
     return get_settings()
@@ -156,24 +199,27 @@ def _sasl_settings(bootstrap: str, password: str, monkeypatch: pytest.MonkeyPatc
 def test_kafka_clients_authenticate_with_scram(sasl_kafka: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from aiokafka import AIOKafkaConsumer
 
-    from recstream.kafka_config import client_kwargs
+    from recstream.kafka.config import client_kwargs
+    from recstream.kafka.topics import topic_names
+    from recstream.producers.replay import Publisher
     from recstream.records import Interaction
-    from recstream.replay import Publisher
-    from recstream.topics import topic_names
     from recstream.training.extract import kafka_end_offsets
 
     try:
         settings = _sasl_settings(sasl_kafka, KAFKA_PASSWORD, monkeypatch)
         topic = topic_names(settings).interactions
-        events = [Interaction(type="like", user_id=f"u{i}", video_id="v1", ts=1_700_000_000_000 + i)
-                  for i in range(20)]
+        events = [
+            Interaction(type="like", user_id=f"u{i}", video_id="v1", ts=1_700_000_000_000 + i)
+            for i in range(20)
+        ]
 
         async def produce_and_read() -> list[bytes]:
             async with Publisher(settings) as pub:  # creates the topics (admin client), then produces
                 for e in events:
                     await pub.event(e)
-            consumer = AIOKafkaConsumer(topic, **client_kwargs(settings), auto_offset_reset="earliest",
-                                        enable_auto_commit=False)
+            consumer = AIOKafkaConsumer(
+                topic, **client_kwargs(settings), auto_offset_reset="earliest", enable_auto_commit=False
+            )
             await consumer.start()
             try:
                 got: list[bytes] = []
@@ -202,7 +248,7 @@ def test_kafka_clients_authenticate_with_scram(sasl_kafka: str, monkeypatch: pyt
 async def _admin_round_trip(settings: Settings) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from recstream.kafka_config import client_kwargs
+    from recstream.kafka.config import client_kwargs
 
     admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=5000)
     try:

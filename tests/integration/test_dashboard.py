@@ -17,15 +17,23 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from playwright.sync_api import sync_playwright
 
-from recstream.topics import topic_names
+from recstream.kafka.topics import topic_names
 
 from .conftest import Cluster, get, post, wait_for
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Debian's Chromium, never a downloaded browser; no background traffic towards the closed network.
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 TAG = uuid.uuid4().hex[:6]
 A, B, C = (f"dash{TAG}-{x}" for x in "abc")
 FRESH = [f"dash{TAG}-new{i}" for i in range(3)]
@@ -33,19 +41,37 @@ USERS = [f"dashu{TAG}-{i}" for i in range(10)]
 
 OVERVIEW = "/api/overview?minutes=5&step=2"  # what the page asks for in its default 5-minute window
 # The burst, and what the overview must make of it.
-EXPECTED = {"events": 27, "views": 20, "completion_rate": 0.45, "like_rate": 0.2, "share_rate": 0.1,
-            "avg_watch_time_ms": 6675.0, "active_users": 10}
+EXPECTED = {
+    "events": 27,
+    "views": 20,
+    "completion_rate": 0.45,
+    "like_rate": 0.2,
+    "share_rate": 0.1,
+    "avg_watch_time_ms": 6675.0,
+    "active_users": 10,
+}
 
 
 def _burst() -> list[dict]:
     events = []
     for i, user in enumerate(USERS):  # A (10 s): watched 10 s, 9.5 s ... 5.5 s -> 3 completions
-        events.append({"type": "view", "user_id": user, "video_id": A, "watch_time_ms": 10_000 - 500 * i,
-                       "duration_ms": 10_000})
+        events.append(
+            {
+                "type": "view",
+                "user_id": user,
+                "video_id": A,
+                "watch_time_ms": 10_000 - 500 * i,
+                "duration_ms": 10_000,
+            }
+        )
     for user in USERS[:6]:  # B (8 s): watched to the end
-        events.append({"type": "view", "user_id": user, "video_id": B, "watch_time_ms": 8_000, "duration_ms": 8_000})
+        events.append(
+            {"type": "view", "user_id": user, "video_id": B, "watch_time_ms": 8_000, "duration_ms": 8_000}
+        )
     for user in USERS[6:]:  # C (20 s): 2 s each
-        events.append({"type": "view", "user_id": user, "video_id": C, "watch_time_ms": 2_000, "duration_ms": 20_000})
+        events.append(
+            {"type": "view", "user_id": user, "video_id": C, "watch_time_ms": 2_000, "duration_ms": 20_000}
+        )
     events += [{"type": "like", "user_id": u, "video_id": A} for u in USERS[:4]]
     events += [{"type": "share", "user_id": u, "video_id": B} for u in USERS[:2]]
     events += [{"type": "comment", "user_id": USERS[9], "video_id": C}]
@@ -55,22 +81,44 @@ def _burst() -> list[dict]:
 @pytest.fixture(scope="module")
 def seeded(cluster: Cluster) -> Cluster:
     cluster.wait_settled()  # the worker owns every partition: nothing sent now waits for a rebalance
-    videos = [{"video_id": A, "creator_id": "cr-cats", "duration_ms": 10_000, "caption": "Cat meets cucumber",
-               "hashtags": ["cats", "fail"], "category": "pets"},
-              {"video_id": B, "creator_id": "cr-food", "duration_ms": 8_000, "caption": "Pasta in 8 seconds",
-               "hashtags": ["food"]},
-              {"video_id": C, "creator_id": "cr-skate", "duration_ms": 20_000, "caption": "Skate fail"}]
-    videos += [{"video_id": v, "creator_id": f"cr-new-{i}", "duration_ms": 15_000, "caption": f"Brand new {i}"}
-               for i, v in enumerate(FRESH)]  # no engagement: recommended as new
+    videos = [
+        {
+            "video_id": A,
+            "creator_id": "cr-cats",
+            "duration_ms": 10_000,
+            "caption": "Cat meets cucumber",
+            "hashtags": ["cats", "fail"],
+            "category": "pets",
+        },
+        {
+            "video_id": B,
+            "creator_id": "cr-food",
+            "duration_ms": 8_000,
+            "caption": "Pasta in 8 seconds",
+            "hashtags": ["food"],
+        },
+        {"video_id": C, "creator_id": "cr-skate", "duration_ms": 20_000, "caption": "Skate fail"},
+    ]
+    videos += [
+        {"video_id": v, "creator_id": f"cr-new-{i}", "duration_ms": 15_000, "caption": f"Brand new {i}"}
+        for i, v in enumerate(FRESH)
+    ]  # no engagement: recommended as new
     assert post(cluster.url + "/videos", {"videos": videos})[0] == 202
     assert post(cluster.url + "/events", {"events": _burst()})[0] == 202
 
     def stats(video: str) -> dict:
         return get(f"{cluster.url}/videos/{video}/stats")[1]
 
-    settled = wait_for(lambda: get(cluster.url + OVERVIEW)[1]["totals"]["events"] == 27
-                       and stats(A).get("likes") == 4 and stats(B).get("shares") == 2
-                       and stats(C).get("comments") == 1, timeout=20, interval=0.2)
+    settled = wait_for(
+        lambda: (
+            get(cluster.url + OVERVIEW)[1]["totals"]["events"] == 27
+            and stats(A).get("likes") == 4
+            and stats(B).get("shares") == 2
+            and stats(C).get("comments") == 1
+        ),
+        timeout=20,
+        interval=0.2,
+    )
     assert settled, get(cluster.url + OVERVIEW)[1]["totals"]
     return cluster
 
@@ -107,14 +155,17 @@ class Page:
 
     def chart_drawn(self, canvas_id: str) -> dict:
         """Painted pixels on the canvas, and whether its Chart.js instance holds any non-zero value."""
-        return self.page.evaluate("""(id) => {
+        return self.page.evaluate(
+            """(id) => {
             const c = document.getElementById(id), chart = Chart.getChart(c);
             const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
             let painted = 0;
             for (let i = 3; i < px.length; i += 4) if (px[i]) painted++;
             const values = chart ? chart.data.datasets.flatMap(d => d.data.map(p => p && typeof p === 'object' ? p.y : p)) : [];
             return {painted, hasData: values.some(v => typeof v === 'number' && v > 0), width: c.width};
-        }""", canvas_id)
+        }""",
+            canvas_id,
+        )
 
     def shot(self, name: str) -> Path:
         path = ARTIFACTS / f"dashboard-{name}.png"
@@ -158,7 +209,11 @@ def test_api_trending_is_the_client_trending_with_metadata(seeded: Cluster) -> N
     theirs = get(seeded.url + "/trending?k=10")[1]["items"]
     assert [i["video_id"] for i in ours] == [i["video_id"] for i in theirs]
     for a, b in zip(ours, theirs, strict=True):
-        assert (a["views"], a["completion_rate"], a["likes"]) == (b["views"], b["completion_rate"], b["likes"])
+        assert (a["views"], a["completion_rate"], a["likes"]) == (
+            b["views"],
+            b["completion_rate"],
+            b["likes"],
+        )
         assert a["trend"]["direction"] in {"up", "down", "flat", "new"}
     by_id = {i["video_id"]: i for i in ours}
     assert by_id[A]["caption"] == "Cat meets cucumber" and by_id[A]["hashtags"] == ["cats", "fail"]
@@ -190,14 +245,21 @@ def test_api_user_history_and_model_and_pipeline(seeded: Cluster) -> None:
     assert {h["video_id"] for h in hist["history"]} == {A, B}
     assert hist["seen"] == 2 and hist["history"][0]["caption"]
     model = get(seeded.url + "/api/model")[1]
-    assert model["state"] == "no model trained yet" and model["active_version"] is None and model["versions"] == []
+    assert (
+        model["state"] == "no model trained yet"
+        and model["active_version"] is None
+        and model["versions"] == []
+    )
     pipe = get(seeded.url + "/api/pipeline")[1]
     assert pipe["dependencies"] == {"redis": "ok", "mongo": "ok", "kafka": "ok"}, pipe["dependencies"]
     topics = {lag["topic"] for lag in pipe["consumer_lag"]}
     assert topic_names(seeded.settings).interactions in topics and not any("changelog" in t for t in topics)
     assert pipe["dead_letters"]["total"] == 0 and pipe["events_processed"]["view"] >= 20
     if pipe["freshness"] is not None:  # the history agent observes recstream_freshness_seconds
-        assert pipe["freshness"]["p50_ms"] is None or 0 < pipe["freshness"]["p50_ms"] <= pipe["freshness"]["p99_ms"]
+        assert (
+            pipe["freshness"]["p50_ms"] is None
+            or 0 < pipe["freshness"]["p50_ms"] <= pipe["freshness"]["p99_ms"]
+        )
 
 
 # --- the page -----------------------------------------------------------------------------------
@@ -207,8 +269,18 @@ def test_live_page_shows_the_api_figures_and_draws(page: Page, seeded: Cluster) 
 
     def kpis_match() -> bool:
         totals = get(seeded.url + OVERVIEW)[1]["totals"]
-        return all(_close(page.kpi("#live-kpis", k), totals[k]) for k in
-                   ("events_per_s", "active_users", "avg_watch_time_ms", "completion_rate", "like_rate", "share_rate"))
+        return all(
+            _close(page.kpi("#live-kpis", k), totals[k])
+            for k in (
+                "events_per_s",
+                "active_users",
+                "avg_watch_time_ms",
+                "completion_rate",
+                "like_rate",
+                "share_rate",
+            )
+        )
+
     assert wait_for(kpis_match, timeout=8, interval=0.3)
     assert page.page.inner_text('#live-kpis [data-kpi="completion_rate"] .value') == "45.0%"
     assert page.page.inner_text('#live-kpis [data-kpi="avg_watch_time_ms"] .value') == "6.7 s"
@@ -262,9 +334,12 @@ def test_user_explorer_shows_the_api_recommendations_live(page: Page, seeded: Cl
     page.wait_loaded("users")
 
     def shown_matches_api() -> bool:
-        api = [i["video_id"] for i in get(f"{seeded.url}/recommendations/{user}?k=20&preview=true")[1]["items"]]
+        api = [
+            i["video_id"] for i in get(f"{seeded.url}/recommendations/{user}?k=20&preview=true")[1]["items"]
+        ]
         shown = page.page.locator("#recs-table tbody tr").evaluate_all("rs => rs.map(r => r.dataset.videoId)")
         return bool(api) and shown == api
+
     assert wait_for(shown_matches_api, timeout=8, interval=0.3)
     first = get(f"{seeded.url}/recommendations/{user}?k=20&preview=true")[1]["items"][0]
     assert f"{first['score']:.4f}" in page.page.inner_text("#recs-table tbody tr:first-child")
@@ -272,12 +347,21 @@ def test_user_explorer_shows_the_api_recommendations_live(page: Page, seeded: Cl
     assert sorted(history.evaluate_all("rs => rs.map(r => r.dataset.videoId)")) == sorted([A, C])
 
     # The user acts: the page follows without a reload.
-    assert post(seeded.url + "/events", {"type": "view", "user_id": user, "video_id": B, "watch_time_ms": 8_000,
-                                         "duration_ms": 8_000})[0] == 202
-    page.page.wait_for_function("document.querySelectorAll('#history-table tbody tr').length === 3", timeout=8_000)
+    assert (
+        post(
+            seeded.url + "/events",
+            {"type": "view", "user_id": user, "video_id": B, "watch_time_ms": 8_000, "duration_ms": 8_000},
+        )[0]
+        == 202
+    )
+    page.page.wait_for_function(
+        "document.querySelectorAll('#history-table tbody tr').length === 3", timeout=8_000
+    )
     assert history.first.get_attribute("data-video-id") == B
     assert wait_for(shown_matches_api, timeout=8, interval=0.3)
-    assert B not in page.page.locator("#recs-table tbody tr").evaluate_all("rs => rs.map(r => r.dataset.videoId)")
+    assert B not in page.page.locator("#recs-table tbody tr").evaluate_all(
+        "rs => rs.map(r => r.dataset.videoId)"
+    )
     page.shot("users")
     assert not page.console_errors and not page.page_errors, (page.console_errors, page.page_errors)
 
@@ -293,7 +377,7 @@ def test_model_tab_without_a_model(page: Page) -> None:
 
 
 def test_model_tab_shows_registered_versions(page: Page, seeded: Cluster) -> None:
-    from recstream.model_store import ModelArtifact, ModelRegistry, new_version
+    from recstream.serving.model_store import ModelArtifact, ModelRegistry, new_version
 
     registry = ModelRegistry(seeded.settings)
     rng = np.random.default_rng(0)
@@ -302,19 +386,40 @@ def test_model_tab_shows_registered_versions(page: Page, seeded: Cluster) -> Non
         versions = []
         for i, ndcg in enumerate((0.21, 0.24)):
             version = new_version()
-            artifact = ModelArtifact(version, USERS[:2], [A, B], rng.random((2, 4), dtype=np.float32),
-                                     rng.random((2, 4), dtype=np.float32), {"rank": 4})
-            registry.register(artifact, {
-                "created_at": now - (2 - i) * 3_600_000, "status": "candidate",
-                "metrics": {"ndcg@10": ndcg, "recall@10": ndcg * 2}, "baseline": {"popularity": {"ndcg@10": 0.1}},
-                "data": {"events": 27, "users": 10, "videos": 3, "min_ts": now - 86_400_000, "max_ts": now - 60_000,
-                         "trained_on": "all pairs"},
-                "params": {"rank": 4, "alpha": 5.0}, "timings": {"extract": 1.5, "fit": 3.0},
-                "gate": {"passed": True, "reason": "no active model"}})
+            artifact = ModelArtifact(
+                version,
+                USERS[:2],
+                [A, B],
+                rng.random((2, 4), dtype=np.float32),
+                rng.random((2, 4), dtype=np.float32),
+                {"rank": 4},
+            )
+            registry.register(
+                artifact,
+                {
+                    "created_at": now - (2 - i) * 3_600_000,
+                    "status": "candidate",
+                    "metrics": {"ndcg@10": ndcg, "recall@10": ndcg * 2},
+                    "baseline": {"popularity": {"ndcg@10": 0.1}},
+                    "data": {
+                        "events": 27,
+                        "users": 10,
+                        "videos": 3,
+                        "min_ts": now - 86_400_000,
+                        "max_ts": now - 60_000,
+                        "trained_on": "all pairs",
+                    },
+                    "params": {"rank": 4, "alpha": 5.0},
+                    "timings": {"extract": 1.5, "fit": 3.0},
+                    "gate": {"passed": True, "reason": "no active model"},
+                },
+            )
             registry.activate(artifact)
             versions.append(version)
         api = get(seeded.url + "/api/model")[1]
-        assert api["active_version"] == versions[1] and [v["version"] for v in api["versions"]] == versions[::-1]
+        assert (
+            api["active_version"] == versions[1] and [v["version"] for v in api["versions"]] == versions[::-1]
+        )
         assert api["active"]["training_s"] == 4.5 and api["versions"][1]["status"] == "retired"
 
         page.open("#/model")
@@ -332,23 +437,41 @@ def test_model_tab_shows_registered_versions(page: Page, seeded: Cluster) -> Non
 
 
 def test_model_tab_shows_closed_loop_buckets(page: Page, seeded: Cluster) -> None:
-    closed_loop = pytest.importorskip("recstream.closed_loop")
+    closed_loop = pytest.importorskip("recstream.producers.closed_loop")
 
     def figures(mean: float) -> dict:
         return {"mean": mean, "ci95": mean / 10}
-    summary = {"run_id": f"dash-{TAG}", "config": {"users": 20}, "world": {}, "strategies": {
-        name: {"users": 10, "impressions": 100, "watch_time_ms": figures(w), "completion_rate": figures(c),
-               "like_rate": figures(c / 5), "taste": figures(c * 2)}
-        for name, w, c in (("hybrid", 6000.0, 0.42), ("random", 2500.0, 0.11))}}
+
+    summary = {
+        "run_id": f"dash-{TAG}",
+        "config": {"users": 20},
+        "world": {},
+        "strategies": {
+            name: {
+                "users": 10,
+                "impressions": 100,
+                "watch_time_ms": figures(w),
+                "completion_rate": figures(c),
+                "like_rate": figures(c / 5),
+                "taste": figures(c * 2),
+            }
+            for name, w, c in (("hybrid", 6000.0, 0.42), ("random", 2500.0, 0.11))
+        },
+    }
     with ThreadPoolExecutor(1) as pool:  # the page's event loop owns this thread
         pool.submit(asyncio.run, closed_loop.save(seeded.settings, summary)).result()
     loop = get(seeded.url + "/api/model")[1]["closed_loop"]
     assert loop["run_id"] == f"dash-{TAG}"
-    assert {r["strategy"]: r["completion_rate"]["mean"] for r in loop["strategies"]} == {"hybrid": 0.42, "random": 0.11}
+    assert {r["strategy"]: r["completion_rate"]["mean"] for r in loop["strategies"]} == {
+        "hybrid": 0.42,
+        "random": 0.11,
+    }
 
     page.open("#/model")
     page.page.wait_for_selector("#closed-loop-table")
-    shown = page.page.locator("#closed-loop-table tbody tr").evaluate_all("rs => rs.map(r => r.dataset.strategy)")
+    shown = page.page.locator("#closed-loop-table tbody tr").evaluate_all(
+        "rs => rs.map(r => r.dataset.strategy)"
+    )
     assert sorted(shown) == ["hybrid", "random"]
     assert "42.0%" in page.page.inner_text('#closed-loop-table tr[data-strategy="hybrid"]')
     page.shot("closed-loop")
@@ -392,7 +515,10 @@ def test_worker_down_shows_retrying_then_recovers(page: Page, seeded: Cluster) -
         page.page.wait_for_selector('#conn-status[data-state="down"]', timeout=10_000)
         status = page.page.inner_text("#conn-status")
         assert "unreachable" in status and "retrying" in status
-        assert page.page.is_visible("#conn-banner") and "retrying" in page.page.inner_text("#conn-banner").lower()
+        assert (
+            page.page.is_visible("#conn-banner")
+            and "retrying" in page.page.inner_text("#conn-banner").lower()
+        )
         # Not a blank page: the last figures stay, dimmed.
         assert page.kpi("#live-kpis", "events_per_s") == before and page.page.is_visible("#chart-events")
         page.shot("worker-down")
@@ -404,13 +530,13 @@ def test_worker_down_shows_retrying_then_recovers(page: Page, seeded: Cluster) -
     assert wait_for(lambda: _close(page.kpi("#live-kpis", "active_users"), totals["active_users"]), timeout=5)
     assert not page.page_errors, page.page_errors
     # While the worker was down the browser logged the refused connections; nothing else.
-    assert all("ERR_CONNECTION_REFUSED" in e or "Failed to load resource" in e for e in page.console_errors), \
-        page.console_errors
+    assert all(
+        "ERR_CONNECTION_REFUSED" in e or "Failed to load resource" in e for e in page.console_errors
+    ), page.console_errors
 
 
 # --- pure pieces ------------------------------------------------------------------------------
 def test_quantiles_and_trend_direction() -> None:
-    import recstream.app  # noqa: F401 - the app module first: it imports agents and views in order
     from recstream.web.dashboard import quantile_ms, trend_direction
 
     buckets = [(0.01, 10.0), (0.05, 60.0), (0.1, 100.0), (float("inf"), 100.0)]
@@ -418,8 +544,14 @@ def test_quantiles_and_trend_direction() -> None:
     assert quantile_ms(buckets, 0.99) == pytest.approx(98.75, abs=0.05)  # 50 + 50 * (99 - 60) / 40 ms
     assert quantile_ms([(0.1, 0.0), (float("inf"), 0.0)], 0.5) is None
     now = 10_000_000
-    rising = {"window_short": {"start_ms": now - 30_000, "views": 30}, "window_long": {"start_ms": now - 3_000_000, "views": 40}}
+    rising = {
+        "window_short": {"start_ms": now - 30_000, "views": 30},
+        "window_long": {"start_ms": now - 3_000_000, "views": 40},
+    }
     assert trend_direction(rising, now)["direction"] == "up"
-    falling = {"window_short": {"start_ms": now - 600_000, "views": 1}, "window_long": {"start_ms": now - 900_000, "views": 90}}
+    falling = {
+        "window_short": {"start_ms": now - 600_000, "views": 1},
+        "window_long": {"start_ms": now - 900_000, "views": 90},
+    }
     assert trend_direction(falling, now)["direction"] == "down"
     assert trend_direction({}, now)["direction"] == "flat"

@@ -3,7 +3,7 @@
 Each test streams known events into a real cluster, breaks something mid-stream, and then requires
 every user history, per-video lifetime counter and window, trending rank, co-visitation list and
 per-second counter in Redis, and every MongoDB document, to equal the reference computation (the
-agents' pure functions applied to the events in partition order: `recstream.reference`).
+agents' pure functions applied to the events in partition order: `recstream.devtools.reference`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import time
 import pytest
 import redis
 
-from recstream import reference
-from recstream.devcluster import Cluster
+from recstream.devtools import reference
+from recstream.devtools.devcluster import Cluster
 from recstream.streamstate import StreamParams
 
 from .conftest import get, post
@@ -117,7 +117,9 @@ def test_sink_outage_mid_stream(services, tmp_path, sink: str) -> None:  # noqa:
             before = _processed(worker.url), probe.dbsize()
             time.sleep(2)
             after = _processed(worker.url), probe.dbsize()
-            assert after[0] > before[0] and after[1] > before[1], f"stalled while MongoDB was down: {before} {after}"
+            assert after[0] > before[0] and after[1] > before[1], (
+                f"stalled while MongoDB was down: {before} {after}"
+            )
         if sink == "redis":  # serving keeps answering from its last state, and says it is degraded
             status, body = get(worker.url + "/recommendations/someone-new")
             assert status == 200 and "redis unreachable" in body["degraded"] and body["items"], body
@@ -128,8 +130,11 @@ def test_sink_outage_mid_stream(services, tmp_path, sink: str) -> None:  # noqa:
         producer.join(120)
         diffs = wait_exact(cluster, _reference(cluster, len(events)))
         assert diffs == [], "\n".join(diffs)
-        retries = [line for line in get(worker.url + "/metrics")[1]["text"].splitlines()
-                   if line.startswith(f'recstream_sink_retries_total{{sink="{sink}"}}')]
+        retries = [
+            line
+            for line in get(worker.url + "/metrics")[1]["text"].splitlines()
+            if line.startswith(f'recstream_sink_retries_total{{sink="{sink}"}}')
+        ]
         assert retries and float(retries[0].split()[-1]) > 0, "the outage was not retried"
     finally:
         cluster.stop()
@@ -140,15 +145,26 @@ def test_redis_flushed_is_rebuilt_from_the_tables(services, tmp_path) -> None:  
     """Redis loses everything mid-stream (FLUSHDB) and nothing is re-published: every view a table holds
     comes back exact (histories, stats, trending, neighbour lists, catalog, seen filters); only the
     dashboard's per-second counters restart."""
-    from recstream.stores import FRESH_KEY, VIDEO_CREATOR_KEY, VIDEO_META_KEY, bloom_positions, seen_key
+    from recstream.serving.stores import (
+        FRESH_KEY,
+        VIDEO_CREATOR_KEY,
+        VIDEO_META_KEY,
+        bloom_positions,
+        seen_key,
+    )
 
     cluster = Cluster(services, tmp_path, redis_db=13)
     try:
         worker = cluster.start_worker()
         cluster.wait_settled()
         videos = [f"v{i}" for i in range(60)]  # world_events' catalog
-        assert post(worker.url + "/videos", {"videos": [{"video_id": v, "creator_id": f"c{i % 7}"}
-                                                        for i, v in enumerate(videos)]})[0] == 202
+        assert (
+            post(
+                worker.url + "/videos",
+                {"videos": [{"video_id": v, "creator_id": f"c{i % 7}"} for i, v in enumerate(videos)]},
+            )[0]
+            == 202
+        )
         events = world_events(10_000, seed=9)
         producer = _stream_in_background(cluster, events, rate=2_000)
         _wait_processing(cluster, worker.url, 3_000)
@@ -166,8 +182,11 @@ def test_redis_flushed_is_rebuilt_from_the_tables(services, tmp_path) -> None:  
             for video, _ts, _w in state["h"]:
                 for b in bloom_positions(video, s.seen_bloom_bits, s.seen_bloom_hashes):
                     assert b // 8 < len(bits) and bits[b // 8] >> (7 - b % 8) & 1, (user, video)
-        rebuilds = [line for line in get(worker.url + "/metrics")[1]["text"].splitlines()
-                    if line.startswith("recstream_redis_rebuilds_total")]
+        rebuilds = [
+            line
+            for line in get(worker.url + "/metrics")[1]["text"].splitlines()
+            if line.startswith("recstream_redis_rebuilds_total")
+        ]
         assert rebuilds and float(rebuilds[0].split()[-1]) >= 1
         # Serving noticed too: the change feed went back, its state was loaded again.
         assert get(worker.url + "/recommendations/" + next(iter(ref.histories)))[1]["items"]

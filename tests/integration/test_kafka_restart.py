@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from recstream import reference
-from recstream.devcluster import Cluster, request
+from recstream.devtools import reference
+from recstream.devtools.devcluster import Cluster, request
 from recstream.records import Interaction
 from recstream.streamstate import StreamParams
 
@@ -28,7 +28,9 @@ from .faults import PrivateKafka, PrivateServer, read_whole_log, wait_exact, wor
 
 N, BATCH, RATE = 20_000, 100, 1_500
 DOWN_S = 4.0
-CLIENT_TIMEOUT_S = 60.0  # longer than the outage: a request waits the outage out, the broker's producer retries
+CLIENT_TIMEOUT_S = (
+    60.0  # longer than the outage: a request waits the outage out, the broker's producer retries
+)
 
 
 @dataclass
@@ -110,7 +112,7 @@ def test_broker_restarted_mid_stream(services, tmp_path) -> None:  # noqa: ANN00
         web = cluster.start_web()
         pids = worker.proc.pid, web.proc.pid
         events = world_events(N, seed=17)
-        client = Client(web.url, [events[i:i + BATCH] for i in range(0, N, BATCH)])
+        client = Client(web.url, [events[i : i + BATCH] for i in range(0, N, BATCH)])
         thread = client.start()
 
         _until(lambda: len(client.accepted) >= 50 and _processed(worker.url) > 2_000, 60, "the stream")
@@ -121,8 +123,11 @@ def test_broker_restarted_mid_stream(services, tmp_path) -> None:  # noqa: ANN00
         time.sleep(DOWN_S)
         restart_s = kafka.start()
         up_at = time.monotonic()
-        first_202_s = _until(lambda: any(t > up_at for t in client.accepted) or client.error is not None,
-                             60, "a 202 after the restart")
+        first_202_s = _until(
+            lambda: any(t > up_at for t in client.accepted) or client.error is not None,
+            60,
+            "a 202 after the restart",
+        )
         _until(lambda: _processed(worker.url) > processed_at_stop + 1_000, 90, "the worker to process again")
         resumed_s = time.monotonic() - up_at
 
@@ -139,14 +144,17 @@ def test_broker_restarted_mid_stream(services, tmp_path) -> None:  # noqa: ANN00
         missing = [k for k in sent if counts[k] == 0]
         doubled = {k: c for k, c in counts.items() if c > 1}
         unknown = [k for k in counts if k not in sent]
-        print(f"\nprivate broker: started in {kafka.start_seconds[0]:.1f}s, stopped in {stopped_s:.1f}s "
-              f"after {accepted_at_stop} batches, down {DOWN_S:.0f}s, restarted in {restart_s:.1f}s; "
-              f"first 202 {first_202_s:.1f}s after it answered, worker processing again "
-              f"{resumed_s:.1f}s after; failed attempts {len(client.failures)} {client.failures[:5]}; "
-              f"slowest request {max(client.latencies):.1f}s; topic holds {len(log)} events")
+        print(
+            f"\nprivate broker: started in {kafka.start_seconds[0]:.1f}s, stopped in {stopped_s:.1f}s "
+            f"after {accepted_at_stop} batches, down {DOWN_S:.0f}s, restarted in {restart_s:.1f}s; "
+            f"first 202 {first_202_s:.1f}s after it answered, worker processing again "
+            f"{resumed_s:.1f}s after; failed attempts {len(client.failures)} {client.failures[:5]}; "
+            f"slowest request {max(client.latencies):.1f}s; topic holds {len(log)} events"
+        )
         assert not missing and not doubled and not unknown and len(log) == N, (
             f"{len(missing)} accepted events missing, {len(doubled)} doubled, {len(unknown)} unknown; "
-            f"failed attempts: {client.failures[:10]}")
+            f"failed attempts: {client.failures[:10]}"
+        )
 
         # While the broker was down the web role's producer retried its metadata with a backoff instead of
         # in a busy loop (unthrottled, it logged ~6,000 failed refreshes a second and spun a core).
@@ -154,8 +162,9 @@ def test_broker_restarted_mid_stream(services, tmp_path) -> None:  # noqa: ANN00
         assert spins < 1_000, f"{spins} failed metadata refreshes logged by the web role during the outage"
 
         # The worker, never restarted, converges to exactly what the log implies.
-        diffs = wait_exact(cluster, reference.compute(log, StreamParams.from_settings(cluster.settings)),
-                           timeout=90)
+        diffs = wait_exact(
+            cluster, reference.compute(log, StreamParams.from_settings(cluster.settings)), timeout=90
+        )
         assert diffs == [], "\n".join(diffs)
         assert worker.proc.poll() is None and web.proc.poll() is None, "a process exited"
         assert (worker.proc.pid, web.proc.pid) == pids

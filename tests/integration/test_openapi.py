@@ -20,14 +20,18 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from recstream.devcluster import Cluster, get, post, wait_for
+from recstream.devtools.devcluster import Cluster, get, post, wait_for
 from recstream.settings import get_settings
 from recstream.web.openapi import DASHBOARD, EXAMPLE_EVENT, EXAMPLE_VIDEO, openapi_document
 
 CASES = 100
-FUZZ = settings(max_examples=CASES, deadline=None, database=None,
-                phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure is reported as found
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=CASES,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure is reported as found
+    suppress_health_check=list(HealthCheck),
+)
 CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
@@ -53,10 +57,17 @@ def seeded(cluster: Cluster) -> Iterator[Cluster]:
     their user (so that the explicit cases find stats, windows, neighbours and a history)."""
     video = EXAMPLE_EVENT["video_id"]
     videos = (video, f"{video}-2")
-    assert post(cluster.url + "/videos", {"videos": [{**EXAMPLE_VIDEO, "video_id": v} for v in videos]})[0] == 202
-    assert post(cluster.url + "/events", {"events": [{**EXAMPLE_EVENT, "video_id": v} for v in videos]})[0] == 202
-    assert wait_for(lambda: get(f"{cluster.url}/videos/{video}/similar")[1].get("items"), timeout=30), \
+    assert (
+        post(cluster.url + "/videos", {"videos": [{**EXAMPLE_VIDEO, "video_id": v} for v in videos]})[0]
+        == 202
+    )
+    assert (
+        post(cluster.url + "/events", {"events": [{**EXAMPLE_EVENT, "video_id": v} for v in videos]})[0]
+        == 202
+    )
+    assert wait_for(lambda: get(f"{cluster.url}/videos/{video}/similar")[1].get("items"), timeout=30), (
         "the seeded events were not processed"
+    )
     yield cluster
 
 
@@ -100,9 +111,13 @@ def test_operations_without_input_answer_as_documented_100_times(seeded: Cluster
 
 def test_every_operation_was_fuzzed_with_at_least_100_cases() -> None:
     doc = openapi_document(get_settings())
-    expected = {(role, f"{method.upper()} {path}") for path, ops in doc["paths"].items()
-                for method, op in ops.items() for role in ("worker", "web")
-                if role == "worker" or DASHBOARD not in op["tags"]}
+    expected = {
+        (role, f"{method.upper()} {path}")
+        for path, ops in doc["paths"].items()
+        for method, op in ops.items()
+        for role in ("worker", "web")
+        if role == "worker" or DASHBOARD not in op["tags"]
+    }
     print("\ncases per operation:", *(f"{k}: {v}" for k, v in sorted(cases.items())), sep="\n  ")
     print("statuses:", *(f"{k}: {v}" for k, v in sorted(statuses.items())), sep="\n  ")
     short = {op: cases[op] for op in sorted(expected) if cases[op] < CASES}

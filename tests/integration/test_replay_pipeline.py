@@ -8,7 +8,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from recstream.devcluster import Cluster, get, wait_for
+from recstream.devtools.devcluster import Cluster, get, wait_for
 from tests.conftest import KUAIRAND_SAMPLE
 
 SAMPLE = KUAIRAND_SAMPLE
@@ -35,9 +35,18 @@ def expected_stats() -> dict[str, dict[str, int]]:
 def test_kuairand_replay_matches_the_file(cluster: Cluster) -> None:
     expected = expected_stats()
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "recstream"), "replay", "kuairand", str(SAMPLE),
-         "--as-fast-as-possible", "--quiet"],
-        env=cluster.env, capture_output=True, text=True, timeout=120,
+        [
+            str(Path(sys.executable).parent / "recstream"),
+            "replay",
+            "kuairand",
+            str(SAMPLE),
+            "--as-fast-as-possible",
+            "--quiet",
+        ],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
 

@@ -3,7 +3,7 @@ interactions topic, and scaling 1 -> 3 -> 1 while events flow keeps every figure
 
 The workers run with one standby replica per table (`table_standby_replicas=1`). The hand-over is
 measured from Redis' `progress:history` hash, which the history agent moves after every batch to the
-last offset it applied per interactions partition (`recstream.devcluster.ProgressSampler`): sampled
+last offset it applied per interactions partition (`recstream.devtools.devcluster.ProgressSampler`): sampled
 every 25 ms, a partition's longest pause between two advances is how long it went unprocessed, and the
 moment the last paused partition advanced again is when every partition was being processed again.
 """
@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from recstream.devcluster import Cluster, ProgressSampler, WorkerProcess, get
+from recstream.devtools.devcluster import Cluster, ProgressSampler, WorkerProcess, get
 
 from .faults import produce, wait_exact, world_events
 from .test_exactness import _reference, _wait_processing
@@ -52,9 +52,17 @@ def _stop(cluster: Cluster, workers: list[WorkerProcess]) -> None:
 
 
 def test_scale_1_3_1_while_events_flow(services, tmp_path) -> None:  # noqa: ANN001
-    cluster = Cluster(services, tmp_path, redis_db=11, log_level="info", env={
-        "RECSTREAM_INTERACTIONS_PARTITIONS": str(PARTITIONS), "RECSTREAM_COVISIT_PARTITIONS": str(PARTITIONS),
-        "RECSTREAM_TABLE_STANDBY_REPLICAS": "1"})
+    cluster = Cluster(
+        services,
+        tmp_path,
+        redis_db=11,
+        log_level="info",
+        env={
+            "RECSTREAM_INTERACTIONS_PARTITIONS": str(PARTITIONS),
+            "RECSTREAM_COVISIT_PARTITIONS": str(PARTITIONS),
+            "RECSTREAM_TABLE_STANDBY_REPLICAS": "1",
+        },
+    )
     stop = threading.Event()
     sent: list[int] = []
     try:
@@ -62,8 +70,9 @@ def test_scale_1_3_1_while_events_flow(services, tmp_path) -> None:  # noqa: ANN
         cluster.wait_settled()
         assert _owned(cluster) == [PARTITIONS]
         events = world_events(200_000, seed=13)  # far more than needed: the stream stops when told
-        producer = threading.Thread(target=lambda: sent.append(asyncio.run(produce(cluster, events, RATE, stop))),
-                                    daemon=True)
+        producer = threading.Thread(
+            target=lambda: sent.append(asyncio.run(produce(cluster, events, RATE, stop))), daemon=True
+        )
         with ProgressSampler(cluster.settings.redis_url, PARTITIONS) as sampler:
             producer.start()
             _wait_processing(cluster, first.url, 2 * RATE)
@@ -89,8 +98,13 @@ def test_scale_1_3_1_while_events_flow(services, tmp_path) -> None:  # noqa: ANN
         assert sent and sent[0] > 0 and not producer.is_alive()
         diffs = wait_exact(cluster, _reference(cluster, sent[0]), timeout=120)
         assert diffs == [], "\n".join(diffs)
-        report = {"events": sent[0], "rate": RATE, "scale_up_1_to_3": up, "scale_down_3_to_1": down,
-                  "split": owned}
+        report = {
+            "events": sent[0],
+            "rate": RATE,
+            "scale_up_1_to_3": up,
+            "scale_down_3_to_1": down,
+            "split": owned,
+        }
         print("hand-over:", json.dumps(report))
         # Every partition was processed again, and not after an unbounded pause (Faust's rebalance timeout
         # is 20 s, the session timeout 10 s: a hand-over stuck on either would exceed this).

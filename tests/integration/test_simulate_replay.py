@@ -19,10 +19,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from recstream.producers.replay import run_replay
+from recstream.producers.simulator import SimConfig, SimulatedWorld, WorldConfig, run_simulation
 from recstream.records import Interaction, Video
-from recstream.replay import run_replay
 from recstream.settings import Settings
-from recstream.simulator import SimConfig, SimulatedWorld, WorldConfig, run_simulation
 from tests.conftest import KUAIRAND_SAMPLE
 
 RECSTREAM = Path(sys.executable).parent / "recstream"

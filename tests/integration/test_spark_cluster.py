@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from recstream.devcluster import Cluster, free_port, get, wait_for
-from recstream.model_store import ModelRegistry
+from recstream.devtools.devcluster import Cluster, free_port, get, wait_for
+from recstream.serving.model_store import ModelRegistry
 from recstream.settings import Settings
 from recstream.training.session import connector_jars
 
@@ -34,18 +34,47 @@ def spark_master(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
 
     def launch(name: str, *args: str) -> None:
         with open(tmp / f"{name}.log", "wb") as log:
-            procs.append(subprocess.Popen([str(BIN / "spark-class"), *args], env=env, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [str(BIN / "spark-class"), *args],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
 
-    launch("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-           "--webui-port", str(free_port()))
+    launch(
+        "master",
+        "org.apache.spark.deploy.master.Master",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--webui-port",
+        str(free_port()),
+    )
     url = f"spark://127.0.0.1:{port}"
     assert wait_for(lambda: "ALIVE" in (tmp / "master.log").read_text(errors="replace"), timeout=60)
     for i in (1, 2):
-        launch(f"worker{i}", "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", "1",
-               "--memory", "1g", "--webui-port", str(free_port()), "--work-dir", str(tmp / f"work{i}"))
-    assert wait_for(lambda: (tmp / "master.log").read_text(errors="replace").count("Registering worker") >= 2,
-                    timeout=60)
+        launch(
+            f"worker{i}",
+            "org.apache.spark.deploy.worker.Worker",
+            url,
+            "--host",
+            "127.0.0.1",
+            "--cores",
+            "1",
+            "--memory",
+            "1g",
+            "--webui-port",
+            str(free_port()),
+            "--work-dir",
+            str(tmp / f"work{i}"),
+        )
+    assert wait_for(
+        lambda: (tmp / "master.log").read_text(errors="replace").count("Registering worker") >= 2, timeout=60
+    )
     yield url, tmp
     for p in procs:
         os.killpg(p.pid, signal.SIGTERM)
@@ -56,23 +85,68 @@ def spark_master(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
             os.killpg(p.pid, signal.SIGKILL)
 
 
-def test_train_on_a_standalone_cluster(services: Settings, spark_master: tuple[str, Path], tmp_path: Path) -> None:
+def test_train_on_a_standalone_cluster(
+    services: Settings, spark_master: tuple[str, Path], tmp_path: Path
+) -> None:
     url, spark_dir = spark_master
     cluster = Cluster(services, tmp_path, redis_db=13)  # no worker: only its isolated topics and stores
     env = {**cluster.env, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    sim = subprocess.run([str(BIN / "recstream"), "simulate", "--users", "120", "--videos", "80", "--rate", "0",
-                          "--events", "3000", "--seed", "5", "--quiet"], env=env, capture_output=True, text=True,
-                         timeout=120)
+    sim = subprocess.run(
+        [
+            str(BIN / "recstream"),
+            "simulate",
+            "--users",
+            "120",
+            "--videos",
+            "80",
+            "--rate",
+            "0",
+            "--events",
+            "3000",
+            "--seed",
+            "5",
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert sim.returncode == 0, sim.stderr[-2000:]
     jars = connector_jars(services.local_dir / "spark-jars")
     assert jars, "Spark's Kafka connector is not installed (make install)"
     started = time.time()
     # Two executors of one core, one on each worker (each worker offers one core).
-    train = subprocess.run([str(BIN / "spark-submit"), "--master", url, "--total-executor-cores", "2",
-                            "--executor-cores", "1", "--executor-memory", "512m", "--driver-memory", "1g",
-                            "--jars", ",".join(jars), str(ROOT / "training" / "als_job.py"),
-                            "--rank", "8", "--max-iter", "4", "--tune-trials", "1", "--force", "--json"],
-                           env=env, capture_output=True, text=True, timeout=400)
+    train = subprocess.run(
+        [
+            str(BIN / "spark-submit"),
+            "--master",
+            url,
+            "--total-executor-cores",
+            "2",
+            "--executor-cores",
+            "1",
+            "--executor-memory",
+            "512m",
+            "--driver-memory",
+            "1g",
+            "--jars",
+            ",".join(jars),
+            str(ROOT / "training" / "als_job.py"),
+            "--rank",
+            "8",
+            "--max-iter",
+            "4",
+            "--tune-trials",
+            "1",
+            "--force",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert train.returncode == 0, train.stderr[-3000:]
     result = json.loads(train.stdout.strip().splitlines()[-1])
     # Forced: this test is about the cluster; on 3,000 events the gate compares ALS and popularity on ~35
@@ -95,8 +169,12 @@ def test_train_on_a_standalone_cluster(services: Settings, spark_master: tuple[s
     # the answers need a worker's catalog and histories: tests/integration/test_als_serving.py.)
     web = cluster.start_web()
     try:
-        health = wait_for(lambda: (lambda h: h if h.get("serving_state", {}).get("model_version") else None)(
-            get(web.url + "/health")[1]), timeout=30)
+        health = wait_for(
+            lambda: (lambda h: h if h.get("serving_state", {}).get("model_version") else None)(
+                get(web.url + "/health")[1]
+            ),
+            timeout=30,
+        )
         assert health and health["serving_state"]["model_version"] == result["version"], health
         status, body = get(f"{web.url}/recommendations/u1?k=10&preview=true")
         assert status == 200 and body["model_version"] == result["version"], body

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
+from recstream.serving.stores import Stores
 from recstream.settings import Settings
-from recstream.stores import Stores
 
 
 @pytest.fixture
@@ -64,10 +64,11 @@ async def test_health_reports_both(stores: Stores) -> None:
 
 
 async def test_pipelined_reads_answer_each_caller_in_order_and_survive_a_dropped_connection(
-        services: Settings) -> None:
+    services: Settings,
+) -> None:
     import asyncio
 
-    from recstream.resp import PipelinedRedis
+    from recstream.serving.resp import PipelinedRedis
 
     url = services.redis_url.rsplit("/", 1)[0] + "/3"  # a DB of its own: SELECT happens on connect
     client, writer = PipelinedRedis(url), Stores(Settings(redis_url=url))

@@ -10,8 +10,15 @@ import numpy as np
 import pytest
 from pyspark.sql import SparkSession
 
-from recstream.foldin import ModelCache
-from recstream.model_store import BLOBS, LockHeld, ModelRegistry, ModelStoreError, active_key, blob_key
+from recstream.serving.foldin import ModelCache
+from recstream.serving.model_store import (
+    BLOBS,
+    LockHeld,
+    ModelRegistry,
+    ModelStoreError,
+    active_key,
+    blob_key,
+)
 from recstream.settings import Settings
 from recstream.training import synthetic
 from recstream.training.params import TrainParams
@@ -88,7 +95,9 @@ async def test_serving_cache_loads_the_active_model(
     try:
         assert await cache.refresh()
         model = cache.model
-        assert model.version == first.version and model.rank == first.tuning["als_trials"][0]["params"]["rank"]
+        assert (
+            model.version == first.version and model.rank == first.tuning["als_trials"][0]["params"]["rank"]
+        )
         assert model.blend == first.blend  # serving blends with the weights the round chose
         assert model.item_factors.shape == (80, model.rank) and len(model.user_index) == 400
         stored = registry.load(first.version)  # the durable copy (Mongo chunks) is the same model
@@ -162,7 +171,9 @@ def test_a_first_model_that_does_not_beat_popularity_is_not_activated(
 ) -> None:
     fresh = ModelRegistry(services, namespace=f"test-model-{uuid.uuid4().hex[:8]}")
     try:
-        weak = TrainParams(rank=1, max_iter=1, tune_trials=1)  # one factor, one sweep: learns less than a chart
+        weak = TrainParams(
+            rank=1, max_iter=1, tune_trials=1
+        )  # one factor, one sweep: learns less than a chart
         result = train_once(spark, weak, dataset, fresh, log=lambda _line: None)
         assert not result.activated and fresh.active_version() is None
         reason = fresh.get(result.version)["gate"]["reason"]

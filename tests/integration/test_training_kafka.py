@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from recstream.model_store import ModelRegistry
+from recstream.serving.model_store import ModelRegistry
 from recstream.settings import Settings
 from recstream.training import synthetic
 from recstream.training.session import SMALL_DATA_CONF

@@ -12,7 +12,7 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from recstream.devcluster import Cluster
+from recstream.devtools.devcluster import Cluster
 from recstream.records import encode
 
 from .faults import produce, wait_exact, world_events
@@ -33,7 +33,9 @@ async def _as_an_old_version_left_it(cluster: Cluster, events) -> None:  # noqa:
     for e in events[:100]:
         await producer.send(old_internal, key=e.video_id.encode(), value=encode(e))
     await producer.stop()
-    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=s.app_id, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=s.kafka_bootstrap, group_id=s.app_id, enable_auto_commit=False
+    )
     await consumer.start()
     tps = [TopicPartition(f"{s.topic_prefix}.interactions", p) for p in range(s.interactions_partitions)]
     consumer.assign(tps)
@@ -53,12 +55,22 @@ def test_this_version_rebuilds_from_an_older_log(services, tmp_path) -> None:  #
         asyncio.run(_as_an_old_version_left_it(cluster, events))
         new_app_id = cluster.settings.app_id + "-v2"
         env = {**cluster.env}
-        done = subprocess.run([str(Path(sys.executable).parent / "recstream"), "rebuild", "--app-id", new_app_id],
-                              env=env, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "recstream"), "rebuild", "--app-id", new_app_id],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"RECSTREAM_APP_ID={new_app_id}" in done.stdout
-        again = subprocess.run([str(Path(sys.executable).parent / "recstream"), "rebuild", "--app-id",
-                                cluster.settings.app_id], env=env, capture_output=True, text=True, timeout=60)
+        again = subprocess.run(
+            [str(Path(sys.executable).parent / "recstream"), "rebuild", "--app-id", cluster.settings.app_id],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert again.returncode == 2  # the running app id is not a rebuild
         cluster.env["RECSTREAM_APP_ID"] = new_app_id
         cluster.start_worker()

@@ -1,8 +1,8 @@
 import pytest
 from pydantic import SecretStr
 
-from recstream.access import Access, RateLimiter, Refused, is_loopback, require_keys
 from recstream.settings import Settings
+from recstream.web.access import Access, RateLimiter, Refused, is_loopback, require_keys
 
 
 def _access(**kw) -> Access:

@@ -10,9 +10,9 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from recstream.foldin import fold_in
 from recstream.records import Interaction
 from recstream.scoring import EngagementParams, engagement_weight
+from recstream.serving.foldin import fold_in
 from recstream.training import fit, transform
 from recstream.training.extract import INTERACTION_SCHEMA, valid
 from recstream.training.params import TrainParams

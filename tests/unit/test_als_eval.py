@@ -43,7 +43,10 @@ def test_gate() -> None:
     assert not gate({}, active, "ndcg@10", 0.05).passed  # not evaluated: not activated
     # Popularity on the same test slice is a floor for every model, the first one included.
     below = gate({"ndcg@10": 0.20}, None, "ndcg@10", 0.05, baseline={"ndcg@10": 0.21})
-    assert not below.passed and below.reason == "ndcg@10 0.2000 does not beat popularity 0.2100 on the test slice"
+    assert (
+        not below.passed
+        and below.reason == "ndcg@10 0.2000 does not beat popularity 0.2100 on the test slice"
+    )
     assert not gate({"ndcg@10": 0.21}, None, "ndcg@10", 0.05, baseline={"ndcg@10": 0.21}).passed  # a tie
     assert gate({"ndcg@10": 0.22}, None, "ndcg@10", 0.05, baseline={"ndcg@10": 0.21}).passed
     assert gate({"ndcg@10": 0.20}, None, "ndcg@10", 0.05, force=True, baseline={"ndcg@10": 0.21}).passed
@@ -55,10 +58,14 @@ def test_flags_override_defaults_and_settings_fill_the_engagement_definition() -
     parser = argparse.ArgumentParser()
     add_param_arguments(parser)
     params = params_from_args(
-        parser.parse_args(["--rank", "8", "--reg-param", "0.2"]), Settings(fast_skip_ms=1500, train_tune_trials=3)
+        parser.parse_args(["--rank", "8", "--reg-param", "0.2"]),
+        Settings(fast_skip_ms=1500, train_tune_trials=3),
     )
     assert (params.rank, params.reg_param, params.fast_skip_ms, params.tune_trials) == (8, 0.2, 1500, 3)
     assert params.alpha == TrainParams().alpha
-    assert params_from_args(parser.parse_args(["--tune-trials", "1"]), Settings(train_tune_trials=3)).tune_trials == 1
+    assert (
+        params_from_args(parser.parse_args(["--tune-trials", "1"]), Settings(train_tune_trials=3)).tune_trials
+        == 1
+    )
     with pytest.raises(ValueError, match="tune_trials"):
         TrainParams(tune_trials=0)

@@ -41,14 +41,24 @@ def test_unpack_checks_every_entry_before_any_is_applied() -> None:
     assert unpack(orjson.dumps(good), VIDEO_EVENT) == [tuple(e) for e in good]
     groups = [["a", ["b"], [0.5], 1_000, 0, 7], ["a", ["c", "d"], [1, 0.25], 1_000, 0, 8]]
     assert unpack(orjson.dumps(groups), COVISIT_GROUP) == [
-        ("a", ["b"], [0.5], 1_000, 0, 7), ("a", ["c", "d"], [1.0, 0.25], 1_000, 0, 8)]
-    for bad in (b"{not json", b'{"a": 1}', orjson.dumps([good[0], ["v", 0, "x", "view", 1, None, None]]),
-                orjson.dumps([good[0][:-1]]), orjson.dumps([None]), orjson.dumps([[*good[0], 1]])):
+        ("a", ["b"], [0.5], 1_000, 0, 7),
+        ("a", ["c", "d"], [1.0, 0.25], 1_000, 0, 8),
+    ]
+    for bad in (
+        b"{not json",
+        b'{"a": 1}',
+        orjson.dumps([good[0], ["v", 0, "x", "view", 1, None, None]]),
+        orjson.dumps([good[0][:-1]]),
+        orjson.dumps([None]),
+        orjson.dumps([[*good[0], 1]]),
+    ):
         with pytest.raises(ValueError):
             unpack(bad, VIDEO_EVENT)
-    for bad in (orjson.dumps([groups[0], ["a", ["c", "d"], [1.0], 1_000, 0, 8]]),  # lengths differ
-                orjson.dumps([["a", "b", 0.5, 1_000, 0, 7]]),  # a single pair of the older format
-                orjson.dumps([["a", [1], [0.5], 1_000, 0, 7]])):
+    for bad in (
+        orjson.dumps([groups[0], ["a", ["c", "d"], [1.0], 1_000, 0, 8]]),  # lengths differ
+        orjson.dumps([["a", "b", 0.5, 1_000, 0, 7]]),  # a single pair of the older format
+        orjson.dumps([["a", [1], [0.5], 1_000, 0, 7]]),
+    ):
         with pytest.raises(ValueError, match=r"\$\[") as raised:
             unpack(bad, COVISIT_GROUP)
         assert "[0]" in str(raised.value) or "[1]" in str(raised.value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from faust.types import TP
 
-from recstream import commits
+from recstream.streaming import commits
 
 
 def test_commit_waits_for_every_sink_and_for_older_tickets() -> None:

@@ -1,6 +1,6 @@
 """Which of a history batch's events the dashboard's Redis counters still need: each offset once."""
 
-from recstream.stores import uncounted
+from recstream.serving.stores import uncounted
 
 
 def _batch(*offsets: tuple[int, int]) -> list[tuple[int, int, str]]:

@@ -5,7 +5,7 @@ import asyncio
 
 import mode
 
-from recstream import delivery
+from recstream.streaming import delivery
 
 
 class _Consumer(mode.Service):

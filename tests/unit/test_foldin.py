@@ -7,8 +7,8 @@ import pytest
 import redis.asyncio as aioredis
 from scipy.sparse import csr_matrix
 
-from recstream.foldin import LoadedModel, ModelCache, fold_in, history_ratings
-from recstream.model_store import ModelArtifact
+from recstream.serving.foldin import LoadedModel, ModelCache, fold_in, history_ratings
+from recstream.serving.model_store import ModelArtifact
 
 RANK = 16
 

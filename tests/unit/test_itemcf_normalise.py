@@ -7,12 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from recstream import reference, scoring
+from recstream import scoring
+from recstream.devtools import reference
 from recstream.evaluation.data import from_events
 from recstream.evaluation.models import Context
 from recstream.evaluation.models.itemcf import NO_DECAY_S, ItemCF, served
-from recstream.recommend import CANDIDATES_PER_SOURCE
 from recstream.records import Interaction
+from recstream.serving.recommend import CANDIDATES_PER_SOURCE
 from recstream.settings import Settings
 from recstream.streamstate import StreamParams
 
@@ -89,7 +90,7 @@ def test_agents_replay_is_the_reference_and_decays_per_event() -> None:
     ds = from_events(EVENTS)
     settings = Settings()
     rows = np.arange(ds.n_rows)
-    # "row": what the agents hold (recstream.reference, from the same events), as serving reads it.
+    # "row": what the agents hold (recstream.devtools.reference, from the same events), as serving reads it.
     ref = reference.compute(((0, i, e) for i, e in enumerate(EVENTS)), StreamParams.from_settings(settings))
     want = {
         src: dict(scoring.normalised_top(st["n"], CANDIDATES_PER_SOURCE))

@@ -15,7 +15,7 @@ import pytest
 import schemathesis
 
 from recstream.records import EVENT_TYPES, Interaction, Video
-from recstream.serving import PARTS
+from recstream.serving.state import PARTS
 from recstream.settings import Settings
 from recstream.web import schemas
 from recstream.web.handlers import STRATEGIES
@@ -24,10 +24,11 @@ from recstream.web.server import build_app
 
 IGNORED = {"HEAD"}  # aiohttp adds HEAD beside every GET
 
-# The worker's routes, from its Faust app (imported in a child: it registers agents, tables and views).
+# The worker's routes, from its Faust app (assembled in a child: that registers agents, tables and views).
 LIST_WORKER_ROUTES = """
 import json
-from recstream.app import app
+from recstream.streaming.app import assembled
+app = assembled()
 print(json.dumps([[r.method, r.resource.canonical] for r in app.web.web_app.router.routes()]))
 """
 
@@ -38,8 +39,12 @@ def doc() -> dict:
 
 
 def operations(doc: dict, *, dashboard: bool = True) -> set[tuple[str, str]]:
-    return {(method.upper(), path) for path, ops in doc["paths"].items() for method, op in ops.items()
-            if dashboard or DASHBOARD not in op["tags"]}
+    return {
+        (method.upper(), path)
+        for path, ops in doc["paths"].items()
+        for method, op in ops.items()
+        if dashboard or DASHBOARD not in op["tags"]
+    }
 
 
 def test_the_document_is_valid_openapi_3_1(doc: dict) -> None:
@@ -61,22 +66,36 @@ def test_every_reference_resolves(doc: dict) -> None:
 
 
 def test_every_route_of_the_web_role_is_documented_and_nothing_else(doc: dict) -> None:
-    routes = {(r.method, r.resource.canonical) for r in build_app(Settings()).router.routes()
-              if r.method not in IGNORED}
+    routes = {
+        (r.method, r.resource.canonical)
+        for r in build_app(Settings()).router.routes()
+        if r.method not in IGNORED
+    }
     assert routes == operations(doc, dashboard=False)
 
 
 def test_every_route_of_a_worker_is_documented_and_nothing_else(doc: dict, tmp_path: Path) -> None:
     env = {**os.environ, "RECSTREAM_DATA_DIR": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", LIST_WORKER_ROUTES], env=env, capture_output=True, text=True,
-                         timeout=120, check=True).stdout
-    routes = {(m, p) for m, p in json.loads(out.splitlines()[-1])
-              if m not in IGNORED and not p.startswith("/static")}  # the dashboard's files
+    out = subprocess.run(
+        [sys.executable, "-c", LIST_WORKER_ROUTES],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    routes = {
+        (m, p)
+        for m, p in json.loads(out.splitlines()[-1])
+        if m not in IGNORED and not p.startswith("/static")
+    }  # the dashboard's files
     assert routes == operations(doc)
 
 
 def test_ids_carry_the_models_constraints(doc: dict) -> None:
-    id_schema = {k: v for k, v in Interaction.model_json_schema()["properties"]["user_id"].items() if k != "title"}
+    id_schema = {
+        k: v for k, v in Interaction.model_json_schema()["properties"]["user_id"].items() if k != "title"
+    }
     assert id_schema["pattern"] and id_schema["maxLength"]
     for path, ops in doc["paths"].items():
         for op in ops.values():
@@ -84,13 +103,17 @@ def test_ids_carry_the_models_constraints(doc: dict) -> None:
                 if p["in"] == "path":
                     assert p["schema"] == id_schema, (path, p)
     assert doc["components"]["schemas"]["Interaction"] == Interaction.model_json_schema(
-        ref_template="#/components/schemas/{model}")
+        ref_template="#/components/schemas/{model}"
+    )
 
 
 def test_examples_are_valid_requests(doc: dict) -> None:
     Interaction.model_validate(EXAMPLE_EVENT)
     Video.model_validate(EXAMPLE_VIDEO)
-    assert doc["paths"]["/events"]["post"]["requestBody"]["content"]["application/json"]["example"] == EXAMPLE_EVENT
+    assert (
+        doc["paths"]["/events"]["post"]["requestBody"]["content"]["application/json"]["example"]
+        == EXAMPLE_EVENT
+    )
 
 
 def test_the_schemas_enumerate_what_the_code_does() -> None:
@@ -118,7 +141,10 @@ def test_keys_in_the_settings_show_as_security(doc: dict) -> None:
             assert ("security" in op) == secured, path
             assert ({"401", "403"} <= set(op["responses"])) == secured, path
     open_reads = openapi_document(Settings(write_api_key="w", read_api_key="r"))["paths"]
-    assert "security" in open_reads["/events"]["post"] and "security" in open_reads["/api/users/{user_id}/history"]["get"]
+    assert (
+        "security" in open_reads["/events"]["post"]
+        and "security" in open_reads["/api/users/{user_id}/history"]["get"]
+    )
     assert "security" not in open_reads["/trending"]["get"]
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from recstream import scoring
-from recstream.recommend import FILL_WEIGHT, recommend, source_weights
-from recstream.serving import ServingState
+from recstream.serving.recommend import FILL_WEIGHT, recommend, source_weights
+from recstream.serving.state import ServingState
+from recstream.serving.stores import bloom_positions
 from recstream.settings import Settings
-from recstream.stores import bloom_positions
 
 
 def _state(rng: random.Random, settings: Settings, videos: int = 300) -> ServingState:
@@ -21,7 +21,9 @@ def _state(rng: random.Random, settings: Settings, videos: int = 300) -> Serving
         state.creator[i] = rng.randrange(40)
         state.in_catalog[i] = True
     for v in rng.sample(ids, videos * 2 // 3):
-        state.set_neighbours(v, [[d, round(rng.random(), 4)] for d in rng.sample(ids, rng.randrange(1, 60)) if d != v])
+        state.set_neighbours(
+            v, [[d, round(rng.random(), 4)] for d in rng.sample(ids, rng.randrange(1, 60)) if d != v]
+        )
     trending = sorted(((v, rng.random()) for v in rng.sample(ids, 120)), key=lambda p: -p[1])
     fresh = sorted(((v, rng.random()) for v in rng.sample(ids, 50)), key=lambda p: -p[1])
     for name, pool in (("trending", trending), ("fresh", fresh)):
@@ -33,17 +35,24 @@ def _state(rng: random.Random, settings: Settings, videos: int = 300) -> Serving
 
 
 def _reference(state: ServingState, settings: Settings, history: list, seen: set[str], k: int) -> list:
-    nbrs = {state.ids[src]: {state.ids[d]: float(s) for d, s in zip(*lists, strict=True)}
-            for src, lists in state.nbrs.items()}
+    nbrs = {
+        state.ids[src]: {state.ids[d]: float(s) for d, s in zip(*lists, strict=True)}
+        for src, lists in state.nbrs.items()
+    }
     cf = scoring.itemcf_scores(history, nbrs, settings.covisit_recency, settings.covisit_lookback)
     trending = {state.ids[i]: float(s) for i, s in zip(*state.trending, strict=True)}
     fresh = {state.ids[i]: float(s) for i, s in zip(*state.fresh, strict=True)}
-    candidates = scoring.blend([
-        (settings.blend_itemcf, {v: s for v, (s, _src) in cf.items()},
-         {v: f"because you watched {src}" for v, (_s, src) in cf.items()}),
-        (settings.blend_trending, trending, "trending"),
-        (settings.blend_fresh, fresh, "new"),
-    ])
+    candidates = scoring.blend(
+        [
+            (
+                settings.blend_itemcf,
+                {v: s for v, (s, _src) in cf.items()},
+                {v: f"because you watched {src}" for v, (_s, src) in cf.items()},
+            ),
+            (settings.blend_trending, trending, "trending"),
+            (settings.blend_fresh, fresh, "new"),
+        ]
+    )
     creators = {v: str(state.creator[i]) for v, i in state.index.items()}
     picked = scoring.select(candidates.values(), k, seen, creators, settings.max_per_creator)
     return [(c.video_id, round(c.score, 6), c.reasons) for c in picked]
@@ -54,8 +63,10 @@ def test_the_vectorised_blend_gives_the_reference_answer(seed: int) -> None:
     rng = random.Random(seed)
     settings = Settings(strategies=["hybrid"])
     state = _state(rng, settings)
-    history = [[f"v{rng.randrange(300)}", 1_000 - i, rng.choice([-0.5, 0.3, 1.0, 2.5])]
-               for i in range(rng.randrange(0, 25))]
+    history = [
+        [f"v{rng.randrange(300)}", 1_000 - i, rng.choice([-0.5, 0.3, 1.0, 2.5])]
+        for i in range(rng.randrange(0, 25))
+    ]
     older = {f"v{rng.randrange(300)}" for _ in range(rng.randrange(0, 30))}  # seen before the history
     bits, hashes = settings.seen_bloom_bits, settings.seen_bloom_hashes
     bloom = bytearray(bits // 8)
@@ -83,26 +94,36 @@ def test_never_a_seen_video_even_when_only_the_filter_knows_it() -> None:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_als_scores_the_candidates_as_the_reference_does(seed: int) -> None:
-    from recstream.foldin import LoadedModel, ModelCache
-    from recstream.model_store import ModelArtifact
+    from recstream.serving.foldin import LoadedModel, ModelCache
+    from recstream.serving.model_store import ModelArtifact
 
     rng = random.Random(100 + seed)
     settings = Settings(strategies=["hybrid"])
     state = _state(rng, settings)
     nprng = np.random.default_rng(seed)
     known = [f"v{i}" for i in range(0, 300, 2)]  # the model knows half the catalog
-    artifact = ModelArtifact("m1", ["u1"], known, nprng.normal(size=(1, 8)).astype(np.float32),
-                             nprng.normal(size=(len(known), 8)).astype(np.float32),
-                             {"reg_param": 0.1, "alpha": 1.0, "data_until_ms": 10**13})
+    artifact = ModelArtifact(
+        "m1",
+        ["u1"],
+        known,
+        nprng.normal(size=(1, 8)).astype(np.float32),
+        nprng.normal(size=(len(known), 8)).astype(np.float32),
+        {"reg_param": 0.1, "alpha": 1.0, "data_until_ms": 10**13},
+    )
     models = ModelCache(None)
     models.set_model(LoadedModel.from_artifact(artifact))
-    history = [[f"v{rng.randrange(300)}", 1_000 - i, rng.choice([0.3, 1.0, 2.5])] for i in range(rng.randrange(1, 25))]
+    history = [
+        [f"v{rng.randrange(300)}", 1_000 - i, rng.choice([0.3, 1.0, 2.5])]
+        for i in range(rng.randrange(1, 25))
+    ]
     got = recommend(state, settings, "u1", 20, history, b"", models)
     assert got["model_version"] == "m1"
 
     vector = models.user_vector("u1", history)
-    nbrs = {state.ids[src]: {state.ids[d]: float(s) for d, s in zip(*lists, strict=True)}
-            for src, lists in state.nbrs.items()}
+    nbrs = {
+        state.ids[src]: {state.ids[d]: float(s) for d, s in zip(*lists, strict=True)}
+        for src, lists in state.nbrs.items()
+    }
     cf = scoring.itemcf_scores(history, nbrs, settings.covisit_recency, settings.covisit_lookback)
     trending = {state.ids[i]: float(s) for i, s in zip(*state.trending, strict=True)}
     fresh = {state.ids[i]: float(s) for i, s in zip(*state.fresh, strict=True)}
@@ -112,16 +133,23 @@ def test_als_scores_the_candidates_as_the_reference_does(seed: int) -> None:
     pool = [v for v in {*cf_best, *trending, *fresh} if v in model.item_index and v not in seen]
     scored = {v: float(model.item_factors[model.item_index[v]] @ vector) for v in pool}
     als = dict(sorted(scored.items(), key=lambda kv: -kv[1])[:200])
-    candidates = scoring.blend([
-        (settings.blend_itemcf, {v: s for v, (s, _src) in cf.items()},
-         {v: f"because you watched {src}" for v, (_s, src) in cf.items()}),
-        (settings.blend_als, als, "als"),
-        (settings.blend_trending, trending, "trending"),
-        (settings.blend_fresh, fresh, "new"),
-    ])
+    candidates = scoring.blend(
+        [
+            (
+                settings.blend_itemcf,
+                {v: s for v, (s, _src) in cf.items()},
+                {v: f"because you watched {src}" for v, (_s, src) in cf.items()},
+            ),
+            (settings.blend_als, als, "als"),
+            (settings.blend_trending, trending, "trending"),
+            (settings.blend_fresh, fresh, "new"),
+        ]
+    )
     creators = {v: str(state.creator[i]) for v, i in state.index.items()}
-    expected = [(c.video_id, round(c.score, 6), c.reasons)
-                for c in scoring.select(candidates.values(), 20, seen, creators, settings.max_per_creator)]
+    expected = [
+        (c.video_id, round(c.score, 6), c.reasons)
+        for c in scoring.select(candidates.values(), 20, seen, creators, settings.max_per_creator)
+    ]
     # Same items, order and reasons; scores to float32's precision (the factors' dtype).
     assert [(i["video_id"], i["reasons"]) for i in got["items"]] == [(v, r) for v, _s, r in expected]
     assert [i["score"] for i in got["items"]] == pytest.approx([s for _v, s, _r in expected], abs=1e-5)
@@ -135,8 +163,9 @@ def test_someone_new_gets_the_pools_answer_kept_until_the_next_refresh() -> None
     again = recommend(state, settings, "new-2", 20, [], b"")
     assert again["items"] == first["items"] and again["user_id"] == "new-2"
     assert len(recommend(state, settings, "new-3", 5, [], b"")["items"]) == 5  # per k
-    assert [(i["video_id"], i["score"], i["reasons"]) for i in first["items"]] == \
-        _reference(state, settings, [], set(), 20)
+    assert [(i["video_id"], i["score"], i["reasons"]) for i in first["items"]] == _reference(
+        state, settings, [], set(), 20
+    )
     state._bases = {}  # what a refresh of the pools does
     state.trending = (state.trending[0][::-1].copy(), state.trending[1])  # the pools changed
     assert recommend(state, settings, "new-4", 20, [], b"")["items"] != first["items"]
@@ -153,8 +182,9 @@ def test_a_full_list_when_the_filter_hides_more_than_the_first_look(hidden: int)
         for b in bloom_positions(v, bits, hashes):
             bloom[b >> 3] |= 0x80 >> (b & 7)
     got = recommend(state, settings, "u", 20, [], bytes(bloom))
-    assert [(i["video_id"], i["score"], i["reasons"]) for i in got["items"]] == \
-        _reference(state, settings, [], set(top), 20)
+    assert [(i["video_id"], i["score"], i["reasons"]) for i in got["items"]] == _reference(
+        state, settings, [], set(top), 20
+    )
     assert len(got["items"]) == 20 and not {i["video_id"] for i in got["items"]} & set(top)
 
 
@@ -164,7 +194,12 @@ def test_the_hybrid_blends_with_the_models_weights_unless_the_settings_pin_them(
     assert source_weights("hybrid", defaults) == {"itemcf": 1.0, "als": 1.0, "trending": 0.3, "fresh": 0.2}
     assert source_weights("hybrid", defaults, published) == {**published, "fresh": 0.2}  # fresh: not tuned
     pinned = Settings(blend_als=2.0, blend_fresh=0.0)  # as RECSTREAM_BLEND_ALS=2 in the environment
-    assert source_weights("hybrid", pinned, published) == {"itemcf": 0.5, "als": 2.0, "trending": 0.0, "fresh": 0.0}
+    assert source_weights("hybrid", pinned, published) == {
+        "itemcf": 0.5,
+        "als": 2.0,
+        "trending": 0.0,
+        "fresh": 0.0,
+    }
     assert source_weights("itemcf", defaults, published) == {"itemcf": 1.0, "trending": FILL_WEIGHT}
 
 

@@ -14,8 +14,14 @@ from recstream.records import (
 
 def test_one_schema_round_trips_http_json_to_kafka_bytes() -> None:
     # POST /events validates with Interaction; agents parse Kafka bytes with the same model.
-    http_body = {"type": "view", "user_id": "u1", "video_id": "v1", "watch_time_ms": 1200, "duration_ms": 3000,
-                 "ts": "2024-05-01T12:00:00Z"}
+    http_body = {
+        "type": "view",
+        "user_id": "u1",
+        "video_id": "v1",
+        "watch_time_ms": 1200,
+        "duration_ms": 3000,
+        "ts": "2024-05-01T12:00:00Z",
+    }
     record = Interaction.model_validate(http_body)
     assert Interaction.model_validate_json(encode(record)) == record
     assert record.ts == 1714564800000
@@ -27,15 +33,18 @@ def test_ts_is_optional_and_accepts_epoch_ms() -> None:
     assert Interaction(type="like", user_id="u", video_id="v", ts="1714564800000").ts == 1714564800000
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"type": "view", "user_id": "u", "video_id": "v"}, "watch_time_ms"),
-    ({"type": "nap", "user_id": "u", "video_id": "v"}, "type"),
-    ({"type": "like", "user_id": "", "video_id": "v"}, "user_id"),
-    ({"type": "like", "user_id": "u", "video_id": "v", "ts": "yesterday"}, "ts"),
-    ({"type": "like", "user_id": "u", "video_id": "v", "ts": "2024-05-01T12:00:00"}, "ts"),
-    ({"type": "like", "user_id": "u", "video_id": "v", "mood": "happy"}, "mood"),
-    ({"type": "view", "user_id": "u", "video_id": "v", "watch_time_ms": -1}, "watch_time_ms"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"type": "view", "user_id": "u", "video_id": "v"}, "watch_time_ms"),
+        ({"type": "nap", "user_id": "u", "video_id": "v"}, "type"),
+        ({"type": "like", "user_id": "", "video_id": "v"}, "user_id"),
+        ({"type": "like", "user_id": "u", "video_id": "v", "ts": "yesterday"}, "ts"),
+        ({"type": "like", "user_id": "u", "video_id": "v", "ts": "2024-05-01T12:00:00"}, "ts"),
+        ({"type": "like", "user_id": "u", "video_id": "v", "mood": "happy"}, "mood"),
+        ({"type": "view", "user_id": "u", "video_id": "v", "watch_time_ms": -1}, "watch_time_ms"),
+    ],
+)
 def test_errors_name_the_field(body: dict, field: str) -> None:
     with pytest.raises(ValidationError) as exc:
         Interaction.model_validate(body)
@@ -55,7 +64,9 @@ def test_ids_cannot_reach_mongodb_as_operators_or_paths(bad: str) -> None:
     with pytest.raises(ValidationError) as exc:
         Interaction(type="like", user_id=bad, video_id="v")
     assert [e["field"] for e in describe_errors(exc.value)] == ["user_id"]
-    assert Interaction(type="like", user_id="user_42:a-b@c+d=e~f", video_id="v").user_id == "user_42:a-b@c+d=e~f"
+    assert (
+        Interaction(type="like", user_id="user_42:a-b@c+d=e~f", video_id="v").user_id == "user_42:a-b@c+d=e~f"
+    )
 
 
 def test_times_ahead_of_the_clock_are_refused_only_with_a_limit() -> None:
@@ -67,12 +78,16 @@ def test_times_ahead_of_the_clock_are_refused_only_with_a_limit() -> None:
     (error,) = describe_errors(exc.value)
     assert error["field"] == "ts" and "ahead" in error["message"]
     within = {**body, "ts": now_ms() + 60_000}
-    assert Interaction.model_validate(within, context={FUTURE_SKEW_CONTEXT: now_ms() + 300_000}).ts == within["ts"]
+    assert (
+        Interaction.model_validate(within, context={FUTURE_SKEW_CONTEXT: now_ms() + 300_000}).ts
+        == within["ts"]
+    )
     old = {**body, "ts": 1_000}  # any past time is fine: replays
     assert Interaction.model_validate(old, context={FUTURE_SKEW_CONTEXT: now_ms()}).ts == 1_000
     with pytest.raises(ValidationError):
-        Video.model_validate({"video_id": "v", "creator_id": "c", "created_at": ahead},
-                             context={FUTURE_SKEW_CONTEXT: now_ms()})
+        Video.model_validate(
+            {"video_id": "v", "creator_id": "c", "created_at": ahead}, context={FUTURE_SKEW_CONTEXT: now_ms()}
+        )
 
 
 def test_bound_ts_clamps_to_append_time_plus_skew() -> None:

@@ -9,7 +9,9 @@ P = scoring.EngagementParams(completion_ratio=0.9, fast_skip_ms=2000)
 
 
 def view(watch: int, duration: int | None = 10_000, video: str = "v") -> Interaction:
-    return Interaction(type="view", user_id="u", video_id=video, watch_time_ms=watch, duration_ms=duration, ts=1)
+    return Interaction(
+        type="view", user_id="u", video_id=video, watch_time_ms=watch, duration_ms=duration, ts=1
+    )
 
 
 def test_completion_and_fast_skip() -> None:
@@ -32,10 +34,23 @@ def test_engagement_weight() -> None:
 
 def test_event_counts_and_stats_view() -> None:
     total: dict[str, float] = {}
-    for e in (view(10_000), view(9_500), view(1_000), Interaction(type="like", user_id="u", video_id="v", ts=1)):
+    for e in (
+        view(10_000),
+        view(9_500),
+        view(1_000),
+        Interaction(type="like", user_id="u", video_id="v", ts=1),
+    ):
         total = scoring.add_counts(total, scoring.event_counts(e, P))
-    assert total == {"views": 3, "watch_time_ms": 20_500, "completions": 2, "skips": 1, "likes": 1,
-                     "wr10": 1, "wr9": 1, "wr1": 1}
+    assert total == {
+        "views": 3,
+        "watch_time_ms": 20_500,
+        "completions": 2,
+        "skips": 1,
+        "likes": 1,
+        "wr10": 1,
+        "wr9": 1,
+        "wr1": 1,
+    }
     s = scoring.stats_view(total)
     assert s["watch_ratio_hist"] == [0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1]
     assert s["completion_rate"] == round(2 / 3, 4) and s["avg_watch_time_ms"] == round(20_500 / 3, 1)
@@ -63,8 +78,9 @@ def test_covisit_pairs_are_directional_and_recency_weighted() -> None:
 def test_decay_and_neighbour_merge() -> None:
     hour = 3600_000
     assert scoring.decay(8.0, 0, 2 * hour, half_life_s=3600) == pytest.approx(2.0)
-    merged = scoring.merge_neighbours({"old": [4.0, 0]}, [("new", 1.5), ("old", 0.0)], now_ms=hour,
-                                      half_life_s=3600, top_k=10)
+    merged = scoring.merge_neighbours(
+        {"old": [4.0, 0]}, [("new", 1.5), ("old", 0.0)], now_ms=hour, half_life_s=3600, top_k=10
+    )
     assert merged["old"][0] == pytest.approx(2.0) and merged["new"][0] == pytest.approx(1.5)
     top1 = scoring.merge_neighbours(merged, [("new", 1.0)], now_ms=hour, half_life_s=3600, top_k=1)
     assert list(top1) == ["new"]
@@ -94,8 +110,13 @@ def test_itemcf_scores_weight_recent_sources_more() -> None:
 
 
 def test_blend_scales_sources_and_keeps_reasons() -> None:
-    out = scoring.blend([(1.0, {"a": 10.0, "b": 5.0}, {"a": "because you watched z", "b": "because you watched z"}),
-                         (0.5, {"b": 100.0, "c": 50.0}, "trending"), (0.0, {"d": 1.0}, "ignored")])
+    out = scoring.blend(
+        [
+            (1.0, {"a": 10.0, "b": 5.0}, {"a": "because you watched z", "b": "because you watched z"}),
+            (0.5, {"b": 100.0, "c": 50.0}, "trending"),
+            (0.0, {"d": 1.0}, "ignored"),
+        ]
+    )
     assert out["a"].score == pytest.approx(1.0) and out["b"].score == pytest.approx(1.0)
     assert out["b"].reasons == ["because you watched z", "trending"]
     assert out["c"].score == pytest.approx(0.25) and "d" not in out
@@ -112,7 +133,7 @@ def test_select_drops_seen_and_caps_creators() -> None:
 def test_strategy_buckets_are_stable_and_balanced() -> None:
     from collections import Counter
 
-    from recstream.recommend import strategy_for
+    from recstream.serving.recommend import strategy_for
 
     strategies = ["random", "trending", "itemcf", "als", "hybrid"]
     assert strategy_for("user-42", strategies) == strategy_for("user-42", list(strategies))
@@ -126,7 +147,9 @@ def test_trending_arithmetic_saturates_instead_of_overflowing() -> None:
     rank = scoring.add_trend_rank(None, 2.0, 10**13, 1800)
     score = scoring.trend_score_now(rank, 1_700_000_000_000, 1800)
     assert math.isfinite(score) and score == 2.0**scoring.MAX_EXPONENT
-    assert scoring.trend_score_now(scoring.add_trend_rank(None, 2.0, 1_000, 1800), 1_000, 1800) == pytest.approx(2.0)
+    assert scoring.trend_score_now(
+        scoring.add_trend_rank(None, 2.0, 1_000, 1800), 1_000, 1800
+    ) == pytest.approx(2.0)
     assert math.isfinite(sum(scoring.neighbour_weights_at({"a": 1.0}, 10**10, 0, 60).values()))
 
 
@@ -138,4 +161,6 @@ def test_an_event_from_the_far_past_does_not_move_current_trending() -> None:
     for _ in range(10_000):
         old = scoring.add_trend_rank(old, 6.0, now - 365 * 86_400_000, half_life)
     fresh = scoring.add_trend_rank(None, 1.0, now, half_life)
-    assert scoring.trend_score_now(old, now, half_life) < 1e-100 < scoring.trend_score_now(fresh, now, half_life)
+    assert (
+        scoring.trend_score_now(old, now, half_life) < 1e-100 < scoring.trend_score_now(fresh, now, half_life)
+    )

@@ -35,7 +35,7 @@ def test_frozen_and_validated(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_external_services_are_left_alone() -> None:
-    from recstream.services.manager import local_services
+    from recstream.devtools.services.manager import local_services
 
     external = Settings(
         kafka_bootstrap="kafka.prod:9092",

@@ -11,9 +11,9 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from recstream.progress import Progress
+from recstream.producers.progress import Progress
+from recstream.producers.simulator import SimConfig, SimulatedWorld, WorldConfig
 from recstream.records import Interaction
-from recstream.simulator import SimConfig, SimulatedWorld, WorldConfig
 
 N = 60_000
 
@@ -160,8 +160,25 @@ def test_simulate_out_writes_the_worlds_log_as_json_lines(tmp_path) -> None:  # 
 
     out = tmp_path / "sim.jsonl"
     cli = Path(sys.executable).parent / "recstream"
-    done = subprocess.run([str(cli), "simulate", "--users", "50", "--videos", "80", "--events", "500", "--seed", "3",
-                           "--out", str(out)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            str(cli),
+            "simulate",
+            "--users",
+            "50",
+            "--videos",
+            "80",
+            "--events",
+            "500",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     events = list(iter_events("jsonl", out))
     assert len(events) == 500 and len({e.user_id for e in events}) > 10

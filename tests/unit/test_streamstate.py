@@ -25,7 +25,9 @@ HOUR_MS = 3_600_000
 
 def test_trend_rank_is_a_sum_whatever_the_order() -> None:
     rng = random.Random(1)
-    events = [(rng.choice([1.0, 2.0, 3.0]), 1_700_000_000_000 + rng.randrange(10 * HOUR_MS)) for _ in range(500)]
+    events = [
+        (rng.choice([1.0, 2.0, 3.0]), 1_700_000_000_000 + rng.randrange(10 * HOUR_MS)) for _ in range(500)
+    ]
     ranks = []
     for _ in range(3):
         rng.shuffle(events)
@@ -50,8 +52,10 @@ def test_trend_rank_stays_finite_far_from_the_epoch_and_ignores_zero_weights() -
 
 def test_neighbour_shares_do_not_depend_on_order_or_rebasing() -> None:
     rng = random.Random(2)
-    pairs = [(f"v{rng.randrange(30)}", rng.random(), 1_700_000_000_000 + rng.randrange(48 * HOUR_MS))
-             for _ in range(400)]
+    pairs = [
+        (f"v{rng.randrange(30)}", rng.random(), 1_700_000_000_000 + rng.randrange(48 * HOUR_MS))
+        for _ in range(400)
+    ]
     results = []
     for half_life in (6 * 3600, 600):  # 600 s over 48 h forces rebasing (2^288)
         for _ in range(2):
@@ -98,8 +102,13 @@ def test_engagement_counts_windows_and_dedup() -> None:
         assert is_applied(state["a"], 3, offset)
         if offset == 2:  # before the 20th minute opens a window that drops these
             assert state["s"][str(t0 // 1000)]["views"] == 1
-            assert state["s"][str(t0 // 1000 + 60)] == {"views": 1, "watch_time_ms": 1000, "wr1": 1, "skips": 1,
-                                                        "likes": 1}
+            assert state["s"][str(t0 // 1000 + 60)] == {
+                "views": 1,
+                "watch_time_ms": 1000,
+                "wr1": 1,
+                "skips": 1,
+                "likes": 1,
+            }
     assert list(state["s"]) == [str(t0 // 1000 + 1200)]
     assert state["c"]["views"] == 3 and state["c"]["completions"] == 1 and state["c"]["skips"] == 1
     assert state["c"]["likes"] == 1 and state["c"]["watch_time_ms"] == 14_500
@@ -122,7 +131,11 @@ def test_old_windows_are_dropped_when_a_new_one_opens() -> None:
 def test_pairs_record_their_offsets() -> None:
     state = new_neighbours()
     apply_pair(state, "b", 1.0, 1000, 2, 41, P)
-    assert is_applied(state["a"], 2, 41) and not is_applied(state["a"], 2, 42) and not is_applied(state["a"], 1, 0)
+    assert (
+        is_applied(state["a"], 2, 41)
+        and not is_applied(state["a"], 2, 42)
+        and not is_applied(state["a"], 1, 0)
+    )
 
 
 def test_covisit_entries_go_both_ways_with_a_distinct_position_each() -> None:
@@ -136,8 +149,12 @@ def test_covisit_entries_go_both_ways_with_a_distinct_position_each() -> None:
     entries = covisit_entries(state, "c", 1002, 1.0, 2, both)
     base = 2 * POSITIONS_PER_OFFSET
     # Newest first: b (one step back, weight 1), a (two steps, 0.8); then the same reversed, c the source.
-    assert entries == [("b", "c", 1.0, base), ("a", "c", 0.8, base + 1), ("c", "b", 1.0, base + 2),
-                       ("c", "a", 0.8, base + 3)]
+    assert entries == [
+        ("b", "c", 1.0, base),
+        ("a", "c", 0.8, base + 1),
+        ("c", "b", 1.0, base + 2),
+        ("c", "a", 0.8, base + 3),
+    ]
     assert covisit_entries(again, "c", 1002, 1.0, 2, one_way) == entries[:2]
     # Positions are what the co-visitation agent applies once each: c, a source twice in one event,
     # takes both of its entries.
@@ -158,12 +175,18 @@ def test_covisit_groups_carry_the_same_pairs_at_the_same_positions() -> None:
     states = [new_history(), new_history()]
     for offset, video in enumerate(["a", "b", "x", "c"]):
         groups = covisit_groups(states[0], video, 1000 + offset, 1.0, offset, P)
-        assert [(s, d, w, first + k) for s, ds, ws, first in groups for k, (d, w) in enumerate(zip(ds, ws, strict=True))] \
-            == covisit_entries(states[1], video, 1000 + offset, 1.0, offset, P)
+        assert [
+            (s, d, w, first + k)
+            for s, ds, ws, first in groups
+            for k, (d, w) in enumerate(zip(ds, ws, strict=True))
+        ] == covisit_entries(states[1], video, 1000 + offset, 1.0, offset, P)
     base = 3 * POSITIONS_PER_OFFSET
     assert [(s, list(ds), list(ws), first) for s, ds, ws, first in groups] == [
-        ("x", ["c"], [1.0], base), ("b", ["c"], [0.8], base + 1), ("a", ["c"], [0.8 * 0.8], base + 2),
-        ("c", ["x", "b", "a"], [1.0, 0.8, 0.8 * 0.8], base + 3)]
+        ("x", ["c"], [1.0], base),
+        ("b", ["c"], [0.8], base + 1),
+        ("a", ["c"], [0.8 * 0.8], base + 2),
+        ("c", ["x", "b", "a"], [1.0, 0.8, 0.8 * 0.8], base + 3),
+    ]
 
 
 def test_a_group_of_pairs_is_applied_as_its_pairs_one_by_one() -> None:

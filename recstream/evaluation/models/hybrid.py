@@ -1,6 +1,6 @@
 """The served blend, offline: item-CF + ALS + trending candidates -> scoring.blend -> scoring.select.
 
-Each source is built as `recstream.recommend.recommend` builds it: item-CF from the user's recent
+Each source is built as `recstream.serving.recommend.recommend` builds it: item-CF from the user's recent
 positives; ALS's best CANDIDATES_PER_SOURCE unseen videos; the trending list's top
 k + |seen| + 50. The fresh source needs publication times that offline datasets lack: it is left out
 (its weight has nothing to act on).
@@ -21,7 +21,7 @@ from recstream import scoring
 from recstream.evaluation.metrics import K_MAX
 from recstream.evaluation.models import Context, DenseScores, FactorScores, GridSize
 from recstream.evaluation.models.itemcf import FittedItemCF
-from recstream.recommend import CANDIDATES_PER_SOURCE
+from recstream.serving.recommend import CANDIDATES_PER_SOURCE
 
 COMPONENTS = ("itemcf", "spark-als", "trending")
 WEIGHTS = {"w_itemcf": "itemcf", "w_als": "als", "w_trending": "trending"}

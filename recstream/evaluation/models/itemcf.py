@@ -16,7 +16,7 @@ split of ratings).
   per batch of `ctx.replay_batch` events (pairs summed undecayed within a batch, each list decayed and cut
   to `neighbours` at every merge), normalise_neighbours over the kept `neighbours`, serving's lookup of
   CANDIDATES_PER_SOURCE per source;
-- "agents": what the agents and serving run today (`recstream.reference` replays the same): the history
+- "agents": what the agents and serving run today (`recstream.devtools.reference` replays the same): the history
   agent's streamstate.covisit_entries per event (both ways with `symmetric`, as `covisit_both_ways`),
   the covisit agent's streamstate.apply_pair per entry
   (scoring.add_pair: forward decay from the pair's own event time, so no batch boundary matters; a list
@@ -57,8 +57,8 @@ from recstream import scoring
 from recstream.evaluation.data import Dataset
 from recstream.evaluation.models import Context, GridSize
 from recstream.evaluation.models.baselines import DAY_S, engagement_params, time_order
-from recstream.recommend import CANDIDATES_PER_SOURCE
 from recstream.records import Interaction
+from recstream.serving.recommend import CANDIDATES_PER_SOURCE
 from recstream.streamstate import StreamParams, apply_pair, covisit_entries, new_history, new_neighbours
 
 NO_DECAY_S = 1e12  # a half-life of ~30,000 years: nothing fades

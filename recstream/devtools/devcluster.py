@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 import redis
 
+from recstream.serving.stores import HISTORY_PROGRESS_KEY
 from recstream.settings import Settings
-from recstream.stores import HISTORY_PROGRESS_KEY
 
 T = TypeVar("T")
 
@@ -39,7 +39,7 @@ async def delete_topics(settings: Settings) -> None:
     (Faust's changelogs and repartitions)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from recstream.kafka_config import client_kwargs
+    from recstream.kafka.config import client_kwargs
 
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
@@ -104,29 +104,46 @@ def wait_for(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.
 class Cluster:
     """Environment shared by this cluster's workers, plus the worker processes themselves."""
 
-    def __init__(self, base: Settings, data_dir: Path, *, isolated: bool = True, redis_db: int = 1,
-                 log_level: str = "warn", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        base: Settings,
+        data_dir: Path,
+        *,
+        isolated: bool = True,
+        redis_db: int = 1,
+        log_level: str = "warn",
+        env: dict[str, str] | None = None,
+    ) -> None:
         """`env`: more `RECSTREAM_*` settings for every process of this cluster (e.g. partition counts,
         standby replicas); they are in `self.settings` too."""
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
-        self.env.update({
-            "RECSTREAM_DATA_DIR": str(data_dir),
-            "RECSTREAM_KAFKA_BOOTSTRAP": base.kafka_bootstrap,
-            "RECSTREAM_REDIS_URL": base.redis_url,
-            "RECSTREAM_MONGO_URL": base.mongo_url,
-            "RECSTREAM_LOG_LEVEL": log_level,
-        })
+        self.env.update(
+            {
+                "RECSTREAM_DATA_DIR": str(data_dir),
+                "RECSTREAM_KAFKA_BOOTSTRAP": base.kafka_bootstrap,
+                "RECSTREAM_REDIS_URL": base.redis_url,
+                "RECSTREAM_MONGO_URL": base.mongo_url,
+                "RECSTREAM_LOG_LEVEL": log_level,
+            }
+        )
         if isolated:
             tag = uuid.uuid4().hex[:8]
-            self.env.update({
-                "RECSTREAM_APP_ID": f"rs-test-{tag}",
-                "RECSTREAM_TOPIC_PREFIX": f"rs-test-{tag}",
-                "RECSTREAM_REDIS_URL": base.redis_url.rsplit("/", 1)[0] + f"/{redis_db}",
-                "RECSTREAM_MONGO_DB": f"rs_test_{tag}",
-            })
+            self.env.update(
+                {
+                    "RECSTREAM_APP_ID": f"rs-test-{tag}",
+                    "RECSTREAM_TOPIC_PREFIX": f"rs-test-{tag}",
+                    "RECSTREAM_REDIS_URL": base.redis_url.rsplit("/", 1)[0] + f"/{redis_db}",
+                    "RECSTREAM_MONGO_DB": f"rs_test_{tag}",
+                }
+            )
         self.env.update(env or {})
-        self.settings = Settings(**{k.removeprefix("RECSTREAM_").lower(): v for k, v in self.env.items()
-                                    if k.startswith("RECSTREAM_")})
+        self.settings = Settings(
+            **{
+                k.removeprefix("RECSTREAM_").lower(): v
+                for k, v in self.env.items()
+                if k.startswith("RECSTREAM_")
+            }
+        )
         self.data_dir = data_dir
         self.workers: list[WorkerProcess] = []
         self.webs: list[WorkerProcess] = []
@@ -135,19 +152,31 @@ class Cluster:
             redis.Redis.from_url(self.settings.redis_url).flushdb()
 
     def start_worker(self, port: int | None = None, command: list[str] | None = None) -> WorkerProcess:
-        """Start a worker: `recstream worker`, or another command such as `faust -A recstream.app worker`."""
+        """Start a worker: `recstream worker`, or another command such as `faust -A recstream.streaming.app worker`."""
         worker = WorkerProcess(self, port or free_port(), command)
         self.workers.append(worker)
         worker.start()
         return worker
 
-    def start_web(self, port: int | None = None, processes: int = 1,
-                  env: dict[str, str] | None = None) -> WorkerProcess:
+    def start_web(
+        self, port: int | None = None, processes: int = 1, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
         """Start the web role (`recstream web`): the API without agents, `processes` sharing a port;
         `env` adds to this cluster's environment (e.g. API keys)."""
         port = port or free_port()
-        web = WorkerProcess(self, port, [str(Path(sys.executable).parent / "recstream"), "web",
-                                         "--port", str(port), "--processes", str(processes)], env)
+        web = WorkerProcess(
+            self,
+            port,
+            [
+                str(Path(sys.executable).parent / "recstream"),
+                "web",
+                "--port",
+                str(port),
+                "--processes",
+                str(processes),
+            ],
+            env,
+        )
         self.webs.append(web)
         web.start()
         return web
@@ -172,8 +201,11 @@ class Cluster:
         def settled() -> bool:
             healths = [get(w.url + "/health")[1] for w in self.workers]
             owned = [h.get("assigned_partitions", {}).get(topic, 0) for h in healths]
-            return (not any(h.get("rebalancing") for h in healths)
-                    and sum(owned) == self.settings.interactions_partitions and all(owned))
+            return (
+                not any(h.get("rebalancing") for h in healths)
+                and sum(owned) == self.settings.interactions_partitions
+                and all(owned)
+            )
 
         if not wait_for(settled, timeout=timeout, interval=0.5):
             raise RuntimeError(f"cluster did not settle: {[get(w.url + '/health')[1] for w in self.workers]}")
@@ -182,8 +214,9 @@ class Cluster:
 class WorkerProcess:
     """One `recstream worker` process with its web views on `port`; log beside the data dir."""
 
-    def __init__(self, cluster: Cluster, port: int, command: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, cluster: Cluster, port: int, command: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.cluster, self.port, self.extra_env = cluster, port, env or {}
         self.command = command or [str(Path(sys.executable).parent / "recstream"), "worker"]
         self.url = f"http://127.0.0.1:{port}"
@@ -194,9 +227,14 @@ class WorkerProcess:
         env = {**self.cluster.env, "RECSTREAM_WEB_PORT": str(self.port), **self.extra_env}
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(self.command, env=env,
-                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.command,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -1,4 +1,4 @@
-"""The Faust app: `faust -A recstream.app worker` and `recstream worker` both run it."""
+"""The Faust app: `faust -A recstream.streaming.app worker` and `recstream worker` both run it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import faust
 
-from recstream.kafka_config import faust_credentials
+from recstream.kafka.config import faust_credentials
 from recstream.settings import Settings, get_settings
 
 
@@ -15,7 +15,7 @@ class RecstreamApp(faust.App):
         # Create our topics and the tables' changelogs before the consumer subscribes: a worker that
         # subscribes to a topic its broker does not list yet ignores it, and a table whose changelog
         # it cannot see crashes its agent ("changelog topic has 0 partitions").
-        from recstream.kafka_admin import changelog_specs, ensure_topics
+        from recstream.kafka.admin import changelog_specs, ensure_topics
 
         s = self.recstream_settings  # type: ignore[attr-defined]
         changelogs = changelog_specs(self.tables.values(), s.interactions_partitions, s.replication_factor)
@@ -30,6 +30,10 @@ class RecstreamApp(faust.App):
             from recstream.web.cors import cors_middleware
 
             web.web_app.middlewares.append(cors_middleware(origins))
+
+
+# The modules that register agents, tables and views on the app.
+PARTS = ("recstream.agents", "recstream.web.api", "recstream.web.dashboard")
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -53,7 +57,9 @@ def create_app(settings: Settings) -> faust.App:
         web_tables_enabled=False,
         # /router/ lists the workers' URLs and key owners: nothing recstream uses (serving reads Redis).
         web_router_enabled=False,
-        autodiscover=False,
+        # The app does not import its agents and views (they import it): Faust imports these modules
+        # when a worker starts (`app.main()`, `faust -A ... worker`), or `assembled()` does.
+        autodiscover=list(PARTS),
         consumer_auto_offset_reset="earliest",
         # Faster group joins and failure detection than the defaults (a first join takes ~30 s).
         broker_session_timeout=10.0,
@@ -71,15 +77,17 @@ def create_app(settings: Settings) -> faust.App:
 
 app = create_app(get_settings())
 
-# Register tables, agents and views (autodiscovery does not see packages mapped by package-dir).
-from recstream import agents as _agents  # noqa: E402,F401
-from recstream.web import api as _api  # noqa: E402,F401
-from recstream.web import dashboard as _dashboard  # noqa: E402,F401
+
+def assembled() -> faust.App:
+    """The app with every agent, table and view registered, for code that uses it without starting a
+    worker through Faust's command line (tests, tools)."""
+    app.discover()
+    return app
 
 
 def run_worker(extra_args: list[str] | None = None) -> None:
-    """Run one worker with its web views, as `faust -A recstream.app worker` would."""
-    from recstream.access import require_keys
+    """Run one worker with its web views, as `faust -A recstream.streaming.app worker` would."""
+    from recstream.web.access import require_keys
 
     settings = get_settings()
     require_keys(settings, settings.web_host)

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient, DeleteOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from recstream.resp import PipelinedRedis
+from recstream.serving.resp import PipelinedRedis
 from recstream.settings import Settings
 
 # Redis keys. Everything serving reads across partitions lives here.
@@ -40,7 +40,7 @@ CHANGES_SEQ_KEY = "changes:seq"  # counter: the sequence number of each change-f
 
 def changes_key(kind: str) -> str:
     """Change feed of `kind` ("neighbours", "catalog"): sorted set video -> sequence number of its last
-    write. Serving processes read the members past the last number they saw (`recstream.serving`)."""
+    write. Serving processes read the members past the last number they saw (`recstream.serving.state`)."""
     return f"changes:{kind}"
 
 
@@ -66,7 +66,9 @@ def neighbours_key(video_id: str) -> str:
     return f"nbrs:{video_id}"
 
 
-def uncounted(counted: Iterable[tuple[int, int, Any]], seen: Mapping[int, int]) -> tuple[list[Any], dict[int, int]]:
+def uncounted(
+    counted: Iterable[tuple[int, int, Any]], seen: Mapping[int, int]
+) -> tuple[list[Any], dict[int, int]]:
     """Of a batch's (partition, offset, event), the events the Redis counters do not hold yet, each once,
     and the newest offset per partition among them (what `Stores.add_counters` moves the progress to).
 
@@ -170,7 +172,7 @@ class Stores:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.redis: aioredis.Redis = aioredis.from_url(settings.redis_url, decode_responses=True)
-        # The serving path's one read per request, pipelined on one connection (recstream.resp).
+        # The serving path's one read per request, pipelined on one connection (recstream.serving.resp).
         self.user_reads = PipelinedRedis(settings.redis_url)
         self.mongo_client: AsyncMongoClient = AsyncMongoClient(
             settings.mongo_url, serverSelectionTimeoutMS=5000, tz_aware=True
@@ -214,8 +216,12 @@ class Stores:
         """Replace-or-insert documents by `_id` in one bulk write; returns how many were written."""
         if not docs:
             return 0
-        ops = [DeleteOne({"_id": key}) if doc is None else UpdateOne({"_id": key}, {"$set": dict(doc)}, upsert=True)
-               for key, doc in docs.items()]  # None: the document is erased
+        ops = [
+            DeleteOne({"_id": key})
+            if doc is None
+            else UpdateOne({"_id": key}, {"$set": dict(doc)}, upsert=True)
+            for key, doc in docs.items()
+        ]  # None: the document is erased
         await self.db[collection].bulk_write(ops, ordered=False)
         return len(ops)
 
@@ -257,12 +263,19 @@ class Stores:
         return {f: orjson.loads(v) for f, v in zip(fields, values, strict=True) if v is not None}
 
     # --- Redis: writes by the agents, one pipeline per batch -------------------------------
-    async def write_user_state(self, histories: Mapping[str, list], new_videos: Mapping[str, set[str]]) -> None:
+    async def write_user_state(
+        self, histories: Mapping[str, list], new_videos: Mapping[str, set[str]]
+    ) -> None:
         """Absolute histories, and the batch's videos added to each seen set: both idempotent."""
-        await self.redis.mset({history_key(user): orjson.dumps(history) for user, history in histories.items()})
+        await self.redis.mset(
+            {history_key(user): orjson.dumps(history) for user, history in histories.items()}
+        )
         bits, hashes = self.settings.seen_bloom_bits, self.settings.seen_bloom_hashes
-        seen = {seen_key(user): sorted({b for v in videos for b in bloom_positions(v, bits, hashes)})
-                for user, videos in new_videos.items() if videos}
+        seen = {
+            seen_key(user): sorted({b for v in videos for b in bloom_positions(v, bits, hashes)})
+            for user, videos in new_videos.items()
+            if videos
+        }
         if seen:
             await self._add_seen(args=[orjson.dumps(seen), SEEN_TTL_S])
 
@@ -270,22 +283,33 @@ class Stores:
         values = await self.redis.hmget(key, [str(p) for p in partitions])
         return {p: int(v) for p, v in zip(partitions, values, strict=True) if v is not None}
 
-    async def add_counters(self, progress_key: str, expect: Mapping[int, int], newest: Mapping[int, int],
-                           counters: Mapping[str, Mapping[str, float]],
-                           members: Mapping[str, set[str]]) -> bool:
+    async def add_counters(
+        self,
+        progress_key: str,
+        expect: Mapping[int, int],
+        newest: Mapping[int, int],
+        counters: Mapping[str, Mapping[str, float]],
+        members: Mapping[str, set[str]],
+    ) -> bool:
         """Add counters (HINCRBYFLOAT) and HyperLogLog members, moving the per-partition offsets they
         cover from `expect` to `newest` in one atomic step; False when the offsets were not `expect`."""
         hll = []
         for key, users in members.items():
             users_list = sorted(users)
-            hll += [[key, users_list[i:i + 1000]] for i in range(0, len(users_list), 1000)]
-        payload = {"expect": {str(p): expect.get(p, -1) for p in newest},
-                   "set": {str(p): o for p, o in newest.items()},
-                   "incr": [[key, fields] for key, fields in counters.items()], "hll": hll}
-        return bool(await self._add_counters(keys=[progress_key], args=[orjson.dumps(payload), OVERVIEW_TTL_S]))
+            hll += [[key, users_list[i : i + 1000]] for i in range(0, len(users_list), 1000)]
+        payload = {
+            "expect": {str(p): expect.get(p, -1) for p in newest},
+            "set": {str(p): o for p, o in newest.items()},
+            "incr": [[key, fields] for key, fields in counters.items()],
+            "hll": hll,
+        }
+        return bool(
+            await self._add_counters(keys=[progress_key], args=[orjson.dumps(payload), OVERVIEW_TTL_S])
+        )
 
-    async def write_video_stats(self, stats: Mapping[str, Mapping[str, Any]],
-                                trend_ranks: Mapping[str, float]) -> None:
+    async def write_video_stats(
+        self, stats: Mapping[str, Mapping[str, Any]], trend_ranks: Mapping[str, float]
+    ) -> None:
         """Per-video documents and trending ranks: absolute values, so a replay rewrites the same."""
         pipe = self.redis.pipeline(transaction=False)
         if stats:
@@ -300,8 +324,9 @@ class Stores:
         if neighbours:
             pipe = self.redis.pipeline(transaction=True)
             pipe.mset({neighbours_key(v): orjson.dumps(lst) for v, lst in neighbours.items()})
-            await self._record_changes(keys=[CHANGES_SEQ_KEY, changes_key("neighbours")], args=list(neighbours),
-                                 client=pipe)
+            await self._record_changes(
+                keys=[CHANGES_SEQ_KEY, changes_key("neighbours")], args=list(neighbours), client=pipe
+            )
             await pipe.execute()
 
     async def write_catalog(self, videos: Mapping[str, Mapping[str, Any]]) -> None:
@@ -311,7 +336,9 @@ class Stores:
         pipe.hset(VIDEO_CREATOR_KEY, mapping={v: doc["creator_id"] for v, doc in videos.items()})
         pipe.zadd(FRESH_KEY, {v: doc["created_at"] for v, doc in videos.items()})
         pipe.srem(REMOVED_VIDEOS_KEY, *videos)  # published again after a take-down
-        await self._record_changes(keys=[CHANGES_SEQ_KEY, changes_key("catalog")], args=list(videos), client=pipe)
+        await self._record_changes(
+            keys=[CHANGES_SEQ_KEY, changes_key("catalog")], args=list(videos), client=pipe
+        )
         await pipe.execute()
 
     async def remove_videos(self, videos: list[str]) -> None:
@@ -323,12 +350,16 @@ class Stores:
         pipe.zrem(FRESH_KEY, *videos)
         pipe.zrem(TRENDING_KEY, *videos)
         pipe.sadd(REMOVED_VIDEOS_KEY, *videos)
-        await self._record_changes(keys=[CHANGES_SEQ_KEY, changes_key("catalog")], args=list(videos), client=pipe)
+        await self._record_changes(
+            keys=[CHANGES_SEQ_KEY, changes_key("catalog")], args=list(videos), client=pipe
+        )
         await pipe.execute()
 
     async def erase_users(self, users: list[str]) -> None:
         """A user's history and seen filter out of Redis (`DELETE /users/{id}`)."""
-        await self.redis.delete(*(k for u in users for k in (history_key(u), seen_key(u), overexposed_key(u))))
+        await self.redis.delete(
+            *(k for u in users for k in (history_key(u), seen_key(u), overexposed_key(u)))
+        )
 
     async def write_overexposed(self, videos: Mapping[str, list[str]]) -> None:
         """Each user's overexposed videos (absolute: a replay writes the same), none: the key deleted."""
@@ -344,8 +375,9 @@ class Stores:
     async def user_state(self, user_id: str) -> tuple[list, bytes, list[str]]:
         """The user's recent history (newest first), seen filter (b"" when none) and overexposed videos:
         one MGET."""
-        raw, seen, shown = await self.user_reads.mget([history_key(user_id), seen_key(user_id),
-                                                         overexposed_key(user_id)])
+        raw, seen, shown = await self.user_reads.mget(
+            [history_key(user_id), seen_key(user_id), overexposed_key(user_id)]
+        )
         return (orjson.loads(raw) if raw else []), (seen or b""), (orjson.loads(shown) if shown else [])
 
     async def neighbours_of(self, videos: list[str], per_video: int) -> dict[str, dict[str, float]]:
@@ -369,7 +401,9 @@ class Stores:
     async def video_meta(self, videos: list[str]) -> dict[str, Any]:
         return await self.get_json_fields(VIDEO_META_KEY, videos)
 
-    async def overview(self, since_s: int, until_s: int) -> tuple[dict[int, dict[str, float]], dict[int, int]]:
+    async def overview(
+        self, since_s: int, until_s: int
+    ) -> tuple[dict[int, dict[str, float]], dict[int, int]]:
         """Per-second counters and per-minute active users between two epoch seconds."""
         seconds = list(range(since_s, until_s + 1))
         minutes = sorted({s // 60 for s in seconds})
@@ -379,8 +413,10 @@ class Stores:
         for m in minutes:
             pipe.pfcount(f"{ACTIVE_USERS_PREFIX}{m}")
         results = await pipe.execute()
-        per_second = {s: {k: float(v) for k, v in r.items()} for s, r in zip(seconds, results, strict=False) if r}
-        active = dict(zip(minutes, results[len(seconds):], strict=True))
+        per_second = {
+            s: {k: float(v) for k, v in r.items()} for s, r in zip(seconds, results, strict=False) if r
+        }
+        active = dict(zip(minutes, results[len(seconds) :], strict=True))
         return per_second, active
 
     # --- dashboard reads ---
@@ -403,7 +439,7 @@ class Stores:
         return {b: {k: float(v) for k, v in r.items()} for b, r in zip(buckets, results, strict=True) if r}
 
     async def model_versions(self, namespace: str, limit: int) -> list[dict[str, Any]]:
-        """The model registry's documents of a namespace, newest first (written by recstream.model_store)."""
-        from recstream.model_store import MODELS
+        """The model registry's documents of a namespace, newest first (written by recstream.serving.model_store)."""
+        from recstream.serving.model_store import MODELS
 
         return await self.find(MODELS, {"namespace": namespace}, sort=[("created_at", -1)], limit=limit)

@@ -57,8 +57,12 @@ def install(consumer: Any) -> None:
     suspend_wait = type(suspend_flow).wait.__code__
 
     async def wait_first(*coros: Any, timeout: Any = None) -> Any:
-        if (len(coros) == 2 and timeout is None and getattr(coros[1], "cr_code", None) is suspend_wait
-                and not suspend_flow.is_set()):
+        if (
+            len(coros) == 2
+            and timeout is None
+            and getattr(coros[1], "cr_code", None) is suspend_wait
+            and not suspend_flow.is_set()
+        ):
             callback = coros[0]
             try:
                 pending = callback.send(None)

@@ -2,7 +2,7 @@
 MongoDB, and the retry every sink write goes through.
 
 A failed write is retried with backoff until it succeeds (counted in `recstream_sink_retries_total`);
-nothing is acknowledged before it is durable (`recstream.commits`). MongoDB lags on its own timer, so
+nothing is acknowledged before it is durable (`recstream.streaming.commits`). MongoDB lags on its own timer, so
 MongoDB being down holds back only MongoDB (and the offset commit), never the tables or Redis.
 """
 
@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from recstream import metrics
-from recstream.commits import CommitGate
-from recstream.kafka_out import BatchProducer
-from recstream.state import BatchTable
+from recstream.kafka.batches import BatchProducer
+from recstream.streaming.commits import CommitGate
+from recstream.streaming.tablecache import BatchTable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,8 +64,9 @@ class Outbox:
                     metrics.sink_retries.labels(sink="kafka").inc()
                     log.warning("kafka delivery to %s[%d] failed (%s); re-sending", topic, partition, exc)
                     await asyncio.sleep(0.2)
-                    futures = await retry("kafka", lambda t=topic, p=partition, r=records:
-                                          self.producer.send(t, p, r))
+                    futures = await retry(
+                        "kafka", lambda t=topic, p=partition, r=records: self.producer.send(t, p, r)
+                    )
             if metas:
                 acked.append((topic, partition, metas[-1].offset))
         return acked
@@ -97,8 +98,12 @@ class Flusher:
 class MongoSink:
     """Documents of one collection changed since the last write, written in bulk on a timer."""
 
-    def __init__(self, collection: str, gate: CommitGate,
-                 upsert: Callable[[str, Mapping[str, Mapping[str, Any]]], Awaitable[int]]) -> None:
+    def __init__(
+        self,
+        collection: str,
+        gate: CommitGate,
+        upsert: Callable[[str, Mapping[str, Mapping[str, Any]]], Awaitable[int]],
+    ) -> None:
         self.collection, self.gate, self.upsert = collection, gate, upsert
         self.docs: dict[str, Mapping[str, Any]] = {}
         self._lock = asyncio.Lock()

@@ -1,5 +1,5 @@
 """Real local services (Apache Kafka, Redis, a MongoDB-protocol server) for development, tests and demos."""
 
-from recstream.services.manager import ServiceError, down, local_services, status, up
+from recstream.devtools.services.manager import ServiceError, down, local_services, status, up
 
 __all__ = ["ServiceError", "down", "local_services", "status", "up"]

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
-from recstream.kafka_config import client_kwargs
+from recstream.kafka.config import client_kwargs
 from recstream.settings import Settings
 
 Record = tuple[bytes | None, bytes]

@@ -19,7 +19,7 @@ import orjson
 
 from recstream import scoring
 from recstream.records import Interaction
-from recstream.stores import (
+from recstream.serving.stores import (
     VIDEO_STATS_KEY,
     history_key,
     neighbours_key,
@@ -45,7 +45,9 @@ class Reference:
     histories: dict[str, dict[str, Any]] = field(default_factory=dict)
     videos: dict[str, dict[str, Any]] = field(default_factory=dict)
     neighbours: dict[str, dict[str, Any]] = field(default_factory=dict)
-    counters: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+    counters: dict[str, dict[str, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float))
+    )
 
 
 def compute(events: Iterable[tuple[int, int, Interaction]], params: StreamParams) -> Reference:
@@ -56,8 +58,13 @@ def compute(events: Iterable[tuple[int, int, Interaction]], params: StreamParams
         weight = scoring.engagement_weight(e, params.engagement)
         for src, dst, w, position in covisit_entries(state, e.video_id, e.ts, weight, offset, params):
             apply_pair(ref.neighbours.setdefault(src, new_neighbours()), dst, w, e.ts, p, position, params)
-        apply_engagement(ref.videos.setdefault(e.video_id, new_engagement()),
-                         Facts(e.type, e.video_id, e.ts, e.watch_time_ms, e.duration_ms), p, offset, params)
+        apply_engagement(
+            ref.videos.setdefault(e.video_id, new_engagement()),
+            Facts(e.type, e.video_id, e.ts, e.watch_time_ms, e.duration_ms),
+            p,
+            offset,
+            params,
+        )
         add_to_counters(ref.counters, e, params)
     return ref
 
@@ -68,8 +75,9 @@ def _close(a: float | None, b: float | None, rel: float = REL) -> bool:
     return math.isclose(a, b, rel_tol=rel, abs_tol=1e-12)
 
 
-def compare_redis(client: Any, ref: Reference, params: StreamParams, limit: int = 20,
-                  counters: bool = True) -> list[str]:
+def compare_redis(
+    client: Any, ref: Reference, params: StreamParams, limit: int = 20, counters: bool = True
+) -> list[str]:
     """Differences between a (sync, decode_responses=False) redis client's data and the reference
     (`counters=False`: not the dashboard's per-second counters, which no table holds)."""
     diffs: list[str] = []
@@ -92,7 +100,9 @@ def compare_redis(client: Any, ref: Reference, params: StreamParams, limit: int 
         if rank_want is not None and not _close(zrank, rank_want):
             diffs.append(f"trending zset of {video}: {zrank} != {rank_want}")
     sources = sorted(ref.neighbours)
-    for src, raw in zip(sources, client.mget([neighbours_key(s) for s in sources]) if sources else [], strict=True):
+    for src, raw in zip(
+        sources, client.mget([neighbours_key(s) for s in sources]) if sources else [], strict=True
+    ):
         want = dict(scoring.normalised_top(ref.neighbours[src]["n"], 10**9))
         got = dict(orjson.loads(raw)) if raw else {}
         if got.keys() != want.keys() or not all(_close(got[k], want[k]) for k in want):

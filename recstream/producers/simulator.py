@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recstream import closed_loop
 from recstream.datasets.synthetic import SimulatedWorld, WorldConfig
+from recstream.producers import closed_loop
 from recstream.records import now_ms
 
 if TYPE_CHECKING:
@@ -47,9 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=None, help="stop after this many events")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same catalog, tastes and actions")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
-    parser.add_argument("--out", type=Path, default=None, metavar="FILE",
-                        help="write --events events (default 100,000) to FILE as JSON lines instead of "
-                        "publishing them (a log `recstream evaluate jsonl` and `recstream train --dataset` read)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write --events events (default 100,000) to FILE as JSON lines instead of "
+        "publishing them (a log `recstream evaluate jsonl` and `recstream train --dataset` read)",
+    )
     closed_loop.add_arguments(parser)
 
 
@@ -65,8 +70,11 @@ def write_log(args: argparse.Namespace) -> int:
     with args.out.open("w") as f:
         for event in itertools.islice(world.events(), n):
             f.write(event.model_dump_json(exclude_none=True) + "\n")
-    print(json.dumps({"events": n, "users": args.users, "videos": args.videos, "seed": args.seed,
-                      "out": str(args.out)}))
+    print(
+        json.dumps(
+            {"events": n, "users": args.users, "videos": args.videos, "seed": args.seed, "out": str(args.out)}
+        )
+    )
     return 0
 
 
@@ -93,8 +101,8 @@ def run_simulation(settings: Settings, config: SimConfig) -> dict[str, Any]:
 
 
 async def simulate(settings: Settings, config: SimConfig) -> dict[str, Any]:
-    from recstream.progress import Progress
-    from recstream.replay import Publisher
+    from recstream.producers.progress import Progress
+    from recstream.producers.replay import Publisher
 
     world = SimulatedWorld(config)
     limit = config.max_events

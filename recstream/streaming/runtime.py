@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from faust.streams import _current_event  # Faust keeps the event being processed in this ContextVar.
 from faust.types import EventT
 
-from recstream.app import app
-from recstream.foldin import ModelCache
-from recstream.kafka_out import BatchProducer
-from recstream.serving import ServingState
-from recstream.stores import Stores
+from recstream.kafka.batches import BatchProducer
+from recstream.serving.foldin import ModelCache
+from recstream.serving.state import ServingState
+from recstream.serving.stores import Stores
+from recstream.streaming.app import app
 
 _stores: Stores | None = None
 _models: ModelCache | None = None
@@ -50,7 +50,7 @@ def models() -> ModelCache:
 
 
 def serving() -> ServingState:
-    """What this worker's views serve from, refreshed in the background (`recstream.serving`)."""
+    """What this worker's views serve from, refreshed in the background (`recstream.serving.state`)."""
     global _serving
     if _serving is None:
         _serving = ServingState(app.recstream_settings, models())  # type: ignore[attr-defined]
@@ -75,7 +75,7 @@ async def _start_serving() -> None:
 async def _ensure_indexes() -> None:
     """The MongoDB indexes the dashboard's queries need, at every start (creating one that exists is a
     no-op); retried in the background while MongoDB is down, never holding the worker up."""
-    from recstream.sinks import retry
+    from recstream.streaming.sinks import retry
 
     await retry("mongo", lambda: stores().ensure_indexes())
 
@@ -117,4 +117,3 @@ def as_event(event: EventT) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
-

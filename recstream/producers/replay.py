@@ -46,7 +46,7 @@ class Publisher:
     """
 
     def __init__(self, settings: Settings) -> None:
-        from recstream.topics import topic_names
+        from recstream.kafka.topics import topic_names
 
         self.settings = settings
         self.topics = topic_names(settings)
@@ -57,8 +57,8 @@ class Publisher:
     async def __aenter__(self) -> Publisher:
         from aiokafka import AIOKafkaProducer
 
-        from recstream.kafka_admin import ensure_topics
-        from recstream.kafka_config import client_kwargs
+        from recstream.kafka.admin import ensure_topics
+        from recstream.kafka.config import client_kwargs
 
         await ensure_topics(self.settings)
         # Batches up to 1 MiB with a few ms of linger: far fewer requests than messages. acks=all with
@@ -167,7 +167,7 @@ async def replay(
     chunk_rows: int,
     quiet: bool,
 ) -> dict[str, Any]:
-    from recstream.progress import Progress
+    from recstream.producers.progress import Progress
 
     report, video_report = LoadReport(), LoadReport()
     if videos_path is None and fmt in VIDEOS_IN_LOG:

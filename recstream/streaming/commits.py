@@ -60,7 +60,9 @@ class CommitGate:
         """Partitions this worker lost: their tickets go (the new owner replays them)."""
         for tp in tps:
             limits.pop(tp, None)
-        self.pending = deque((s, {tp: o for tp, o in offs.items() if tp not in tps}) for s, offs in self.pending)
+        self.pending = deque(
+            (s, {tp: o for tp, o in offs.items() if tp not in tps}) for s, offs in self.pending
+        )
 
 
 def install(consumer: object) -> None:

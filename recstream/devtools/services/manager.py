@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from recstream.services.definitions import kafka_service, mongo_service, redis_service
-from recstream.services.process import LocalService, ServiceError
+from recstream.devtools.services.definitions import kafka_service, mongo_service, redis_service
+from recstream.devtools.services.process import LocalService, ServiceError
 from recstream.settings import Settings, redact_url
 
 __all__ = ["ServiceError", "down", "local_services", "status", "up"]

@@ -19,30 +19,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recstream import services
-    from recstream.devcluster import Cluster
+    from recstream.devtools import services
+    from recstream.devtools.devcluster import Cluster
     from recstream.settings import get_settings
 
     settings = get_settings()
     running_before = {r["service"] for r in services.status(settings) if r["pid"]}
     services.up(settings)
-    started_services = [r["service"] for r in services.status(settings) if r["pid"]
-                        and r["service"] not in running_before]
+    started_services = [
+        r["service"] for r in services.status(settings) if r["pid"] and r["service"] not in running_before
+    ]
 
     cluster = Cluster(settings, settings.data_dir, isolated=False, log_level="info")
     # Keys, as production has them: generated for this run unless set (RECSTREAM_*_API_KEY).
-    write_key = settings.write_api_key.get_secret_value() if settings.write_api_key else secrets.token_urlsafe(18)
-    read_key = settings.read_api_key.get_secret_value() if settings.read_api_key else secrets.token_urlsafe(18)
+    write_key = (
+        settings.write_api_key.get_secret_value() if settings.write_api_key else secrets.token_urlsafe(18)
+    )
+    read_key = (
+        settings.read_api_key.get_secret_value() if settings.read_api_key else secrets.token_urlsafe(18)
+    )
     cluster.env.update({"RECSTREAM_WRITE_API_KEY": write_key, "RECSTREAM_READ_API_KEY": read_key})
     print("starting a worker (log: %s) ..." % (settings.data_dir / f"worker-{settings.web_port}.log"))
     worker = cluster.start_worker(settings.web_port)
     simulator = subprocess.Popen(
-        [str(Path(sys.executable).parent / "recstream"), "simulate", "--users", str(args.users), "--videos",
-         str(args.videos), "--rate", str(args.rate), "--duration", "0", "--seed", str(args.seed)],
+        [
+            str(Path(sys.executable).parent / "recstream"),
+            "simulate",
+            "--users",
+            str(args.users),
+            "--videos",
+            str(args.videos),
+            "--rate",
+            str(args.rate),
+            "--duration",
+            "0",
+            "--seed",
+            str(args.seed),
+        ],
         start_new_session=True,
     )
     base = f"http://{settings.web_host}:{settings.web_port}"
-    print(f"""
+    print(
+        f"""
 recstream is running: the simulator sends ~{args.rate:g} events/s from {args.users} users.
 
   API keys         write {write_key}   read {read_key}
@@ -58,8 +76,10 @@ recstream is running: the simulator sends ~{args.rate:g} events/s from {args.use
   send your own:   curl -XPOST {base}/events -H 'Content-Type: application/json' -H 'X-API-Key: {write_key}' -d '{{"type":"view","user_id":"me","video_id":"v1","watch_time_ms":9000,"duration_ms":10000}}'
                    curl {base}/recommendations/me
 
-Ctrl-C stops the simulator, the worker{' and the services it started' if started_services else ''}.
-""", flush=True)
+Ctrl-C stops the simulator, the worker{" and the services it started" if started_services else ""}.
+""",
+        flush=True,
+    )
     stopping = False
 
     def _stop(*_: object) -> None:

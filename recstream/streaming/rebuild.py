@@ -18,22 +18,26 @@ import asyncio
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from recstream.kafka_config import client_kwargs
+from recstream.kafka.config import client_kwargs
+from recstream.serving.stores import ACTIVE_USERS_PREFIX, OVERVIEW_PREFIX
 from recstream.settings import Settings
-from recstream.stores import ACTIVE_USERS_PREFIX, OVERVIEW_PREFIX
 
 COUNTER_PATTERNS = (f"{OVERVIEW_PREFIX}*", "vseries:*", f"{ACTIVE_USERS_PREFIX}*", "progress:*")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--app-id", required=True, help="the new app id (consumer group) the workers will run as")
-    parser.add_argument("--force", action="store_true",
-                        help="even if that group has committed offsets already (it is not fresh)")
+    parser.add_argument(
+        "--app-id", required=True, help="the new app id (consumer group) the workers will run as"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="even if that group has committed offsets already (it is not fresh)",
+    )
 
 
 async def committed_offsets(settings: Settings, group: str, topics: list[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=group,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
         out = {}
@@ -67,8 +71,8 @@ async def delete_counters(redis_url: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recstream.kafka.topics import topic_names
     from recstream.settings import get_settings
-    from recstream.topics import topic_names
 
     settings = get_settings()
     names = topic_names(settings)
@@ -77,11 +81,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     existing = asyncio.run(committed_offsets(settings, args.app_id, [names.interactions, names.videos]))
     if existing and not args.force:
-        print(f"rebuild: consumer group {args.app_id!r} has committed offsets already; pick a new app id "
-              "or pass --force")
+        print(
+            f"rebuild: consumer group {args.app_id!r} has committed offsets already; pick a new app id "
+            "or pass --force"
+        )
         return 2
     deleted = asyncio.run(delete_counters(settings.redis_url))
     print(f"rebuild: deleted {deleted} counter keys from Redis (they are recounted from the log).")
-    print(f"rebuild: now start the workers as the new group; they replay {names.interactions} and "
-          f"{names.videos} from the first offset:\n\n    RECSTREAM_APP_ID={args.app_id} recstream worker\n")
+    print(
+        f"rebuild: now start the workers as the new group; they replay {names.interactions} and "
+        f"{names.videos} from the first offset:\n\n    RECSTREAM_APP_ID={args.app_id} recstream worker\n"
+    )
     return 0

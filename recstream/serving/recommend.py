@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from recstream.foldin import ModelCache
-from recstream.serving import Base, ServingState
+from recstream.serving.foldin import ModelCache
+from recstream.serving.state import Base, ServingState
 from recstream.settings import Settings
 
 CANDIDATES_PER_SOURCE = 200
@@ -46,15 +46,20 @@ def strategy_for(user_id: str, strategies: list[str]) -> str:
 BLENDED = ("itemcf", "als", "trending", "fresh")
 
 
-def source_weights(strategy: str, settings: Settings, published: Mapping[str, float] | None = None) -> dict[str, float]:
+def source_weights(
+    strategy: str, settings: Settings, published: Mapping[str, float] | None = None
+) -> dict[str, float]:
     """Blend weights per source for a strategy: `hybrid` is the full blend, the rest one source each.
     The hybrid's weight of a source is the settings' when set there (pinned by the operator), else the
     one the active model was published with (`published`), else the settings' default."""
     if strategy == "hybrid":
         pinned = settings.model_fields_set
-        return {source: float(published[source]) if published and source in published
-                and f"blend_{source}" not in pinned else getattr(settings, f"blend_{source}")
-                for source in BLENDED}
+        return {
+            source: float(published[source])
+            if published and source in published and f"blend_{source}" not in pinned
+            else getattr(settings, f"blend_{source}")
+            for source in BLENDED
+        }
     if strategy == "trending":
         return {"trending": 1.0}
     return {strategy: 1.0, "trending": FILL_WEIGHT}
@@ -63,8 +68,9 @@ def source_weights(strategy: str, settings: Settings, published: Mapping[str, fl
 class ItemCF:
     """The item-CF source of one request: candidates with summed scores, and what the reasons need."""
 
-    def __init__(self, state: ServingState, history: Sequence[Sequence[Any]], recency: float,
-                 max_sources: int) -> None:
+    def __init__(
+        self, state: ServingState, history: Sequence[Sequence[Any]], recency: float, max_sources: int
+    ) -> None:
         idx, val, positions, factors = [], [], [], []
         step = 0
         nbrs, index = state.nbrs, state.index
@@ -117,7 +123,9 @@ class ItemCF:
         return [positions[best[i][1]] if i in best else -1 for i in picked.tolist()]
 
 
-def seen_mask(state: ServingState, candidates: np.ndarray, history_idx: np.ndarray, seen: bytes) -> np.ndarray:
+def seen_mask(
+    state: ServingState, candidates: np.ndarray, history_idx: np.ndarray, seen: bytes
+) -> np.ndarray:
     """True where the user engaged with the candidate: in the history, or in the seen filter."""
     marks = state.marks
     marks[history_idx] = True
@@ -132,9 +140,17 @@ def seen_mask(state: ServingState, candidates: np.ndarray, history_idx: np.ndarr
     return mask
 
 
-def recommend(state: ServingState, settings: Settings, user_id: str, k: int, history: list, seen: bytes,
-              models: ModelCache | None = None, strategy: str | None = None,
-              overexposed: Sequence[str] = ()) -> dict[str, Any]:
+def recommend(
+    state: ServingState,
+    settings: Settings,
+    user_id: str,
+    k: int,
+    history: list,
+    seen: bytes,
+    models: ModelCache | None = None,
+    strategy: str | None = None,
+    overexposed: Sequence[str] = (),
+) -> dict[str, Any]:
     """The answer of `GET /recommendations/{user_id}` from the process's state and the user's own:
     `overexposed`, videos shown to the user too often without engagement (`agents.impressions`), are
     left out like the ones they engaged with."""
@@ -154,17 +170,26 @@ def recommend(state: ServingState, settings: Settings, user_id: str, k: int, his
     # (`ServingState.base`). Per request only the user's own sources are scored: item-CF and ALS.
     base = state.base(weights.get("trending", 0.0), weights.get("fresh", 0.0))
     model = model if weights.get("als") else None
-    anonymous = not history and not seen and not overexposed and (model is None or user_id not in model.user_index)
+    anonymous = (
+        not history and not seen and not overexposed and (model is None or user_id not in model.user_index)
+    )
     if anonymous and (items := base.cold.get((k, settings.max_per_creator))) is not None:
         # Nothing of the user's own: the answer is the pools' alone, the same for everyone until the
         # next refresh (a third of the requests on a platform with many new users).
-        return {"user_id": user_id, "items": items, "model_version": model.version if model else None,
-                "strategy": strategy}
+        return {
+            "user_id": user_id,
+            "items": items,
+            "model_version": model.version if model else None,
+            "strategy": strategy,
+        }
     acc = state.acc
     parts: list[np.ndarray] = []
 
-    cf = ItemCF(state, history, settings.covisit_recency, settings.covisit_lookback) if weights.get("itemcf") \
+    cf = (
+        ItemCF(state, history, settings.covisit_recency, settings.covisit_lookback)
+        if weights.get("itemcf")
         else None
+    )
     if cf is not None and len(cf.idx) and (top := cf.scores.max()) > 0:
         acc[cf.idx] += (weights["itemcf"] / top) * cf.scores
         parts.append(cf.idx)
@@ -174,8 +199,15 @@ def recommend(state: ServingState, settings: Settings, user_id: str, k: int, his
         model_version = model.version
         vector = models.user_vector(user_id, history)
         if vector is not None:
-            als_idx = _als(state, base, model, vector, cf.best(CANDIDATES_PER_SOURCE) if cf is not None else EMPTY_I,
-                           history_idx, whole_catalog=strategy == "als")
+            als_idx = _als(
+                state,
+                base,
+                model,
+                vector,
+                cf.best(CANDIDATES_PER_SOURCE) if cf is not None else EMPTY_I,
+                history_idx,
+                whole_catalog=strategy == "als",
+            )
             if len(als_idx[0]):
                 acc[als_idx[0]] += (weights["als"] / als_idx[1].max()) * als_idx[1]
                 parts.append(als_idx[0])
@@ -208,8 +240,15 @@ def recommend(state: ServingState, settings: Settings, user_id: str, k: int, his
     return {"user_id": user_id, "items": items, "model_version": model_version, "strategy": strategy}
 
 
-def _als(state: ServingState, base: Base, model: Any, vector: np.ndarray, cf_idx: np.ndarray,
-         history_idx: np.ndarray, whole_catalog: bool) -> tuple[np.ndarray, np.ndarray]:
+def _als(
+    state: ServingState,
+    base: Base,
+    model: Any,
+    vector: np.ndarray,
+    cf_idx: np.ndarray,
+    history_idx: np.ndarray,
+    whole_catalog: bool,
+) -> tuple[np.ndarray, np.ndarray]:
     """The model's best `CANDIDATES_PER_SOURCE` among the pools and the best item-CF candidates (the `als`
     arm: the whole catalog), never a video in the history: (videos, scores), or empty when none scores
     > 0. The item-CF ones are the only factor rows gathered per request, so at most 200: a heavy user's
@@ -239,8 +278,16 @@ def _als(state: ServingState, base: Base, model: Any, vector: np.ndarray, cf_idx
     return cand, scores.astype(np.float64)
 
 
-def _select(state: ServingState, dyn: np.ndarray, dyn_scores: np.ndarray, base: Base, k: int,
-            history_idx: np.ndarray, seen: bytes, max_per_creator: int) -> list[tuple[int, float]]:
+def _select(
+    state: ServingState,
+    dyn: np.ndarray,
+    dyn_scores: np.ndarray,
+    base: Base,
+    k: int,
+    history_idx: np.ndarray,
+    seen: bytes,
+    max_per_creator: int,
+) -> list[tuple[int, float]]:
     """Best first (ties by video id), never seen, at most `max_per_creator` per creator (unknown
     creators uncapped), from two ranked streams: the user's own candidates (`dyn`, with the pools'
     score added) and the rest of the pools, already sorted. Looks at the head of each; widens when
@@ -299,11 +346,17 @@ def _select(state: ServingState, dyn: np.ndarray, dyn_scores: np.ndarray, base: 
         take *= 4
 
 
-def _random(state: ServingState, user_id: str, k: int, history_idx: np.ndarray, seen: bytes) -> dict[str, Any]:
+def _random(
+    state: ServingState, user_id: str, k: int, history_idx: np.ndarray, seen: bytes
+) -> dict[str, Any]:
     """The A/B baseline: unseen catalog videos uniformly at random."""
     catalog = state.catalog_ids()
     pool = catalog if len(catalog) <= 4 * k + 64 else np.array(random.sample(catalog.tolist(), 4 * k + 64))
     pool = pool[~seen_mask(state, pool, history_idx, seen)].tolist()
     random.shuffle(pool)
-    return {"user_id": user_id, "items": [{"video_id": state.ids[i], "score": 0.0, "reasons": ["random"]}
-                                          for i in pool[:k]], "model_version": None, "strategy": "random"}
+    return {
+        "user_id": user_id,
+        "items": [{"video_id": state.ids[i], "score": 0.0, "reasons": ["random"]} for i in pool[:k]],
+        "model_version": None,
+        "strategy": "random",
+    }

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import redis.asyncio as aioredis
 
-from recstream import model_store
-from recstream.model_store import ModelArtifact
+from recstream.serving import model_store
+from recstream.serving.model_store import ModelArtifact
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,9 @@ LOOPBACK_NAMES = ("localhost",)
 class Refused(Exception):
     """A request the access rules refuse: HTTP `status`, a `reason` for /metrics, a message, headers."""
 
-    def __init__(self, status: int, reason: str, message: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.reason, self.message, self.headers = status, reason, message, dict(headers or {})
 
@@ -45,10 +47,13 @@ def require_keys(settings: Settings, host: str) -> None:
     if not missing:
         return
     if not is_loopback(host):
-        raise SystemExit(f"refusing to serve on {host} without {' and '.join(m.upper() for m in missing)}: "
-                         f"set RECSTREAM_{missing[0].upper()} (and the other) or bind 127.0.0.1")
-    log.warning("no %s set: the API is open to anyone who can reach %s (loopback only)",
-                " / ".join(missing), host)
+        raise SystemExit(
+            f"refusing to serve on {host} without {' and '.join(m.upper() for m in missing)}: "
+            f"set RECSTREAM_{missing[0].upper()} (and the other) or bind 127.0.0.1"
+        )
+    log.warning(
+        "no %s set: the API is open to anyone who can reach %s (loopback only)", " / ".join(missing), host
+    )
 
 
 class RateLimiter:
@@ -87,7 +92,7 @@ class Access:
     def _presented(headers: Mapping[str, str]) -> bytes | None:
         key = headers.get("X-API-Key")
         if key is None and (auth := headers.get("Authorization", "")).startswith("Bearer "):
-            key = auth[len("Bearer "):]
+            key = auth[len("Bearer ") :]
         return key.encode() if key is not None else None
 
     def check(self, scope: str, headers: Mapping[str, str]) -> None:
@@ -100,8 +105,13 @@ class Access:
             return
         presented = self._presented(headers)
         if presented is None:
-            raise Refused(401, "no_api_key", f"this needs the {'write' if scope == 'write' else 'read'} API key "
-                          "(X-API-Key or Authorization: Bearer)", {"WWW-Authenticate": "Bearer"})
+            raise Refused(
+                401,
+                "no_api_key",
+                f"this needs the {'write' if scope == 'write' else 'read'} API key "
+                "(X-API-Key or Authorization: Bearer)",
+                {"WWW-Authenticate": "Bearer"},
+            )
         if not any(hmac.compare_digest(presented, k) for k in accepted):
             raise Refused(403, "wrong_api_key", "this API key does not grant that")
 
@@ -116,5 +126,9 @@ class Access:
         """Raise `Refused` 429 with Retry-After when the client is over its write rate."""
         wait = self.limiter.take(client, n)
         if wait > 0:
-            raise Refused(429, "rate_limited", f"over {self.limiter.rate:,.0f} events/s from {client}: retry later",
-                          {"Retry-After": str(max(1, round(wait + 0.5)))})
+            raise Refused(
+                429,
+                "rate_limited",
+                f"over {self.limiter.rate:,.0f} events/s from {client}: retry later",
+                {"Retry-After": str(max(1, round(wait + 0.5)))},
+            )

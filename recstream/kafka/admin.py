@@ -10,9 +10,9 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from recstream.kafka_config import client_kwargs
+from recstream.kafka.config import client_kwargs
+from recstream.kafka.topics import topic_names
 from recstream.settings import Settings
-from recstream.topics import topic_names
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
@@ -23,14 +23,17 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         NewTopic(names.video_events, settings.interactions_partitions, rf),
         NewTopic(names.covisit, settings.covisit_partitions, rf),
         # Compacted: the latest metadata of every video survives forever, older versions go.
-        NewTopic(names.videos, settings.interactions_partitions, rf, topic_configs={"cleanup.policy": "compact"}),
+        NewTopic(
+            names.videos, settings.interactions_partitions, rf, topic_configs={"cleanup.policy": "compact"}
+        ),
         NewTopic(names.dead_letters, 1, rf),
         NewTopic(names.impressions, settings.interactions_partitions, rf),
     ]
 
 
-async def ensure_topics(settings: Settings, extra: list[NewTopic] | None = None,
-                        timeout_s: float = 30.0) -> list[str]:
+async def ensure_topics(
+    settings: Settings, extra: list[NewTopic] | None = None, timeout_s: float = 30.0
+) -> list[str]:
     """Create any missing topic and wait until the broker's metadata lists it; returns the names created."""
     specs = topic_specs(settings) + list(extra or [])
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
@@ -48,14 +51,18 @@ async def ensure_topics(settings: Settings, extra: list[NewTopic] | None = None,
             deadline = time.monotonic() + timeout_s
             while not {t.name for t in missing} <= set(await admin.list_topics()):
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"topics not visible after {timeout_s:.0f}s: {[t.name for t in missing]}")
+                    raise TimeoutError(
+                        f"topics not visible after {timeout_s:.0f}s: {[t.name for t in missing]}"
+                    )
                 await asyncio.sleep(0.1)
         return [t.name for t in missing]
     finally:
         await admin.close()
 
 
-def changelog_specs(tables: Iterable[Any], default_partitions: int, replication_factor: int) -> list[NewTopic]:
+def changelog_specs(
+    tables: Iterable[Any], default_partitions: int, replication_factor: int
+) -> list[NewTopic]:
     """Faust tables' changelog topics, with the cleanup policy Faust itself would give them."""
     specs = []
     for table in tables:
@@ -64,6 +71,12 @@ def changelog_specs(tables: Iterable[Any], default_partitions: int, replication_
         config = {"cleanup.policy": policy or "delete"}
         if topic.retention:
             config["retention.ms"] = str(int(topic.retention * 1000))
-        specs.append(NewTopic(topic.get_topic_name(), table.partitions or default_partitions,
-                              replication_factor, topic_configs=config))
+        specs.append(
+            NewTopic(
+                topic.get_topic_name(),
+                table.partitions or default_partitions,
+                replication_factor,
+                topic_configs=config,
+            )
+        )
     return specs

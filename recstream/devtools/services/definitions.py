@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from recstream.services.process import LocalService, ServiceError
+from recstream.devtools.services.process import LocalService, ServiceError
 from recstream.settings import Settings
 
 _KAFKA_LOG4J2 = """\
@@ -151,7 +151,7 @@ async def _kafka_metadata(settings: Settings, bootstrap: str) -> None:
     # While the broker boots, aiokafka logs every refused connection; the caller reports the outcome.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
-    from recstream.kafka_config import client_kwargs
+    from recstream.kafka.config import client_kwargs
 
     admin = AIOKafkaAdminClient(**client_kwargs(settings, bootstrap), request_timeout_ms=3000)
     try:

@@ -35,9 +35,8 @@ import redis.asyncio as aioredis
 import threadpoolctl
 
 from recstream import metrics, scoring
-from recstream.foldin import ModelCache
-from recstream.settings import Settings
-from recstream.stores import (
+from recstream.serving.foldin import ModelCache
+from recstream.serving.stores import (
     CHANGES_SEQ_KEY,
     FRESH_KEY,
     REMOVED_VIDEOS_KEY,
@@ -47,6 +46,7 @@ from recstream.stores import (
     changes_key,
     neighbours_key,
 )
+from recstream.settings import Settings
 
 log = logging.getLogger(__name__)
 CHUNK = 1000  # keys per MGET / members per ZRANGEBYSCORE page
@@ -77,7 +77,11 @@ class Base:
         if self._factors is None or self._factors[0] != model.version:
             rows = state.model_rows(model)[self.order]
             known = rows >= 0
-            self._factors = (model.version, self.order[known], np.ascontiguousarray(model.item_factors[rows[known]]))
+            self._factors = (
+                model.version,
+                self.order[known],
+                np.ascontiguousarray(model.item_factors[rows[known]]),
+            )
         return self._factors[1], self._factors[2]
 
 
@@ -187,8 +191,9 @@ class ServingState:
             rows = np.concatenate((rows, np.full(len(self.creator) - len(rows), -1, dtype=np.int64)))
         if done < len(self.ids):
             get = model.item_index.get
-            rows[done:len(self.ids)] = np.fromiter((get(v, -1) for v in self.ids[done:]), dtype=np.int64,
-                                                   count=len(self.ids) - done)
+            rows[done : len(self.ids)] = np.fromiter(
+                (get(v, -1) for v in self.ids[done:]), dtype=np.int64, count=len(self.ids) - done
+            )
             done = len(self.ids)
         self._model_rows = (model.version, rows, done)
         return rows
@@ -230,8 +235,12 @@ class ServingState:
         """One refresh of every part (the first one loads everything, and so does the first after Redis
         lost its data: its change feed then starts again below our cursors)."""
         first = not self.loaded.is_set()
-        if not first and int(await self.redis.get(CHANGES_SEQ_KEY) or 0) < max(self.cursors.values(), default=0):
-            log.warning("Redis' change feed went back (Redis lost its data?): loading the serving state again")
+        if not first and int(await self.redis.get(CHANGES_SEQ_KEY) or 0) < max(
+            self.cursors.values(), default=0
+        ):
+            log.warning(
+                "Redis' change feed went back (Redis lost its data?): loading the serving state again"
+            )
             first = True
         await self._refresh_catalog(first)
         await self._refresh_neighbours(first)
@@ -252,7 +261,9 @@ class ServingState:
     def ages(self) -> dict[str, float | None]:
         """Seconds since each part was last refreshed (None: never)."""
         now = time.time()
-        return {p: (round(now - t, 3) if (t := self.refreshed_at.get(p)) is not None else None) for p in PARTS}
+        return {
+            p: (round(now - t, 3) if (t := self.refreshed_at.get(p)) is not None else None) for p in PARTS
+        }
 
     def export_ages(self) -> None:
         for part, age in self.ages().items():
@@ -266,8 +277,9 @@ class ServingState:
         members: list[bytes] = []
         cursor = self.cursors[kind]
         while True:
-            page = await self.redis.zrangebyscore(changes_key(kind), f"({cursor}", "+inf",
-                                                  start=0, num=CHUNK, withscores=True)
+            page = await self.redis.zrangebyscore(
+                changes_key(kind), f"({cursor}", "+inf", start=0, num=CHUNK, withscores=True
+            )
             if not page:
                 break
             members += [m for m, _s in page]
@@ -284,7 +296,7 @@ class ServingState:
         elif changed:
             values: list[bytes | None] = []
             for i in range(0, len(changed), CHUNK):
-                values += await self.redis.hmget(VIDEO_CREATOR_KEY, changed[i:i + CHUNK])
+                values += await self.redis.hmget(VIDEO_CREATOR_KEY, changed[i : i + CHUNK])
             creators = {v: c for v, c in zip(changed, values, strict=True) if c is not None}
         else:
             creators = {}
@@ -309,9 +321,11 @@ class ServingState:
     async def _refresh_neighbours(self, first: bool) -> None:
         changed = await self._changed("neighbours", first)
         if changed is None:
-            changed = [key[len(b"nbrs:"):] async for key in self.redis.scan_iter(match=b"nbrs:*", count=CHUNK)]
+            changed = [
+                key[len(b"nbrs:") :] async for key in self.redis.scan_iter(match=b"nbrs:*", count=CHUNK)
+            ]
         for i in range(0, len(changed), CHUNK):
-            videos = [v.decode() for v in changed[i:i + CHUNK]]
+            videos = [v.decode() for v in changed[i : i + CHUNK]]
             values = await self.redis.mget([neighbours_key(v) for v in videos])
             for video, raw in zip(videos, values, strict=True):
                 self.set_neighbours(video, orjson.loads(raw) if raw else [])
@@ -328,8 +342,10 @@ class ServingState:
         if len(pairs) > limit:
             pairs = sorted(pairs, key=lambda p: -p[1])[:limit]
         intern = self.intern
-        self.nbrs[src] = (np.fromiter((intern(p[0]) for p in pairs), dtype=np.int64, count=len(pairs)),
-                          np.fromiter((p[1] for p in pairs), dtype=np.float64, count=len(pairs)))
+        self.nbrs[src] = (
+            np.fromiter((intern(p[0]) for p in pairs), dtype=np.int64, count=len(pairs)),
+            np.fromiter((p[1] for p in pairs), dtype=np.float64, count=len(pairs)),
+        )
 
     async def _refresh_pools(self) -> None:
         size = self.settings.serving_pool_size
@@ -337,12 +353,14 @@ class ServingState:
         trending = await self.redis.zrevrange(TRENDING_KEY, 0, size - 1, withscores=True)
         # Ranks are log2 of forward-decayed sums: their ratios do not change with time, so the pool's
         # max-scaled scores stay right between refreshes.
-        self.trending = self._pool([(v, scoring.trend_score_now(r, now, self.settings.trending_half_life_s))
-                                    for v, r in trending])
+        self.trending = self._pool(
+            [(v, scoring.trend_score_now(r, now, self.settings.trending_half_life_s)) for v, r in trending]
+        )
         self._mark("trending")
         window_ms = self.settings.fresh_window_s * 1000
-        fresh = await self.redis.zrevrangebyscore(FRESH_KEY, "+inf", now - window_ms, start=0, num=size,
-                                                  withscores=True)
+        fresh = await self.redis.zrevrangebyscore(
+            FRESH_KEY, "+inf", now - window_ms, start=0, num=size, withscores=True
+        )
         # Newer is better, linearly over the freshness window.
         self.fresh = self._pool([(v, max(1e-3, 1 - (now - created) / window_ms)) for v, created in fresh])
         for flags, (idx, _val) in ((self.in_trending, self.trending), (self.in_fresh, self.fresh)):

@@ -109,12 +109,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="organic events published before the loop",
     )
     group.add_argument("--api-url", default="", help="API base URL (default: from the settings)")
-    group.add_argument("--loop-scroll-stop", type=float, default=LoopConfig.scroll_stop,
-                       help="chance a user stops scrolling after each video (the rest: shown, not watched)")
-    group.add_argument("--loop-train", action="store_true",
-                       help="train an ALS model from the log after the warm-up and wait until it is served")
-    group.add_argument("--loop-train-trials", type=int, default=LoopConfig.train_trials,
-                       help="ALS parameter sets the training round tries")
+    group.add_argument(
+        "--loop-scroll-stop",
+        type=float,
+        default=LoopConfig.scroll_stop,
+        help="chance a user stops scrolling after each video (the rest: shown, not watched)",
+    )
+    group.add_argument(
+        "--loop-train",
+        action="store_true",
+        help="train an ALS model from the log after the warm-up and wait until it is served",
+    )
+    group.add_argument(
+        "--loop-train-trials",
+        type=int,
+        default=LoopConfig.train_trials,
+        help="ALS parameter sets the training round tries",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -216,8 +227,11 @@ def compare(per_strategy: dict[str, dict[str, Any]], reference: str = SERVED_DEF
     if reference not in per_strategy:
         return {}
     ref = per_strategy[reference]
-    return {name: {m: difference(ref[m], row[m]) for m in COMPARED}
-            for name, row in per_strategy.items() if name != reference}
+    return {
+        name: {m: difference(ref[m], row[m]) for m in COMPARED}
+        for name, row in per_strategy.items()
+        if name != reference
+    }
 
 
 def summarise(impressions: list[Impression]) -> dict[str, dict[str, Any]]:
@@ -278,24 +292,40 @@ async def wait_ready(session: Any, api: str, probe_user: str, timeout_s: float =
 def train_model(settings: Settings, trials: int) -> dict[str, Any]:
     """One `recstream train` round against the same Kafka, Redis and MongoDB as `settings` (the
     production job, in its own process: its JVM and memory go when it ends)."""
-    env = {**os.environ, **{f"RECSTREAM_{name.upper()}": str(getattr(settings, name)) for name in
-                            ("kafka_bootstrap", "redis_url", "mongo_url", "mongo_db", "topic_prefix", "app_id")}}
+    env = {
+        **os.environ,
+        **{
+            f"RECSTREAM_{name.upper()}": str(getattr(settings, name))
+            for name in ("kafka_bootstrap", "redis_url", "mongo_url", "mongo_db", "topic_prefix", "app_id")
+        },
+    }
     cli = os.path.join(os.path.dirname(sys.executable), "recstream")
-    done = subprocess.run([cli, "train", "--json", "--tune-trials", str(trials), "--driver-memory", "1g"],
-                          env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [cli, "train", "--json", "--tune-trials", str(trials), "--driver-memory", "1g"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode not in (0, 5) or not lines:  # 5: trained, refused by the gate
         raise RuntimeError(f"recstream train failed ({done.returncode}): {done.stderr[-2000:]}")
     result = json.loads(lines[-1])
-    return {k: result.get(k) for k in ("version", "activated", "gate", "metrics", "baseline", "served", "blend")}
+    return {
+        k: result.get(k) for k in ("version", "activated", "gate", "metrics", "baseline", "served", "blend")
+    }
 
 
-async def wait_served(session: Any, api: str, version: str, users: list[str], timeout_s: float = 60.0) -> None:
+async def wait_served(
+    session: Any, api: str, version: str, users: list[str], timeout_s: float = 60.0
+) -> None:
     """Until an answer that uses ALS names the new version (serving polls for it every second)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for user in users[:20]:
-            async with session.get(f"{api}/recommendations/{user}", params={"k": 1, "preview": "true"}) as resp:
+            async with session.get(
+                f"{api}/recommendations/{user}", params={"k": 1, "preview": "true"}
+            ) as resp:
                 if resp.status == 200 and (await resp.json()).get("model_version") == version:
                     return
         await asyncio.sleep(0.5)
@@ -328,8 +358,17 @@ async def _serve_user(
             scrolling = rng.random() >= config.scroll_stop
         else:  # shown below where the user stopped: an impression and nothing else
             evs = []
-            imp = Impression(world.user_id(user), world.video_id(video), UNLABELLED, world.taste(user, video), base,
-                             0, int(world.duration_ms[video]), False, False)
+            imp = Impression(
+                world.user_id(user),
+                world.video_id(video),
+                UNLABELLED,
+                world.taste(user, video),
+                base,
+                0,
+                int(world.duration_ms[video]),
+                False,
+                False,
+            )
         imp.strategy = strategy
         past = exposure.setdefault((user, video), [0, False])  # [times shown, engaged]
         imp.repeat = past[0] >= REPEAT_SHOWINGS and not past[1]
@@ -366,14 +405,18 @@ async def run_loop(
         if config.train:
             log("[closed-loop] training an ALS model from the log ...")
             model = await asyncio.to_thread(train_model, settings, config.train_trials)
-            log(f"[closed-loop] model {model['version']}: activated={model['activated']} ({model['gate']['reason']})")
+            log(
+                f"[closed-loop] model {model['version']}: activated={model['activated']} ({model['gate']['reason']})"
+            )
             if model["activated"]:
                 await wait_served(session, api, model["version"], [world.user_id(u) for u in users])
         limit = asyncio.Semaphore(config.concurrency)
 
         async def one(u: int) -> tuple[list[Interaction], list[Impression]]:
             async with limit:
-                return await _serve_user(session, api, world, u, config, rng, settings.completion_ratio, exposure)
+                return await _serve_user(
+                    session, api, world, u, config, rng, settings.completion_ratio, exposure
+                )
 
         for r in range(config.rounds):
             results = await asyncio.gather(*(one(u) for u in users))
@@ -400,7 +443,7 @@ async def run_loop(
 
 async def save(settings: Settings, summary: dict[str, Any]) -> None:
     """One document per (run, strategy) in MongoDB's `closed_loop` collection."""
-    from recstream.stores import Stores
+    from recstream.serving.stores import Stores
 
     stores = Stores(settings)
     try:

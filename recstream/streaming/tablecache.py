@@ -2,7 +2,7 @@
 
 Faust's `table[k] = v` writes RocksDB and publishes one changelog message per call (~100-130 µs each).
 Agents here instead read a key from RocksDB once into a cache, change it in memory for as many events
-and batches as arrive; at each flush (`recstream.sinks.Flusher`) every dirty key is written once:
+and batches as arrive; at each flush (`recstream.streaming.sinks.Flusher`) every dirty key is written once:
 RocksDB in one WriteBatch (`write_local`), the changelog as whole producer batches to the key's own
 partition (the partition of the source topic that carried it, as Faust's recovery expects), and the
 table's persisted changelog offset once Kafka acknowledged them (`set_persisted_offset`).
@@ -15,7 +15,7 @@ and standby replicas copy them byte for byte.
 
 Exactness does not depend on when a flush happens: every value carries the source offsets it has
 applied, so after a crash the events replayed from the last committed offset that a flushed value
-already holds are skipped (see `recstream.commits` for why the commit never passes a flush).
+already holds are skipped (see `recstream.streaming.commits` for why the commit never passes a flush).
 """
 
 from __future__ import annotations
@@ -68,7 +68,9 @@ class BatchTable:
         """Every key of a partition with its newest value (memory over RocksDB)."""
         part = dict(self.cache.get(partition, {}))
         store = self.table.data
-        for raw_key, raw in store._visible_items(store._db_for_partition(partition)):  # skips Faust's offset key
+        for raw_key, raw in store._visible_items(
+            store._db_for_partition(partition)
+        ):  # skips Faust's offset key
             key = raw_key.decode()
             if key not in part:
                 yield key, orjson.loads(raw)
@@ -114,8 +116,10 @@ class BatchTable:
                     batch.put(key, value)
             store._db_for_partition(partition).write(batch)
         # Release what RocksDB now holds; a key dirtied while this ran keeps its newer value in memory.
-        self.cache = defaultdict(dict, {p: {k: self.cache[p][k] for k in keys if k in self.cache[p]}
-                                        for p, keys in self.dirty.items()})
+        self.cache = defaultdict(
+            dict,
+            {p: {k: self.cache[p][k] for k in keys if k in self.cache[p]} for p, keys in self.dirty.items()},
+        )
         return out
 
     def set_persisted_offset(self, partition: int, offset: int) -> None:

@@ -86,7 +86,8 @@ class PipelinedRedis:
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
         _transport, protocol = await asyncio.wait_for(
-            loop.create_connection(lambda: _Protocol(self), self.host, self.port), self.timeout_s)
+            loop.create_connection(lambda: _Protocol(self), self.host, self.port), self.timeout_s
+        )
         setup = []
         if self.password:
             user = [self.username.encode()] if self.username else []
@@ -130,8 +131,11 @@ class PipelinedRedis:
         while True:
             await asyncio.sleep(self.timeout_s / 4)
             protocol = self._protocol
-            if protocol is not None and protocol.pending and \
-                    time.monotonic() - protocol.pending[0][1] > self.timeout_s:
+            if (
+                protocol is not None
+                and protocol.pending
+                and time.monotonic() - protocol.pending[0][1] > self.timeout_s
+            ):
                 protocol.fail(TimeoutError(f"no reply from Redis in {self.timeout_s}s"))
 
     async def aclose(self) -> None:
