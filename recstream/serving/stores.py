@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import json
 import math
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
@@ -253,7 +252,7 @@ class Stores:
     # --- Redis: the hot cache serving reads ---------------------------------------------
     async def set_json_fields(self, key: str, mapping: Mapping[str, Any]) -> None:
         if mapping:
-            await self.redis.hset(key, mapping={k: json.dumps(v) for k, v in mapping.items()})
+            await self.redis.hset(key, mapping={k: orjson.dumps(v) for k, v in mapping.items()})
 
     async def get_json_fields(self, key: str, fields: Iterable[str]) -> dict[str, Any]:
         fields = list(fields)
@@ -332,7 +331,7 @@ class Stores:
     async def write_catalog(self, videos: Mapping[str, Mapping[str, Any]]) -> None:
         """Metadata, creators and the fresh pool, announced in the "catalog" change feed."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(VIDEO_META_KEY, mapping={v: json.dumps(doc) for v, doc in videos.items()})
+        pipe.hset(VIDEO_META_KEY, mapping={v: orjson.dumps(doc) for v, doc in videos.items()})
         pipe.hset(VIDEO_CREATOR_KEY, mapping={v: doc["creator_id"] for v, doc in videos.items()})
         pipe.zadd(FRESH_KEY, {v: doc["created_at"] for v, doc in videos.items()})
         pipe.srem(REMOVED_VIDEOS_KEY, *videos)  # published again after a take-down

@@ -89,3 +89,15 @@ def test_the_import_graph_has_no_cycle() -> None:
         if node not in state:
             walk(node)
     assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_every_package_is_in_the_distribution() -> None:
+    """A non-editable install (the Docker image) gets only the packages pyproject lists."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {name for name, path in modules().items() if path.name == "__init__.py"}
+    assert packages == listed, {
+        "missing": sorted(packages - listed),
+        "not a package": sorted(listed - packages),
+    }
