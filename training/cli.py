@@ -138,7 +138,7 @@ def _loop(
 ) -> int:
     """Train once, or every `--every` seconds, with one Spark session started at the first run that
     has data (a cron run on an empty log costs a Kafka round trip, not a JVM)."""
-    from recstream.serving.model_store import LockHeld
+    from recstream.serving.training_lock import LockHeld
     from recstream.training.extract import ExtractError
     from recstream.training.pipeline import check_source, train_once
     from recstream.training.session import build_session, release_cached

@@ -1,4 +1,4 @@
-"""The ALS model registry: every version in MongoDB, the active one hot in Redis, a training lock.
+"""The ALS model registry: every version in MongoDB, the active one hot in Redis.
 
 Redis (hot, what serving reads), under a namespace `ns` (default "model"):
 
@@ -8,25 +8,26 @@ Redis (hot, what serving reads), under a namespace `ns` (default "model"):
 - `{ns}:{version}:user_factors`  float32 little-endian bytes, row-major (n_users x rank)
 - `{ns}:{version}:item_ids`      JSON list: row i of item_factors is video item_ids[i]
 - `{ns}:{version}:user_ids`      JSON list: row i of user_factors is user user_ids[i]
-- `{ns}:lock:train`              the training lock (SET NX PX, renewed while training runs)
+- `{ns}:lock:train`              the training lock (recstream.serving.training_lock)
 
 A version's keys are written first and never change; activation is then one `SET {ns}:active`, so a
 reader sees either the old model or the new one, never a mix. The previous version's keys get a TTL
 (10 minutes, for readers still loading it; a rollback reloads any version from MongoDB).
 
 MongoDB (durable, every version kept): collection `models` (one document per version: params,
-metrics, gate decision, status) and `model_chunks` (the same five blobs, cut into chunks of at most
-4 MiB, because documents must stay small on the MongoDB-protocol server).
+metrics, gate decision, status), and the same five blobs in recstream.serving.blobs.
+
+Serving reads the active model with the async readers at the end (`get_active_version`,
+`load_version`): they read the Redis layout above, so they live beside the code that writes it.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,22 +36,18 @@ import redis
 import redis.asyncio as aioredis
 from pymongo import ASCENDING, DESCENDING, MongoClient
 
+from recstream.serving.blobs import BlobStore
+from recstream.serving.training_lock import hold
 from recstream.settings import Settings
 
 DEFAULT_NAMESPACE = "model"
 MODELS = "models"
-CHUNKS = "model_chunks"
-CHUNK_BYTES = 4 * 1024 * 1024
 PREVIOUS_VERSION_TTL_S = 600  # readers mid-load finish; older versions come back from MongoDB
 BLOBS = ("meta", "item_factors", "user_factors", "item_ids", "user_ids")
 
 
 class ModelStoreError(Exception):
-    """The registry cannot do what was asked (unknown version, lock held, ...)."""
-
-
-class LockHeld(ModelStoreError):
-    """Another training holds the lock."""
+    """The registry cannot do what was asked (unknown version, no stored factors)."""
 
 
 def active_key(namespace: str = DEFAULT_NAMESPACE) -> str:
@@ -130,6 +127,7 @@ class ModelRegistry:
         self.redis = redis.Redis.from_url(settings.redis_url, decode_responses=False)
         self.mongo = MongoClient(settings.mongo_url, serverSelectionTimeoutMS=5000)
         self.db = self.mongo[settings.mongo_db]
+        self.blobs = BlobStore(self.db)
 
     def close(self) -> None:
         self.redis.close()
@@ -137,7 +135,7 @@ class ModelRegistry:
 
     def ensure_indexes(self) -> None:
         self.db[MODELS].create_index([("namespace", ASCENDING), ("created_at", DESCENDING)])
-        self.db[CHUNKS].create_index([("version", ASCENDING), ("blob", ASCENDING), ("seq", ASCENDING)])
+        self.blobs.ensure_indexes()
 
     # --- reading ---------------------------------------------------------------------------
     def active_version(self) -> str | None:
@@ -154,33 +152,17 @@ class ModelRegistry:
         return list(cursor.limit(limit))
 
     def load(self, version: str) -> ModelArtifact:
-        """A version's factors and id maps from the durable registry (Mongo chunks)."""
-        blobs: dict[str, bytearray] = {b: bytearray() for b in BLOBS}
-        for doc in self.db[CHUNKS].find({"version": version}).sort([("blob", 1), ("seq", 1)]):
-            blobs[doc["blob"]] += doc["data"]
-        if not blobs["meta"]:
+        """A version's factors and id maps from the durable registry (MongoDB)."""
+        blobs = self.blobs.get(version)
+        if not blobs.keys() >= set(BLOBS):
             raise ModelStoreError(f"model version {version!r} has no stored factors")
-        return ModelArtifact.from_blobs(version, {k: bytes(v) for k, v in blobs.items()})
+        return ModelArtifact.from_blobs(version, blobs)
 
     # --- writing ---------------------------------------------------------------------------
     def register(self, artifact: ModelArtifact, document: Mapping[str, Any]) -> None:
-        """Keep a version for good: its factors as chunks, then its document (so a document never
-        points at missing chunks)."""
-        chunks = []
-        for blob, data in artifact.blobs().items():
-            for seq, start in enumerate(range(0, max(len(data), 1), CHUNK_BYTES)):
-                chunks.append(
-                    {
-                        "_id": f"{artifact.version}/{blob}/{seq}",
-                        "version": artifact.version,
-                        "blob": blob,
-                        "seq": seq,
-                        "data": data[start : start + CHUNK_BYTES],
-                    }
-                )
-        # One insert per chunk keeps each wire message small on the MongoDB-protocol server.
-        for chunk in chunks:
-            self.db[CHUNKS].replace_one({"_id": chunk["_id"]}, chunk, upsert=True)
+        """Keep a version for good: its blobs, then its document (so a document never points at
+        missing blobs)."""
+        self.blobs.put(artifact.version, artifact.blobs())
         doc = _jsonable({**document, "_id": artifact.version, "namespace": self.namespace})
         self.db[MODELS].replace_one({"_id": artifact.version}, doc, upsert=True)
 
@@ -212,7 +194,7 @@ class ModelRegistry:
         return self.activate(self.load(version))
 
     def prune_factors(self, keep: int) -> list[str]:
-        """Drop the factor chunks of all but the `keep` newest versions (never the active one); their
+        """Drop the stored blobs of all but the `keep` newest versions (never the active one); their
         documents and metrics stay. Returns the versions pruned."""
         active = self.active_version()
         docs = self.db[MODELS].find(
@@ -221,7 +203,7 @@ class ModelRegistry:
         versions = [d["_id"] for d in docs.sort([("created_at", DESCENDING)])]
         pruned = [v for v in versions[keep:] if v != active]
         for version in pruned:
-            self.db[CHUNKS].delete_many({"version": version})
+            self.blobs.delete(version)
             self.db[MODELS].update_one({"_id": version}, {"$set": {"factors_pruned": True}})
         return pruned
 
@@ -229,7 +211,7 @@ class ModelRegistry:
         """Remove every version of this namespace from Redis and MongoDB (tests, experiments)."""
         versions = [d["_id"] for d in self.db[MODELS].find({"namespace": self.namespace}, {"_id": 1})]
         for version in versions:
-            self.db[CHUNKS].delete_many({"version": version})
+            self.blobs.delete(version)
             self.redis.delete(*(blob_key(version, b, self.namespace) for b in BLOBS))
         self.db[MODELS].delete_many({"namespace": self.namespace})
         self.redis.delete(active_key(self.namespace), self.lock_key)
@@ -239,38 +221,10 @@ class ModelRegistry:
     def lock_key(self) -> str:
         return f"{self.namespace}:lock:train"
 
-    _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
-    _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-
-    @contextmanager
-    def training_lock(self, ttl_s: float = 300.0, holder: str = "") -> Iterator[None]:
-        """At most one training at a time, across processes and hosts.
-
-        SET NX with an expiry, so a crashed trainer frees it after `ttl_s`; a thread renews it every
-        ttl/3 while this one is alive, so a long training keeps it. Raises LockHeld otherwise.
-        """
-        token = f"{holder or 'trainer'}/{secrets.token_hex(8)}/{int(time.time())}"
-        ttl_ms = int(ttl_s * 1000)
-        if not self.redis.set(self.lock_key, token, nx=True, px=ttl_ms):
-            current = self.redis.get(self.lock_key)
-            raise LockHeld(f"another training holds {self.lock_key}: {current.decode() if current else '?'}")
-        stop = threading.Event()
-
-        def renew() -> None:
-            while not stop.wait(ttl_s / 3):
-                try:
-                    self.redis.eval(self._RENEW, 1, self.lock_key, token, ttl_ms)
-                except redis.RedisError:  # a blip: the next renewal (or the TTL) settles it
-                    pass
-
-        thread = threading.Thread(target=renew, name="train-lock-renewal", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(timeout=5)
-            self.redis.eval(self._RELEASE, 1, self.lock_key, token)
+    def training_lock(self, ttl_s: float = 300.0, holder: str = "") -> AbstractContextManager[None]:
+        """At most one training of this namespace at a time: recstream.serving.training_lock (raises its
+        LockHeld when another training holds the lock)."""
+        return hold(self.redis, self.lock_key, ttl_s, holder)
 
 
 # --- serving: async reads of the active model --------------------------------------------------

@@ -13,12 +13,12 @@ from pyspark.sql import SparkSession
 from recstream.serving.foldin import ModelCache
 from recstream.serving.model_store import (
     BLOBS,
-    LockHeld,
     ModelRegistry,
     ModelStoreError,
     active_key,
     blob_key,
 )
+from recstream.serving.training_lock import LockHeld
 from recstream.settings import Settings
 from recstream.training import synthetic
 from recstream.training.params import TrainParams
@@ -100,7 +100,7 @@ async def test_serving_cache_loads_the_active_model(
         )
         assert model.blend == first.blend  # serving blends with the weights the round chose
         assert model.item_factors.shape == (80, model.rank) and len(model.user_index) == 400
-        stored = registry.load(first.version)  # the durable copy (Mongo chunks) is the same model
+        stored = registry.load(first.version)  # the durable copy (MongoDB blobs) is the same model
         np.testing.assert_array_equal(stored.item_factors, model.item_factors)
         assert stored.user_ids == sorted(model.user_index, key=model.user_index.get)
         scores = cache.score_user("u0", [["v1", 1, 1.0]], k=10)
