@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import (
     BaseModel,
@@ -21,13 +21,17 @@ from pydantic import (
 )
 
 EventType = Literal["view", "like", "share", "comment", "skip", "follow"]
-EVENT_TYPES: tuple[str, ...] = ("view", "like", "share", "comment", "skip", "follow")
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
 ID_PATTERN = r"^[A-Za-z0-9_\-:@+=~]+$"
 """Letters, digits and `_-:@+=~`: an id is safe in a URL path, a Redis key and a MongoDB field or
 value (no `$`, no `.`: nothing MongoDB could read as an operator or a path)."""
-Id = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
+ID_MAX_LENGTH = 128
+Id = Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
 MAX_DURATION_MS = 24 * 3600 * 1000
+MAX_TS = 2**53
+"""The latest time (epoch ms) a record may carry: integers up to 2^53 survive a JSON parser that reads
+numbers as doubles (JavaScript's)."""
 FUTURE_SKEW_CONTEXT = "max_ts"
 """Validation context key: the latest timestamp (epoch ms) a request may carry. HTTP validation passes
 it (now + `max_future_skew_s`); agents validate without it and clamp instead (`bound_ts`), so that a
@@ -93,7 +97,7 @@ class Interaction(BaseModel):
     ts: int = Field(
         default=0,
         ge=0,
-        le=2**53,
+        le=MAX_TS,
         description="epoch ms (or ISO 8601); server time when absent; "
         "at most `max_future_skew_s` ahead of the server's clock",
     )
@@ -131,7 +135,7 @@ class Video(BaseModel):
     created_at: int = Field(
         default=0,
         ge=0,
-        le=2**53,
+        le=MAX_TS,
         description="epoch ms (or ISO 8601); server time when "
         "absent; at most `max_future_skew_s` ahead of the server's clock",
     )

@@ -17,12 +17,12 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recstream.kafka.config import client_kwargs, spark_options
-from recstream.records import EVENT_TYPES
+from recstream.records import EVENT_TYPES, ID_MAX_LENGTH, ID_PATTERN, MAX_DURATION_MS, MAX_TS, Interaction
 from recstream.settings import get_settings
 
 UNKNOWN_TOPIC_OR_PARTITION = 3  # Kafka protocol error code
 
-# The wire contract (recstream.records.Interaction) as a Spark schema.
+# The wire contract (recstream.records.Interaction) as a Spark schema: its fields, in its order.
 INTERACTION_SCHEMA = T.StructType(
     [
         T.StructField("type", T.StringType()),
@@ -33,6 +33,10 @@ INTERACTION_SCHEMA = T.StructType(
         T.StructField("duration_ms", T.LongType()),
     ]
 )
+STRING_FIELDS = tuple(f.name for f in INTERACTION_SCHEMA.fields if isinstance(f.dataType, T.StringType))
+# Java's `$` also matches before a final line break; pydantic's regex (Rust) only at the very end,
+# which is Java's `\z`.
+SPARK_ID_PATTERN = ID_PATTERN.removesuffix("$") + r"\z"
 
 
 class ExtractError(Exception):
@@ -123,10 +127,27 @@ def read_kafka(spark: SparkSession, bootstrap: str, topic: str) -> tuple[DataFra
 
 
 def parse_json(raw: DataFrame) -> DataFrame:
-    """A `json` string column -> Interaction columns (other columns kept)."""
-    parsed = raw.withColumn("e", F.from_json(F.col("json"), INTERACTION_SCHEMA))
+    """A `json` string column -> Interaction columns (other columns kept), for the records whose JSON
+    has the contract's shape (`_json_shaped`); `valid` then checks the values."""
+    parsed = raw.where(_json_shaped(F.col("json"))).withColumn(
+        "e", F.from_json(F.col("json"), INTERACTION_SCHEMA)
+    )
     others = [c for c in raw.columns if c != "json"]
     return parsed.select("e.*", *others)
+
+
+def _json_shaped(text: Column) -> Column:
+    """What the typed parse cannot see, checked on the JSON itself: the record is strict JSON (from_json
+    also takes single quotes), an object with no field beyond Interaction's (pydantic's extra="forbid"),
+    and its strings are JSON strings (from_json reads a number into a string field as its text; pydantic
+    refuses it)."""
+    fields = F.array(*(F.lit(name) for name in Interaction.model_fields))
+    document = F.try_parse_json(text)
+    shaped = document.isNotNull() & (F.size(F.array_except(F.json_object_keys(text), fields)) == 0)
+    for name in STRING_FIELDS:
+        value = F.try_variant_get(document, f"$.{name}", "variant")
+        shaped &= value.isNull() | (F.schema_of_variant(value) == "STRING")
+    return shaped
 
 
 def read_dataset(spark: SparkSession, path: Path) -> tuple[DataFrame, SourceInfo]:
@@ -135,25 +156,44 @@ def read_dataset(spark: SparkSession, path: Path) -> tuple[DataFrame, SourceInfo
         raise ExtractError(f"dataset {path} does not exist")
     if path.suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet"))):
         events = spark.read.schema(INTERACTION_SCHEMA).parquet(str(path))
-    else:
-        events = spark.read.schema(INTERACTION_SCHEMA).json(str(path))
+    else:  # JSON lines, checked line by line as the Kafka path checks messages
+        events = parse_json(spark.read.text(str(path)).withColumnRenamed("value", "json"))
     events = events.withColumn("ts", F.coalesce(F.col("ts"), F.lit(0).cast("long")))
     return valid(events), SourceInfo("dataset", str(path))
 
 
-def _is_valid() -> Column:
+def _is_id(name: str) -> Column:
+    return F.col(name).rlike(SPARK_ID_PATTERN) & (F.length(name) <= ID_MAX_LENGTH)
+
+
+def _within(name: str, low: int, high: int) -> Column:
+    """An optional integer field: absent, or in [low, high] (pydantic's ge / le)."""
+    return F.col(name).isNull() | F.col(name).between(low, high)
+
+
+def is_valid() -> Column:
+    """recstream.records.Interaction's rules on the parsed values, with its constants. A missing `ts`
+    passes: the server stamps it (here: the broker's time, or 0 for a file).
+
+    Where pydantic is more lenient, training still is not: pydantic coerces a time given as an ISO 8601
+    or numeric string and an integer written as 5000.0, which Spark's typed parse reads as null (such a
+    time is then stamped like a missing one, such a view has no watch time and is skipped). The API and
+    recstream's producers write what pydantic dumped (plain integers): only a foreign producer meets this."""
     return (
         F.col("type").isin(*EVENT_TYPES)
-        & F.col("user_id").isNotNull()
-        & F.col("video_id").isNotNull()
-        & (F.length("user_id") > 0)
-        & (F.length("video_id") > 0)
+        & _is_id("user_id")
+        & _is_id("video_id")
+        & _within("ts", 0, MAX_TS)
+        & _within("watch_time_ms", 0, MAX_DURATION_MS)
+        & _within("duration_ms", 0, MAX_DURATION_MS)
+        # Interaction._view_needs_watch_time
+        & ((F.col("type") != "view") | F.col("watch_time_ms").isNotNull())
     )
 
 
 def valid(events: DataFrame) -> DataFrame:
     """Only records the wire contract accepts; the agents dead-letter the rest, training skips them."""
-    return events.where(_is_valid()).select(*INTERACTION_SCHEMA.fieldNames())
+    return events.where(is_valid()).select(*INTERACTION_SCHEMA.fieldNames())
 
 
 def restrict_window(events: DataFrame, window_days: float) -> DataFrame:

@@ -1,20 +1,23 @@
-"""The Spark side of training: engagement weights, ratings, holdout, and ALS itself (local[2])."""
+"""The Spark side of training: the wire contract's rules, engagement weights, ratings, holdout, and ALS
+itself (local[2]). Here rather than in tests/unit because each test needs a Spark session (a JVM)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from recstream.records import Interaction
+from recstream.records import ID_MAX_LENGTH, MAX_DURATION_MS, MAX_TS, Interaction
 from recstream.scoring import EngagementParams, engagement_weight
 from recstream.serving.foldin import fold_in
 from recstream.training import fit, transform
-from recstream.training.extract import INTERACTION_SCHEMA, valid
+from recstream.training.extract import INTERACTION_SCHEMA, is_valid, parse_json, valid
 from recstream.training.params import TrainParams
 from recstream.training.session import SMALL_DATA_CONF, SparkOptions, build_session
 
@@ -63,6 +66,80 @@ def test_invalid_records_are_dropped(spark: SparkSession) -> None:
         {"type": "like", "user_id": "u", "video_id": "", "ts": 1},
     ]
     assert valid(_events(spark, rows)).count() == 1
+
+
+LIKE = {"type": "like", "user_id": "u", "video_id": "v"}
+VIEW = {"type": "view", "user_id": "u", "video_id": "v"}
+# Records at the edges of recstream.records.Interaction's rules, on either side of each rule: JSON
+# objects as dicts, other text as it is.
+WIRE_CASES: dict[str, dict | str] = {
+    "like": LIKE,
+    "like at a time": {**LIKE, "ts": 5},
+    "time null": {**LIKE, "ts": None},
+    "latest time": {**LIKE, "ts": MAX_TS},
+    "view": {**VIEW, "watch_time_ms": 0, "duration_ms": 0},
+    "longest view": {**VIEW, "watch_time_ms": MAX_DURATION_MS, "duration_ms": MAX_DURATION_MS},
+    "id punctuation": {**LIKE, "user_id": "a_b-c:d@e+f=g~h"},
+    "longest id": {**LIKE, "video_id": "v" * ID_MAX_LENGTH},
+    # rejected by the pydantic model
+    "unknown type": {**LIKE, "type": "teleport"},
+    "no type": {"user_id": "u", "video_id": "v"},
+    "no user": {"type": "like", "video_id": "v"},
+    "null video": {**LIKE, "video_id": None},
+    "empty video": {**LIKE, "video_id": ""},
+    "id too long": {**LIKE, "user_id": "u" * (ID_MAX_LENGTH + 1)},
+    "id with a space": {**LIKE, "user_id": "a b"},
+    "id with a dot": {**LIKE, "user_id": "a.b"},
+    "id with a dollar": {**LIKE, "video_id": "$where"},
+    "id ending in a newline": {**LIKE, "user_id": "u\n"},
+    "id not ascii": {**LIKE, "user_id": "\u00fc"},
+    "id a number": {**LIKE, "user_id": 42},
+    "type a bool": {**LIKE, "type": True},
+    "negative time": {**LIKE, "ts": -1},
+    "time too late": {**LIKE, "ts": MAX_TS + 1},
+    "view without watch time": VIEW,
+    "view with null watch time": {**VIEW, "watch_time_ms": None},
+    "negative watch time": {**VIEW, "watch_time_ms": -1},
+    "watch time too long": {**VIEW, "watch_time_ms": MAX_DURATION_MS + 1},
+    "negative duration": {**LIKE, "duration_ms": -5},
+    "duration too long": {**LIKE, "duration_ms": MAX_DURATION_MS + 1},
+    "unknown field": {**LIKE, "mood": "happy"},
+    "erasure": {"erase_user": "u", "ts": 5},
+    "single quotes": "{'type': 'like', 'user_id': 'u', 'video_id': 'v'}",
+    "a list": "[1, 2]",
+    "not json": "like u v",
+    "empty line": "",
+}
+WIRE_LINES = {case: v if isinstance(v, str) else json.dumps(v) for case, v in WIRE_CASES.items()}
+
+
+def _pydantic_accepts(text: str) -> bool:
+    try:
+        Interaction.model_validate_json(text)
+    except ValidationError:
+        return False
+    return True
+
+
+def test_training_keeps_exactly_the_records_the_wire_contract_accepts(spark: SparkSession) -> None:
+    """The Kafka path's parse and rules (`parse_json`, `is_valid`) against the pydantic model the API and
+    the agents validate with: what one refuses, the other refuses too."""
+    raw = spark.createDataFrame(list(WIRE_LINES.items()), "case string, json string")
+    kept = {row["case"] for row in parse_json(raw).where(is_valid()).collect()}
+    assert kept == {case for case, text in WIRE_LINES.items() if _pydantic_accepts(text)}
+    assert len(kept) == 8  # the cases listed before the rejected ones: not vacuous
+
+
+def test_the_dataset_path_applies_the_same_rules(spark: SparkSession, tmp_path: Path) -> None:
+    from recstream.training.extract import read_dataset
+
+    path = tmp_path / "log.jsonl"
+    path.write_text("".join(text + "\n" for text in WIRE_LINES.values()))
+    events, _info = read_dataset(spark, path)
+    fields = ["type", "user_id", "video_id", "watch_time_ms", "duration_ms"]  # ts: stamped when absent
+    got = sorted(tuple(row[f] for f in fields) for row in events.collect())
+    accepted = [Interaction.model_validate_json(t) for t in WIRE_LINES.values() if _pydantic_accepts(t)]
+    assert got == sorted(tuple(getattr(r, f) for f in fields) for r in accepted)
 
 
 def test_ratings_sum_per_pair_and_hold_out_each_users_latest(spark: SparkSession) -> None:
