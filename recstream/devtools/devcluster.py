@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
+from tenacity import RetryCallState, Retrying, retry_if_not_result, stop_after_delay, wait_fixed
 
 from recstream.serving.stores import HISTORY_PROGRESS_KEY
 from recstream.settings import Settings
@@ -71,7 +72,9 @@ def free_port() -> int:
 
 
 def request(method: str, url: str, body: object | None = None, timeout: float = 10) -> tuple[int, Any]:
-    """A tiny JSON HTTP client (stdlib only): returns (status, parsed body)."""
+    """A tiny synchronous JSON HTTP client: returns (status, parsed body). The standard library's, not
+    aiohttp: its callers are synchronous tests and benchmarks, some of them on a thread whose event loop
+    is already running (Playwright's), where an aiohttp call could not run its own loop."""
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
     req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     try:
@@ -92,13 +95,19 @@ def post(url: str, body: object) -> tuple[int, Any]:
 
 
 def wait_for(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> T:
-    """Poll `check()` until it returns a truthy value; return it (or the last value on timeout)."""
-    deadline = time.monotonic() + timeout
-    value = check()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = check()
-    return value
+    """Poll `check()` until it returns a truthy value; return it (or the last value on timeout). An
+    exception from `check()` ends the wait."""
+
+    def last_value(state: RetryCallState) -> T:
+        assert state.outcome is not None
+        return state.outcome.result()
+
+    return Retrying(
+        stop=stop_after_delay(timeout),
+        wait=wait_fixed(interval),
+        retry=retry_if_not_result(bool),
+        retry_error_callback=last_value,
+    )(check)
 
 
 class Cluster:
@@ -235,16 +244,18 @@ class WorkerProcess:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+        proc = self.proc
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
                 raise RuntimeError(f"worker exited; log {self.log}:\n{self.log.read_text()[-3000:]}")
             try:
-                if get(self.url + "/health")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.3)
+                return get(self.url + "/health")[0] == 200
+            except OSError:  # not listening yet
+                return False
+
+        if wait_for(healthy, timeout=timeout, interval=0.3):
+            return
         raise RuntimeError(f"worker did not become healthy; log {self.log}:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
@@ -291,12 +302,14 @@ class ProgressSampler:
 
     def wait_all_advanced(self, timeout: float = 60) -> None:
         """Until every partition advanced past where it is now (so the samples cover its resumption)."""
-        start, deadline = self.latest(), time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        start = self.latest()
+
+        def advanced() -> bool:
             now = self.latest()
-            if all(now.get(p, -1) > start.get(p, -1) for p in range(self.partitions)):
-                return
-            time.sleep(self.interval)
+            return all(now.get(p, -1) > start.get(p, -1) for p in range(self.partitions))
+
+        if wait_for(advanced, timeout=timeout, interval=self.interval):
+            return
         now = self.latest()
         stuck = [p for p in range(self.partitions) if now.get(p, -1) <= start.get(p, -1)]
         raise AssertionError(f"partitions {stuck} not processed for {timeout:.0f} s")

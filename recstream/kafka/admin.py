@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from tenacity import AsyncRetrying, RetryError, retry_if_not_result, stop_after_delay, wait_fixed
 
 from recstream.kafka.config import client_kwargs
 from recstream.kafka.topics import topic_names
@@ -46,15 +45,22 @@ async def ensure_topics(
                 await admin.create_topics(missing)
             except TopicAlreadyExistsError:  # another process won the race: fine
                 pass
+
             # Creation is asynchronous in KRaft: a consumer that looks before the metadata has the
             # topic ignores it (and Faust then fails its table with "changelog has 0 partitions").
-            deadline = time.monotonic() + timeout_s
-            while not {t.name for t in missing} <= set(await admin.list_topics()):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"topics not visible after {timeout_s:.0f}s: {[t.name for t in missing]}"
-                    )
-                await asyncio.sleep(0.1)
+            async def visible() -> bool:
+                return {t.name for t in missing} <= set(await admin.list_topics())
+
+            try:
+                await AsyncRetrying(
+                    stop=stop_after_delay(timeout_s),
+                    wait=wait_fixed(0.1),
+                    retry=retry_if_not_result(bool),
+                )(visible)
+            except RetryError:
+                raise TimeoutError(
+                    f"topics not visible after {timeout_s:.0f}s: {[t.name for t in missing]}"
+                ) from None
         return [t.name for t in missing]
     finally:
         await admin.close()

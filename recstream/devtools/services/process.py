@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import signal
 import socket
@@ -10,6 +11,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_not_result, stop_after_delay, stop_never, wait_fixed
+
+T = TypeVar("T")
 
 
 class ServiceError(RuntimeError):
@@ -92,19 +98,18 @@ class LocalService:
         return f"{self.name}: started (pid {proc.pid}) on {self.address} in {time.monotonic() - started:.1f}s"
 
     def wait_healthy(self, pid: int, proc: subprocess.Popen | None = None) -> None:
-        deadline = time.monotonic() + self.start_timeout_s
-        reason = "no answer yet"
-        while time.monotonic() < deadline:
+        def check() -> tuple[bool, str]:
             if proc is not None and proc.poll() is not None:
                 self.pid_file.unlink(missing_ok=True)
                 raise ServiceError(
                     f"{self.name}: exited with code {proc.returncode} while starting on {self.address}. "
                     f"Log: {self.log_file}\n{_tail(self.log_file)}"
                 )
-            ok, reason = self.healthy()
-            if ok:
-                return
-            time.sleep(0.25)
+            return self.healthy()
+
+        ok, reason = _wait_until(check, lambda answer: answer[0], self.start_timeout_s, 0.25)
+        if ok:
+            return
         raise ServiceError(
             f"{self.name}: pid {pid} did not answer on {self.address} within {self.start_timeout_s:.0f}s "
             f"({reason}). Log: {self.log_file}\n{_tail(self.log_file)}"
@@ -116,16 +121,30 @@ class LocalService:
         if pid is None:
             return f"{self.name}: not running"
         os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_timeout_s
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        forced = _alive(pid)
+        forced = _wait_until(lambda: _alive(pid), operator.not_, self.stop_timeout_s, 0.1)
         if forced:
             os.killpg(pid, signal.SIGKILL)
-            while _alive(pid):
-                time.sleep(0.05)
+            _wait_until(lambda: _alive(pid), operator.not_, None, 0.05)  # SIGKILL cannot be refused
         self.pid_file.unlink(missing_ok=True)
         return f"{self.name}: stopped (pid {pid}{', forced' if forced else ''})"
+
+
+def _wait_until(
+    check: Callable[[], T], done: Callable[[T], bool], timeout_s: float | None, every_s: float
+) -> T:
+    """Call `check()` every `every_s` until `done(answer)`, for at most `timeout_s` (None: no limit);
+    returns the last answer. An exception from `check` ends the wait."""
+
+    def last_answer(state: RetryCallState) -> T:
+        assert state.outcome is not None
+        return state.outcome.result()
+
+    return Retrying(
+        stop=stop_never if timeout_s is None else stop_after_delay(timeout_s),
+        wait=wait_fixed(every_s),
+        retry=retry_if_not_result(done),
+        retry_error_callback=last_answer,
+    )(check)
 
 
 def _alive(pid: int) -> bool:
