@@ -56,7 +56,9 @@ def per_user(top: np.ndarray, relevant: Sequence[np.ndarray]) -> dict[str, np.nd
 
 
 def mean_ci(values: np.ndarray) -> tuple[float, float]:
-    """Mean and the half-width of its 95 % normal-approximation confidence interval."""
+    """Mean and the half-width of its 95 % normal-approximation confidence interval; nan where undefined
+    (no value; one value has no interval). The closed loop's per-user figures use it too
+    (`recstream.producers.closed_loop_stats`)."""
     n = len(values)
     if n == 0:
         return math.nan, math.nan

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recstream.datasets.synthetic import SimulatedWorld, WorldConfig
-from recstream.producers import closed_loop
+from recstream.producers import closed_loop_cli
 from recstream.records import now_ms
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write --events events (default 100,000) to FILE as JSON lines instead of "
         "publishing them (a log `recstream evaluate jsonl` and `recstream train --dataset` read)",
     )
-    closed_loop.add_arguments(parser)
+    closed_loop_cli.add_arguments(parser)
 
 
 def write_log(args: argparse.Namespace) -> int:
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from recstream.settings import get_settings
 
     if args.closed_loop:
-        return closed_loop.run(args)
+        return closed_loop_cli.run(args)
     if args.out is not None:
         return write_log(args)
 
