@@ -1,5 +1,5 @@
-"""`recstream replay`: publish a dataset to Kafka in timestamp order (its videos first), and `Publisher`,
-the batching producer that `simulate` shares.
+"""`recstream replay`: publish a dataset to Kafka in timestamp order (its videos first), and what
+`simulate` shares: `Publisher`, the batching producer, and `progress_bar`.
 
 Timestamps: by default every event keeps the dataset's own ts, so event-time windows and the ALS
 holdout see the dataset's real time line; `--speed X` only paces the sending (X times faster than the
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import itertools
 import json
 import sys
@@ -19,7 +20,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from recstream.datasets import FORMATS, DatasetError, LoadReport, iter_events_sorted, iter_videos
 from recstream.datasets.sort import DEFAULT_CHUNK_ROWS
@@ -27,6 +28,7 @@ from recstream.records import Interaction, Video, encode, now_ms
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
+    from tqdm import tqdm
 
     from recstream.settings import Settings
 
@@ -106,6 +108,42 @@ class Publisher:
             self.error = future.exception()
 
 
+TTY_REFRESH_S = 0.2
+LOG_REFRESH_S = 5.0
+
+
+class _LogLines(io.TextIOBase):
+    """A log's view of tqdm: each in-place redraw ('\r' + status + padding) becomes a line of its own."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        line = text.strip()
+        if line:  # tqdm also writes a bare '\n' or '\r' to end or clear its line
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        return len(text)
+
+
+def progress_bar(label: str, detail: str = "", quiet: bool = False, stream: TextIO | None = None) -> tqdm:
+    """Count, rate and elapsed time of a publisher, on stderr: one line redrawn in place a few times a
+    second on a terminal; a plain line every few seconds when stderr is a file or a pipe (CI logs,
+    docker), so logs stay readable. `detail` (and later `set_postfix_str`) follows the numbers."""
+    from tqdm import tqdm
+
+    stream = stream if stream is not None else sys.stderr
+    tty = stream.isatty()
+    return tqdm(
+        desc=label,
+        unit=" events",
+        file=stream if tty else _LogLines(stream),
+        mininterval=TTY_REFRESH_S if tty else LOG_REFRESH_S,
+        postfix=detail or None,
+        disable=quiet,
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("format", choices=list(FORMATS), help="dataset format")
     parser.add_argument("path", type=Path, help="the interactions file")
@@ -167,8 +205,6 @@ async def replay(
     chunk_rows: int,
     quiet: bool,
 ) -> dict[str, Any]:
-    from recstream.producers.progress import Progress
-
     report, video_report = LoadReport(), LoadReport()
     if videos_path is None and fmt in VIDEOS_IN_LOG:
         videos_path = path
@@ -177,8 +213,9 @@ async def replay(
     events = iter_events_sorted(fmt, path, report, chunk_rows=chunk_rows)
     first = next(events, None)
     created_at = now_ms() if retime or first is None else first.ts
-    progress = Progress("replay", quiet=quiet)
-    sent_videos = 0
+    progress = progress_bar("replay", quiet=quiet)
+    started = time.monotonic()
+    sent_videos = sent_events = 0
     first_ts = last_ts = None
     async with Publisher(settings) as publisher:
         if videos_path is not None:
@@ -189,7 +226,7 @@ async def replay(
         wall0 = time.monotonic()
         pending = [first] if first is not None else []
         for event in itertools.chain(pending, events):
-            if limit is not None and progress.count >= limit:
+            if limit is not None and sent_events >= limit:
                 break
             if first_ts is None:
                 first_ts = event.ts
@@ -201,22 +238,22 @@ async def replay(
             if retime:
                 event = event.model_copy(update={"ts": now_ms()})
             await publisher.event(event)
-            progress.add()
-            if progress.count % 1024 == 0:
-                progress.detail = "at " + datetime.fromtimestamp(last_ts / 1000, UTC).strftime(
-                    "%Y-%m-%d %H:%M"
-                )
+            sent_events += 1
+            progress.update()
+            if sent_events % 1024 == 0:
+                at = datetime.fromtimestamp(last_ts / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+                progress.set_postfix_str("at " + at, refresh=False)
     progress.close()
     if not quiet:
         print(report.summary(), file=sys.stderr)
         if videos_path is not None:
             print(video_report.summary(), file=sys.stderr)
-    elapsed = time.monotonic() - progress.started
+    elapsed = time.monotonic() - started
     return {
         "format": fmt,
         "videos": sent_videos,
         "video_bad_rows": video_report.bad_rows,
-        "events": progress.count,
+        "events": sent_events,
         "rows": report.rows,
         "bad_rows": report.bad_rows,
         "bad_samples": report.bad_samples,
@@ -225,5 +262,5 @@ async def replay(
         "first_ts": first_ts,
         "last_ts": last_ts,
         "elapsed_s": round(elapsed, 3),
-        "events_per_s": round(progress.count / elapsed, 1) if elapsed else None,
+        "events_per_s": round(sent_events / elapsed, 1) if elapsed else None,
     }

@@ -101,8 +101,7 @@ def run_simulation(settings: Settings, config: SimConfig) -> dict[str, Any]:
 
 
 async def simulate(settings: Settings, config: SimConfig) -> dict[str, Any]:
-    from recstream.producers.progress import Progress
-    from recstream.producers.replay import Publisher
+    from recstream.producers.replay import Publisher, progress_bar
 
     world = SimulatedWorld(config)
     limit = config.max_events
@@ -113,9 +112,8 @@ async def simulate(settings: Settings, config: SimConfig) -> dict[str, Any]:
         for video in world.catalog(created_at=now_ms()):
             await publisher.video(video)
         await publisher.flush()  # the catalog is in the log before any event that refers to it
-        progress = Progress("simulate", quiet=config.quiet)
-        progress.detail = f"{config.videos:,} videos"
-        started = progress.started
+        progress = progress_bar("simulate", f"{config.videos:,} videos", quiet=config.quiet)
+        started = time.monotonic()
         timed = limit is None and config.duration_s > 0  # rate 0: run for duration_s of wall clock
         deadline = started + config.duration_s if timed else None
         for n, event in enumerate(world.events(clock=now_ms)):
@@ -125,18 +123,19 @@ async def simulate(settings: Settings, config: SimConfig) -> dict[str, Any]:
                 break
             await publisher.event(event)
             counts[event.type] = counts.get(event.type, 0) + 1
-            progress.add()
+            progress.update()
             if config.rate > 0 and n % 64 == 0:  # pace: sleep whenever ahead of the schedule
                 ahead = n / config.rate - (time.monotonic() - started)
                 if ahead > 0.002:
                     await asyncio.sleep(ahead)
     progress.close()
-    elapsed = time.monotonic() - progress.started
+    elapsed = time.monotonic() - started
+    sent = sum(counts.values())
     return {
         "videos": config.videos,
-        "events": progress.count,
+        "events": sent,
         "by_type": counts,
         "elapsed_s": round(elapsed, 3),
-        "events_per_s": round(progress.count / elapsed, 1) if elapsed else None,
+        "events_per_s": round(sent / elapsed, 1) if elapsed else None,
         "config": asdict(config),
     }

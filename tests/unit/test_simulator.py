@@ -10,8 +10,9 @@ from collections import Counter, defaultdict
 
 import numpy as np
 import pytest
+from tqdm import tqdm
 
-from recstream.producers.progress import Progress
+from recstream.producers.replay import progress_bar
 from recstream.producers.simulator import SimConfig, SimulatedWorld, WorldConfig
 from recstream.records import Interaction
 
@@ -122,33 +123,43 @@ class FakeTTY(io.StringIO):
         return True
 
 
+def shown(bar: tqdm, *steps: int | str) -> None:
+    """Drive a bar as a publisher does: `update(n)` for numbers, the detail for strings; every step is
+    drawn (no minimum interval)."""
+    bar.mininterval, bar.miniters = 0, 1
+    for step in steps:
+        if isinstance(step, str):
+            bar.set_postfix_str(step, refresh=False)
+        else:
+            bar.update(step)
+    bar.close()
+
+
 def test_progress_redraws_one_line_on_a_terminal() -> None:
     out = FakeTTY()
-    p = Progress("replay", stream=out, interval_s=0)
-    p.add(1500)
-    p.detail = "at 2022-05-01"
-    p.add(500)
-    p.close()
+    bar = progress_bar("replay", stream=out)
+    assert bar.mininterval == 0.2  # a few times a second
+    shown(bar, 1500, "at 2022-05-01", 500)
     text = out.getvalue()
-    assert text.count("\r\x1b[K") == 3 and text.endswith("\n") and text.count("\n") == 1
-    assert "2,000 events" in text and "at 2022-05-01" in text
+    assert text.count("\r") == 3 and text.endswith("\n") and text.count("\n") == 1
+    assert text.rstrip().rsplit("\r", 1)[1].startswith("replay: 2000 events [")
+    assert "at 2022-05-01" in text
 
 
 def test_progress_prints_lines_when_not_a_terminal_and_nothing_when_quiet() -> None:
     log = io.StringIO()
-    p = Progress("simulate", stream=log, interval_s=0)
-    p.add()
-    p.add()
-    p.close()
-    p.close()  # idempotent
-    assert log.getvalue().splitlines()[-1].startswith("simulate: 2 events |")
-    assert "\r" not in log.getvalue() and len(log.getvalue().splitlines()) == 3
+    bar = progress_bar("simulate", "400 videos", stream=log)
+    assert bar.mininterval == 5.0  # a log gets a line every few seconds
+    shown(bar, 1, 1)
+    bar.close()  # idempotent
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and log.getvalue().endswith("\n")
+    # At the start, at each update, and the final numbers once more at the end.
+    assert [line.split(" [")[0] for line in lines] == [f"simulate: {n} events" for n in (0, 1, 2, 2)]
+    assert all(line.endswith(", 400 videos]") for line in lines), lines
     quiet = io.StringIO()
-    q = Progress("simulate", stream=quiet, quiet=True, interval_s=0)
-    q.add(10)
-    q.close()
-    assert quiet.getvalue() == "" and q.count == 10
-    assert Progress("x", stream=io.StringIO()).interval_s == 5.0  # a log gets a line every few seconds
+    shown(progress_bar("simulate", stream=quiet, quiet=True), 10)
+    assert quiet.getvalue() == ""
 
 
 def test_simulate_out_writes_the_worlds_log_as_json_lines(tmp_path) -> None:  # noqa: ANN001
