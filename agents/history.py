@@ -18,7 +18,8 @@ from recstream.agents.common import YIELD_EVERY, pack, parse_batch, take_batches
 from recstream.agents.pipeline import Pipeline
 from recstream.kafka.batches import partition_for
 from recstream.records import Interaction, UserErasure, bound_ts
-from recstream.serving.stores import ACTIVE_USERS_PREFIX, HISTORY_PROGRESS_KEY, uncounted
+from recstream.redis_layout import ACTIVE_USERS_PREFIX, HISTORY_PROGRESS_KEY
+from recstream.serving.stores import uncounted
 from recstream.streaming import channels
 from recstream.streaming.app import app
 from recstream.streaming.runtime import stores

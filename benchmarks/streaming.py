@@ -64,8 +64,8 @@ from recstream.devtools.devcluster import Cluster, delete_topics, free_port
 from recstream.kafka.batches import partition_for
 from recstream.kafka.topics import topic_names
 from recstream.records import Interaction, encode, now_ms
+from recstream.redis_layout import VIDEO_STATS_KEY, history_key
 from recstream.serving.recommend import CANDIDATES_PER_SOURCE
-from recstream.serving.stores import VIDEO_STATS_KEY, history_key
 from recstream.settings import Settings, get_settings
 from recstream.streamstate import (
     StreamParams,

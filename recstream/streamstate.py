@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from recstream import scoring
-from recstream.serving.stores import OVERVIEW_PREFIX, VIDEO_SERIES_STEP_S, video_series_key
+from recstream.redis_layout import OVERVIEW_PREFIX, VIDEO_SERIES_STEP_S, video_series_key
 from recstream.settings import Settings
 
 

@@ -22,8 +22,8 @@ from redis.exceptions import RedisError
 
 from recstream import metrics
 from recstream.kafka.topics import topic_names
+from recstream.redis_layout import seen_count
 from recstream.serving import model_store
-from recstream.serving.stores import seen_count
 from recstream.streaming.app import app
 from recstream.streaming.runtime import api, stores
 from recstream.web.api import update_consumer_lag

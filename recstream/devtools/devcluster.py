@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import redis
 from tenacity import RetryCallState, Retrying, retry_if_not_result, stop_after_delay, wait_fixed
 
-from recstream.serving.stores import HISTORY_PROGRESS_KEY
+from recstream.redis_layout import HISTORY_PROGRESS_KEY
 from recstream.settings import Settings
 
 T = TypeVar("T")

@@ -19,11 +19,7 @@ import orjson
 
 from recstream import scoring
 from recstream.records import Interaction
-from recstream.serving.stores import (
-    VIDEO_STATS_KEY,
-    history_key,
-    neighbours_key,
-)
+from recstream.redis_layout import VIDEO_STATS_KEY, history_key, neighbours_key
 from recstream.streamstate import (
     Facts,
     StreamParams,

@@ -35,8 +35,7 @@ import redis.asyncio as aioredis
 import threadpoolctl
 
 from recstream import metrics, scoring
-from recstream.serving.foldin import ModelCache
-from recstream.serving.stores import (
+from recstream.redis_layout import (
     CHANGES_SEQ_KEY,
     FRESH_KEY,
     REMOVED_VIDEOS_KEY,
@@ -46,6 +45,7 @@ from recstream.serving.stores import (
     changes_key,
     neighbours_key,
 )
+from recstream.serving.foldin import ModelCache
 from recstream.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import heapq
-import math
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
@@ -15,54 +12,29 @@ import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient, DeleteOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
+from recstream.redis_layout import (
+    ACTIVE_USERS_PREFIX,
+    CHANGES_SEQ_KEY,
+    FRESH_KEY,
+    OVERVIEW_PREFIX,
+    OVERVIEW_TTL_S,
+    REMOVED_VIDEOS_KEY,
+    SEEN_TTL_S,
+    TRENDING_KEY,
+    VIDEO_CREATOR_KEY,
+    VIDEO_META_KEY,
+    VIDEO_SERIES_STEP_S,
+    VIDEO_STATS_KEY,
+    bloom_positions,
+    changes_key,
+    history_key,
+    neighbours_key,
+    overexposed_key,
+    seen_key,
+    video_series_key,
+)
 from recstream.serving.resp import PipelinedRedis
 from recstream.settings import Settings
-
-# Redis keys. Everything serving reads across partitions lives here.
-TRENDING_KEY = "trending"  # sorted set: video_id -> decayed trending score
-FRESH_KEY = "fresh"  # sorted set: video_id -> created_at (epoch ms)
-VIDEO_META_KEY = "video:meta"  # hash: video_id -> JSON metadata
-VIDEO_STATS_KEY = "video:stats"  # hash: video_id -> JSON lifetime + windowed stats
-REMOVED_VIDEOS_KEY = "videos:removed"  # set: videos taken down (DELETE /videos/{id}); serving skips them
-VIDEO_CREATOR_KEY = "video:creator"  # hash: video_id -> creator_id (the creator cap at serving)
-OVERVIEW_PREFIX = "overview:"  # hash per second: event counts by type, watch time, completions
-ACTIVE_USERS_PREFIX = "active:"  # HyperLogLog per minute of the users who acted
-HISTORY_PROGRESS_KEY = "progress:history"
-"""Hash: interactions partition -> the last offset the history agent counted into the dashboard's counters
-(moved after every batch, so it also shows from outside how far each partition has been processed)."""
-OVERVIEW_TTL_S = 3600
-VIDEO_SERIES_STEP_S = 10  # a video's engagement over time: one hash of counters per 10 s
-VIDEO_SERIES_TTL_S = 3600
-SEEN_TTL_S = 30 * 24 * 3600
-CHANGES_SEQ_KEY = "changes:seq"  # counter: the sequence number of each change-feed write
-
-
-def changes_key(kind: str) -> str:
-    """Change feed of `kind` ("neighbours", "catalog"): sorted set video -> sequence number of its last
-    write. Serving processes read the members past the last number they saw (`recstream.serving.state`)."""
-    return f"changes:{kind}"
-
-
-@lru_cache(maxsize=1 << 18)
-def bloom_positions(video_id: str, bits: int, hashes: int) -> tuple[int, ...]:
-    """The bits a video sets in a user's seen filter (double hashing of one blake2b digest). The
-    history agent sets them, serving tests them: the same function on both sides."""
-    digest = hashlib.blake2b(video_id.encode(), digest_size=16).digest()
-    h1, h2 = int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:], "big") | 1
-    return tuple((h1 + i * h2) % bits for i in range(hashes))
-
-
-def seen_count(seen: bytes, bits: int, hashes: int) -> int:
-    """How many distinct videos a seen filter holds, estimated from its set bits (Swamidass & Baldi)."""
-    ones = sum(b.bit_count() for b in seen)
-    if ones >= bits:
-        return -1  # full: no estimate
-    return round(-(bits / hashes) * math.log1p(-ones / bits))
-
-
-def neighbours_key(video_id: str) -> str:
-    """A video's item-CF neighbours: JSON [[neighbour, normalised score], ...], best first."""
-    return f"nbrs:{video_id}"
 
 
 def uncounted(
@@ -138,28 +110,6 @@ for i = 1, #ARGV, 500 do
 end
 return seq
 """
-
-
-def video_series_key(video_id: str, start_s: int) -> str:
-    """Hash of a video's counters in the VIDEO_SERIES_STEP_S bucket starting at `start_s` (epoch s)."""
-    return f"vseries:{video_id}:{start_s}"
-
-
-def history_key(user_id: str) -> str:
-    """JSON list of a user's recent engagements [video, ts, weight], newest first."""
-    return f"hist:{user_id}"
-
-
-def overexposed_key(user_id: str) -> str:
-    """Videos not to show the user again: shown `max_unengaged_impressions` times, never engaged."""
-    return f"shown:{user_id}"
-
-
-def seen_key(user_id: str) -> str:
-    """Bloom filter (a bit string) of every video the user engaged with: serving never recommends
-    these again. No false negatives; false positives (a video wrongly taken as seen) at the rate
-    `Settings.seen_bloom_bits` documents. The exact recent part is the history itself."""
-    return f"seenbf:{user_id}"
 
 
 class Stores:

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from recstream.kafka.config import client_kwargs
-from recstream.serving.stores import ACTIVE_USERS_PREFIX, OVERVIEW_PREFIX
+from recstream.redis_layout import ACTIVE_USERS_PREFIX, OVERVIEW_PREFIX
 from recstream.settings import Settings
 
 COUNTER_PATTERNS = (f"{OVERVIEW_PREFIX}*", "vseries:*", f"{ACTIVE_USERS_PREFIX}*", "progress:*")

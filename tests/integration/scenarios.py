@@ -17,7 +17,7 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from recstream.kafka.topics import topic_names
-from recstream.serving.stores import history_key, seen_key
+from recstream.redis_layout import history_key, seen_key
 
 from .conftest import Cluster, get, post, request, wait_for
 

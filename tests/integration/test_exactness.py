@@ -145,13 +145,7 @@ def test_redis_flushed_is_rebuilt_from_the_tables(services, tmp_path) -> None:  
     """Redis loses everything mid-stream (FLUSHDB) and nothing is re-published: every view a table holds
     comes back exact (histories, stats, trending, neighbour lists, catalog, seen filters); only the
     dashboard's per-second counters restart."""
-    from recstream.serving.stores import (
-        FRESH_KEY,
-        VIDEO_CREATOR_KEY,
-        VIDEO_META_KEY,
-        bloom_positions,
-        seen_key,
-    )
+    from recstream.redis_layout import FRESH_KEY, VIDEO_CREATOR_KEY, VIDEO_META_KEY, bloom_positions, seen_key
 
     cluster = Cluster(services, tmp_path, redis_db=13)
     try:

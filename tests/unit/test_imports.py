@@ -101,3 +101,28 @@ def test_every_package_is_in_the_distribution() -> None:
         "missing": sorted(packages - listed),
         "not a package": sorted(listed - packages),
     }
+
+
+def role_violations(roles: tuple[str, ...]) -> list[str]:
+    """Imports from a module of one of `roles` into another role's package (the root is shared)."""
+    found = modules()
+    packages = {n for n, p in found.items() if p.name == "__init__.py" and n.count(".") == 1}
+
+    def role(name: str) -> str:
+        top = ".".join(name.split(".")[:2])
+        return top if top in packages else "recstream"
+
+    return [
+        f"{name} imports {dep}"
+        for name in found
+        if role(name) in roles
+        for dep in top_level_imports(found[name], name, set(found))
+        if role(dep) not in ("recstream", role(name))
+    ]
+
+
+def test_the_root_and_the_serving_path_import_no_other_role() -> None:
+    """The root is what every role shares, and the serving path stays free of Faust, Spark and tooling."""
+    assert role_violations(("recstream", "recstream.kafka", "recstream.serving")) == []
+    # The check sees real imports: the agents do use the streaming app.
+    assert any("recstream.streaming" in v for v in role_violations(("recstream.agents",)))

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from recstream import scoring
+from recstream.redis_layout import bloom_positions
 from recstream.serving.recommend import FILL_WEIGHT, recommend, source_weights
 from recstream.serving.state import ServingState
-from recstream.serving.stores import bloom_positions
 from recstream.settings import Settings
 
 
