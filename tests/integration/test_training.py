@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,17 +57,54 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> DatasetSource:
     return DatasetSource(synthetic.write_jsonl(log, tmp_path_factory.mktemp("data") / "log.jsonl"))
 
 
+@dataclass
+class Rounds:
+    """Three training rounds into one registry, and what the registry said right after each: the tests
+    below read these snapshots, so they pass in any order (some of them change the registry)."""
+
+    first: TrainResult
+    active_after_first: str | None
+    first_doc: dict
+    first_blobs: bool
+    second: TrainResult
+    versions_after_second: list[str]
+    first_status_after_second: str
+    first_blob_ttl_after_second: int
+    worse: TrainResult
+    worse_lines: list[str]
+    active_after_worse: str | None
+    worse_doc: dict
+    worse_blob_in_redis: bool
+
+
 @pytest.fixture(scope="module")
-def first(spark: SparkSession, registry: ModelRegistry, dataset: DatasetSource) -> TrainResult:
-    return train_once(spark, PARAMS, dataset, registry, log=lambda _line: None)
+def rounds(spark: SparkSession, registry: ModelRegistry, dataset: DatasetSource) -> Rounds:
+    def blobs_exist(version: str) -> bool:
+        return all(registry.redis.exists(blob_key(version, b, registry.namespace)) for b in BLOBS)
+
+    first = train_once(spark, PARAMS, dataset, registry, log=lambda _line: None)
+    after_first = (registry.active_version(), registry.get(first.version), blobs_exist(first.version))
+    second = train_once(spark, PARAMS, dataset, registry, log=lambda _line: None)
+    after_second = (
+        [d["_id"] for d in registry.versions()],
+        registry.get(first.version)["status"],
+        registry.redis.ttl(blob_key(first.version, "item_factors", registry.namespace)),
+    )
+    weak = TrainParams(rank=1, max_iter=1, tune_trials=1)  # one factor: about popularity, no tastes
+    lines: list[str] = []
+    worse = train_once(spark, weak, dataset, registry, log=lines.append)
+    return Rounds(
+        first, *after_first, second, *after_second, worse, lines,
+        registry.active_version(), registry.get(worse.version),
+        bool(registry.redis.exists(blob_key(worse.version, "item_factors", registry.namespace))),
+    )  # fmt: skip
 
 
-def test_first_model_is_registered_with_metrics_and_activated(
-    first: TrainResult, registry: ModelRegistry
-) -> None:
+def test_first_model_is_registered_with_metrics_and_activated(rounds: Rounds) -> None:
+    first = rounds.first
     assert first.activated and first.gate["reason"].startswith("no active model, above popularity")
-    assert registry.active_version() == first.version
-    doc = registry.get(first.version)
+    assert rounds.active_after_first == first.version
+    doc = rounds.first_doc
     assert doc["status"] == "active"
     assert set(doc["metrics"]) == {"ndcg@10", "ndcg@10_ci", "recall@10", "precision@10", "map@10", "users"}
     assert doc["metrics"]["users"] > 100  # users with new positives in the newest 20 % of the log
@@ -84,23 +122,21 @@ def test_first_model_is_registered_with_metrics_and_activated(
     assert set(doc["blend"]) == {"itemcf", "als", "trending"} and doc["blend"]["als"] > 0
     assert max(t["ndcg@10"] for t in tuning["blend_trials"]) == tuning["validation"]["blend"]
     assert 0 < doc["served"]["ndcg@10"] <= 1 and doc["served"]["users"] == doc["metrics"]["users"]
-    for blob in BLOBS:
-        assert registry.redis.exists(blob_key(first.version, blob, registry.namespace))
+    assert rounds.first_blobs
 
 
 async def test_serving_cache_loads_the_active_model(
-    first: TrainResult, registry: ModelRegistry, services: Settings
+    rounds: Rounds, registry: ModelRegistry, services: Settings
 ) -> None:
     cache = ModelCache.from_url(services.redis_url, namespace=registry.namespace, check_interval_s=0)
     try:
         assert await cache.refresh()
         model = cache.model
-        assert (
-            model.version == first.version and model.rank == first.tuning["als_trials"][0]["params"]["rank"]
-        )
-        assert model.blend == first.blend  # serving blends with the weights the round chose
+        active = registry.get(registry.active_version())  # whichever an earlier test left active
+        assert model.version == active["_id"] and model.rank == active["params"]["rank"]
+        assert model.blend == active["blend"]  # serving blends with the weights the round chose
         assert model.item_factors.shape == (80, model.rank) and len(model.user_index) == 400
-        stored = registry.load(first.version)  # the durable copy (MongoDB blobs) is the same model
+        stored = registry.load(model.version)  # the durable copy (MongoDB blobs) is the same model
         np.testing.assert_array_equal(stored.item_factors, model.item_factors)
         assert stored.user_ids == sorted(model.user_index, key=model.user_index.get)
         scores = cache.score_user("u0", [["v1", 1, 1.0]], k=10)
@@ -110,36 +146,29 @@ async def test_serving_cache_loads_the_active_model(
         await cache.close()
 
 
-def test_second_training_makes_a_new_active_version(
-    first: TrainResult, spark: SparkSession, registry: ModelRegistry, dataset: DatasetSource
-) -> None:
-    second = train_once(spark, PARAMS, dataset, registry, log=lambda _line: None)
+def test_second_training_makes_a_new_active_version(rounds: Rounds) -> None:
+    first, second = rounds.first, rounds.second
     assert second.version != first.version and second.activated
-    assert registry.active_version() == second.version
-    assert [d["_id"] for d in registry.versions()][:2] == [second.version, first.version]
-    assert registry.get(first.version)["status"] == "retired"
+    assert rounds.versions_after_second[:2] == [second.version, first.version]
+    assert rounds.first_status_after_second == "retired"
     # The replaced version stays readable for a while (readers mid-load), then expires from Redis.
-    assert 0 < registry.redis.ttl(blob_key(first.version, "item_factors", registry.namespace)) <= 600
+    assert 0 < rounds.first_blob_ttl_after_second <= 600
 
 
-def test_a_worse_model_is_kept_but_not_activated(
-    first: TrainResult, spark: SparkSession, registry: ModelRegistry, dataset: DatasetSource
-) -> None:
-    active_before = registry.active_version()
-    weak = TrainParams(rank=1, max_iter=1, tune_trials=1)  # one factor: about popularity, no tastes
-    lines: list[str] = []
-    result = train_once(spark, weak, dataset, registry, log=lines.append)
-    assert not result.activated
-    assert registry.active_version() == active_before
-    doc = registry.get(result.version)
+def test_a_worse_model_is_kept_but_not_activated(rounds: Rounds, registry: ModelRegistry) -> None:
+    worse, active_before = rounds.worse, rounds.second.version
+    assert not worse.activated
+    assert rounds.active_after_worse == active_before
+    doc = rounds.worse_doc
     assert doc["status"] == "rejected" and doc["gate"]["passed"] is False
     assert doc["gate"]["active_version"] == active_before and "ndcg@10" in doc["gate"]["reason"]
-    assert not registry.redis.exists(blob_key(result.version, "item_factors", registry.namespace))
-    assert any("activated=False" in line for line in lines)
-    # Kept in the registry: it can still be activated by hand (rollback/forward path).
-    assert registry.activate_version(result.version) == active_before
-    assert registry.redis.get(active_key(registry.namespace)).decode() == result.version
-    assert registry.load(result.version).item_factors.shape == (80, 1)
+    assert not rounds.worse_blob_in_redis
+    assert any("activated=False" in line for line in rounds.worse_lines)
+    # Kept in the registry: it can still be activated by hand (rollback/forward path), and back.
+    assert registry.activate_version(worse.version) == active_before
+    assert registry.redis.get(active_key(registry.namespace)).decode() == worse.version
+    assert registry.load(worse.version).item_factors.shape == (80, 1)
+    assert registry.activate_version(active_before) == worse.version
 
 
 def test_only_one_training_at_a_time(registry: ModelRegistry) -> None:
@@ -153,10 +182,10 @@ def test_only_one_training_at_a_time(registry: ModelRegistry) -> None:
     assert not registry.redis.exists(registry.lock_key)
 
 
-def test_pruning_drops_old_factors_but_keeps_every_version(registry: ModelRegistry) -> None:
+def test_pruning_drops_old_factors_but_keeps_every_version(rounds: Rounds, registry: ModelRegistry) -> None:
     versions = [d["_id"] for d in registry.versions()]
     active = registry.active_version()
-    assert len(versions) >= 3
+    assert versions == [rounds.worse.version, rounds.second.version, rounds.first.version]
     pruned = registry.prune_factors(keep=1)
     assert active not in pruned and set(pruned) == set(versions[1:]) - {active}
     assert [d["_id"] for d in registry.versions()] == versions  # documents and metrics stay
