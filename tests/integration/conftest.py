@@ -10,6 +10,20 @@ import pytest
 from recstream.devtools.devcluster import Cluster, get, post, request, wait_for  # noqa: F401 - used by tests
 from recstream.settings import Settings
 
+
+@pytest.hookimpl(trylast=True)  # after any reordering (pytest --reverse): the summary still comes last
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test marked `summary` checks what the other tests of its module did together (how many cases
+    the fuzzing sent): it runs after them in any order the rest is run in."""
+    summaries = [i for i in items if i.get_closest_marker("summary")]
+    for item in summaries:
+        items.remove(item)
+        last = max(
+            (n for n, other in enumerate(items) if other.module is item.module), default=len(items) - 1
+        )
+        items.insert(last + 1, item)
+
+
 _redis_dbs = iter(range(1, 16))  # one Redis DB per cluster in this session
 
 

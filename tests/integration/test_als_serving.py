@@ -118,3 +118,13 @@ def test_new_version_is_picked_up_and_a_gated_one_is_not(cluster: Cluster, train
     finally:
         registry.close()
     assert all(_als_items(url, user)[0] == second["version"] for url in cluster.urls)
+
+    # Rolled back to the first model (the other tests here serve it, whichever order they run in).
+    registry = ModelRegistry(cluster.settings)
+    try:
+        assert registry.activate_version(trained["version"]) == second["version"]
+    finally:
+        registry.close()
+    first_user = _trained_user(cluster, trained["version"])
+    for url in cluster.urls:
+        assert wait_for(lambda u=url: _als_items(u, first_user)[0] == trained["version"], timeout=15)

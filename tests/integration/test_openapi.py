@@ -109,6 +109,7 @@ def test_operations_without_input_answer_as_documented_100_times(seeded: Cluster
                         _call(API[path][method.upper()].Case(), url, role)
 
 
+@pytest.mark.summary
 def test_every_operation_was_fuzzed_with_at_least_100_cases() -> None:
     doc = openapi_document(get_settings())
     expected = {
