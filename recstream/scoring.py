@@ -413,13 +413,6 @@ def window_start(ts_ms: int, size_s: int) -> int:
     return ts_ms // 1000 // size_s * size_s
 
 
-def add_to_window(windows: dict[str, dict[str, float]], start_s: int, delta: Mapping[str, float]) -> None:
-    """Add counters to one window of a {start (str, a JSON key): counters} map, in place."""
-    key = str(start_s)
-    current = windows.get(key)
-    windows[key] = add_counts(current, delta) if current else dict(delta)
-
-
 def prune_windows(windows: dict[str, dict[str, float]], newest_start_s: int, keep_s: int) -> None:
     """Drop windows that start more than `keep_s` before the newest one (in place)."""
     for key in [k for k in windows if int(k) < newest_start_s - keep_s]:

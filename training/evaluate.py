@@ -76,10 +76,3 @@ def factor_scores(user_factors: np.ndarray, item_factors: np.ndarray) -> ScoreFn
 def popularity_scores(popularity: np.ndarray) -> ScoreFn:
     row = popularity.astype(np.float32)
     return lambda users: np.tile(row, (len(users), 1))
-
-
-def sample_users(n: int, max_users: int, seed: int) -> np.ndarray:
-    """Row indices of at most `max_users` of `n` holdout users (fixed seed: same sample every run)."""
-    if n <= max_users:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=max_users, replace=False))

@@ -125,8 +125,3 @@ def eval_sets(marked: DataFrame) -> DataFrame:
         )
         .where(F.size("test_items") > 0)
     )
-
-
-def item_popularity(train: DataFrame) -> DataFrame:
-    """Users with a positive rating per item, in training: the popularity baseline."""
-    return train.where(F.col("r") > 0).groupBy("item").agg(F.count(F.lit(1)).alias("users"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -53,11 +52,6 @@ class Dataset:
     @property
     def n_items(self) -> int:
         return len(self.item_ids)
-
-    @cached_property
-    def event_row(self) -> np.ndarray:
-        """Row of each event."""
-        return np.repeat(np.arange(self.n_rows), np.diff(self.row_start))
 
     def events_of(self, rows: np.ndarray) -> Iterator[Interaction]:
         """The events of `rows`, in the order given (a row's events in their own order)."""

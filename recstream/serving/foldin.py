@@ -177,10 +177,6 @@ class ModelCache:
         self._model = model
         self._vectors.clear()
 
-    def invalidate(self, user_id: str) -> None:
-        """Forget a user's folded-in vector (not needed when the history passed in changes)."""
-        self._vectors.pop(user_id, None)
-
     def user_vector(self, user_id: str, history: Sequence[Sequence[Any]]) -> np.ndarray | None:
         """The trained vector, or a fold-in from `history` (see the class docstring); None if neither."""
         model = self._model
