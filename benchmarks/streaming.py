@@ -555,7 +555,7 @@ def _neighbours_in_log_order(
 # 1. ingest
 # --------------------------------------------------------------------------------------------------
 async def _produce_catalog(env: BenchEnv, settings: Settings | None = None) -> None:
-    from recstream.producers.replay import Publisher
+    from recstream.producers.publish import Publisher
 
     # Published over the last `catalog_age_days` (uniformly, seeded), so "fresh" (< 24 h) is a small
     # share of the catalog as on a real platform, not all of it.

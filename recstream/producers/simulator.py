@@ -101,7 +101,7 @@ def run_simulation(settings: Settings, config: SimConfig) -> dict[str, Any]:
 
 
 async def simulate(settings: Settings, config: SimConfig) -> dict[str, Any]:
-    from recstream.producers.replay import Publisher, progress_bar
+    from recstream.producers.publish import Publisher, progress_bar
 
     world = SimulatedWorld(config)
     limit = config.max_events

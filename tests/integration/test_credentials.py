@@ -201,7 +201,7 @@ def test_kafka_clients_authenticate_with_scram(sasl_kafka: str, monkeypatch: pyt
 
     from recstream.kafka.config import client_kwargs
     from recstream.kafka.topics import topic_names
-    from recstream.producers.replay import Publisher
+    from recstream.producers.publish import Publisher
     from recstream.records import Interaction
     from recstream.training.extract import kafka_end_offsets
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from tqdm import tqdm
 
-from recstream.producers.replay import progress_bar
+from recstream.producers.publish import progress_bar
 from recstream.producers.simulator import SimConfig, SimulatedWorld, WorldConfig
 from recstream.records import Interaction
 
