@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
-from tenacity import RetryCallState, Retrying, retry_if_not_result, stop_after_delay, wait_fixed
 
+from recstream.devtools.services.process import wait_until
 from recstream.redis_layout import HISTORY_PROGRESS_KEY
 from recstream.settings import Settings
 
@@ -97,17 +97,7 @@ def post(url: str, body: object) -> tuple[int, Any]:
 def wait_for(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> T:
     """Poll `check()` until it returns a truthy value; return it (or the last value on timeout). An
     exception from `check()` ends the wait."""
-
-    def last_value(state: RetryCallState) -> T:
-        assert state.outcome is not None
-        return state.outcome.result()
-
-    return Retrying(
-        stop=stop_after_delay(timeout),
-        wait=wait_fixed(interval),
-        retry=retry_if_not_result(bool),
-        retry_error_callback=last_value,
-    )(check)
+    return wait_until(check, bool, timeout, interval)
 
 
 class Cluster:

@@ -107,7 +107,7 @@ class LocalService:
                 )
             return self.healthy()
 
-        ok, reason = _wait_until(check, lambda answer: answer[0], self.start_timeout_s, 0.25)
+        ok, reason = wait_until(check, lambda answer: answer[0], self.start_timeout_s, 0.25)
         if ok:
             return
         raise ServiceError(
@@ -121,15 +121,15 @@ class LocalService:
         if pid is None:
             return f"{self.name}: not running"
         os.killpg(pid, signal.SIGTERM)
-        forced = _wait_until(lambda: _alive(pid), operator.not_, self.stop_timeout_s, 0.1)
+        forced = wait_until(lambda: _alive(pid), operator.not_, self.stop_timeout_s, 0.1)
         if forced:
             os.killpg(pid, signal.SIGKILL)
-            _wait_until(lambda: _alive(pid), operator.not_, None, 0.05)  # SIGKILL cannot be refused
+            wait_until(lambda: _alive(pid), operator.not_, None, 0.05)  # SIGKILL cannot be refused
         self.pid_file.unlink(missing_ok=True)
         return f"{self.name}: stopped (pid {pid}{', forced' if forced else ''})"
 
 
-def _wait_until(
+def wait_until(
     check: Callable[[], T], done: Callable[[T], bool], timeout_s: float | None, every_s: float
 ) -> T:
     """Call `check()` every `every_s` until `done(answer)`, for at most `timeout_s` (None: no limit);
