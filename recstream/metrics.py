@@ -7,7 +7,9 @@ and whichever process answers a scrape sums them (`exposition`). Gauges say how 
 
 from __future__ import annotations
 
+import gc
 import os
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
@@ -88,6 +90,29 @@ serving_state_age = Gauge(
     registry=registry,
     multiprocess_mode="livemax",
 )
+
+
+gc_seconds = Counter(
+    "recstream_gc_seconds_total",
+    "Time spent in Python's cyclic garbage collector, by generation",
+    ["generation"],
+    registry=registry,
+)
+
+
+def track_gc() -> None:
+    """Count the collector's time in `gc_seconds` (a callback per collection, not per allocation)."""
+    started: list[float] = [0.0]
+    by_generation = [gc_seconds.labels(generation=str(g)) for g in range(3)]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            by_generation[info["generation"]].inc(time.perf_counter() - started[0])
+
+    if not any(getattr(cb, "__name__", "") == "on_gc" for cb in gc.callbacks):
+        gc.callbacks.append(on_gc)
 
 
 def exposition() -> bytes:
