@@ -77,16 +77,27 @@ async def dead_letter(event: EventT, reason: str) -> None:
 
 
 PACK_MAX_ENTRIES = 2000
-"""Entries per internal-topic message: many per message (one Kafka write per partition per batch), few
-enough that a message stays far below Kafka's 1 MB default."""
+"""Entries per internal-topic message at most: many per message (one Kafka write per partition per
+batch)."""
+PACK_MAX_BYTES = 256 * 1024
+"""Bytes per internal-topic message at most (an entry may hold many groups): far below Kafka's 1 MB
+default, whatever the batch size."""
 
 
-def pack(entries: list[list]) -> list[tuple[None, bytes]]:
-    """Entries for one internal-topic partition as (key, value) records of at most PACK_MAX_ENTRIES."""
-    return [
-        (None, orjson.dumps(entries[i : i + PACK_MAX_ENTRIES]))
-        for i in range(0, len(entries), PACK_MAX_ENTRIES)
-    ]
+def pack(entries: list) -> list[tuple[None, bytes]]:
+    """Entries for one internal-topic partition as (key, value) records of at most PACK_MAX_ENTRIES
+    entries and PACK_MAX_BYTES (a larger chunk is halved until it fits; one entry alone always goes)."""
+    out: list[tuple[None, bytes]] = []
+    chunks = [entries[i : i + PACK_MAX_ENTRIES] for i in range(0, len(entries), PACK_MAX_ENTRIES)]
+    while chunks:
+        chunk = chunks.pop(0)
+        value = orjson.dumps(chunk)
+        if len(value) > PACK_MAX_BYTES and len(chunk) > 1:
+            half = len(chunk) // 2
+            chunks[:0] = [chunk[:half], chunk[half:]]
+        else:
+            out.append((None, value))
+    return out
 
 
 class Shape:
@@ -110,13 +121,15 @@ class Shape:
 
 VIDEO_EVENT = Shape(tuple[str, int, int, str, int, int | None, int | None])
 """An engagement entry: [video, source partition, source offset, type, ts, watch_time_ms, duration_ms]."""
-COVISIT_GROUP = Shape(
-    tuple[str, list[str], list[float], int, int, int],
-    lambda e: len(e[1]) == len(e[2]),
+COVISIT_SOURCE = Shape(
+    tuple[str, list[tuple[int, int, int, list[str], list[float]]]],
+    lambda e: all(len(run[3]) == len(run[4]) for run in e[1]),
     "destinations and weights differ in length",
 )
-"""Co-visitation pairs from one source at one time (`streamstate.covisit_groups`): [source video,
-[neighbour, ...], [weight, ...], ts, source partition, first pair's position]."""
+"""Co-visitation pairs of one source video from one history batch: [source video, [[origin partition,
+ts, first pair's position, [neighbour, ...], [weight, ...]], ...]], each inner group one event's pairs
+from that source (`streamstate.covisit_groups`), in log order. A popular source gets one entry per
+batch, not one per event: its neighbours are read, checked and written once for all of them."""
 
 
 def unpack(value: bytes, shape: Shape) -> list:

@@ -4,14 +4,14 @@ source video; row-normalised lists in Redis (one string per video) that any web 
 from __future__ import annotations
 
 from recstream import metrics
-from recstream.agents.common import COVISIT_GROUP, MATERIALISE_SLICE, take_batches, unpacked, user_path
+from recstream.agents.common import COVISIT_SOURCE, MATERIALISE_SLICE, take_batches, unpacked, user_path
 from recstream.agents.pipeline import Pipeline
 from recstream.scoring import normalised_top
 from recstream.serving.recommend import CANDIDATES_PER_SOURCE
 from recstream.streaming.app import app
 from recstream.streaming.channels import covisit
 from recstream.streaming.runtime import stores
-from recstream.streamstate import StreamParams, apply_pairs, is_applied, new_neighbours
+from recstream.streamstate import StreamParams, apply_runs, new_neighbours
 from recstream.tables import neighbours
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
@@ -34,16 +34,14 @@ async def covisit_agent(stream) -> None:  # noqa: ANN001
 async def process(events) -> None:  # noqa: ANN001
     touched: dict[str, int] = {}  # source video -> partition
     pairs = 0
-    async for event, packed in unpacked(events, COVISIT_GROUP):  # gives the loop back between messages
+    async for event, packed in unpacked(events, COVISIT_SOURCE):  # gives the loop back between messages
         c = event.message.partition
-        for src, dsts, weights, ts, p, first in packed:  # one source's pairs at one time
+        for src, runs in packed:  # one source's pairs from one history batch
             state = neighbours.get(c, src)
             if state is None:
                 state = new_neighbours()
             touched[src] = c
-            pairs += len(dsts)
-            if not is_applied(state["a"], p, first):  # a group is applied whole, or not at all
-                apply_pairs(state, dsts, weights, ts, p, first, PARAMS)
+            pairs += apply_runs(state, runs, PARAMS)  # each group applied whole, or not at all
             neighbours.put(c, src, state)
     await pipeline.after_batch(events, touched)
     metrics.messages_processed.labels(agent="covisit").inc(pairs)

@@ -56,7 +56,7 @@ async def process(events) -> None:  # noqa: ANN001
     touched: dict[str, int] = {}  # user -> partition
     new_videos: dict[str, set[str]] = defaultdict(set)
     to_engagement: dict[int, list[list]] = defaultdict(list)
-    to_covisit: dict[int, list[list]] = defaultdict(list)
+    by_source: dict[str, list[tuple]] = {}  # source video -> its groups, in log order
     counted: list[tuple[int, int, Interaction]] = []  # (partition, offset, record) for Redis counters
     by_type: dict[str, int] = defaultdict(int)
     n_video, n_covisit = channels.video_events_partitions, channels.covisit_partitions
@@ -84,13 +84,19 @@ async def process(events) -> None:  # noqa: ANN001
             continue
         weight = scoring.engagement_weight(record, PARAMS.engagement)
         for src, dsts, ws, first in covisit_groups(state, record.video_id, record.ts, weight, offset, PARAMS):
-            to_covisit[partition_for(src.encode(), n_covisit)].append((src, dsts, ws, record.ts, p, first))
+            runs = by_source.get(src)
+            if runs is None:
+                runs = by_source[src] = []
+            runs.append((p, record.ts, first, dsts, ws))
         user_history.put(p, user, state)
         to_engagement[partition_for(record.video_id.encode(), n_video)].append(
             [record.video_id, p, offset, record.type, record.ts, record.watch_time_ms, record.duration_ms]
         )
         by_type[record.type] += 1
 
+    to_covisit: dict[int, list[tuple]] = defaultdict(list)
+    for src, runs in by_source.items():
+        to_covisit[partition_for(src.encode(), n_covisit)].append((src, runs))
     for partition, entries in to_engagement.items():
         await pipeline.outbox.send(channels.video_events.get_topic_name(), partition, pack(entries))
     for partition, entries in to_covisit.items():

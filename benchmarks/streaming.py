@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import itertools
 import json
 import math
@@ -342,6 +343,8 @@ class Profiler:
         if self.binary and pid:
             self.proc = subprocess.Popen(
                 # --gil: only samples where a thread holds the GIL, i.e. Python CPU time, not idle waits.
+                # --nonblocking: without it py-spy stops the worker for every sample, which halved its
+                # rate at 1,000,000 events (and so changed what the profile shows).
                 [
                     self.binary,
                     "record",
@@ -350,6 +353,7 @@ class Profiler:
                     "--rate",
                     "100",
                     "--gil",
+                    "--nonblocking",
                     "--format",
                     "raw",
                     "--output",
@@ -507,13 +511,14 @@ async def _covisit_log_state(settings: Settings, params: StreamParams, timeout: 
             for tp, msgs in (await consumer.getmany(timeout_ms=500, max_records=2000)).items():
                 for m in msgs:  # each partition's messages in offset order
                     pos[tp] = m.offset + 1
-                    for src, dsts, ws, ts, p, first in orjson.loads(m.value):  # one source's pairs
-                        for k, (dst, w) in enumerate(zip(dsts, ws, strict=True)):
-                            count += 1
-                            digest = (digest + hash((src, dst, w, ts, p, first + k))) & MASK
-                        state = states.get(src) or states.setdefault(src, new_neighbours())
-                        if not is_applied(state["a"], p, first):
-                            apply_pairs(state, dsts, ws, ts, p, first, params)
+                    for src, runs in orjson.loads(m.value):  # one source's pairs from one batch
+                        for p, ts, first, dsts, ws in runs:
+                            for k, (dst, w) in enumerate(zip(dsts, ws, strict=True)):
+                                count += 1
+                                digest = (digest + hash((src, dst, w, ts, p, first + k))) & MASK
+                            state = states.get(src) or states.setdefault(src, new_neighbours())
+                            if not is_applied(state["a"], p, first):
+                                apply_pairs(state, dsts, ws, ts, p, first, params)
         complete = all(pos[tp] >= ends[tp] for tp in parts)
     finally:
         await consumer.stop()
@@ -596,6 +601,10 @@ def _expected_state(env: BenchEnv, end_ms: int) -> dict[str, Any]:
             yield p, o, e
 
     triples = list(located())
+    # Millions of long-lived objects: at CPython's default thresholds, full collections walk them again
+    # and again (most of the reference's time), and later would pause the latency probes of this process.
+    threshold = gc.get_threshold()
+    gc.set_threshold(100_000, *threshold[1:])
     env.reference = reference.compute(triples, env.params)
     env.expected_pairs = _pair_digest(triples, env.params)
     del triples
@@ -606,6 +615,9 @@ def _expected_state(env: BenchEnv, end_ms: int) -> dict[str, Any]:
         raise RuntimeError(f"{topic} holds {ends}, the regenerated workload {offsets}: not the same events")
     env.users_with_history = sorted(u for u, h in env.reference.histories.items() if h["h"])
     types = Counter(e.type for e in events)
+    gc.set_threshold(*threshold)
+    gc.collect()
+    gc.freeze()
     return {"users": len(partition_of), "videos": len(env.reference.videos), "by_type": dict(types)}
 
 

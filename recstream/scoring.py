@@ -365,25 +365,38 @@ def add_pairs(
 ) -> float:
     """`add_pair` for several destinations at one time, in order: the same result, with the decay
     factor computed once."""
-    t = ts_ms / 1000
-    if base_s is None:
-        base_s = t
-    exponent = (t - base_s) / half_life_s
-    if exponent > REBASE_EXPONENT:  # keep the stored numbers finite: rebase everything to t
-        scale = 2.0**-exponent
-        for key in neighbours:
-            neighbours[key] *= scale
-        base_s, exponent = t, 0.0
-    factor = 2.0**exponent
+    return add_runs(neighbours, base_s, ((ts_ms, dsts, weights),), half_life_s, top_k)
+
+
+def add_runs(
+    neighbours: dict[str, float],
+    base_s: float | None,
+    runs: Iterable[tuple[int, Sequence[str], Sequence[float]]],
+    half_life_s: float,
+    top_k: int,
+) -> float:
+    """`add_pairs` for each (ts_ms, destinations, weights) in turn: one call for all of a source's
+    groups in a batch (this runs for every pair the pipeline sees)."""
     prune_at = 2 * top_k
     get = neighbours.get
-    for dst, weight in zip(dsts, weights, strict=True):
-        neighbours[dst] = get(dst, 0.0) + weight * factor
-        if len(neighbours) >= prune_at:
-            keep = sorted(neighbours.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
-            neighbours.clear()
-            neighbours.update(keep)
-    return base_s
+    for ts_ms, dsts, weights in runs:
+        t = ts_ms / 1000
+        if base_s is None:
+            base_s = t
+        exponent = (t - base_s) / half_life_s
+        if exponent > REBASE_EXPONENT:  # keep the stored numbers finite: rebase everything to t
+            scale = 2.0**-exponent
+            for key in neighbours:
+                neighbours[key] *= scale
+            base_s, exponent = t, 0.0
+        factor = 2.0**exponent
+        for dst, weight in zip(dsts, weights, strict=True):
+            neighbours[dst] = get(dst, 0.0) + weight * factor
+            if len(neighbours) >= prune_at:
+                keep = sorted(neighbours.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
+                neighbours.clear()
+                neighbours.update(keep)
+    return base_s  # type: ignore[return-value]  # None only when runs is empty and it was None
 
 
 def neighbour_weights_at(

@@ -236,6 +236,27 @@ def apply_pairs(
     state["a"][str(partition)] = first + len(dsts) - 1
 
 
+def apply_runs(state: dict[str, Any], runs: Sequence[Sequence[Any]], params: StreamParams) -> int:
+    """One source's groups from one history batch (`covisit_groups`' output for this source, in log
+    order), each `(origin partition, ts, first position, destinations, weights)`: a group already
+    applied is skipped whole, the others applied as `apply_pairs` would, bit for bit. Returns the pairs
+    applied."""
+    applied = state["a"]
+    fresh = []
+    count = 0
+    for p, ts, first, dsts, weights in runs:
+        key = str(p)
+        if first > applied.get(key, -1):
+            fresh.append((ts, dsts, weights))
+            applied[key] = first + len(dsts) - 1
+            count += len(dsts)
+    if fresh:
+        state["b"] = scoring.add_runs(
+            state["n"], state["b"], fresh, params.covisit_half_life_s, params.neighbours_per_video
+        )
+    return count
+
+
 # --- impressions ---------------------------------------------------------------------------------
 def count_shown(shown: dict[str, int], videos: list[str], keep: int) -> None:
     """Count one answer's videos in a user's {video: times shown}, most recently shown last; only the

@@ -33,7 +33,7 @@ def topic_names(settings: Settings) -> TopicNames:
         interactions=f"{p}.interactions",
         videos=f"{p}.videos",
         video_events=f"{p}.video-events-v2",
-        covisit=f"{p}.covisit-v4",
+        covisit=f"{p}.covisit-v5",
         dead_letters=f"{p}.dead-letters",
         impressions=f"{p}.impressions",
     )

@@ -35,14 +35,14 @@ def test_unpack_checks_every_entry_before_any_is_applied() -> None:
     import orjson
     import pytest
 
-    from recstream.agents.common import COVISIT_GROUP, VIDEO_EVENT, unpack
+    from recstream.agents.common import COVISIT_SOURCE, VIDEO_EVENT, unpack
 
     good = [["v1", 0, 12, "view", 1_000, 500, None], ["v2", 3, 13, "like", 1_001, None, None]]
     assert unpack(orjson.dumps(good), VIDEO_EVENT) == [tuple(e) for e in good]
-    groups = [["a", ["b"], [0.5], 1_000, 0, 7], ["a", ["c", "d"], [1, 0.25], 1_000, 0, 8]]
-    assert unpack(orjson.dumps(groups), COVISIT_GROUP) == [
-        ("a", ["b"], [0.5], 1_000, 0, 7),
-        ("a", ["c", "d"], [1.0, 0.25], 1_000, 0, 8),
+    sources = [["a", [[0, 1_000, 7, ["b"], [0.5]], [2, 1_001, 8, ["c", "d"], [1, 0.25]]]], ["e", []]]
+    assert unpack(orjson.dumps(sources), COVISIT_SOURCE) == [
+        ("a", [(0, 1_000, 7, ["b"], [0.5]), (2, 1_001, 8, ["c", "d"], [1.0, 0.25])]),
+        ("e", []),
     ]
     for bad in (
         b"{not json",
@@ -55,10 +55,11 @@ def test_unpack_checks_every_entry_before_any_is_applied() -> None:
         with pytest.raises(ValueError):
             unpack(bad, VIDEO_EVENT)
     for bad in (
-        orjson.dumps([groups[0], ["a", ["c", "d"], [1.0], 1_000, 0, 8]]),  # lengths differ
-        orjson.dumps([["a", "b", 0.5, 1_000, 0, 7]]),  # a single pair of the older format
-        orjson.dumps([["a", [1], [0.5], 1_000, 0, 7]]),
+        orjson.dumps([sources[0], ["a", [[0, 1_000, 8, ["c", "d"], [1.0]]]]]),  # lengths differ
+        orjson.dumps([["a", ["b"], [0.5], 1_000, 0, 7]]),  # a group of the older format (covisit-v4)
+        orjson.dumps([["a", [[0, 1_000, 7, [1], [0.5]]]]]),
+        orjson.dumps([["a", [[0, 1_000, 7, ["b"]]]]]),
     ):
         with pytest.raises(ValueError, match=r"\$\[") as raised:
-            unpack(bad, COVISIT_GROUP)
+            unpack(bad, COVISIT_SOURCE)
         assert "[0]" in str(raised.value) or "[1]" in str(raised.value)
