@@ -4,10 +4,16 @@ source video; row-normalised lists in Redis (one string per video) that any web 
 from __future__ import annotations
 
 from recstream import metrics
-from recstream.agents.common import COVISIT_SOURCE, MATERIALISE_SLICE, take_batches, unpacked, user_path
+from recstream.agents.common import (
+    COVISIT_SOURCE,
+    MATERIALISE_SLICE,
+    YIELD_EVERY,
+    take_batches,
+    unpacked,
+    user_path,
+)
 from recstream.agents.pipeline import Pipeline
 from recstream.scoring import normalised_top
-from recstream.serving.recommend import CANDIDATES_PER_SOURCE
 from recstream.streaming.app import app
 from recstream.streaming.channels import covisit
 from recstream.streaming.runtime import stores
@@ -36,7 +42,9 @@ async def process(events) -> None:  # noqa: ANN001
     pairs = 0
     async for event, packed in unpacked(events, COVISIT_SOURCE):  # gives the loop back between messages
         c = event.message.partition
-        for src, runs in packed:  # one source's pairs from one history batch
+        for i, (src, runs) in enumerate(packed):  # one source's pairs from one history batch
+            if i % YIELD_EVERY == YIELD_EVERY - 1:  # a message holds up to 2,000 sources
+                await user_path.step_aside()
             state = neighbours.get(c, src)
             if state is None:
                 state = new_neighbours()
@@ -48,12 +56,13 @@ async def process(events) -> None:  # noqa: ANN001
 
 
 async def materialise(touched: dict[str, int]) -> None:
-    """Row-normalised neighbour lists (absolute values) to Redis, one string per source video."""
+    """Row-normalised neighbour lists (absolute values) to Redis, one string per source video: each
+    list's best `neighbours_materialised`, best first, shares of the whole list's weight."""
     lists = {}
     for i, (src, c) in enumerate(touched.items()):
         if (
             i % MATERIALISE_SLICE == MATERIALISE_SLICE - 1
         ):  # thousands of lists a write: let a user's event by
             await user_path.step_aside()
-        lists[src] = normalised_top(neighbours.get(c, src)["n"], CANDIDATES_PER_SOURCE)
+        lists[src] = normalised_top(neighbours.get(c, src)["n"], PARAMS.neighbours_materialised)
     await stores().write_neighbours(lists)

@@ -5,7 +5,14 @@ materialised to Redis (absolute values) after every batch."""
 from __future__ import annotations
 
 from recstream import metrics
-from recstream.agents.common import MATERIALISE_SLICE, VIDEO_EVENT, take_batches, unpacked, user_path
+from recstream.agents.common import (
+    MATERIALISE_SLICE,
+    VIDEO_EVENT,
+    YIELD_EVERY,
+    take_batches,
+    unpacked,
+    user_path,
+)
 from recstream.agents.pipeline import Pipeline
 from recstream.streaming.app import app
 from recstream.streaming.channels import video_events
@@ -42,7 +49,9 @@ async def process(events) -> None:  # noqa: ANN001
     entries = 0
     async for event, packed in unpacked(events, VIDEO_EVENT):  # gives the loop back between messages
         q = event.message.partition
-        for video, p, offset, type_, ts, watch, duration in packed:
+        for i, (video, p, offset, type_, ts, watch, duration) in enumerate(packed):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:  # a message holds up to 2,000 events
+                await user_path.step_aside()
             state = video_engagement.get(q, video)
             if state is None:
                 state = new_engagement()

@@ -37,7 +37,8 @@ pipeline = Pipeline("history", channels.interactions.get_topic_name(), [user_his
 
 @app.agent(channels.interactions, name="history")
 async def history_agent(stream) -> None:  # noqa: ANN001
-    async for events in take_batches(stream, _s.batch_size, _s.batch_within_s, pipeline.lock):
+    batches = take_batches(stream, _s.batch_size, _s.batch_within_s, pipeline.lock, wait_when_behind=False)
+    async for events in batches:
         with user_path.running():  # the keyed-by-video agents step aside meanwhile
             await process(events)
 

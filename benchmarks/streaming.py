@@ -66,7 +66,6 @@ from recstream.kafka.batches import partition_for
 from recstream.kafka.topics import topic_names
 from recstream.records import Interaction, encode, now_ms
 from recstream.redis_layout import VIDEO_STATS_KEY, history_key
-from recstream.serving.recommend import CANDIDATES_PER_SOURCE
 from recstream.settings import Settings, get_settings
 from recstream.streamstate import (
     StreamParams,
@@ -535,11 +534,9 @@ def _neighbours_in_log_order(
         sources = sorted(log["states"])
         stored = client.mget([f"nbrs:{s}" for s in sources]) if sources else []
         for src, raw in zip(sources, stored, strict=True):
-            want = dict(scoring.normalised_top(log["states"][src]["n"], CANDIDATES_PER_SOURCE))
             got = dict(orjson.loads(raw)) if raw else {}
-            if got.keys() != want.keys() or not all(
-                math.isclose(got[k], want[k], rel_tol=1e-9, abs_tol=1e-12) for k in want
-            ):
+            if not reference.is_best_cut(got, log["states"][src]["n"], params.neighbours_materialised):
+                want = scoring.normalised_top(log["states"][src]["n"], params.neighbours_materialised)
                 diffs.append(f"neighbours of {src} (log order): {str(got)[:150]} != {str(want)[:150]}")
     finally:
         client.close()

@@ -33,6 +33,7 @@ class StreamParams:
     trending_half_life_s: float = 1800
     engagement: scoring.EngagementParams = scoring.EngagementParams()
     covisit_both_ways: bool = True
+    neighbours_materialised: int = 50
 
     @classmethod
     def from_settings(cls, s: Settings) -> StreamParams:
@@ -48,6 +49,7 @@ class StreamParams:
             s.trending_half_life_s,
             scoring.EngagementParams(s.completion_ratio, s.fast_skip_ms),
             s.covisit_both_ways,
+            s.serving_neighbours_per_video,
         )
 
 

@@ -24,7 +24,8 @@ user_history = BatchTable(
         "user-history-v2",
         _s.interactions_partitions,
         "user -> {h: last N engagements [video, ts, weight] newest first, o: last applied offset}",
-    )
+    ),
+    _s.state_cache_keys,
 )
 
 video_engagement = BatchTable(
@@ -32,7 +33,8 @@ video_engagement = BatchTable(
         "video-engagement-v2",
         _s.interactions_partitions,
         "video -> lifetime counters, trend rank, 60 s windows and 15 min panes, applied offsets per origin",
-    )
+    ),
+    _s.state_cache_keys,
 )
 
 neighbours = BatchTable(
@@ -40,7 +42,8 @@ neighbours = BatchTable(
         "covisit-neighbours-v3",
         _s.covisit_partitions,
         "video -> forward-decayed neighbours {dst: weight}, base time, applied log positions per origin partition",
-    )
+    ),
+    _s.state_cache_keys,
 )
 
 user_shown = BatchTable(
@@ -48,7 +51,8 @@ user_shown = BatchTable(
         "user-shown-v1",
         _s.interactions_partitions,
         "user -> {s: {video: times shown}, the newest shown_per_user videos; o: last applied offset per partition}",
-    )
+    ),
+    _s.state_cache_keys,
 )
 
 catalog = app.Table(

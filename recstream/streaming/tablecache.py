@@ -36,8 +36,12 @@ ENCODE_SLICE = 512
 class BatchTable:
     """Cached, batch-flushed access to one Faust table's RocksDB partitions."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, keep_keys: int = 0) -> None:
+        """`keep_keys`: the cache outlives flushes while it holds at most this many keys (hot keys are
+        then read from RocksDB and decoded once, not once per flush); past it, a flush releases what
+        RocksDB now holds."""
         self.table = table
+        self.keep_keys = keep_keys
         self.cache: dict[int, dict[str, Any]] = defaultdict(dict)
         self.dirty: dict[int, set[str]] = defaultdict(set)
 
@@ -94,7 +98,7 @@ class BatchTable:
         ENCODE_SLICE keys: a user's own event is not held up behind a flush. Batches may run meanwhile;
         a key they change is encoded with its newest value or stays dirty for the next flush, and the
         cache keeps every value until RocksDB holds it (a read in between never sees an older value).
-        Afterwards the cache keeps only keys dirtied since (the rest is released)."""
+        Afterwards, past `keep_keys`, the cache keeps only keys dirtied since (the rest is released)."""
         dirty, self.dirty = self.dirty, defaultdict(set)
         out: dict[int, list[tuple[bytes, bytes]]] = {}
         encoded = 0
@@ -115,11 +119,15 @@ class BatchTable:
                 else:
                     batch.put(key, value)
             store._db_for_partition(partition).write(batch)
-        # Release what RocksDB now holds; a key dirtied while this ran keeps its newer value in memory.
-        self.cache = defaultdict(
-            dict,
-            {p: {k: self.cache[p][k] for k in keys if k in self.cache[p]} for p, keys in self.dirty.items()},
-        )
+        if sum(map(len, self.cache.values())) > self.keep_keys:
+            # Release what RocksDB now holds; a key dirtied while this ran keeps its newer value in memory.
+            self.cache = defaultdict(
+                dict,
+                {
+                    p: {k: self.cache[p][k] for k in keys if k in self.cache[p]}
+                    for p, keys in self.dirty.items()
+                },
+            )
         return out
 
     def set_persisted_offset(self, partition: int, offset: int) -> None:

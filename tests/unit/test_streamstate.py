@@ -250,3 +250,17 @@ def test_a_sources_groups_from_a_batch_apply_as_each_group_in_turn_and_skip_what
     apply_runs(resumed, runs[:45], params)
     assert apply_runs(resumed, runs, params) == sum(len(r[3]) for r in runs[45:])
     assert resumed == whole
+
+
+def test_a_materialised_list_is_checked_as_the_best_cut_ties_either_way() -> None:
+    from recstream.devtools.reference import is_best_cut
+
+    weights = {"a": 4.0, "b": 2.0, "c": 1.0, "d": 1.0, "e": 0.5}  # total 8.5
+    share = {k: w / 8.5 for k, w in weights.items()}
+    best3 = {k: share[k] for k in "abc"}
+    assert is_best_cut(best3, weights, 3)
+    assert is_best_cut({k: share[k] for k in "abd"}, weights, 3)  # c and d tie at the cut
+    assert not is_best_cut({k: share[k] for k in "abe"}, weights, 3)  # e is weaker than c and d
+    assert not is_best_cut({k: share[k] for k in "ab"}, weights, 3)  # too short
+    assert not is_best_cut({**best3, "a": 0.5}, weights, 3)  # a wrong share
+    assert is_best_cut(share, weights, 50) and not is_best_cut(best3, weights, 50)
