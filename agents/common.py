@@ -185,26 +185,13 @@ async def unpacked(events: Sequence[EventT], shape: Shape) -> AsyncIterator[tupl
         yield event, entries
 
 
-BEHIND_AT = 64
-"""Events already waiting that make the history agent skip its fill window (`take_batches`): at 5,000
-events/s a batch of ~13 ms leaves this many."""
-
-
 async def take_batches(
     stream,
     max_: int,
     within: float,  # noqa: ANN001
     lock: asyncio.Lock,
-    wait_when_behind: bool = True,
 ) -> AsyncIterator[list[EventT]]:
     """The agent's events in batches of up to `max_`, waiting at most `within` seconds to fill one.
-
-    With `wait_when_behind=False` (the history agent, the user-facing path), a batch that finds
-    BEHIND_AT or more events already waiting (they queued up while the last one ran) is taken at once,
-    without a fill window: under load a user's event never waits out a window in which the downstream
-    agents hold the loop, and those get it only between history batches (so history keeps up and they
-    catch up after the load). Fewer waiting (a light load) still wait to fill, so batches do not shrink
-    to a few events with their fixed costs.
 
     What `Stream.take_events` gives, read straight from the channel's queue: Faust's stream iterator
     costs several µs per event (its own futures, sensors, processors), most of a worker's CPU at
@@ -240,8 +227,6 @@ async def take_batches(
             while len(events) < max_:
                 while queue.qsize() and len(events) < max_:
                     events.append(queue.get_nowait())
-                if not wait_when_behind and len(events) >= BEHIND_AT:
-                    break
                 remaining = deadline - loop.time()
                 if len(events) >= max_ or remaining <= 0:
                     break

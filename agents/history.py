@@ -37,8 +37,7 @@ pipeline = Pipeline("history", channels.interactions.get_topic_name(), [user_his
 
 @app.agent(channels.interactions, name="history")
 async def history_agent(stream) -> None:  # noqa: ANN001
-    batches = take_batches(stream, _s.batch_size, _s.batch_within_s, pipeline.lock, wait_when_behind=False)
-    async for events in batches:
+    async for events in take_batches(stream, _s.batch_size, _s.batch_within_s, pipeline.lock):
         with user_path.running():  # the keyed-by-video agents step aside meanwhile
             await process(events)
 
