@@ -66,6 +66,7 @@ def build_app(settings: Settings) -> web.Application:
 
     async def on_cleanup(_app: web.Application) -> None:
         await state.close()
+        await api.close()  # the impressions still queued, before the producer stops
         await producer.close()
         await models.close()
         await stores.close()
