@@ -65,6 +65,21 @@ def source_weights(
     return {strategy: 1.0, "trending": FILL_WEIGHT}
 
 
+_WEIGHTS: dict[tuple[str, int, int], tuple[Settings, Mapping[str, float] | None, dict[str, float]]] = {}
+
+
+def _weights(strategy: str, settings: Settings, published: Mapping[str, float] | None) -> dict[str, float]:
+    """`source_weights`, kept per (strategy, settings, published weights): the same for every request
+    until the settings or the model change (the entry holds both, so their ids are not reused)."""
+    key = (strategy, id(settings), id(published))
+    entry = _WEIGHTS.get(key)
+    if entry is None or entry[0] is not settings or entry[1] is not published:
+        if len(_WEIGHTS) > 64:
+            _WEIGHTS.clear()
+        entry = _WEIGHTS[key] = (settings, published, source_weights(strategy, settings, published))
+    return entry[2]
+
+
 class ItemCF:
     """The item-CF source of one request: candidates with summed scores, and what the reasons need."""
 
@@ -95,7 +110,7 @@ class ItemCF:
         sums = state.scratch
         np.add.at(sums, all_idx, all_val)
         self.idx = state.unique(all_idx)
-        self.scores = sums[self.idx]
+        self.scores = sums.take(self.idx)
         sums[self.idx] = 0.0
         self._all = (all_idx, all_val, positions, np.cumsum(lengths))
 
@@ -103,7 +118,7 @@ class ItemCF:
         """The n best candidates (all of them when there are no more)."""
         if len(self.idx) <= n:
             return self.idx
-        return self.idx[(-self.scores).argpartition(n - 1)[:n]]
+        return self.idx.take((-self.scores).argpartition(n - 1)[:n])
 
     def best_sources(self, state: ServingState, picked: np.ndarray) -> list[int]:
         """Per picked video, the history position that contributed most to it (-1: none). On a tie the
@@ -113,11 +128,13 @@ class ItemCF:
         idx, val, positions, ends = self._all
         marks = state.marks
         marks[picked] = True
-        entries = np.flatnonzero(marks[idx])  # only the entries of picked videos, in list order
+        entries = np.flatnonzero(marks.take(idx))  # only the entries of picked videos, in list order
         marks[picked] = False
         best: dict[int, tuple[float, int]] = {}
         which = np.searchsorted(ends, entries, side="right").tolist()  # the list of each entry
-        for video, value, w in zip(idx[entries].tolist(), val[entries].tolist(), which, strict=True):
+        for video, value, w in zip(
+            idx.take(entries).tolist(), val.take(entries).tolist(), which, strict=True
+        ):
             if value > best.get(video, (-1.0, 0))[0]:  # strictly: on a tie the earlier (more recent) list
                 best[video] = (value, w)
         return [positions[best[i][1]] if i in best else -1 for i in picked.tolist()]
@@ -129,14 +146,19 @@ def seen_mask(
     """True where the user engaged with the candidate: in the history, or in the seen filter."""
     marks = state.marks
     marks[history_idx] = True
-    mask = marks[candidates] | state.removed[candidates]  # taken-down videos count as seen by everyone
+    # taken-down videos count as seen by everyone
+    mask = marks.take(candidates) | state.removed.take(candidates)
     marks[history_idx] = False
     if seen:
-        bits = np.frombuffer(seen, dtype=np.uint8)
         size = state.settings.seen_bloom_bits // 8
-        if len(bits) < size:  # SETBIT grows the string only as far as the highest bit set
-            bits = np.concatenate((bits, np.zeros(size - len(bits), dtype=np.uint8)))
-        mask |= (bits[state.bloom_byte[candidates]] & state.bloom_mask[candidates]).all(axis=1)
+        if len(seen) < size:  # SETBIT grows the string only as far as the highest bit set
+            seen = bytes(seen).ljust(size, b"\0")
+        bits = np.frombuffer(seen, dtype=np.uint8)
+        # A candidate is in the filter when every one of its bits is set: its bytes masked by its masks
+        # equal its masks, compared 8 at a time as uint64 words (the padding: byte 0, mask 0).
+        got = bits.take(state.bloom_byte.take(candidates, axis=0)) & state.bloom_mask.take(candidates, axis=0)
+        hits = got.view(np.uint64) == state.bloom_words.take(candidates, axis=0)
+        mask |= hits[:, 0] if hits.shape[1] == 1 else hits.all(axis=1)
     return mask
 
 
@@ -165,7 +187,7 @@ def recommend(
     if strategy == "random":
         return _random(state, user_id, k, excluded, seen)
     model = models.model if models is not None else None
-    weights = source_weights(strategy, settings, model.blend if model is not None else None)
+    weights = _weights(strategy, settings, model.blend if model is not None else None)
     # Trending and fresh are the same for everyone until the next refresh: blended and sorted once
     # (`ServingState.base`). Per request only the user's own sources are scored: item-CF and ALS.
     base = state.base(weights.get("trending", 0.0), weights.get("fresh", 0.0))
@@ -199,7 +221,7 @@ def recommend(
         model_version = model.version
         vector = models.user_vector(user_id, history)
         if vector is not None:
-            als_idx = _als(
+            als_idx, als_scores, als_top = _als(
                 state,
                 base,
                 model,
@@ -208,31 +230,36 @@ def recommend(
                 history_idx,
                 whole_catalog=strategy == "als",
             )
-            if len(als_idx[0]):
-                acc[als_idx[0]] += (weights["als"] / als_idx[1].max()) * als_idx[1]
-                parts.append(als_idx[0])
-            als_idx = als_idx[0]
+            if len(als_idx):
+                acc[als_idx] += (weights["als"] / als_top) * als_scores
+                parts.append(als_idx)
 
-    dyn = state.unique(np.concatenate(parts)) if parts else EMPTY_I
-    dyn_scores = acc[dyn] + base.score[dyn]
+    if not parts:
+        dyn = EMPTY_I
+    elif len(parts) == 1:  # a source's candidates are distinct already
+        dyn = parts[0]
+    else:
+        dyn = state.unique(np.concatenate(parts))
+    dyn_scores = acc.take(dyn) + base.score.take(dyn)
     acc[dyn] = 0.0  # the scratch accumulator is all zero between requests
-    picked = _select(state, dyn, dyn_scores, base, k, excluded, seen, settings.max_per_creator)
-    chosen = np.fromiter((i for i, _s in picked), dtype=np.int64, count=len(picked))
-    sources = cf.best_sources(state, chosen) if cf is not None else [-1] * len(picked)
-    in_als = state.member(chosen, als_idx) if len(als_idx) else [False] * len(picked)
-    in_trending = state.in_trending[chosen].tolist() if weights.get("trending") else [False] * len(picked)
-    in_fresh = state.in_fresh[chosen].tolist() if weights.get("fresh") else [False] * len(picked)
+    picked, picked_scores = _select(state, dyn, dyn_scores, base, k, excluded, seen, settings.max_per_creator)
+    n = len(picked)
+    chosen = np.array(picked, dtype=np.int64)
+    sources = cf.best_sources(state, chosen) if cf is not None else [-1] * n
+    in_als = state.member(chosen, als_idx) if len(als_idx) else [False] * n
+    in_trending = state.in_trending.take(chosen).tolist() if weights.get("trending") else [False] * n
+    in_fresh = state.in_fresh.take(chosen).tolist() if weights.get("fresh") else [False] * n
     ids = state.ids
     items = []
-    for n, (i, score) in enumerate(picked):
-        reasons = []
-        if sources[n] >= 0:
-            reasons.append(f"because you watched {history[sources[n]][0]}")
-        if in_als[n]:
+    for i, score, source, als, trending, fresh in zip(
+        picked, picked_scores, sources, in_als, in_trending, in_fresh, strict=True
+    ):
+        reasons = [f"because you watched {history[source][0]}"] if source >= 0 else []
+        if als:
             reasons.append("als")
-        if in_trending[n]:
+        if trending:
             reasons.append("trending")
-        if in_fresh[n]:
+        if fresh:
             reasons.append("new")
         items.append({"video_id": ids[i], "score": round(score, 6), "reasons": reasons})
     if anonymous:
@@ -248,34 +275,40 @@ def _als(
     cf_idx: np.ndarray,
     history_idx: np.ndarray,
     whole_catalog: bool,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, float]:
     """The model's best `CANDIDATES_PER_SOURCE` among the pools and the best item-CF candidates (the `als`
-    arm: the whole catalog), never a video in the history: (videos, scores), or empty when none scores
-    > 0. The item-CF ones are the only factor rows gathered per request, so at most 200: a heavy user's
+    arm: the whole catalog), never a video in the history: (videos, scores, the best score), or empty
+    when none scores > 0. The item-CF ones are the only factor rows gathered per request, so at most 200: a heavy user's
     ~500 rows read at random from a 100,000-video matrix cost ~50 µs of cache misses."""
     # Serving processes run BLAS on one thread (`ServingState.start`): a pool woken per product cost ~1 ms
     # on a busy 2-core host.
     if whole_catalog:
         cand = state.catalog_ids()
-        rows = state.model_rows(model)[cand]
-        cand, rows = cand[rows >= 0], rows[rows >= 0]
-        scores = model.item_factors[rows] @ vector
+        rows = state.model_rows(model).take(cand)
+        known = rows >= 0
+        cand, rows = cand[known], rows[known]
+        scores = model.item_factors.take(rows, axis=0) @ vector
     else:
         pool, factors = base.factors(state, model)  # the pool's rows, gathered once per refresh
-        extra = cf_idx[~base.member[cf_idx]]
-        rows = state.model_rows(model)[extra]
-        extra, rows = extra[rows >= 0], rows[rows >= 0]
-        cand = np.concatenate((pool, extra))
-        scores = np.concatenate((factors @ vector, model.item_factors[rows] @ vector))
+        pooled = factors @ vector
+        if len(cf_idx):
+            extra = cf_idx[~base.member.take(cf_idx)]
+            rows = state.model_rows(model).take(extra)
+            known = rows >= 0
+            extra, rows = extra[known], rows[known]
+            cand = np.concatenate((pool, extra))
+            scores = np.concatenate((pooled, model.item_factors.take(rows, axis=0) @ vector))
+        else:
+            cand, scores = pool, pooled
     if len(history_idx) and len(cand):
         fresh = ~state.member_array(cand, history_idx)
         cand, scores = cand[fresh], scores[fresh]
     if len(cand) > CANDIDATES_PER_SOURCE:
         top = (-scores).argpartition(CANDIDATES_PER_SOURCE - 1)[:CANDIDATES_PER_SOURCE]
-        cand, scores = cand[top], scores[top]
-    if not len(cand) or scores.max() <= 0:
-        return EMPTY_I, EMPTY_F
-    return cand, scores.astype(np.float64)
+        cand, scores = cand.take(top), scores.take(top)
+    if not len(cand) or (best := scores.max()) <= 0:
+        return EMPTY_I, EMPTY_F, 0.0
+    return cand, scores.astype(np.float64), float(best)
 
 
 def _select(
@@ -287,37 +320,47 @@ def _select(
     history_idx: np.ndarray,
     seen: bytes,
     max_per_creator: int,
-) -> list[tuple[int, float]]:
+) -> tuple[list[int], list[float]]:
     """Best first (ties by video id), never seen, at most `max_per_creator` per creator (unknown
     creators uncapped), from two ranked streams: the user's own candidates (`dyn`, with the pools'
     score added) and the rest of the pools, already sorted. Looks at the head of each; widens when
-    filters removed so many that an item not looked at could still rank."""
-    ids, creator = state.ids, state.creator
-    in_dyn = state.marks
-    in_dyn[dyn] = True
-    try:
-        rest = base.order[~in_dyn[base.order]] if len(dyn) else base.order
-    finally:
-        in_dyn[dyn] = False
+    filters removed so many that an item not looked at could still rank. (videos, their scores)"""
+    ids, creator, pool_score = state.ids, state.creator, base.score
+    order = base.order
+    if len(dyn):
+        in_dyn = state.marks
+        in_dyn[dyn] = True
+        try:
+            rest = order[~in_dyn.take(order)]
+        finally:
+            in_dyn[dyn] = False
+    else:
+        rest = order
     take = k + 8 + min(len(history_idx), k)
     while True:
         limit = -np.inf  # nothing left out scores above this
         if take < len(dyn):
             top = (-dyn_scores).argpartition(take - 1)[:take]
-            limit = dyn_scores[top].min()
+            top_videos, top_scores = dyn.take(top), dyn_scores.take(top)
+            limit = top_scores.min()
         else:
-            top = slice(None)
+            top_videos, top_scores = dyn, dyn_scores
         head = rest[:take]
         if take < len(rest):
-            limit = max(limit, base.score[rest[take]])
-        cand = np.concatenate((dyn[top], head))
-        scores = np.concatenate((dyn_scores[top], base.score[head]))
+            limit = max(limit, pool_score[rest[take]])
+        cand = np.concatenate((top_videos, head))
+        scores = np.concatenate((top_scores, pool_score.take(head)))
         keep = ~seen_mask(state, cand, history_idx, seen)
         cand, scores = cand[keep], scores[keep]
-        order = (-scores).argsort(kind="stable")
-        cand = cand[order]
-        ranked_scores, ranked, ranked_creators = scores[order].tolist(), cand.tolist(), creator[cand].tolist()
-        picked: list[tuple[int, float]] = []
+        ranking = (-scores).argsort(kind="stable")
+        cand = cand.take(ranking)
+        ranked_scores, ranked, ranked_creators = (
+            scores.take(ranking).tolist(),
+            cand.tolist(),
+            creator.take(cand).tolist(),
+        )
+        picked: list[int] = []
+        picked_scores: list[float] = []
         per_creator: dict[int, int] = {}
         n, start = len(ranked), 0
         while start < n:
@@ -337,12 +380,13 @@ def _select(
                     if so_far >= max_per_creator:
                         continue
                     per_creator[c] = so_far + 1
-                picked.append((ranked[q], score))
+                picked.append(ranked[q])
+                picked_scores.append(score)
                 if len(picked) >= k:
-                    return picked
+                    return picked, picked_scores
             start = end
         if limit == -np.inf:  # nothing was left out: fewer than k is all there is
-            return picked
+            return picked, picked_scores
         take *= 4
 
 

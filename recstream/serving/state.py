@@ -100,9 +100,12 @@ class ServingState:
         self.in_catalog = np.zeros(n, dtype=bool)
         self.removed = np.zeros(n, dtype=bool)  # taken down (DELETE /videos/{id}): never served
         # Where each video's bits are in a seen filter: byte number and the bit's mask (SETBIT numbers bits
-        # from the most significant of byte 0).
-        self.bloom_byte = np.zeros((n, settings.seen_bloom_hashes), dtype=np.int32)
-        self.bloom_mask = np.zeros((n, settings.seen_bloom_hashes), dtype=np.uint8)
+        # from the most significant of byte 0), padded to a multiple of 8 columns (byte 0, mask 0) so that
+        # a video's masks read as whole uint64 words (`bloom_words`): one comparison per video per word.
+        columns = -(-settings.seen_bloom_hashes // 8) * 8
+        self.bloom_byte = np.zeros((n, columns), dtype=np.int32)
+        self.bloom_mask = np.zeros((n, columns), dtype=np.uint8)
+        self.bloom_words = self.bloom_mask.view(np.uint64)
         self.nbrs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.trending = (np.empty(0, np.int64), np.empty(0, np.float64))  # best first, max-scaled to 1
         self.fresh = (np.empty(0, np.int64), np.empty(0, np.float64))
@@ -114,6 +117,7 @@ class ServingState:
         self.scratch = np.zeros(n, dtype=np.float64)
         self.marks = np.zeros(n, dtype=bool)
         self._stamp = np.zeros(n, dtype=np.int64)
+        self._positions = np.arange(4096)  # 0, 1, 2, ...: `unique`'s positions, sliced
         self._model_rows: tuple[str, np.ndarray, int] | None = None
         self._bases: dict[tuple[float, float], Base] = {}
         self.cursors = {"catalog": 0, "neighbours": 0}
@@ -130,8 +134,8 @@ class ServingState:
             if i >= len(self.creator):
                 self._grow(2 * i)
             bits = bloom_positions(video, self.settings.seen_bloom_bits, self.settings.seen_bloom_hashes)
-            self.bloom_byte[i] = [b >> 3 for b in bits]
-            self.bloom_mask[i] = [0x80 >> (b & 7) for b in bits]
+            self.bloom_byte[i, : len(bits)] = [b >> 3 for b in bits]
+            self.bloom_mask[i, : len(bits)] = [0x80 >> (b & 7) for b in bits]
         return i
 
     def _grow(self, n: int) -> None:
@@ -145,6 +149,7 @@ class ServingState:
         self.removed = grown(self.removed, False)
         self.bloom_byte = grown(self.bloom_byte, 0)
         self.bloom_mask = grown(self.bloom_mask, 0)
+        self.bloom_words = self.bloom_mask.view(np.uint64)
         self.in_trending = grown(self.in_trending, False)
         self.in_fresh = grown(self.in_fresh, False)
         self.acc = grown(self.acc, 0.0)
@@ -154,7 +159,9 @@ class ServingState:
 
     def unique(self, videos: np.ndarray) -> np.ndarray:
         """The distinct video numbers of `videos`, without sorting (the last occurrence of each)."""
-        positions = np.arange(len(videos))
+        if len(videos) > len(self._positions):
+            self._positions = np.arange(max(len(videos), 2 * len(self._positions)))
+        positions = self._positions[: len(videos)]
         stamp = self._stamp
         stamp[videos] = positions
         return videos[stamp[videos] == positions]
