@@ -171,10 +171,11 @@ user_path = UserPath()
 
 
 async def unpacked(events: Sequence[EventT], shape: Shape) -> AsyncIterator[tuple[EventT, list[list]]]:
-    """Each internal message with its entries, one message at a time with the event loop given back
-    before each (a message holds up to PACK_MAX_ENTRIES entries: parsing a whole batch of them first
-    would hold the loop, and the HTTP views sharing it, for as long); a message that is not what our
-    agents write goes to the dead-letter topic with the reason, and the agent goes on."""
+    """Each internal message with its entries, in slices of at most YIELD_EVERY entries with the event
+    loop given back (and a history batch under way waited out) before each: a message holds up to
+    PACK_MAX_ENTRIES entries, and applying them in one go would hold the loop, and a user's own event,
+    for as long. A message that is not what our agents write goes to the dead-letter topic with the
+    reason, and the agent goes on."""
     for event in events:
         await user_path.step_aside()
         try:
@@ -182,7 +183,10 @@ async def unpacked(events: Sequence[EventT], shape: Shape) -> AsyncIterator[tupl
         except (ValueError, TypeError) as exc:
             await dead_letter(event, _reason(exc))
             continue
-        yield event, entries
+        for i in range(0, len(entries), YIELD_EVERY):
+            if i:
+                await user_path.step_aside()
+            yield event, entries[i : i + YIELD_EVERY]
 
 
 async def take_batches(

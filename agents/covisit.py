@@ -7,7 +7,6 @@ from recstream import metrics
 from recstream.agents.common import (
     COVISIT_SOURCE,
     MATERIALISE_SLICE,
-    YIELD_EVERY,
     take_batches,
     unpacked,
     user_path,
@@ -40,11 +39,9 @@ async def covisit_agent(stream) -> None:  # noqa: ANN001
 async def process(events) -> None:  # noqa: ANN001
     touched: dict[str, int] = {}  # source video -> partition
     pairs = 0
-    async for event, packed in unpacked(events, COVISIT_SOURCE):  # gives the loop back between messages
+    async for event, packed in unpacked(events, COVISIT_SOURCE):  # gives the loop back between slices
         c = event.message.partition
-        for i, (src, runs) in enumerate(packed):  # one source's pairs from one history batch
-            if i % YIELD_EVERY == YIELD_EVERY - 1:  # a message holds up to 2,000 sources
-                await user_path.step_aside()
+        for src, runs in packed:  # one source's pairs from one history batch
             state = neighbours.get(c, src)
             if state is None:
                 state = new_neighbours()

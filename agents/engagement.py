@@ -8,7 +8,6 @@ from recstream import metrics
 from recstream.agents.common import (
     MATERIALISE_SLICE,
     VIDEO_EVENT,
-    YIELD_EVERY,
     take_batches,
     unpacked,
     user_path,
@@ -49,9 +48,7 @@ async def process(events) -> None:  # noqa: ANN001
     entries = 0
     async for event, packed in unpacked(events, VIDEO_EVENT):  # gives the loop back between messages
         q = event.message.partition
-        for i, (video, p, offset, type_, ts, watch, duration) in enumerate(packed):
-            if i % YIELD_EVERY == YIELD_EVERY - 1:  # a message holds up to 2,000 events
-                await user_path.step_aside()
+        for video, p, offset, type_, ts, watch, duration in packed:
             state = video_engagement.get(q, video)
             if state is None:
                 state = new_engagement()

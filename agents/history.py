@@ -56,7 +56,7 @@ async def process(events) -> None:  # noqa: ANN001
     touched: dict[str, int] = {}  # user -> partition
     new_videos: dict[str, set[str]] = defaultdict(set)
     to_engagement: dict[int, list[list]] = defaultdict(list)
-    by_source: dict[str, list[tuple]] = {}  # source video -> its groups, in log order
+    by_source: dict[str, list[tuple]] = defaultdict(list)  # source video -> its groups, in log order
     counted: list[tuple[int, int, Interaction]] = []  # (partition, offset, record) for Redis counters
     by_type: dict[str, int] = defaultdict(int)
     n_video, n_covisit = channels.video_events_partitions, channels.covisit_partitions
@@ -84,10 +84,7 @@ async def process(events) -> None:  # noqa: ANN001
             continue
         weight = scoring.engagement_weight(record, PARAMS.engagement)
         for src, dsts, ws, first in covisit_groups(state, record.video_id, record.ts, weight, offset, PARAMS):
-            runs = by_source.get(src)
-            if runs is None:
-                runs = by_source[src] = []
-            runs.append((p, record.ts, first, dsts, ws))
+            by_source[src].append((p, record.ts, first, dsts, ws))
         user_history.put(p, user, state)
         to_engagement[partition_for(record.video_id.encode(), n_video)].append(
             [record.video_id, p, offset, record.type, record.ts, record.watch_time_ms, record.duration_ms]

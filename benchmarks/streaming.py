@@ -69,9 +69,8 @@ from recstream.redis_layout import VIDEO_STATS_KEY, history_key
 from recstream.settings import Settings, get_settings
 from recstream.streamstate import (
     StreamParams,
-    apply_pairs,
+    apply_runs,
     covisit_entries,
-    is_applied,
     new_history,
     new_neighbours,
 )
@@ -515,9 +514,8 @@ async def _covisit_log_state(settings: Settings, params: StreamParams, timeout: 
                             for k, (dst, w) in enumerate(zip(dsts, ws, strict=True)):
                                 count += 1
                                 digest = (digest + hash((src, dst, w, ts, p, first + k))) & MASK
-                            state = states.get(src) or states.setdefault(src, new_neighbours())
-                            if not is_applied(state["a"], p, first):
-                                apply_pairs(state, dsts, ws, ts, p, first, params)
+                        state = states.get(src) or states.setdefault(src, new_neighbours())
+                        apply_runs(state, runs, params)  # as the covisit agent applies them
         complete = all(pos[tp] >= ends[tp] for tp in parts)
     finally:
         await consumer.stop()
