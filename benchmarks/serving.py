@@ -108,8 +108,10 @@ class ServingConfig:
     """Videos published within the last day (the fresh source)."""
     neighbour_share: float = 0.9
     """Videos with an item-CF neighbour list."""
-    neighbours_min: int = 100
-    neighbours_max: int = 200
+    neighbours_min: int = 20
+    neighbours_max: int = 50
+    """The co-visitation agent materialises each list's best `serving_neighbours_per_video` (50), so
+    longer seeded lists would only cost Redis memory and seeding time, never serving work."""
     trending_share: float = 0.8
     """Videos with a trending rank."""
     als_rank: int = 64
@@ -431,7 +433,7 @@ async def _seed(env: Env) -> World:
             history_entries=int(entries),
         )
 
-        # --- item-CF neighbours: 100-200 per video, half popularity, half uniform; shares summing to 1 ---
+        # --- item-CF neighbours: neighbours_min-max per video, half popularity, half uniform; shares summing to 1 ---
         t0 = time.perf_counter()
         nbr_cdf = np.cumsum(0.5 * popularity + 0.5 / n_v)
         nbr_cdf[-1] = 1.0
@@ -1630,7 +1632,8 @@ def markdown(res: dict[str, Any]) -> str:
             "",
             f"State, seeded into a private Redis through recstream's write functions ({seed.get('seconds')} s): "
             f"{seed.get('videos', 0):,} videos ({seed.get('fresh_videos', 0):,} published in the last day, "
-            f"{seed.get('videos_with_neighbours', 0):,} with 100-200 item-CF neighbours, "
+            f"{seed.get('videos_with_neighbours', 0):,} with {res['config'].get('neighbours_min', '?')}-"
+            f"{res['config'].get('neighbours_max', '?')} item-CF neighbours, "
             f"{seed.get('trending_videos', 0):,} trending), {seed.get('users', 0):,} users "
             f"({seed.get('new_users', 0):,} new, {seed.get('light_users', 0):,} with 1-5 history entries, "
             f"{seed.get('heavy_users', 0):,} with 50), an active rank-{seed.get('model', {}).get('rank')} ALS model "

@@ -82,12 +82,18 @@ async def _ensure_indexes() -> None:
 
 @app.on_before_shutdown.connect
 async def _close_stores(app, **kwargs) -> None:  # noqa: ANN001 - Faust signal signature
-    global _stores, _models, _producer, _serving
+    global _stores, _models, _producer, _serving, _api
     for hook in shutdown_hooks:  # the agents make their state durable while the clients are still open
         try:
             await hook()
         except Exception:
             logging.getLogger(__name__).exception("shutdown hook %s failed", hook)
+    if _api is not None:  # the views' queued impressions go out while the producer is still open
+        try:
+            await _api.close()
+        except Exception:
+            logging.getLogger(__name__).exception("closing the views failed")
+        _api = None
     if _serving is not None:
         await _serving.close()
         _serving = None
