@@ -139,6 +139,14 @@ class Api:
         self._shown: list[tuple[bytes, bytes]] = []
         self._shown_task: asyncio.Task | None = None
 
+    async def _loaded_state(self) -> ServingState:
+        """The serving state, loaded (a worker loads it at its views' first use)."""
+        state = self._state()
+        state.want()
+        if not state.loaded.is_set():
+            await state.loaded.wait()
+        return state
+
     # --- ingestion ------------------------------------------------------------------------
     async def _body(self, request: web.Request) -> bytes:
         """The request body, refused (413, the limit in the message) past `max_body_bytes` before more of it
@@ -294,9 +302,7 @@ class Api:
                 422, "invalid_parameter", {"error": "preview must be true or false", "field": "preview"}
             )
         k = _k(request)
-        state = self._state()
-        if not state.loaded.is_set():
-            await state.loaded.wait()
+        state = await self._loaded_state()
         degraded = None
         try:
             history, seen, overexposed = await self._stores().user_state(user_id)
@@ -377,7 +383,7 @@ class Api:
         """The k best trending videos now, none taken down (their events may still rank them)."""
         now = int(time.time() * 1000)
         top = await self._stores().top_trending(k + REMOVED_SLACK)
-        removed = self._state().removed_among([v for v, _r in top])
+        removed = (await self._loaded_state()).removed_among([v for v, _r in top])
         scores: dict[str, float] = {}
         for v, rank in top:
             if v not in removed and len(scores) < k:
@@ -433,7 +439,7 @@ class Api:
         video_id = request.match_info["video_id"]
         k = _k(request)
         nbrs = (await self._stores().neighbours_of([video_id], k)).get(video_id, {})
-        removed = self._state().removed_among(list(nbrs))
+        removed = (await self._loaded_state()).removed_among(list(nbrs))
         items = [
             {"video_id": v, "score": round(s, 6)}
             for v, s in sorted(nbrs.items(), key=lambda kv: -kv[1])

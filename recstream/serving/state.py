@@ -123,6 +123,7 @@ class ServingState:
         self.cursors = {"catalog": 0, "neighbours": 0}
         self.refreshed_at: dict[str, float] = {}
         self.loaded = asyncio.Event()
+        self._wanted = asyncio.Event()
         self._task: asyncio.Task | None = None
 
     # --- ids ------------------------------------------------------------------------------
@@ -209,12 +210,21 @@ class ServingState:
         return np.flatnonzero(self.in_catalog[: len(self.ids)])
 
     # --- refresh --------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, on_demand: bool = False) -> None:
+        """Load and keep refreshing in the background; `on_demand`: only from the first `want()` on (a
+        worker, whose recommendations the web role usually serves, mirrors nothing it is not asked for:
+        the refresh re-reads every neighbour list the agents write)."""
         # One BLAS thread: a request's products are small, and waking a pool for each costs more than
         # it saves on a busy host.
         threadpoolctl.threadpool_limits(1)
+        if not on_demand:
+            self._wanted.set()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="serving-state")
+
+    def want(self) -> None:
+        """A view serves from this state: load it now if it was started on demand."""
+        self._wanted.set()
 
     async def close(self) -> None:
         if self._task is not None:
@@ -228,6 +238,7 @@ class ServingState:
 
     async def _run(self) -> None:
         interval = self.settings.serving_refresh_interval_s
+        await self._wanted.wait()
         while True:
             started = time.monotonic()
             try:
