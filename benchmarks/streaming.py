@@ -95,7 +95,10 @@ class BenchConfig:
     seed: int = 42
     catalog_age_days: float = 30.0
     """Videos were published uniformly over this many days before now."""
-    metrics_poll_s: float = 0.25
+    metrics_poll_s: float = 1.0
+    """How often the harness reads the worker's /metrics. Each read costs the measured worker ~4 ms (the
+    exposition and consumer lag): at 0.25 s that was 1.7 % of its CPU in a 1,000,000-event ingest. Rates
+    interpolate the moment a counter crossed its target, so a coarser poll does not round them."""
     worker_log_level: str = "info"
     """The production default. (At "warn", Faust's start-up spinner leaves the root logger at DEBUG.)"""
     quix: bool = True
