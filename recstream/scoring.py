@@ -65,6 +65,8 @@ def watch_bucket(event: Interaction) -> int | None:
     return None if ratio is None else min(int(ratio * WATCH_BUCKETS), WATCH_BUCKETS)
 
 
+ACTION_COUNTERS = {"like": "likes", "share": "shares", "comment": "comments", "follow": "follows"}
+"""The counter each action other than a view or a skip adds one to."""
 COUNTERS = ("views", "watch_time_ms", "completions", "likes", "shares", "comments", "skips", "follows")
 
 
@@ -86,9 +88,8 @@ def event_counts(event: Interaction, params: EngagementParams) -> dict[str, floa
             c[f"wr{bucket}"] = 1
     if is_fast_skip(event, params):
         c["skips"] = 1
-    plural = {"like": "likes", "share": "shares", "comment": "comments", "follow": "follows"}
-    if event.type in plural:
-        c[plural[event.type]] = 1
+    if event.type in ACTION_COUNTERS:
+        c[ACTION_COUNTERS[event.type]] = 1
     return c
 
 

@@ -125,21 +125,30 @@ def covisit_entries(
 # --- the dashboard's counters (Redis hashes, added to exactly once per event) ---------------------
 def add_to_counters(counters: dict[str, dict[str, float]], event: Any, params: StreamParams) -> None:
     """What one interaction adds to the per-second overview and the per-video 10 s timeline, keyed by
-    their Redis hash names; `counters` is a defaultdict of defaultdict(float)."""
+    their Redis hash names; `counters` is a defaultdict of defaultdict(float). The timeline gets the
+    `scoring.COUNTERS` of `scoring.event_counts`, written out here because this runs for every event
+    (tests/unit/test_streamstate.py holds the two equal)."""
     second = event.ts // 1000
+    kind = event.type
     bucket = counters[f"{OVERVIEW_PREFIX}{second}"]
-    bucket[event.type] += 1
-    if event.type == "view":
-        bucket["watch_time_ms"] += event.watch_time_ms or 0
+    series = counters[video_series_key(event.video_id, second // VIDEO_SERIES_STEP_S * VIDEO_SERIES_STEP_S)]
+    bucket[kind] += 1
+    if kind == "view":
+        watched = event.watch_time_ms or 0
+        bucket["watch_time_ms"] += watched
+        series["views"] += 1
+        series["watch_time_ms"] += watched
         if scoring.is_completion(event, params.engagement):
             bucket["completions"] += 1
-    series = counters[video_series_key(event.video_id, second // VIDEO_SERIES_STEP_S * VIDEO_SERIES_STEP_S)]
-    for name, value in scoring.event_counts(event, params.engagement).items():
-        if name in scoring.COUNTERS:
-            series[name] += value
+            series["completions"] += 1
+        if watched < params.engagement.fast_skip_ms:
+            series["skips"] += 1
+    elif kind == "skip":
+        series["skips"] += 1
+    else:
+        series[scoring.ACTION_COUNTERS[kind]] += 1
 
 
-# --- per-video engagement (keyed by video) ---------------------------------------------------------
 def new_engagement() -> dict[str, Any]:
     # c: lifetime counters, r: trend rank, d: duration, l: newest event ms, s: short windows,
     # w: long-window panes, a: applied offsets per origin (interactions) partition

@@ -264,3 +264,37 @@ def test_a_materialised_list_is_checked_as_the_best_cut_ties_either_way() -> Non
     assert not is_best_cut({k: share[k] for k in "ab"}, weights, 3)  # too short
     assert not is_best_cut({**best3, "a": 0.5}, weights, 3)  # a wrong share
     assert is_best_cut(share, weights, 50) and not is_best_cut(best3, weights, 50)
+
+
+def test_the_dashboard_counters_are_what_event_counts_says_each_event_adds() -> None:
+    from collections import defaultdict
+
+    from recstream.records import EVENT_TYPES, Interaction
+    from recstream.redis_layout import OVERVIEW_PREFIX, video_series_key
+    from recstream.streamstate import add_to_counters
+
+    rng = random.Random(5)
+    got: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    want: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for _ in range(3000):
+        kind = rng.choice(EVENT_TYPES)
+        duration = rng.choice([None, 0, 15_000, 60_000])
+        watched = rng.choice([0, 500, 1_999, 2_000, 13_500, 14_000, 70_000])
+        event = Interaction(
+            type=kind, user_id="u", video_id=rng.choice(["a", "b"]), ts=rng.randint(1, 40_000),
+            watch_time_ms=watched if kind == "view" else rng.choice([None, watched]), duration_ms=duration,
+        )  # fmt: skip
+        add_to_counters(got, event, P)
+        second = event.ts // 1000
+        overview = want[f"{OVERVIEW_PREFIX}{second}"]
+        overview[kind] += 1
+        if kind == "view":
+            overview["watch_time_ms"] += event.watch_time_ms or 0
+            if scoring.is_completion(event, P.engagement):
+                overview["completions"] += 1
+        series = want[video_series_key(event.video_id, second // 10 * 10)]
+        for name, value in scoring.event_counts(event, P.engagement).items():
+            if name in scoring.COUNTERS:
+                series[name] += value
+    assert {k: dict(v) for k, v in got.items()} == {k: dict(v) for k, v in want.items()}
+    assert any(v.get("skips") for v in got.values()) and any(v.get("completions") for v in got.values())
