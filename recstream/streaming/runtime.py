@@ -68,7 +68,7 @@ def api():  # noqa: ANN201 - web.handlers.Api (imported here lazily: it imports 
 
 @app.task
 async def _start_serving() -> None:
-    serving().start(on_demand=True)  # loaded at the first request of a view that serves from it
+    serving().start()
 
 
 @app.task
