@@ -83,6 +83,7 @@ import workload  # noqa: E402  (benchmarks/workload.py: the pinned workload)
 
 METRIC = re.compile(r'^recstream_messages_processed_total\{agent="(\w+)"\} ([0-9.e+-]+)$', re.M)
 DEAD = re.compile(r"^recstream_dead_letters_total\{[^}]*\} ([0-9.e+-]+)$", re.M)
+GC = re.compile(r'^recstream_gc_seconds_total\{generation="(\d)"\} ([0-9.e+-]+)$', re.M)
 
 
 @dataclass
@@ -306,6 +307,9 @@ async def _metrics(http: aiohttp.ClientSession, url: str) -> tuple[float, dict[s
     t = (t0 + time.perf_counter()) / 2
     counts = {agent: float(v) for agent, v in METRIC.findall(text)}
     counts["dead_letters"] = sum(float(v) for v in DEAD.findall(text))
+    # The worker's garbage collector, all generations: its pauses show in a profile as the lines that
+    # happened to allocate when a collection began.
+    counts["gc_s"] = sum(float(v) for _g, v in GC.findall(text))
     return t, counts
 
 
@@ -728,6 +732,7 @@ async def _watch_counters(
                 )
             await asyncio.sleep(cfg.metrics_poll_s)
     last = series[-1][1] if series else {}
+    gc_s = raw.get("gc_s", 0.0) - base.get("gc_s", 0.0) if series else 0.0
     if n is None or complete_at is None:
         return {
             "error": f"{label} not done (deadline {timeout:.0f} s, or no progress for {cfg.stall_s:.0f} s): "
@@ -752,6 +757,7 @@ async def _watch_counters(
         "covisit_pairs": int(cov_total),
         "dead_letters": last.get("dead_letters", 0),
         "polls": len(series),
+        "gc_s": r(gc_s, 2),
     }
 
 
@@ -776,6 +782,7 @@ def _rates(w: dict[str, Any]) -> dict[str, Any]:
         "covisit_lag_s": r(w["t_covisit"] - w["t_history"], 3),
         "covisit_pairs": w["covisit_pairs"],
         "dead_letters": w["dead_letters"],
+        "gc_s": w.get("gc_s"),
         "polls": w["polls"],
         "excluded_first_batch": n_first,
     }
@@ -1007,7 +1014,8 @@ def stage_ingest(env: BenchEnv) -> dict[str, Any]:
         say(
             f"  worker: end of pipeline {worker.get('pipeline_events_per_s')} events/s, history "
             f"{worker.get('history_events_per_s')} events/s, {worker.get('covisit_pairs'):,} co-visitation pairs; "
-            f"{worker['cpu_us_per_event']} CPU µs per event (worker process, {worker['cpu_s']} s)"
+            f"{worker['cpu_us_per_event']} CPU µs per event (worker process, {worker['cpu_s']} s, of which "
+            f"the garbage collector {worker.get('gc_s')} s)"
         )
     env.counted = {"history": n, "engagement": n}
     say("ingest 6/7: exactness: Redis against the reference; Kafka messages written per event")
