@@ -140,11 +140,9 @@ class Api:
         self._shown_task: asyncio.Task | None = None
 
     async def _loaded_state(self) -> ServingState:
-        """The serving state, loaded (a worker loads it at its views' first use)."""
+        """The serving state, ready to serve from (`ServingState.ready`)."""
         state = self._state()
-        state.want()
-        if not state.loaded.is_set():
-            await state.loaded.wait()
+        await state.ready()
         return state
 
     # --- ingestion ------------------------------------------------------------------------

@@ -21,6 +21,9 @@ _models: ModelCache | None = None
 _producer: BatchProducer | None = None
 _serving: ServingState | None = None
 _api = None
+SERVING_IDLE_S = 30.0
+"""A worker's serving state stops refreshing once its views have not used it for this long (they usually
+run in the web role), and resumes at the next request (`ServingState.start`)."""
 shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
 """Run at worker shutdown before the Redis, MongoDB and Kafka clients close."""
 
@@ -68,7 +71,7 @@ def api():  # noqa: ANN201 - web.handlers.Api (imported here lazily: it imports 
 
 @app.task
 async def _start_serving() -> None:
-    serving().start()
+    serving().start(idle_after_s=SERVING_IDLE_S)
 
 
 @app.task
