@@ -311,7 +311,9 @@ async def _metrics(http: aiohttp.ClientSession, url: str) -> tuple[float, dict[s
     counts["dead_letters"] = sum(float(v) for v in DEAD.findall(text))
     # The worker's garbage collector, all generations: its pauses show in a profile as the lines that
     # happened to allocate when a collection began.
-    counts["gc_s"] = sum(float(v) for _g, v in GC.findall(text))
+    for generation, seconds in GC.findall(text):
+        counts[f"gc{generation}_s"] = float(seconds)
+    counts["gc_s"] = sum(counts.get(f"gc{g}_s", 0.0) for g in range(3))
     return t, counts
 
 
@@ -734,7 +736,11 @@ async def _watch_counters(
                 )
             await asyncio.sleep(cfg.metrics_poll_s)
     last = series[-1][1] if series else {}
-    gc_s = raw.get("gc_s", 0.0) - base.get("gc_s", 0.0) if series else 0.0
+    gc = (
+        {k: r(raw.get(k, 0.0) - base.get(k, 0.0), 2) for k in ("gc_s", "gc0_s", "gc1_s", "gc2_s")}
+        if series
+        else {}
+    )
     if n is None or complete_at is None:
         return {
             "error": f"{label} not done (deadline {timeout:.0f} s, or no progress for {cfg.stall_s:.0f} s): "
@@ -759,7 +765,8 @@ async def _watch_counters(
         "covisit_pairs": int(cov_total),
         "dead_letters": last.get("dead_letters", 0),
         "polls": len(series),
-        "gc_s": r(gc_s, 2),
+        "gc_s": gc.get("gc_s"),
+        "gc_by_generation_s": [gc.get(f"gc{g}_s") for g in range(3)],
     }
 
 
@@ -785,6 +792,7 @@ def _rates(w: dict[str, Any]) -> dict[str, Any]:
         "covisit_pairs": w["covisit_pairs"],
         "dead_letters": w["dead_letters"],
         "gc_s": w.get("gc_s"),
+        "gc_by_generation_s": w.get("gc_by_generation_s"),
         "polls": w["polls"],
         "excluded_first_batch": n_first,
     }
@@ -1017,7 +1025,7 @@ def stage_ingest(env: BenchEnv) -> dict[str, Any]:
             f"  worker: end of pipeline {worker.get('pipeline_events_per_s')} events/s, history "
             f"{worker.get('history_events_per_s')} events/s, {worker.get('covisit_pairs'):,} co-visitation pairs; "
             f"{worker['cpu_us_per_event']} CPU µs per event (worker process, {worker['cpu_s']} s, of which "
-            f"the garbage collector {worker.get('gc_s')} s)"
+            f"the garbage collector {worker.get('gc_s')} s, by generation {worker.get('gc_by_generation_s')})"
         )
     env.counted = {"history": n, "engagement": n}
     say("ingest 6/7: exactness: Redis against the reference; Kafka messages written per event")
