@@ -146,9 +146,10 @@ def seen_mask(
     """True where the user engaged with the candidate: in the history, or in the seen filter."""
     marks = state.marks
     marks[history_idx] = True
-    # taken-down videos count as seen by everyone
-    mask = marks.take(candidates) | state.removed.take(candidates)
+    mask = marks.take(candidates)
     marks[history_idx] = False
+    if state.any_removed:  # taken-down videos count as seen by everyone
+        mask |= state.removed.take(candidates)
     if seen:
         size = state.settings.seen_bloom_bits // 8
         if len(seen) < size:  # SETBIT grows the string only as far as the highest bit set
@@ -206,6 +207,7 @@ def recommend(
         }
     acc = state.acc
     parts: list[np.ndarray] = []
+    blended: list[np.ndarray] = []  # per part, its weighted scores
 
     cf = (
         ItemCF(state, history, settings.covisit_recency, settings.covisit_lookback)
@@ -213,7 +215,7 @@ def recommend(
         else None
     )
     if cf is not None and len(cf.idx) and (top := cf.scores.max()) > 0:
-        acc[cf.idx] += (weights["itemcf"] / top) * cf.scores
+        blended.append((weights["itemcf"] / top) * cf.scores)
         parts.append(cf.idx)
 
     model_version, als_idx = None, EMPTY_I
@@ -231,17 +233,21 @@ def recommend(
                 whole_catalog=strategy == "als",
             )
             if len(als_idx):
-                acc[als_idx] += (weights["als"] / als_top) * als_scores
+                blended.append((weights["als"] / als_top) * als_scores)
                 parts.append(als_idx)
 
     if not parts:
-        dyn = EMPTY_I
-    elif len(parts) == 1:  # a source's candidates are distinct already
+        dyn, dyn_scores = EMPTY_I, EMPTY_F
+    elif len(parts) == 1:  # a source's candidates are distinct already: no sums
         dyn = parts[0]
-    else:
+        dyn_scores = blended[0] + base.score.take(dyn)
+    else:  # summed in the scratch accumulator (all zero between requests), in source order
+        acc[parts[0]] = blended[0]
+        for idx, scores in zip(parts[1:], blended[1:], strict=True):
+            acc[idx] += scores
         dyn = state.unique(np.concatenate(parts))
-    dyn_scores = acc.take(dyn) + base.score.take(dyn)
-    acc[dyn] = 0.0  # the scratch accumulator is all zero between requests
+        dyn_scores = acc.take(dyn) + base.score.take(dyn)
+        acc[dyn] = 0.0
     picked, picked_scores = _select(state, dyn, dyn_scores, base, k, excluded, seen, settings.max_per_creator)
     n = len(picked)
     chosen = np.array(picked, dtype=np.int64)
@@ -292,10 +298,8 @@ def _als(
         pool, factors = base.factors(state, model)  # the pool's rows, gathered once per refresh
         pooled = factors @ vector
         if len(cf_idx):
-            extra = cf_idx[~base.member.take(cf_idx)]
+            extra = cf_idx[base.extra_ok(state, model).take(cf_idx)]  # not pooled, known to the model
             rows = state.model_rows(model).take(extra)
-            known = rows >= 0
-            extra, rows = extra[known], rows[known]
             cand = np.concatenate((pool, extra))
             scores = np.concatenate((pooled, model.item_factors.take(rows, axis=0) @ vector))
         else:
@@ -342,12 +346,12 @@ def _select(
         if take < len(dyn):
             top = (-dyn_scores).argpartition(take - 1)[:take]
             top_videos, top_scores = dyn.take(top), dyn_scores.take(top)
-            limit = top_scores.min()
+            limit = float(top_scores.min())
         else:
             top_videos, top_scores = dyn, dyn_scores
         head = rest[:take]
         if take < len(rest):
-            limit = max(limit, pool_score[rest[take]])
+            limit = max(limit, float(pool_score[rest[take]]))
         cand = np.concatenate((top_videos, head))
         scores = np.concatenate((top_scores, pool_score.take(head)))
         keep = ~seen_mask(state, cand, history_idx, seen)

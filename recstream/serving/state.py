@@ -72,6 +72,7 @@ class Base:
         ids = state.ids
         self.order = np.array(sorted(pool.tolist(), key=lambda i: (-self.score[i], ids[i])), dtype=np.int64)
         self._factors: tuple[str, np.ndarray, np.ndarray] | None = None
+        self._extra_ok: tuple[tuple[str, int, int], np.ndarray] | None = None
         self.cold: dict[tuple[int, int], list] = {}  # (k, creator cap) -> the answer for someone new
 
     def factors(self, state: ServingState, model: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -85,6 +86,18 @@ class Base:
                 np.ascontiguousarray(model.item_factors[rows[known]]),
             )
         return self._factors[1], self._factors[2]
+
+    def extra_ok(self, state: ServingState, model: Any) -> np.ndarray:
+        """Per video number: True when the model knows it and it is not in the pools (an item-CF
+        candidate the model scores beside the pool), kept per model version."""
+        rows = state.model_rows(model)
+        key = (model.version, len(state.ids), len(rows))  # rows fill in as videos are interned
+        if self._extra_ok is None or self._extra_ok[0] != key:
+            n = min(len(rows), len(self.member))
+            ok = rows >= 0
+            ok[:n] &= ~self.member[:n]
+            self._extra_ok = (key, ok)
+        return self._extra_ok[1]
 
 
 class ServingState:
@@ -101,6 +114,7 @@ class ServingState:
         self.creator = np.full(n, -1, dtype=np.int32)  # creator number per video, -1 unknown
         self.in_catalog = np.zeros(n, dtype=bool)
         self.removed = np.zeros(n, dtype=bool)  # taken down (DELETE /videos/{id}): never served
+        self.any_removed = False  # whether any is (the seen filter then skips looking)
         # Where each video's bits are in a seen filter: byte number and the bit's mask (SETBIT numbers bits
         # from the most significant of byte 0), padded to a multiple of 8 columns (byte 0, mask 0) so that
         # a video's masks read as whole uint64 words (`bloom_words`): one comparison per video per word.
@@ -356,6 +370,8 @@ class ServingState:
         for video in removed:
             i = self.intern(video.decode())
             self.removed[i], self.in_catalog[i] = True, False
+        if creators or removed:
+            self.any_removed = bool(self.removed[: len(self.ids)].any())
         self._mark("catalog")
 
     async def _refresh_neighbours(self, first: bool) -> None:

@@ -207,3 +207,42 @@ def test_a_pinned_weight_comes_from_the_environment(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("RECSTREAM_BLEND_TRENDING", "0.3")  # the default's value, but set: pinned
     assert source_weights("hybrid", Settings(), {"trending": 1.0, "als": 3.0})["trending"] == 0.3
     assert source_weights("hybrid", Settings(), {"trending": 1.0, "als": 3.0})["als"] == 3.0
+
+
+def test_a_taken_down_video_is_never_served_and_published_again_is() -> None:
+    """The catalog refresh keeps `any_removed` (the seen filter skips the taken-down flags while none
+    is set) in step with the flags: down, never served; published again, served again."""
+    import asyncio
+
+    class CatalogRedis:  # what `_refresh_catalog` reads, one change at a time
+        def __init__(self, creators: dict[bytes, bytes], removed: set[bytes]) -> None:
+            self.creators, self.removed, self.changed = creators, removed, [b"v0"]
+
+        async def get(self, _key: str) -> bytes:
+            return b"1"
+
+        async def zrangebyscore(self, *_args: object, **_kwargs: object) -> list:
+            changed, self.changed = self.changed, []
+            return [(m, 2) for m in changed]
+
+        async def hmget(self, _key: str, members: list[bytes]) -> list:
+            return [self.creators.get(m) for m in members]
+
+        async def smismember(self, _key: str, members: list[bytes]) -> list[bool]:
+            return [m in self.removed for m in members]
+
+    settings = Settings(strategies=["trending"])
+    state = _state(random.Random(4), settings)
+    top = state.ids[state.trending[0][0]]
+    served = lambda: [i["video_id"] for i in recommend(state, settings, "u", 20, [], b"")["items"]]  # noqa: E731
+    assert top in served() and not state.any_removed
+    fake = CatalogRedis({}, {top.encode()})
+    fake.changed = [top.encode()]
+    state.redis = fake  # type: ignore[assignment]
+    asyncio.run(state._refresh_catalog(first=False))
+    state._bases = {}  # what the pools' refresh does
+    assert state.any_removed and top not in served() and len(served()) == 20
+    fake.creators, fake.removed, fake.changed = {top.encode(): b"c1"}, set(), [top.encode()]
+    asyncio.run(state._refresh_catalog(first=False))
+    state._bases = {}
+    assert not state.any_removed and top in served()
