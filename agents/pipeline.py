@@ -84,8 +84,10 @@ class Pipeline:
                 offsets[tp] = offset
         return self.gate.record(offsets)
 
-    async def flush(self) -> None:
-        await self.flusher.flush()
+    async def flush(self, holding_lock: bool = False) -> None:
+        """Tables and forwards made durable, taken between two batches (`holding_lock`: the caller
+        holds `self.lock` already)."""
+        await self.flusher.flush(None if holding_lock else self.lock)
         metrics.flushes.labels(agent=self.name).inc()
 
     async def on_revoked(self, revoked: set[TP]) -> None:
@@ -94,7 +96,7 @@ class Pipeline:
             return
         async with self.lock:  # the batch under way finishes first
             await self.write_serving()  # before the cache of those partitions goes
-            await self.flush()  # the next owner starts from the freshest state we have
+            await self.flush(holding_lock=True)  # the next owner starts from the freshest state we have
             for table in self.tables:
                 table.drop_partitions({tp.partition for tp in mine})
             self.gate.forget(mine)

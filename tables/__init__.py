@@ -26,6 +26,7 @@ user_history = BatchTable(
         "user -> {h: last N engagements [video, ts, weight] newest first, o: last applied offset}",
     ),
     _s.state_cache_keys,
+    snapshot=dict,  # the history agent replaces `h` and `o`, never changes them in place
 )
 
 video_engagement = BatchTable(

@@ -9,6 +9,7 @@ MongoDB being down holds back only MongoDB (and the offset commit), never the ta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -80,12 +81,23 @@ class Flusher:
         self.gate, self.outbox, self.tables = gate, outbox, list(tables)
         self._lock = asyncio.Lock()
 
-    async def flush(self) -> None:
-        async with self._lock:
+    async def flush(self, batch_lock: asyncio.Lock | None = None) -> None:
+        """`batch_lock`: the agent's per-batch lock, unless the caller holds it already. The tables are
+        taken between two batches, never in the middle of one: a history batch gives the event loop
+        back while it applies events, and a value taken half way would hold events (offsets marked
+        applied) whose forwarded messages the batch had not sent yet; after a crash the replay would
+        skip them and the agents downstream would never see them. The batch lock is held only while
+        the dirty keys are taken (the tables' `snapshot` copies), not while they are written."""
+        async with batch_lock or contextlib.nullcontext():
+            # Lock order: the batch lock, then this one (Pipeline.on_revoked holds the batch lock and
+            # flushes). Flushes write in the order they took: an older take never overwrites a newer.
+            await self._lock.acquire()
             upto = self.gate.seq
+            taken = [(table, table.take_dirty()) for table in self.tables]
+        try:
             changelogs: dict[tuple[str, int], BatchTable] = {}
-            for table in self.tables:
-                for partition, records in (await table.write_local()).items():
+            for table, dirty in taken:
+                for partition, records in (await table.write_local(dirty)).items():
                     await self.outbox.send(table.changelog_topic, partition, records)
                     changelogs[(table.changelog_topic, partition)] = table
             for topic, partition, offset in await self.outbox.settle():
@@ -93,6 +105,8 @@ class Flusher:
                 if table is not None:
                     table.set_persisted_offset(partition, offset)
             self.gate.mark("kafka", upto)
+        finally:
+            self._lock.release()
 
 
 class MongoSink:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -36,12 +36,19 @@ ENCODE_SLICE = 512
 class BatchTable:
     """Cached, batch-flushed access to one Faust table's RocksDB partitions."""
 
-    def __init__(self, table: Any, keep_keys: int = 0) -> None:
+    def __init__(self, table: Any, keep_keys: int = 0, snapshot: Callable[[Any], Any] | None = None) -> None:
         """`keep_keys`: the cache outlives flushes while it holds at most this many keys (hot keys are
         then read from RocksDB and decoded once, not once per flush); past it, a flush releases what
-        RocksDB now holds."""
+        RocksDB now holds.
+
+        `snapshot`: how `take_dirty` copies a value so that what is flushed is the value as it was
+        between two batches, even if batches change it before it is encoded (e.g. `dict`, a shallow
+        copy, for values whose parts are replaced, never changed in place). Without it a flush may
+        write a newer value than the one taken, which is only right for tables whose agent forwards
+        nothing (`recstream.streaming.sinks.Flusher`)."""
         self.table = table
         self.keep_keys = keep_keys
+        self.snapshot = snapshot
         self.cache: dict[int, dict[str, Any]] = defaultdict(dict)
         self.dirty: dict[int, set[str]] = defaultdict(set)
 
@@ -88,27 +95,42 @@ class BatchTable:
             self.cache.pop(p, None)
             self.dirty.pop(p, None)
 
-    async def write_local(self) -> dict[int, list[tuple[bytes, bytes]]]:
-        """Write every dirty key to RocksDB in one WriteBatch per partition; returns the records, which
-        the caller publishes to the changelog. (RocksDB ahead of the changelog is safe: a value
+    def take_dirty(self) -> dict[int, list[tuple[str, Any]]]:
+        """Every key changed since the last take with its value (copied by `snapshot` when given):
+        what the next `write_local` writes. Called between two batches (`Flusher.flush`)."""
+        dirty, self.dirty = self.dirty, defaultdict(set)
+        copy = self.snapshot
+        taken: dict[int, list[tuple[str, Any]]] = {}
+        for partition, keys in dirty.items():
+            values = self.cache[partition]
+            taken[partition] = [
+                (key, value if value is None or copy is None else copy(value))
+                for key in keys
+                for value in (values.get(key),)  # None: deleted (RocksDB, and a tombstone)
+            ]
+        return taken
+
+    async def write_local(
+        self, taken: dict[int, list[tuple[str, Any]]]
+    ) -> dict[int, list[tuple[bytes, bytes]]]:
+        """Write what `take_dirty` took to RocksDB in one WriteBatch per partition; returns the records,
+        which the caller publishes to the changelog. (RocksDB ahead of the changelog is safe: a value
         recovered from an older changelog record carries older applied offsets, so the events after
         them are applied again.)
 
         Encoding thousands of values takes tens of milliseconds, so it gives the event loop back every
         ENCODE_SLICE keys: a user's own event is not held up behind a flush. Batches may run meanwhile;
-        a key they change is encoded with its newest value or stays dirty for the next flush, and the
-        cache keeps every value until RocksDB holds it (a read in between never sees an older value).
-        Afterwards, past `keep_keys`, the cache keeps only keys dirtied since (the rest is released)."""
-        dirty, self.dirty = self.dirty, defaultdict(set)
+        a key they change stays dirty for the next flush, and the cache keeps every value until RocksDB
+        holds it (a read in between never sees an older value). Afterwards, past `keep_keys`, the cache
+        keeps only keys dirtied since (the rest is released)."""
         out: dict[int, list[tuple[bytes, bytes]]] = {}
         encoded = 0
-        for partition, keys in dirty.items():
+        for partition, values in taken.items():
             records = out[partition] = []
-            for key in keys:
+            for key, value in values:
                 if encoded % ENCODE_SLICE == ENCODE_SLICE - 1:
                     await asyncio.sleep(0)
                 encoded += 1
-                value = self.cache[partition].get(key)  # None: deleted (RocksDB, and a tombstone)
                 records.append((key.encode(), None if value is None else orjson.dumps(value)))
         store = self.table.data
         for partition, records in out.items():

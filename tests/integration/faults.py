@@ -90,7 +90,19 @@ def wait_exact(
         if not diffs:
             return []
         time.sleep(1)
-    return diffs
+    return diffs + worker_warnings(cluster)
+
+
+def worker_warnings(cluster: Cluster, last: int = 30) -> list[str]:
+    """The workers' warnings and errors (rebalance chatter left out), for a failure message."""
+    noise = ("Heartbeat failed", "because it is rebalancing")
+    lines = [
+        f"{log.name}: {line}"
+        for log in sorted(cluster.data_dir.glob("worker-*.log"))
+        for line in log.read_text(errors="replace").splitlines()
+        if ("[WARNING]" in line or "[ERROR]" in line) and not any(n in line for n in noise)
+    ]
+    return lines[-last:]
 
 
 def kill9(worker: WorkerProcess) -> None:

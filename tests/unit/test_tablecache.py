@@ -29,7 +29,7 @@ def test_a_flush_writes_every_dirty_key_once_and_keeps_the_cache_up_to_its_cap(t
     for i in range(3):
         table.put(0, f"k{i}", {"v": i})
     table.put(1, "gone", None)
-    out = asyncio.run(table.write_local())
+    out = asyncio.run(table.write_local(table.take_dirty()))
     assert sorted(out[0]) == [(f"k{i}".encode(), orjson.dumps({"v": i})) for i in range(3)]
     assert out[1] == [(b"gone", None)]
     assert orjson.loads(raw.dbs[0][b"k1"]) == {"v": 1}
@@ -39,8 +39,25 @@ def test_a_flush_writes_every_dirty_key_once_and_keeps_the_cache_up_to_its_cap(t
 
     kept = BatchTable(_table(tmp_path / "kept"), keep_keys=10)
     kept.put(0, "a", {"n": 1})
-    asyncio.run(kept.write_local())
+    asyncio.run(kept.write_local(kept.take_dirty()))
     assert kept.cache[0] == {"a": {"n": 1}} and not kept.dirty  # kept decoded, nothing left to write
     kept.get(0, "a")["n"] = 2  # changed in place, as the agents do, then put
     kept.put(0, "a", kept.get(0, "a"))
-    assert asyncio.run(kept.write_local()) == {0: [(b"a", b'{"n":2}')]}
+    assert asyncio.run(kept.write_local(kept.take_dirty())) == {0: [(b"a", b'{"n":2}')]}
+
+
+def test_a_snapshot_table_writes_the_value_as_it_was_taken_and_keeps_the_newer_one(tmp_path: Path) -> None:
+    """What a flush takes between two batches is what it writes, even if a batch changes the value
+    before it is encoded; the newer value stays in memory and dirty for the next flush."""
+    raw = _table(tmp_path)
+    table = BatchTable(raw, keep_keys=0, snapshot=dict)
+    table.put(0, "u", {"h": [["v1", 1, 1.0]], "o": 7})
+    taken = table.take_dirty()
+    state = table.get(0, "u")  # the next batch, while the flush encodes
+    state["h"], state["o"] = [["v2", 2, 1.0], *state["h"]], 8
+    table.put(0, "u", state)
+    out = asyncio.run(table.write_local(taken))
+    assert out == {0: [(b"u", orjson.dumps({"h": [["v1", 1, 1.0]], "o": 7}))]}
+    assert orjson.loads(raw.dbs[0][b"u"])["o"] == 7
+    assert table.get(0, "u")["o"] == 8 and table.dirty[0] == {"u"}  # kept (dirty), not released
+    assert asyncio.run(table.write_local(table.take_dirty()))[0][0][1] == orjson.dumps(state)

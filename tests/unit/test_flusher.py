@@ -1,0 +1,76 @@
+"""The flush takes the tables between two batches (never half of one), without a deadlock against a
+revocation that flushes while holding the batch lock."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+
+import orjson
+
+from recstream.streaming.commits import CommitGate
+from recstream.streaming.sinks import Flusher
+from recstream.streaming.tablecache import BatchTable
+
+from .test_tablecache import _table
+
+
+class _Outbox:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, list]] = []
+
+    async def send(self, topic: str, partition: int, records: list) -> None:
+        self.sent.append((topic, partition, records))
+
+    async def settle(self) -> list[tuple[str, int, int]]:
+        await asyncio.sleep(0.01)  # a Kafka round trip
+        return []
+
+
+def _flusher(tmp_path: Path) -> tuple[Flusher, BatchTable, _Outbox, CommitGate]:
+    raw = _table(tmp_path)
+    raw.changelog_topic = SimpleNamespace(get_topic_name=lambda: "t-changelog")
+    table = BatchTable(raw, keep_keys=100, snapshot=dict)
+    gate, outbox = CommitGate("flusher-test", ["kafka"]), _Outbox()
+    return Flusher(gate, outbox, [table]), table, outbox, gate  # type: ignore[arg-type]
+
+
+def test_a_flush_waits_for_the_batch_under_way_and_takes_its_whole_effect(tmp_path: Path) -> None:
+    flusher, table, outbox, gate = _flusher(tmp_path)
+    lock = asyncio.Lock()
+
+    async def batch() -> None:
+        async with lock:
+            for offset in range(10):  # gives the loop back between events, as the history agent does
+                table.put(0, "u", {"o": offset})
+                await asyncio.sleep(0)
+            gate.record({})
+
+    async def main() -> None:
+        running = asyncio.create_task(batch())
+        await asyncio.sleep(0)  # the batch is half way
+        await flusher.flush(lock)
+        await running
+
+    asyncio.run(main())
+    assert [orjson.loads(v) for _t, _p, records in outbox.sent for _k, v in records] == [{"o": 9}]
+    assert gate.done["kafka"] == 1  # the ticket of the batch it waited for
+
+
+def test_a_revocation_flushing_under_the_batch_lock_does_not_deadlock_with_the_timer(tmp_path: Path) -> None:
+    flusher, table, outbox, _gate = _flusher(tmp_path)
+    lock = asyncio.Lock()
+    table.put(0, "u", {"o": 1})
+
+    async def revoke() -> None:
+        await asyncio.sleep(0)  # the timer's flush has taken the tables and is waiting for Kafka
+        async with lock:
+            table.put(0, "u", {"o": 2})
+            await flusher.flush(None)  # holds the batch lock already; waits for the timer's flush
+
+    async def main() -> None:
+        await asyncio.wait_for(asyncio.gather(flusher.flush(lock), revoke()), timeout=5)
+
+    asyncio.run(main())
+    assert [orjson.loads(v) for _t, _p, records in outbox.sent for _k, v in records] == [{"o": 1}, {"o": 2}]
