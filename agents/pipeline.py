@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from faust.types import TP, EventT
 
 from recstream import metrics
-from recstream.streaming import commits
+from recstream.streaming import commits, delivery
 from recstream.streaming.app import app
 from recstream.streaming.runtime import producer, shutdown_hooks, stores
 from recstream.streaming.sinks import Flusher, MongoSink, Outbox, retry
@@ -130,6 +130,7 @@ async def write_mongo() -> None:
 
 @app.on_partitions_revoked.connect
 async def _on_revoked(app, revoked: set[TP], **kwargs) -> None:  # noqa: ANN001 - Faust signal signature
+    delivery.forget_buffered(app.consumer, revoked)
     for pipeline in pipelines:
         await pipeline.on_revoked(revoked)
 

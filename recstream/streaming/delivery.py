@@ -77,3 +77,18 @@ def install(consumer: Any) -> None:
 
     consumer.wait_first = wait_first
     consumer._recstream_fast_delivery = True
+
+
+def forget_buffered(consumer: Any, revoked: set) -> None:
+    """Forget the revoked partitions' "buffer full" marks, which Faust keeps across a rebalance.
+
+    When an agent's queue is under pressure Faust takes the partition off the fetch list and marks it
+    buffered; `getmany` still hands out a buffered partition's records, and when the queue drains
+    `on_buffer_drop` puts the partition back on the list. Faust clears neither mark on revocation, so a
+    partition that was buffered when a rebalance began comes back while its tables are still being
+    recovered: its records reach the agent before the recovery has restored the state they apply to
+    (events applied to a stale value, later skipped as applied), and a delivery blocked on that full
+    queue holds the one fetcher that also brings the changelog records the recovery waits for. Called
+    on every revocation; the partition is fetched again once recovery resumes it."""
+    if consumer is not None:
+        consumer._buffered_partitions.difference_update(revoked)

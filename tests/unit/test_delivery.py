@@ -76,3 +76,23 @@ def test_a_blocked_delivery_is_abandoned_when_a_rebalance_suspends_the_flow() ->
 
     steps, freed = asyncio.run(run())
     assert freed and steps == ["started", "abandoned"]
+
+
+def test_a_partition_buffered_when_revoked_does_not_come_back_before_recovery_resumes_it() -> None:
+    """Faust's own on_buffer_full / on_buffer_drop, on a partition revoked while its queue was full."""
+    from types import SimpleNamespace
+
+    from faust.transport.consumer import Consumer
+
+    tp = ("rs.interactions", 3)
+    active: set = {tp}
+    consumer = SimpleNamespace(
+        app=SimpleNamespace(in_recovery=False),
+        _buffered_partitions=set(),
+        _get_active_partitions=lambda: active,
+    )
+    Consumer.on_buffer_full(consumer, tp)  # the agent's queue under pressure: off the fetch list, marked
+    assert tp not in active and tp in consumer._buffered_partitions
+    delivery.forget_buffered(consumer, {tp})  # the partition is revoked (and assigned again, paused)
+    Consumer.on_buffer_drop(consumer, tp)  # the queue drains while the tables recover
+    assert tp not in active and tp not in consumer._buffered_partitions
