@@ -102,12 +102,11 @@ class BatchTable:
         copy = self.snapshot
         taken: dict[int, list[tuple[str, Any]]] = {}
         for partition, keys in dirty.items():
-            values = self.cache[partition]
-            taken[partition] = [
-                (key, value if value is None or copy is None else copy(value))
-                for key in keys
-                for value in (values.get(key),)  # None: deleted (RocksDB, and a tombstone)
-            ]
+            values, records = self.cache[partition], []
+            for key in keys:
+                value = values.get(key)  # None: deleted (RocksDB, and a tombstone)
+                records.append((key, value if value is None or copy is None else copy(value)))
+            taken[partition] = records
         return taken
 
     async def write_local(
