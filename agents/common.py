@@ -195,7 +195,8 @@ async def take_batches(
     within: float,  # noqa: ANN001
     lock: asyncio.Lock,
 ) -> AsyncIterator[list[EventT]]:
-    """The agent's events in batches of up to `max_`, waiting at most `within` seconds to fill one.
+    """The agent's events in batches of up to `max_`: what is queued at once when events were waiting
+    already, else waiting at most `within` seconds to fill one.
 
     What `Stream.take_events` gives, read straight from the channel's queue: Faust's stream iterator
     costs several µs per event (its own futures, sensors, processors), most of a worker's CPU at
@@ -221,6 +222,7 @@ async def take_batches(
     app.flow_control._queues.discard(queue)
     consumer = app.consumer
     delivery.install(consumer)
+    fetch_wait_ms = app.recstream_settings.consumer_fetch_max_wait_ms
     continuity: dict = {}  # _check_continuity's
     try:
         while True:
@@ -228,12 +230,17 @@ async def take_batches(
                 events = [await queue.get()]
             except StopAsyncIteration:  # Faust ends the channel at shutdown
                 return
+            delivery.limit_fetch_wait(consumer, fetch_wait_ms)
+            # Wait for more only when the queue had run dry: events already waiting mean the agent is
+            # behind, and lingering would only hold them longer (a batch then forms while the previous
+            # one is processed). Idle, waiting `within` gathers a burst into one batch.
+            linger = not queue.qsize()
             deadline = loop.time() + within
             while len(events) < max_:
                 while queue.qsize() and len(events) < max_:
                     events.append(queue.get_nowait())
                 remaining = deadline - loop.time()
-                if len(events) >= max_ or remaining <= 0:
+                if len(events) >= max_ or remaining <= 0 or not linger:
                     break
                 try:
                     events.append(await asyncio.wait_for(queue.get(), remaining))

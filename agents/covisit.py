@@ -54,12 +54,15 @@ async def process(events) -> None:  # noqa: ANN001
 
 async def materialise(touched: dict[str, int]) -> None:
     """Row-normalised neighbour lists (absolute values) to Redis, one string per source video: each
-    list's best `neighbours_materialised`, best first, shares of the whole list's weight."""
+    list's best `neighbours_materialised`, best first, shares of the whole list's weight. Written
+    MATERIALISE_SLICE lists at a time, stepping aside between: building one write of thousands of lists
+    held the event loop, and a user's event, for a few hundred ms."""
     lists = {}
-    for i, (src, c) in enumerate(touched.items()):
-        if (
-            i % MATERIALISE_SLICE == MATERIALISE_SLICE - 1
-        ):  # thousands of lists a write: let a user's event by
-            await user_path.step_aside()
+    for src, c in touched.items():
         lists[src] = normalised_top(neighbours.get(c, src)["n"], PARAMS.neighbours_materialised)
-    await stores().write_neighbours(lists)
+        if len(lists) == MATERIALISE_SLICE:
+            await stores().write_neighbours(lists)
+            lists = {}
+            await user_path.step_aside()
+    if lists:
+        await stores().write_neighbours(lists)

@@ -62,14 +62,22 @@ async def process(events) -> None:  # noqa: ANN001
 
 
 async def materialise(touched: dict[str, int]) -> None:
-    """Stats documents and trending ranks (absolute values) to Redis; the documents to MongoDB too."""
+    """Stats documents and trending ranks (absolute values) to Redis, MATERIALISE_SLICE videos a write
+    with a step aside between (as the co-visitation agent's lists); the documents to MongoDB too."""
     docs, ranks = {}, {}
-    for i, (video, q) in enumerate(touched.items()):
-        if i % MATERIALISE_SLICE == MATERIALISE_SLICE - 1:
-            await user_path.step_aside()
+    for video, q in touched.items():
         state = video_engagement.get(q, video)
         docs[video] = stats_document(video, state, PARAMS)
         if state["r"] is not None:
             ranks[video] = state["r"]
+        if len(docs) == MATERIALISE_SLICE:
+            await _write_stats(docs, ranks)
+            docs, ranks = {}, {}
+            await user_path.step_aside()
+    if docs:
+        await _write_stats(docs, ranks)
+
+
+async def _write_stats(docs: dict, ranks: dict) -> None:
     await stores().write_video_stats(docs, ranks)
     pipeline.mongo.stage(docs)

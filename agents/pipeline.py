@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from faust.types import TP, EventT
 
 from recstream import metrics
+from recstream.agents.common import user_path
 from recstream.streaming import commits, delivery
 from recstream.streaming.app import app
 from recstream.streaming.runtime import producer, shutdown_hooks, stores
@@ -39,7 +40,7 @@ class Pipeline:
         sinks = ["kafka"] + (["mongo"] if mongo else []) + (["redis"] if materialise else [])
         self.gate = commits.CommitGate(topic, sinks)
         self.outbox = Outbox(producer())
-        self.flusher = Flusher(self.gate, self.outbox, self.tables)
+        self.flusher = Flusher(self.gate, self.outbox, self.tables, pause=user_path.step_aside)
         self.mongo = MongoSink(mongo, self.gate, lambda c, d: stores().upsert_many(c, d)) if mongo else None
         self.materialise = materialise
         self.write_interval_s = write_interval_s or _s.serving_write_interval_s

@@ -216,6 +216,10 @@ class Settings(BaseSettings):
     """Most bytes the worker fetches per partition at a time. Faust hands a fetch's messages to the agents
     in order, so one big fetch of interactions (1 MB per partition by default, ~40,000 events) kept the
     engagement and co-visitation agents waiting for seconds behind it during a backlog."""
+    consumer_fetch_max_wait_ms: int = Field(default=100, ge=1)
+    """Longest the broker holds a worker's fetch request when the partitions in it have nothing new
+    (`recstream.streaming.delivery.limit_fetch_wait`; Faust's own is 1,500 ms): a bound on how long a
+    user's event can wait for the fetch that brings it."""
     producer_linger_ms: int = Field(default=10, ge=0)
     """How long the worker's batch producer waits to fill a batch (changelogs, internal topics)."""
     producer_batch_bytes: int = Field(default=512 * 1024, ge=16 * 1024)
@@ -223,6 +227,13 @@ class Settings(BaseSettings):
     redis_check_interval_s: float = Field(default=2.0, gt=0)
     """How often a worker checks that Redis still holds its data (`agents.rematerialise`): after a flush,
     the views the tables hold are back within about this long plus the time to write them."""
+    gc_interval_s: float = Field(default=10.0, gt=0)
+    """How often a worker runs the garbage collector, over the objects made since the last run
+    (`recstream.streaming.garbage`: automatic collection is off in a worker). Longer: rarer, longer pauses,
+    and reference cycles (rare) live longer."""
+    gc_full_interval_s: float = Field(default=3600.0, gt=0)
+    """How often that run walks every object, not only the new ones (a pause of a few hundred ms with a
+    large table cache): what finds a cycle among objects older than one run."""
     persist_interval_s: float = Field(default=2.0, gt=0)
     """How often per-video stats and user profiles changed since the last time go to MongoDB."""
 

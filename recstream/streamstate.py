@@ -72,6 +72,11 @@ def new_history() -> dict[str, Any]:
     return {"h": [], "o": -1}
 
 
+def decode_history(stored: dict[str, Any]) -> dict[str, Any]:
+    """A user history as stored (entries as JSON arrays) with its entries as `scoring.HistoryEntry`."""
+    return {**stored, "h": scoring.history_entries(stored["h"])}
+
+
 def apply_to_history(
     state: dict[str, Any], video_id: str, ts: int, weight: float, offset: int, params: StreamParams
 ) -> list[tuple[str, str, float]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from recstream.streaming.app import app
 from recstream.streaming.tablecache import BatchTable
+from recstream.streamstate import decode_history
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
 
@@ -27,6 +28,7 @@ user_history = BatchTable(
     ),
     _s.state_cache_keys,
     snapshot=dict,  # the history agent replaces `h` and `o`, never changes them in place
+    decode=decode_history,
 )
 
 video_engagement = BatchTable(

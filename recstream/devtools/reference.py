@@ -92,7 +92,7 @@ def compare_redis(
     diffs: list[str] = []
     users = sorted(ref.histories)
     for user, raw in zip(users, client.mget([history_key(u) for u in users]), strict=True):
-        got = orjson.loads(raw) if raw else None
+        got = scoring.history_entries(orjson.loads(raw)) if raw else None
         if got != ref.histories[user]["h"]:
             diffs.append(f"history of {user}: {got} != {ref.histories[user]['h']}")
     videos = sorted(ref.videos)
@@ -136,6 +136,8 @@ def compare_mongo(db: Any, ref: Reference, params: StreamParams, limit: int = 20
     profiles = {d["_id"]: d for d in db.user_profiles.find({"_id": {"$in": sorted(ref.histories)}})}
     for user, state in ref.histories.items():
         got = profiles.get(user, {}).get("history")
+        if got is not None:
+            got = scoring.history_entries(got)
         if got != state["h"]:
             diffs.append(f"mongo user_profiles {user}: {got} != {state['h']}")
     return diffs[:limit] if limit else diffs

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import sys
 
 import faust
@@ -10,20 +9,13 @@ import faust
 from recstream import metrics
 from recstream.kafka.config import faust_credentials
 from recstream.settings import Settings, get_settings
-
-GC_GEN0_THRESHOLD = 100_000
-"""Allocations between two young-generation collections in a worker (CPython's default: 700). A batch
-allocates hundreds of thousands of short-lived objects (parsed events, pairs, packed entries) while
-the table cache holds millions of live ones; at the default, objects alive mid-batch are promoted and
-each full collection walks the whole cache: 19 % of a worker's CPU in the quick ingest benchmark
-(3.8 of 20.0 s), 4 % at this threshold. Our state values are acyclic JSON-like data that reference
-counting frees; the collector is there for the libraries' cycles, which it still collects."""
+from recstream.streaming import garbage
 
 
 class RecstreamApp(faust.App):
     def worker_init(self) -> None:
         """A worker process (`recstream worker`, `faust ... worker`), not a tool importing the app."""
-        gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+        garbage.Collector.install()
         metrics.track_gc()
         super().worker_init()
 
@@ -92,6 +84,12 @@ def create_app(settings: Settings) -> faust.App:
 
 
 app = create_app(get_settings())
+_collector = garbage.Collector(app.recstream_settings.gc_full_interval_s)  # type: ignore[attr-defined]
+
+
+@app.timer(interval=app.recstream_settings.gc_interval_s)  # type: ignore[attr-defined]
+async def collect_garbage() -> None:
+    _collector.collect()
 
 
 def assembled() -> faust.App:

@@ -92,3 +92,18 @@ def forget_buffered(consumer: Any, revoked: set) -> None:
     on every revocation; the partition is fetched again once recovery resumes it."""
     if consumer is not None:
         consumer._buffered_partitions.difference_update(revoked)
+
+
+def limit_fetch_wait(consumer: Any, wait_ms: int) -> None:
+    """Bound how long the broker may hold the worker's fetch request (Faust hard-codes 1,500 ms).
+
+    aiokafka keeps one fetch in flight per broker, and leaves out of each request the partitions whose
+    fetched records the agents have not taken yet. A request built while the interactions partitions
+    still had records queued holds only the others (the catalog, changelogs, an internal topic that
+    only the history agent writes), and with nothing new there the broker keeps it the whole wait: the
+    interactions that arrived meanwhile waited ~1.5 s for the next request, and a user's event with
+    them. A short wait costs an idle worker one small fetch round trip per `wait_ms`. Called for every
+    batch (the consumer may be re-created); a no-op once set."""
+    fetcher = getattr(getattr(getattr(consumer, "_thread", None), "_consumer", None), "_fetcher", None)
+    if fetcher is not None and fetcher._fetch_max_wait_ms != wait_ms:
+        fetcher._fetch_max_wait_ms = wait_ms

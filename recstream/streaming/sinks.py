@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from recstream import metrics
 from recstream.kafka.batches import BatchProducer
 from recstream.streaming.commits import CommitGate
-from recstream.streaming.tablecache import BatchTable
+from recstream.streaming.tablecache import BatchTable, give_turn
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -77,8 +77,16 @@ class Flusher:
     """Periodically makes one agent's state durable: its forwarded messages delivered, its tables'
     dirty keys in RocksDB and the changelog; then tells the commit gate (sink "kafka")."""
 
-    def __init__(self, gate: CommitGate, outbox: Outbox, tables: Iterable[BatchTable]) -> None:
+    def __init__(
+        self,
+        gate: CommitGate,
+        outbox: Outbox,
+        tables: Iterable[BatchTable],
+        pause: Callable[[], Awaitable[None]] = give_turn,
+    ) -> None:
+        """`pause`: what encoding awaits between slices (`BatchTable.write_local`)."""
         self.gate, self.outbox, self.tables = gate, outbox, list(tables)
+        self.pause = pause
         self._lock = asyncio.Lock()
 
     async def flush(self, batch_lock: asyncio.Lock | None = None) -> None:
@@ -97,7 +105,7 @@ class Flusher:
         try:
             changelogs: dict[tuple[str, int], BatchTable] = {}
             for table, dirty in taken:
-                for partition, records in (await table.write_local(dirty)).items():
+                for partition, records in (await table.write_local(dirty, self.pause)).items():
                     await self.outbox.send(table.changelog_topic, partition, records)
                     changelogs[(table.changelog_topic, partition)] = table
             for topic, partition, offset in await self.outbox.settle():

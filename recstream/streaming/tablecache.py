@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -33,10 +33,21 @@ ENCODE_SLICE = 512
 """Keys encoded between two turns of the event loop in a flush (~2-5 ms of work)."""
 
 
+async def give_turn() -> None:
+    """Let the other tasks of the event loop run."""
+    await asyncio.sleep(0)
+
+
 class BatchTable:
     """Cached, batch-flushed access to one Faust table's RocksDB partitions."""
 
-    def __init__(self, table: Any, keep_keys: int = 0, snapshot: Callable[[Any], Any] | None = None) -> None:
+    def __init__(
+        self,
+        table: Any,
+        keep_keys: int = 0,
+        snapshot: Callable[[Any], Any] | None = None,
+        decode: Callable[[Any], Any] | None = None,
+    ) -> None:
         """`keep_keys`: the cache outlives flushes while it holds at most this many keys (hot keys are
         then read from RocksDB and decoded once, not once per flush); past it, a flush releases what
         RocksDB now holds.
@@ -45,8 +56,12 @@ class BatchTable:
         between two batches, even if batches change it before it is encoded (e.g. `dict`, a shallow
         copy, for values whose parts are replaced, never changed in place). Without it a flush may
         write a newer value than the one taken, which is only right for tables whose agent forwards
-        nothing (`recstream.streaming.sinks.Flusher`)."""
+        nothing (`recstream.streaming.sinks.Flusher`).
+
+        `decode`: turns a stored value (as orjson parsed it) into what the agent works on, when that
+        differs (e.g. tuples for arrays); whatever it returns must encode back to the same JSON."""
         self.table = table
+        self.decode = decode
         self.keep_keys = keep_keys
         self.snapshot = snapshot
         self.cache: dict[int, dict[str, Any]] = defaultdict(dict)
@@ -67,8 +82,12 @@ class BatchTable:
             return part[key]
         except KeyError:
             raw = self.table.data._db_for_partition(partition).get(key.encode())
-            value = part[key] = None if raw is None else orjson.loads(raw)
+            value = part[key] = None if raw is None else self._loads(raw)
             return value
+
+    def _loads(self, raw: bytes) -> Any:
+        value = orjson.loads(raw)
+        return value if self.decode is None else self.decode(value)
 
     def put(self, partition: int, key: str, value: Any) -> None:
         """Set the key's value; None deletes it at the next flush."""
@@ -84,7 +103,7 @@ class BatchTable:
         ):  # skips Faust's offset key
             key = raw_key.decode()
             if key not in part:
-                yield key, orjson.loads(raw)
+                yield key, self._loads(raw)
         for key, value in part.items():
             if value is not None:
                 yield key, value
@@ -110,15 +129,16 @@ class BatchTable:
         return taken
 
     async def write_local(
-        self, taken: dict[int, list[tuple[str, Any]]]
+        self, taken: dict[int, list[tuple[str, Any]]], pause: Callable[[], Awaitable[None]] = give_turn
     ) -> dict[int, list[tuple[bytes, bytes]]]:
         """Write what `take_dirty` took to RocksDB in one WriteBatch per partition; returns the records,
         which the caller publishes to the changelog. (RocksDB ahead of the changelog is safe: a value
         recovered from an older changelog record carries older applied offsets, so the events after
         them are applied again.)
 
-        Encoding thousands of values takes tens of milliseconds, so it gives the event loop back every
-        ENCODE_SLICE keys: a user's own event is not held up behind a flush. Batches may run meanwhile;
+        Encoding thousands of values takes tens of milliseconds, so it awaits `pause` every
+        ENCODE_SLICE keys (the agents pass one that also waits out a history batch under way): a user's
+        own event is not held up behind a flush. Batches may run meanwhile;
         a key they change stays dirty for the next flush, and the cache keeps every value until RocksDB
         holds it (a read in between never sees an older value). Afterwards, past `keep_keys`, the cache
         keeps only keys dirtied since (the rest is released)."""
@@ -128,7 +148,7 @@ class BatchTable:
             records = out[partition] = []
             for key, value in values:
                 if encoded % ENCODE_SLICE == ENCODE_SLICE - 1:
-                    await asyncio.sleep(0)
+                    await pause()
                 encoded += 1
                 records.append((key.encode(), None if value is None else orjson.dumps(value)))
         store = self.table.data

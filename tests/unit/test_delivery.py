@@ -96,3 +96,24 @@ def test_a_partition_buffered_when_revoked_does_not_come_back_before_recovery_re
     delivery.forget_buffered(consumer, {tp})  # the partition is revoked (and assigned again, paused)
     Consumer.on_buffer_drop(consumer, tp)  # the queue drains while the tables recover
     assert tp not in active and tp not in consumer._buffered_partitions
+
+
+def test_the_fetch_wait_is_bounded_on_aiokafkas_fetcher() -> None:
+    import inspect
+    from types import SimpleNamespace
+
+    from aiokafka.consumer.fetcher import Fetcher
+
+    fetcher = SimpleNamespace(_fetch_max_wait_ms=1500)
+    consumer = SimpleNamespace(_thread=SimpleNamespace(_consumer=SimpleNamespace(_fetcher=fetcher)))
+    delivery.limit_fetch_wait(consumer, 100)
+    assert fetcher._fetch_max_wait_ms == 100
+    delivery.limit_fetch_wait(SimpleNamespace(), 100)  # no consumer thread yet: nothing to do
+    # The internal it sets: what aiokafka puts in every FetchRequest (fails if aiokafka renames it).
+    assert "self._fetch_max_wait_ms = fetch_max_wait_ms" in inspect.getsource(Fetcher.__init__)
+    assert "self._fetch_max_wait_ms," in inspect.getsource(Fetcher._get_actions_per_node)
+    from faust.transport.consumer import ThreadDelegateConsumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    assert "self._consumer = self._create_consumer(" in inspect.getsource(AIOKafkaConsumerThread)
+    assert "self._thread = self._new_consumer_thread()" in inspect.getsource(ThreadDelegateConsumer)

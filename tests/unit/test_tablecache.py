@@ -61,3 +61,32 @@ def test_a_snapshot_table_writes_the_value_as_it_was_taken_and_keeps_the_newer_o
     assert orjson.loads(raw.dbs[0][b"u"])["o"] == 7
     assert table.get(0, "u")["o"] == 8 and table.dirty[0] == {"u"}  # kept (dirty), not released
     assert asyncio.run(table.write_local(table.take_dirty()))[0][0][1] == orjson.dumps(state)
+
+
+def test_a_decoded_table_works_on_tuples_and_writes_the_same_json(tmp_path: Path) -> None:
+    """User histories are tuples in memory (the collector stops tracking them) and JSON arrays stored."""
+    from recstream.streamstate import decode_history
+
+    raw = _table(tmp_path)
+    raw.data._db_for_partition(0)[b"u"] = orjson.dumps({"h": [["v1", 1, 1.0], ["v0", 0, 0.5]], "o": 3})
+    table = BatchTable(raw, keep_keys=0, decode=decode_history)
+    state = table.get(0, "u")
+    assert state == {"h": [("v1", 1, 1.0), ("v0", 0, 0.5)], "o": 3}
+    table.put(0, "u", state)
+    out = asyncio.run(table.write_local(table.take_dirty()))
+    assert out == {0: [(b"u", orjson.dumps({"h": [["v1", 1, 1.0], ["v0", 0, 0.5]], "o": 3}))]}
+
+
+def test_encoding_awaits_the_pause_it_is_given_between_slices(tmp_path: Path) -> None:
+    from recstream.streaming.tablecache import ENCODE_SLICE
+
+    table = BatchTable(_table(tmp_path), keep_keys=0)
+    for i in range(2 * ENCODE_SLICE + 1):
+        table.put(0, f"k{i}", {"v": i})
+    pauses = []
+
+    async def pause() -> None:
+        pauses.append(1)
+
+    asyncio.run(table.write_local(table.take_dirty(), pause))
+    assert len(pauses) == 2
