@@ -170,6 +170,16 @@ class UserPath:
 user_path = UserPath()
 
 
+async def in_slices(touched: dict[str, int]) -> AsyncIterator[list[tuple[str, int]]]:
+    """A materialise's {key: partition} in slices of MATERIALISE_SLICE, stepping aside between: one
+    write of thousands of keys held the event loop, and a user's event, for a few hundred ms."""
+    items = list(touched.items())
+    for i in range(0, len(items), MATERIALISE_SLICE):
+        if i:
+            await user_path.step_aside()
+        yield items[i : i + MATERIALISE_SLICE]
+
+
 async def unpacked(events: Sequence[EventT], shape: Shape) -> AsyncIterator[tuple[EventT, list[list]]]:
     """Each internal message with its entries, in slices of at most YIELD_EVERY entries with the event
     loop given back (and a history batch under way waited out) before each: a message holds up to

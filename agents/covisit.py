@@ -6,10 +6,9 @@ from __future__ import annotations
 from recstream import metrics
 from recstream.agents.common import (
     COVISIT_SOURCE,
-    MATERIALISE_SLICE,
+    in_slices,
     take_batches,
     unpacked,
-    user_path,
 )
 from recstream.agents.pipeline import Pipeline
 from recstream.scoring import normalised_top
@@ -54,15 +53,11 @@ async def process(events) -> None:  # noqa: ANN001
 
 async def materialise(touched: dict[str, int]) -> None:
     """Row-normalised neighbour lists (absolute values) to Redis, one string per source video: each
-    list's best `neighbours_materialised`, best first, shares of the whole list's weight. Written
-    MATERIALISE_SLICE lists at a time, stepping aside between: building one write of thousands of lists
-    held the event loop, and a user's event, for a few hundred ms."""
-    lists = {}
-    for src, c in touched.items():
-        lists[src] = normalised_top(neighbours.get(c, src)["n"], PARAMS.neighbours_materialised)
-        if len(lists) == MATERIALISE_SLICE:
-            await stores().write_neighbours(lists)
-            lists = {}
-            await user_path.step_aside()
-    if lists:
-        await stores().write_neighbours(lists)
+    list's best `neighbours_materialised`, best first, shares of the whole list's weight."""
+    async for chunk in in_slices(touched):
+        await stores().write_neighbours(
+            {
+                src: normalised_top(neighbours.get(c, src)["n"], PARAMS.neighbours_materialised)
+                for src, c in chunk
+            }
+        )

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from recstream import metrics
 from recstream.agents.common import (
-    MATERIALISE_SLICE,
     VIDEO_EVENT,
+    in_slices,
     take_batches,
     unpacked,
-    user_path,
 )
 from recstream.agents.pipeline import Pipeline
 from recstream.streaming.app import app
@@ -62,22 +61,13 @@ async def process(events) -> None:  # noqa: ANN001
 
 
 async def materialise(touched: dict[str, int]) -> None:
-    """Stats documents and trending ranks (absolute values) to Redis, MATERIALISE_SLICE videos a write
-    with a step aside between (as the co-visitation agent's lists); the documents to MongoDB too."""
-    docs, ranks = {}, {}
-    for video, q in touched.items():
-        state = video_engagement.get(q, video)
-        docs[video] = stats_document(video, state, PARAMS)
-        if state["r"] is not None:
-            ranks[video] = state["r"]
-        if len(docs) == MATERIALISE_SLICE:
-            await _write_stats(docs, ranks)
-            docs, ranks = {}, {}
-            await user_path.step_aside()
-    if docs:
-        await _write_stats(docs, ranks)
-
-
-async def _write_stats(docs: dict, ranks: dict) -> None:
-    await stores().write_video_stats(docs, ranks)
-    pipeline.mongo.stage(docs)
+    """Stats documents and trending ranks (absolute values) to Redis; the documents to MongoDB too."""
+    async for chunk in in_slices(touched):
+        docs, ranks = {}, {}
+        for video, q in chunk:
+            state = video_engagement.get(q, video)
+            docs[video] = stats_document(video, state, PARAMS)
+            if state["r"] is not None:
+                ranks[video] = state["r"]
+        await stores().write_video_stats(docs, ranks)
+        pipeline.mongo.stage(docs)
