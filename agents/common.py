@@ -9,13 +9,12 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import msgspec
-import orjson
 from faust.types import EventT
 from pydantic import BaseModel, ValidationError
 
 from recstream import metrics
 from recstream.records import DeadLetter, encode
-from recstream.streaming import channels, delivery
+from recstream.streaming import channels, commits, delivery
 
 log = logging.getLogger(__name__)
 YIELD_EVERY = 256
@@ -82,16 +81,20 @@ batch)."""
 PACK_MAX_BYTES = 256 * 1024
 """Bytes per internal-topic message at most (an entry may hold many groups): far below Kafka's 1 MB
 default, whatever the batch size."""
+_ENCODER = msgspec.msgpack.Encoder()
 
 
 def pack(entries: list) -> list[tuple[None, bytes]]:
     """Entries for one internal-topic partition as (key, value) records of at most PACK_MAX_ENTRIES
-    entries and PACK_MAX_BYTES (a larger chunk is halved until it fits; one entry alone always goes)."""
+    entries and PACK_MAX_BYTES (a larger chunk is halved until it fits; one entry alone always goes).
+
+    MessagePack, not JSON: internal topics are read only by our agents, and their bulk is weights;
+    a float is 9 bytes copied instead of text printed and parsed (pack + unpack ~25 % cheaper)."""
     out: list[tuple[None, bytes]] = []
     chunks = [entries[i : i + PACK_MAX_ENTRIES] for i in range(0, len(entries), PACK_MAX_ENTRIES)]
     while chunks:
         chunk = chunks.pop(0)
-        value = orjson.dumps(chunk)
+        value = _ENCODER.encode(chunk)
         if len(value) > PACK_MAX_BYTES and len(chunk) > 1:
             half = len(chunk) // 2
             chunks[:0] = [chunk[:half], chunk[half:]]
@@ -101,17 +104,17 @@ def pack(entries: list) -> list[tuple[None, bytes]]:
 
 
 class Shape:
-    """What an internal topic's message holds: a list of entries of one exact shape, decoded and checked
-    in one pass (msgspec, in C: ~0.2 µs an entry, less than orjson.loads alone). `check`, when given,
-    also tests what a type cannot say (e.g. two lists of the same length) before any entry is applied."""
+    """What an internal topic's message holds: a MessagePack list of entries of one exact shape, decoded
+    and checked in one pass (msgspec, in C). `check`, when given, also tests what a type cannot say
+    (e.g. two lists of the same length) before any entry is applied."""
 
     def __init__(self, entry: Any, check: Callable[[Any], bool] | None = None, what: str = "") -> None:
-        self.decoder = msgspec.json.Decoder(list[entry])
+        self.decoder = msgspec.msgpack.Decoder(list[entry])
         self.check, self.what = check, what
 
     def unpack(self, value: bytes) -> list:
         """The message's entries; ValueError (and nothing applied) when it is anything else."""
-        entries = self.decoder.decode(value)  # msgspec.ValidationError is a ValueError
+        entries = self.decoder.decode(value)  # msgspec's DecodeError and ValidationError are ValueErrors
         if self.check is not None:
             for i, entry in enumerate(entries):
                 if not self.check(entry):
@@ -272,8 +275,7 @@ async def take_batches(
                     if current:
                         yield current
                 finally:
-                    for event in events:
-                        event.ack()
+                    delivery.ack_batch(app.consumer, events, commits.gated_topics)
     finally:
         app.topics.discard(channel)
 

@@ -24,7 +24,7 @@ from recstream.streaming import channels
 from recstream.streaming.app import app
 from recstream.streaming.runtime import stores
 from recstream.streaming.sinks import retry
-from recstream.streamstate import StreamParams, add_to_counters, covisit_groups, new_history
+from recstream.streamstate import StreamParams, add_covisit_runs, add_to_counters, new_history
 from recstream.tables import user_history
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
@@ -83,8 +83,7 @@ async def process(events) -> None:  # noqa: ANN001
             user_history.put(p, user, state)
             continue
         weight = scoring.engagement_weight(record, PARAMS.engagement)
-        for src, dsts, ws, first in covisit_groups(state, record.video_id, record.ts, weight, offset, PARAMS):
-            by_source[src].append((p, record.ts, first, dsts, ws))
+        add_covisit_runs(by_source, state, record.video_id, record.ts, weight, p, offset, PARAMS)
         user_history.put(p, user, state)
         to_engagement[partition_for(record.video_id.encode(), n_video)].append(
             [record.video_id, p, offset, record.type, record.ts, record.watch_time_ms, record.duration_ms]
@@ -114,8 +113,7 @@ async def process(events) -> None:  # noqa: ANN001
         metrics.events_processed.labels(type=type_).inc(count)
     metrics.messages_processed.labels(agent="history").inc(len(events))
     now = time.time()  # event.message.timestamp: Kafka's CreateTime, in seconds (POST /events' send)
-    for event, _record in parsed:
-        FRESHNESS.observe(max(0.0, now - event.message.timestamp))
+    metrics.observe_many(FRESHNESS, [max(0.0, now - event.message.timestamp) for event, _r in parsed])
 
 
 async def _write_counters(counted: list[tuple[int, int, Interaction]]) -> None:

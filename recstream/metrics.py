@@ -10,6 +10,9 @@ from __future__ import annotations
 import gc
 import os
 import time
+from bisect import bisect_left
+from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
@@ -98,6 +101,24 @@ gc_seconds = Counter(
     ["generation"],
     registry=registry,
 )
+
+
+def observe_many(histogram: Any, values: Sequence[float]) -> None:
+    """`histogram.observe(v)` for each value, with one increment per bucket: the history agent observes
+    every event's freshness, and observe() one at a time cost ~1 % of the worker's CPU. Uses
+    prometheus_client's own fields (non-cumulative `_buckets`, `_sum`, `_upper_bounds`; a value goes
+    to the first bound it does not exceed, as observe() puts it); tests/unit/test_metrics.py holds the
+    two equal."""
+    if not values:
+        return
+    bounds = histogram._upper_bounds
+    counts: dict[int, int] = {}
+    for v in values:
+        i = bisect_left(bounds, v)
+        counts[i] = counts.get(i, 0) + 1
+    for i, n in counts.items():
+        histogram._buckets[i].inc(n)
+    histogram._sum.inc(sum(values))
 
 
 def track_gc() -> None:

@@ -115,6 +115,31 @@ def covisit_groups(
     return groups
 
 
+def add_covisit_runs(
+    by_source: dict[str, list[tuple]],
+    state: dict[str, Any],
+    video_id: str,
+    ts: int,
+    weight: float,
+    partition: int,
+    offset: int,
+    params: StreamParams,
+) -> None:
+    """`covisit_groups` as the history agent forwards them, appended straight to `by_source` (a
+    defaultdict(list): source -> runs in log order), each run `(origin partition, ts, first position,
+    destinations, weights)`: the same groups without building them twice (this runs for every event)."""
+    pairs = apply_to_history(state, video_id, ts, weight, offset, params)
+    if not pairs:
+        return
+    base = offset * POSITIONS_PER_OFFSET
+    for k, (src, _dst, w) in enumerate(pairs):
+        by_source[src].append((partition, ts, base + k, (video_id,), (w,)))
+    if params.covisit_both_ways:
+        by_source[video_id].append(
+            (partition, ts, base + len(pairs), [src for src, _d, _w in pairs], [w for _s, _d, w in pairs])
+        )
+
+
 def covisit_entries(
     state: dict[str, Any], video_id: str, ts: int, weight: float, offset: int, params: StreamParams
 ) -> list[tuple[str, str, float, int]]:

@@ -32,8 +32,8 @@ def topic_names(settings: Settings) -> TopicNames:
     return TopicNames(
         interactions=f"{p}.interactions",
         videos=f"{p}.videos",
-        video_events=f"{p}.video-events-v2",
-        covisit=f"{p}.covisit-v5",
+        video_events=f"{p}.video-events-v3",
+        covisit=f"{p}.covisit-v6",
         dead_letters=f"{p}.dead-letters",
         impressions=f"{p}.impressions",
     )

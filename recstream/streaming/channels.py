@@ -1,5 +1,6 @@
-"""The app's Faust topic objects (names in recstream.kafka.topics). Values travel as raw JSON bytes so that
-one pydantic schema validates them, and a bad message can be sent to the dead letters untouched.
+"""The app's Faust topic objects (names in recstream.kafka.topics). Values travel as the raw bytes Kafka
+holds (JSON on the public topics, MessagePack on the internal ones), so that one schema validates them
+and a bad message can be sent to the dead letters untouched.
 
 `internal=True` makes the worker create missing topics with these partition counts at startup, the
 same specs `recstream.kafka.admin.ensure_topics` gives producers that start first."""

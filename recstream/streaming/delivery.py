@@ -15,8 +15,11 @@ faust-streaming 0.15.3 (pinned); the exactness tests run through it.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Generator
+from collections.abc import Collection, Coroutine, Generator, Sequence
 from typing import Any
+
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
 
 
 class _Resumed:
@@ -107,3 +110,30 @@ def limit_fetch_wait(consumer: Any, wait_ms: int) -> None:
     fetcher = getattr(getattr(getattr(consumer, "_thread", None), "_consumer", None), "_fetcher", None)
     if fetcher is not None and fetcher._fetch_max_wait_ms != wait_ms:
         fetcher._fetch_max_wait_ms = wait_ms
+
+
+def ack_batch(consumer: Any, events: Sequence[Any], gated: Collection[str]) -> None:
+    """`event.ack()` for every event of a batch; for the `gated` topics, whose commits
+    `recstream.streaming.commits` decides, in one critical section: per event, Faust's ack takes its lock three times and files the
+    offset in bookkeeping (`_acked`, `_acked_index`) that the commit gate ignores for these topics and
+    trims again (~3 µs an event, 2-3 % of a worker's CPU). What the rest of Faust reads is kept: the
+    message's refcount and `acked` flag, `_unacked_messages` (what a rebalance or shutdown waits on,
+    woken here as Faust's ack wakes it) and `_n_acked` (its commit-every-N count)."""
+    acked = 0
+    with ack_lock:
+        unacked = consumer._unacked_messages
+        for event in events:
+            message = event.message
+            if message.topic not in gated:
+                event.ack()  # Faust's bookkeeping decides its commits
+                continue
+            if message.acked:
+                continue
+            message.refcount = refcount = max(message.refcount - 1, 0)
+            if refcount:
+                continue  # another stream holds it too
+            message.acked = True
+            unacked.discard(message)
+            acked += 1
+        consumer._n_acked += acked
+        notify(consumer._waiting_for_ack)

@@ -117,3 +117,38 @@ def test_the_fetch_wait_is_bounded_on_aiokafkas_fetcher() -> None:
 
     assert "self._consumer = self._create_consumer(" in inspect.getsource(AIOKafkaConsumerThread)
     assert "self._thread = self._new_consumer_thread()" in inspect.getsource(ThreadDelegateConsumer)
+
+
+def test_a_batch_is_acked_as_faust_acks_each_event_without_its_per_offset_bookkeeping() -> None:
+    """ack_batch: gated topics' messages are acked (refcount respected), leave the unacked set that a
+    rebalance waits on, count toward commit-every-N and wake that wait; other topics' events go
+    through Faust's own ack."""
+    import weakref
+    from types import SimpleNamespace
+
+    from faust.types.tuples import ConsumerMessage
+
+    def message(topic: str, offset: int, refcount: int = 1) -> ConsumerMessage:
+        m = ConsumerMessage(topic, 0, offset, 0.0, 0, None, b"k", b"v", None)
+        m.refcount = refcount
+        return m
+
+    async def run() -> None:
+        mine = [message("gated", o) for o in range(3)]
+        shared = message("gated", 3, refcount=2)  # held by two streams: the first ack leaves it pending
+        theirs = SimpleNamespace(message=message("other", 0), acks=0)
+        theirs.ack = lambda: setattr(theirs, "acks", theirs.acks + 1)
+        waiter = asyncio.get_running_loop().create_future()
+        consumer = SimpleNamespace(
+            _unacked_messages=weakref.WeakSet([*mine, shared]), _n_acked=5, _waiting_for_ack=waiter
+        )
+        events = [SimpleNamespace(message=m) for m in [*mine, shared]] + [theirs]
+        delivery.ack_batch(consumer, events, {"gated"})
+        assert all(m.acked for m in mine) and not shared.acked and shared.refcount == 1
+        assert set(consumer._unacked_messages) == {shared}
+        assert consumer._n_acked == 8 and waiter.done()
+        assert theirs.acks == 1
+        delivery.ack_batch(consumer, events[:3], {"gated"})  # acked already: nothing changes
+        assert consumer._n_acked == 8 and all(m.refcount == 0 for m in mine)
+
+    asyncio.run(run())

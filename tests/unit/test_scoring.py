@@ -164,3 +164,23 @@ def test_an_event_from_the_far_past_does_not_move_current_trending() -> None:
     assert (
         scoring.trend_score_now(old, now, half_life) < 1e-100 < scoring.trend_score_now(fresh, now, half_life)
     )
+
+
+def test_best_neighbours_are_the_heaviest_with_ties_at_the_cut_broken_by_name() -> None:
+    import random
+
+    from recstream.scoring import best_neighbours
+
+    rng = random.Random(11)
+    for trial in range(200):
+        # few distinct weights: ties straddle the cut often
+        weights = [rng.choice([0.5, 1.0, 1.5, 2.0]) if trial % 2 else rng.random() for _ in range(40)]
+        names = [f"v{rng.randrange(1000)}" for _ in range(40)]
+        neighbours = dict(zip(names, weights, strict=True))
+        shuffled = list(neighbours.items())
+        rng.shuffle(shuffled)
+        want = sorted(neighbours.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+        for got in (best_neighbours(neighbours, 10), best_neighbours(dict(shuffled), 10)):
+            assert set(got) == set(want)  # the same ones, whatever the map's order
+            assert [w for _n, w in got] == [w for _n, w in want]  # heaviest first
+    assert best_neighbours({"a": 1.0}, 5) == [("a", 1.0)]

@@ -13,7 +13,7 @@ TP = ("t", 0)
 
 class _Event:
     def __init__(self, offset: int) -> None:
-        self.message = SimpleNamespace(tp=TP, offset=offset, generation_id=1, timestamp=0.0)
+        self.message = SimpleNamespace(topic="take-batches-test", tp=TP, offset=offset, generation_id=1, timestamp=0.0)
         self.acked = False
 
     def ack(self) -> None:
@@ -33,7 +33,14 @@ def _stream(queue: asyncio.Queue) -> SimpleNamespace:
         async def __anext__(self):  # noqa: ANN204
             raise StopAsyncIteration
 
-    consumer = SimpleNamespace(assignment=lambda: {TP}, _committed_offset={}, _recstream_fast_delivery=True)
+    consumer = SimpleNamespace(
+        assignment=lambda: {TP},
+        _committed_offset={},
+        _recstream_fast_delivery=True,
+        _unacked_messages=set(),
+        _n_acked=0,
+        _waiting_for_ack=None,
+    )
     app = SimpleNamespace(
         consumer=consumer,
         consumer_generation_id=1,
