@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import orjson
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -520,7 +521,7 @@ async def _covisit_log_state(settings: Settings, params: StreamParams, timeout: 
             for tp, msgs in (await consumer.getmany(timeout_ms=500, max_records=2000)).items():
                 for m in msgs:  # each partition's messages in offset order
                     pos[tp] = m.offset + 1
-                    for src, runs in orjson.loads(m.value):  # one source's pairs from one batch
+                    for src, runs in msgspec.msgpack.decode(m.value):  # one source's pairs from one batch
                         for p, ts, first, dsts, ws in runs:
                             for k, (dst, w) in enumerate(zip(dsts, ws, strict=True)):
                                 count += 1
