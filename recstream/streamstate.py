@@ -127,17 +127,31 @@ def add_covisit_runs(
 ) -> None:
     """`covisit_groups` as the history agent forwards them, appended straight to `by_source` (a
     defaultdict(list): source -> runs in log order), each run `(origin partition, ts, first position,
-    destinations, weights)`: the same groups without building them twice (this runs for every event)."""
-    pairs = apply_to_history(state, video_id, ts, weight, offset, params)
-    if not pairs:
+    destinations, weights)`: the same pairs (`scoring.covisit_pairs`, written out) and the same history
+    update, without building them twice (this runs for every event; tests/unit/test_streamstate.py
+    holds the two equal)."""
+    history = state["h"]
+    state["h"] = scoring.update_history(history, video_id, ts, weight, params.history_length)
+    state["o"] = offset
+    if weight <= 0:
         return
     base = offset * POSITIONS_PER_OFFSET
-    for k, (src, _dst, w) in enumerate(pairs):
-        by_source[src].append((partition, ts, base + k, (video_id,), (w,)))
-    if params.covisit_both_ways:
-        by_source[video_id].append(
-            (partition, ts, base + len(pairs), [src for src, _d, _w in pairs], [w for _s, _d, w in pairs])
-        )
+    lookback, recency = params.covisit_lookback, params.covisit_recency
+    dst = (video_id,)
+    sources: list[str] = []
+    weights: list[float] = []
+    w = weight
+    for src, _ts, src_weight in history:
+        if src == video_id or src_weight <= 0:
+            continue
+        by_source[src].append((partition, ts, base + len(sources), dst, (w,)))
+        sources.append(src)
+        weights.append(w)
+        if len(sources) >= lookback:
+            break
+        w *= recency
+    if sources and params.covisit_both_ways:
+        by_source[video_id].append((partition, ts, base + len(sources), sources, weights))
 
 
 def covisit_entries(

@@ -194,20 +194,25 @@ def test_the_history_agent_forwards_covisit_groups_as_runs_by_source() -> None:
     order, for users with repeats and skips (no pairs) in their histories."""
     from collections import defaultdict
 
-    from recstream.streamstate import add_covisit_runs, covisit_groups, new_history
+    from recstream.streamstate import StreamParams, add_covisit_runs, covisit_groups, new_history
 
-    runs: defaultdict[str, list] = defaultdict(list)
-    expected: defaultdict[str, list] = defaultdict(list)
-    states = {u: (new_history(), new_history()) for u in ("u1", "u2")}
     log = [("u1", "a", 1.0), ("u1", "b", 1.0), ("u2", "b", 0.5), ("u1", "a", 0.0), ("u1", "c", 2.0)]
-    for offset, (user, video, weight) in enumerate(log * 3):
-        mine, theirs = states[user]
-        add_covisit_runs(runs, mine, video, 1000 + offset, weight, 3, offset, P)
-        for src, dsts, ws, first in covisit_groups(theirs, video, 1000 + offset, weight, offset, P):
-            expected[src].append((3, 1000 + offset, first, list(dsts), list(ws)))
-        assert mine == theirs
-    assert {s: [(p, t, f, list(d), list(w)) for p, t, f, d, w in r] for s, r in runs.items()} == expected
-    assert sum(map(len, runs.values())) > 10
+    log += [("u1", f"v{i}", 1.0 + i % 3) for i in range(14)]  # more earlier videos than the lookback
+    for params in (P, StreamParams(covisit_lookback=4, covisit_both_ways=False)):
+        runs: defaultdict[str, list] = defaultdict(list)
+        expected: defaultdict[str, list] = defaultdict(list)
+        states = {u: (new_history(), new_history()) for u in ("u1", "u2")}
+        for offset, (user, video, weight) in enumerate(log * 3):
+            mine, theirs = states[user]
+            add_covisit_runs(runs, mine, video, 1000 + offset, weight, 3, offset, params)
+            for src, dsts, ws, first in covisit_groups(theirs, video, 1000 + offset, weight, offset, params):
+                expected[src].append((3, 1000 + offset, first, list(dsts), list(ws)))
+            assert mine == theirs
+        got = {s: [(p, t, f, list(d), list(w)) for p, t, f, d, w in r] for s, r in runs.items()}
+        assert got == expected
+        assert max(len(d) for r in runs.values() for _p, _t, _f, d, _w in r) == (
+            params.covisit_lookback if params.covisit_both_ways else 1
+        )
 
 
 def test_a_group_of_pairs_is_applied_as_its_pairs_one_by_one() -> None:

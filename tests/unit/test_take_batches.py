@@ -13,7 +13,9 @@ TP = ("t", 0)
 
 class _Event:
     def __init__(self, offset: int) -> None:
-        self.message = SimpleNamespace(topic="take-batches-test", tp=TP, offset=offset, generation_id=1, timestamp=0.0)
+        self.message = SimpleNamespace(
+            topic="take-batches-test", tp=TP, offset=offset, generation_id=1, timestamp=0.0
+        )
         self.acked = False
 
     def ack(self) -> None:
