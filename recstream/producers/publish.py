@@ -6,16 +6,28 @@ from __future__ import annotations
 import asyncio
 import io
 import sys
+from collections import deque
+from collections.abc import Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from recstream.records import Interaction, Video, encode
 
 if TYPE_CHECKING:
-    from aiokafka import AIOKafkaProducer
     from tqdm import tqdm
 
+    from recstream.kafka.batches import BatchProducer
     from recstream.settings import Settings
+
+CHUNK_RECORDS = 4096
+"""Records buffered before they are handed to the producer together."""
+LINGER_S = 0.005
+"""How long a record waits in the buffer at most when fewer than CHUNK_RECORDS follow it (a paced run)."""
+PARTITIONS_REMEMBERED = 1 << 18
+"""Keys whose partition is remembered per topic (murmur2 is pure Python; user ids repeat a lot)."""
+MAX_IN_FLIGHT = 100_000
+"""Records handed over but not yet acknowledged before the publisher waits: bounds memory when the broker
+is slower than the source."""
 
 
 class PublishError(Exception):
@@ -25,8 +37,13 @@ class PublishError(Exception):
 class Publisher:
     """One producer for videos (key video_id) and interactions (key user_id).
 
-    `send` only appends to the producer's batch (awaiting just when its buffer is full); deliveries are
-    checked by callback, so throughput is bounded by the broker, not by one round trip per message.
+    A record is only appended to its partition's buffer (the partition Kafka's default partitioner
+    picks for its key); the buffers go to a `BatchProducer` every CHUNK_RECORDS records or LINGER_S
+    after the first, which turns each into whole Kafka batches: no future or call into aiokafka per
+    message. Every record of one key goes to one partition in the order it was given, and acks=all
+    with idempotence keeps that order across retries. Failures are collected as acknowledgements
+    come in and raised as `PublishError` on leaving the `async with`; `flush()` waits until
+    everything given so far is acknowledged.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -36,25 +53,32 @@ class Publisher:
         self.topics = topic_names(settings)
         self.sent = 0
         self.error: BaseException | None = None
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: BatchProducer | None = None
+        self._partitions: dict[str, int] = {}
+        self._partition_of: dict[str, dict[bytes, int]] = {}
+        self._buffers: dict[str, list[list[tuple[bytes, bytes]]]] = {}
+        self._buffered = 0
+        self._in_flight: deque[tuple[int, asyncio.Future]] = deque()
+        self._in_flight_records = 0
+        self._hand_over_lock = asyncio.Lock()
+        self._linger: asyncio.TimerHandle | None = None
+        self._lingering: set[asyncio.Task] = set()
 
     async def __aenter__(self) -> Publisher:
-        from aiokafka import AIOKafkaProducer
-
         from recstream.kafka.admin import ensure_topics
-        from recstream.kafka.config import client_kwargs
+        from recstream.kafka.batches import BatchProducer
 
         await ensure_topics(self.settings)
-        # Batches up to 1 MiB with a few ms of linger: far fewer requests than messages. acks=all with
-        # idempotence keeps each user's events in order even when a batch is retried.
-        self._producer = AIOKafkaProducer(
-            **client_kwargs(self.settings),
-            linger_ms=5,
-            max_batch_size=1 << 20,
-            acks="all",
-            enable_idempotence=True,
-        )
-        await self._producer.start()
+        self._producer = BatchProducer(self.settings)
+        try:
+            producer = await self._producer.producer()
+            for topic in (self.topics.videos, self.topics.interactions):
+                self._partitions[topic] = len(await producer.partitions_for(topic))
+                self._partition_of[topic] = {}
+                self._buffers[topic] = [[] for _ in range(self._partitions[topic])]
+        except BaseException:
+            await self._producer.close()
+            raise
         return self
 
     async def __aexit__(
@@ -63,31 +87,109 @@ class Publisher:
         assert self._producer is not None
         try:
             if exc_type is None:
-                await self._producer.flush()
+                await self.flush()
         finally:
-            await self._producer.stop()
+            if self._linger is not None:
+                self._linger.cancel()
+            for task in self._lingering:
+                task.cancel()
+            await self._producer.close()
         if exc_type is None and self.error is not None:
             raise PublishError(str(self.error)) from self.error
 
     async def video(self, video: Video) -> None:
-        await self._send(self.topics.videos, video.video_id, encode(video))
+        topic, key = self.topics.videos, video.video_id.encode()
+        self._buffers[topic][self._partition(topic, key)].append((key, encode(video)))
+        await self._appended(1)
 
     async def event(self, event: Interaction) -> None:
-        await self._send(self.topics.interactions, event.user_id, encode(event))
+        await self.encoded_events([(event.user_id.encode(), encode(event))])
+
+    async def encoded_events(self, events: Iterable[tuple[bytes, bytes]]) -> None:
+        """Interactions already encoded, as (user_id, `encode(event)`) pairs (what the sort holds);
+        a chunk of up to a few thousand at a time."""
+        topic = self.topics.interactions
+        buffers, partition_of = self._buffers[topic], self._partition_of[topic]
+        count = 0
+        for user_id, value in events:  # the hot loop of a replay: `_partition` inlined for known users
+            partition = partition_of.get(user_id)
+            if partition is None:
+                partition = self._partition(topic, user_id)
+            buffers[partition].append((user_id, value))
+            count += 1
+        await self._appended(count)
 
     async def flush(self) -> None:
-        assert self._producer is not None
-        await self._producer.flush()
+        """Wait until everything given so far is acknowledged (or failed: see `error`)."""
+        await self._hand_over()
+        while self._in_flight:
+            await self._settle_oldest()
 
-    async def _send(self, topic: str, key: str, value: bytes) -> None:
-        assert self._producer is not None
-        future = await self._producer.send(topic, value, key=key.encode())
-        future.add_done_callback(self._delivered)
-        self.sent += 1
+    def _partition(self, topic: str, key: bytes) -> int:
+        from recstream.kafka.batches import partition_for
 
-    def _delivered(self, future: asyncio.Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is not None and self.error is None:
-            self.error = future.exception()
+        known = self._partition_of[topic]
+        partition = known.get(key)
+        if partition is None:
+            if len(known) >= PARTITIONS_REMEMBERED:
+                known.clear()
+            known[key] = partition = partition_for(key, self._partitions[topic])
+        return partition
+
+    async def _appended(self, count: int) -> None:
+        self.sent += count
+        self._buffered += count
+        if self._buffered >= CHUNK_RECORDS:
+            await self._hand_over()
+            while self._in_flight and (
+                self._in_flight[0][1].done() or self._in_flight_records > MAX_IN_FLIGHT
+            ):
+                await self._settle_oldest()
+        elif self._buffered and self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(LINGER_S, self._linger_expired)
+
+    def _linger_expired(self) -> None:
+        self._linger = None
+        task = asyncio.ensure_future(self._hand_over())
+        self._lingering.add(task)
+        task.add_done_callback(self._lingering.discard)
+
+    async def _hand_over(self) -> None:
+        """Give every buffer to the producer. One at a time (the lock), so that a partition's records
+        reach the producer in the order they were appended."""
+        assert self._producer is not None
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        async with self._hand_over_lock:
+            taken = [
+                (topic, partition, records)
+                for topic, buffers in self._buffers.items()
+                for partition, records in enumerate(buffers)
+                if records
+            ]
+            self._buffers = {topic: [[] for _ in buffers] for topic, buffers in self._buffers.items()}
+            self._buffered = 0
+            for topic, partition, records in taken:
+                try:
+                    acked = await self._producer.send(topic, partition, records)
+                except Exception as exc:
+                    self._failed(exc)
+                    continue
+                self._in_flight_records += len(records)
+                self._in_flight.extend((len(records) if i == 0 else 0, f) for i, f in enumerate(acked))
+
+    async def _settle_oldest(self) -> None:
+        count, future = self._in_flight.popleft()
+        self._in_flight_records -= count
+        try:
+            await future
+        except Exception as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
 
 
 TTY_REFRESH_S = 0.2

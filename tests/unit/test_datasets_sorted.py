@@ -10,6 +10,7 @@ import pytest
 
 import recstream.datasets as datasets
 from recstream.datasets import LoadReport, iter_events, iter_events_sorted, sort
+from recstream.records import encode
 
 HEADER = "user_id,video_id,play_duration,video_duration,time,date,timestamp,watch_ratio\n"
 
@@ -88,3 +89,43 @@ def test_sorted_memory_is_bounded_by_the_chunk_not_the_file(tmp_path: Path) -> N
         tracemalloc.stop()
     assert count == len(everything) == 6000
     assert chunked_peak < in_memory_peak / 4, (chunked_peak, in_memory_peak)
+
+
+def test_encoded_events_are_the_sorted_events_bytes_with_the_same_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "big_matrix.csv"
+    kuairec_file(path, 500, duplicates=7)
+    monkeypatch.setattr(sort, "FAN_IN", 3)
+    monkeypatch.setattr(datasets, "DEDUPE_WINDOW", 1)
+    as_objects, as_bytes = LoadReport(), LoadReport()
+    events = list(iter_events_sorted("kuairec", path, as_objects, chunk_rows=20, tmp_dir=tmp_path))
+    encoded = list(datasets.iter_encoded_sorted("kuairec", path, as_bytes, chunk_rows=20, tmp_dir=tmp_path))
+    assert encoded == [(e.ts, e.user_id.encode(), encode(e)) for e in events]
+    assert as_bytes == as_objects and as_bytes.duplicates == 7 and as_bytes.events == 500
+
+
+def test_encoded_events_split_a_rows_events_apart(tmp_path: Path) -> None:
+    header = (
+        "user_id,video_id,time_ms,play_time_ms,duration_ms,is_like,is_forward,is_comment,is_follow,is_hate\n"
+    )
+    rows = ["u2,v5,3000,900,0,1,1,1,1,1\n", "u1,v6,1000,0,5000,0,0,0,0,0\n", "u1,v6,2000,7,5000,1,0,0,0,0\n"]
+    path = tmp_path / "log.csv"
+    path.write_text(header + "".join(rows))
+    events = list(iter_events_sorted("kuairand", path))
+    assert [e.type for e in events] == [
+        "view",
+        "view",
+        "like",
+        "view",
+        "like",
+        "share",
+        "comment",
+        "follow",
+        "skip",
+    ]
+    assert list(datasets.iter_encoded_sorted("kuairand", path)) == [
+        (e.ts, e.user_id.encode(), encode(e)) for e in events
+    ]
+    row = [e for e in events if e.ts == 3000]
+    assert sort._line(row) == b"%020d\t[%b]\n" % (3000, b",".join(encode(e) for e in row))
