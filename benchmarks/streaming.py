@@ -850,7 +850,8 @@ def _exactness(
         )
     else:
         say(
-            f"  !!! {label}: REDIS IS NOT EXACT: {[d[:200] for d in other[:3]]}; log order: "
+            f"  !!! {label}: REDIS IS NOT EXACT: {[d[:200] for d in other[:3]]}; 5 s later "
+            f"{out.get('other_diffs_5s_later')} differences {out.get('diffs_5s_later', [])[:2]}; log order: "
             f"{ {k: v for k, v in lo.items() if k != 'diffs'} } {[d[:200] for d in lo['diffs'][:2]]}"
         )
     return out
@@ -1927,7 +1928,7 @@ def stage_replay(env: BenchEnv) -> dict[str, Any]:
 
     asyncio.run(ensure_topics(cluster.settings))
     port = free_port()
-    cluster.start_worker(port)
+    worker = cluster.start_worker(port)
     url = f"http://127.0.0.1:{port}"
     say(f"replay 2/3: `recstream replay kuairand {path.name} --as-fast-as-possible` into a fresh worker")
     cmd = [
@@ -1940,6 +1941,7 @@ def stage_replay(env: BenchEnv) -> dict[str, Any]:
     ]
     log = env.root / "replay.log"
     published: dict[str, Any] = {}
+    cpu_before = _cpu_seconds(worker.proc.pid)
     t0 = time.perf_counter()
     with open(log, "wb") as err:
         proc = subprocess.Popen(
@@ -1971,8 +1973,11 @@ def stage_replay(env: BenchEnv) -> dict[str, Any]:
         say(f"  replay failed: {out['error']}")
         return out
     total = watched["t_end"] - t0
+    cpu = _cpu_seconds(worker.proc.pid) - cpu_before
     out.update(
         events=watched["n"],
+        worker_cpu_s=r(cpu, 1),
+        worker_cpu_us_per_event=r(cpu / watched["n"] * 1e6, 1),
         seconds=r(total, 2),
         minutes=r(total / 60, 2),
         events_per_s=r(watched["n"] / total, 0),
@@ -1980,7 +1985,8 @@ def stage_replay(env: BenchEnv) -> dict[str, Any]:
     )
     say(
         f"  {watched['n']:,} events fully materialised {out['seconds']} s after the replay started "
-        f"({out['minutes']} min; the publisher itself took {published.get('publisher_s')} s)"
+        f"({out['minutes']} min; the publisher itself took {published.get('publisher_s')} s; the worker "
+        f"{out['worker_cpu_s']} CPU s, {out['worker_cpu_us_per_event']} µs per event)"
     )
     say("replay 3/3: exactness: the topic read back, the reference computed from it, compared with Redis")
     located = asyncio.run(_read_back(cluster.settings, cfg.stage_timeout_s))
