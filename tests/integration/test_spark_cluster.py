@@ -99,8 +99,10 @@ def test_train_on_a_standalone_cluster(
             "120",
             "--videos",
             "80",
+            # Paced: at --rate 0 the batched publisher sends 3,000 events within ~30 ms, and a
+            # simulated user's views then share milliseconds (their order is lost to training).
             "--rate",
-            "0",
+            "10000",
             "--events",
             "3000",
             "--seed",
