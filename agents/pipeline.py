@@ -17,6 +17,7 @@ from recstream.streaming.sinks import Flusher, MongoSink, Outbox, retry
 from recstream.streaming.tablecache import BatchTable
 
 _s = app.recstream_settings  # type: ignore[attr-defined]
+WRITE_SHARE = _s.serving_write_max_share
 
 
 class Pipeline:
@@ -70,9 +71,10 @@ class Pipeline:
             started = loop.time()
             if pending:
                 await retry("redis", lambda: self.materialise(pending))
-            # At most a quarter of the time writing: under a backlog, writes grow rarer and larger
+            # A bounded share of the time writing: under a backlog, writes grow rarer and larger
             # (each key once per write), so catching up is not eaten by rewriting the same keys.
-            self._next_write = loop.time() + max(self.write_interval_s, 3 * (loop.time() - started))
+            took = loop.time() - started
+            self._next_write = loop.time() + max(self.write_interval_s, took * (1 / WRITE_SHARE - 1))
             self.gate.mark("redis", upto)
 
     def ticket(self, events: Sequence[EventT]) -> int:
