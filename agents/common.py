@@ -162,17 +162,6 @@ class UserPath:
         finally:
             self._idle.set()
 
-    @contextlib.contextmanager
-    def aside(self) -> Iterator[None]:
-        """Inside `running`, around a history batch's wait on I/O (its Redis round trips, where Redis
-        itself works for milliseconds): downstream agents use the loop meanwhile instead of leaving
-        the CPU idle, and the batch takes it back at their next `step_aside` (one slice: a few ms)."""
-        self._idle.set()
-        try:
-            yield
-        finally:
-            self._idle.clear()
-
     async def step_aside(self) -> None:
         """What a downstream agent does between messages: give the loop back, and wait out any history
         batch under way."""

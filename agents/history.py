@@ -103,9 +103,8 @@ async def process(events) -> None:  # noqa: ANN001
         pipeline.mongo.stage(dict.fromkeys(erased))  # None: the profile is deleted
     if touched:
         histories = {u: user_history.get(p, u)["h"] for u, p in touched.items()}
-        with user_path.aside():  # Redis at work: downstream may use the CPU meanwhile
-            await retry("redis", lambda: stores().write_user_state(histories, new_videos))
-            await retry("redis", lambda: _write_counters(counted))
+        await retry("redis", lambda: stores().write_user_state(histories, new_videos))
+        await retry("redis", lambda: _write_counters(counted))
         pipeline.mongo.stage(
             {u: {"history": h, "updated_ms": max((e[1] for e in h), default=0)} for u, h in histories.items()}
         )
