@@ -105,15 +105,11 @@ def encoded_events(line: bytes) -> list[Encoded]:
     which can hold neither braces nor quotes (`records.ID_PATTERN`).
     """
     ts = int(line[:20])
-    body = line[_EVENTS_AT + 1 : -2]  # inside the list's brackets (and before the newline)
-    if b"},{" not in body:  # most rows: a view alone
-        start = body.index(_USER_ID) + len(_USER_ID)
-        return [(ts, body[start : body.index(b'"', start)], body)]
-    parts = body.split(b"},{")
+    parts = line[_EVENTS_AT + 1 : -2].split(b"},{")  # inside the list's brackets (and before the newline)
     last = len(parts) - 1
     events = []
-    for i, part in enumerate(parts):
-        value = (b"" if i == 0 else b"{") + part + (b"" if i == last else b"}")
+    for i, part in enumerate(parts):  # most rows: a view alone, one part as it is
+        value = part if last == 0 else (b"" if i == 0 else b"{") + part + (b"" if i == last else b"}")
         start = value.index(_USER_ID) + len(_USER_ID)
         events.append((ts, value[start : value.index(b'"', start)], value))
     return events
