@@ -456,6 +456,6 @@ class Api:
                 "age_s": state.ages(),
                 "model_version": self._models().version,
                 "videos": len(state.ids),
-                "neighbour_lists": len(state.nbrs),
+                "neighbour_lists": state.neighbour_lists,
             },
         }

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from recstream.serving import kernels
 from recstream.serving.foldin import ModelCache
 from recstream.serving.state import Base, ServingState
 from recstream.settings import Settings
@@ -81,38 +82,29 @@ def _weights(strategy: str, settings: Settings, published: Mapping[str, float] |
 
 
 class ItemCF:
-    """The item-CF source of one request: candidates with summed scores, and what the reasons need."""
+    """The item-CF source of one request: candidates with summed scores (`kernels.itemcf`), and the
+    sources the reasons need."""
 
     def __init__(
-        self, state: ServingState, history: Sequence[Sequence[Any]], recency: float, max_sources: int
+        self,
+        state: ServingState,
+        history_idx: np.ndarray,
+        weights: np.ndarray,
+        recency: float,
+        max_sources: int,
     ) -> None:
-        idx, val, positions, factors = [], [], [], []
-        step = 0
-        nbrs, index = state.nbrs, state.index
-        for position, (video, _ts, weight) in enumerate(history):
-            if weight <= 0:
-                continue
-            lists = nbrs.get(index.get(video, -1))
-            if lists is not None:
-                idx.append(lists[0])
-                val.append(lists[1])
-                positions.append(position)
-                factors.append(recency**step)
-            step += 1
-            if step >= max_sources:
-                break
-        if not idx:
-            self.idx, self.scores, self._all = EMPTY_I, EMPTY_F, None
-            return
-        lengths = np.array([len(a) for a in idx])
-        all_idx = np.concatenate(idx)
-        all_val = np.concatenate(val) * np.repeat(np.array(factors), lengths)
-        sums = state.scratch
-        np.add.at(sums, all_idx, all_val)
-        self.idx = state.unique(all_idx)
-        self.scores = sums.take(self.idx)
-        sums[self.idx] = 0.0
-        self._all = (all_idx, all_val, positions, np.cumsum(lengths))
+        self.idx, self.scores, self.src_pos, self.src_fac = kernels.itemcf(
+            history_idx,
+            weights,
+            recency,
+            max_sources,
+            state.nbr_start,
+            state.nbr_len,
+            state.nbr_to,
+            state.nbr_w,
+            state.scratch,
+            state.flags,
+        )
 
     def best(self, n: int) -> np.ndarray:
         """The n best candidates (all of them when there are no more)."""
@@ -120,47 +112,23 @@ class ItemCF:
             return self.idx
         return self.idx.take((-self.scores).argpartition(n - 1)[:n])
 
-    def best_sources(self, state: ServingState, picked: np.ndarray) -> list[int]:
-        """Per picked video, the history position that contributed most to it (-1: none). On a tie the
-        more recent source wins (the first in list order)."""
-        if self._all is None or not len(picked):
-            return [-1] * len(picked)
-        idx, val, positions, ends = self._all
-        marks = state.marks
-        marks[picked] = True
-        entries = np.flatnonzero(marks.take(idx))  # only the entries of picked videos, in list order
-        marks[picked] = False
-        best: dict[int, tuple[float, int]] = {}
-        which = np.searchsorted(ends, entries, side="right").tolist()  # the list of each entry
-        for video, value, w in zip(
-            idx.take(entries).tolist(), val.take(entries).tolist(), which, strict=True
-        ):
-            if value > best.get(video, (-1.0, 0))[0]:  # strictly: on a tie the earlier (more recent) list
-                best[video] = (value, w)
-        return [positions[best[i][1]] if i in best else -1 for i in picked.tolist()]
+
+NO_SOURCES = (EMPTY_I, EMPTY_F)
 
 
-def seen_mask(
-    state: ServingState, candidates: np.ndarray, history_idx: np.ndarray, seen: bytes
-) -> np.ndarray:
-    """True where the user engaged with the candidate: in the history, or in the seen filter."""
-    marks = state.marks
-    marks[history_idx] = True
-    mask = marks.take(candidates)
-    marks[history_idx] = False
-    if state.any_removed:  # taken-down videos count as seen by everyone
-        mask |= state.removed.take(candidates)
-    if seen:
-        size = state.settings.seen_bloom_bits // 8
-        if len(seen) < size:  # SETBIT grows the string only as far as the highest bit set
-            seen = bytes(seen).ljust(size, b"\0")
-        bits = np.frombuffer(seen, dtype=np.uint8)
-        # A candidate is in the filter when every one of its bits is set: its bytes masked by its masks
-        # equal its masks, compared 8 at a time as uint64 words (the padding: byte 0, mask 0).
-        got = bits.take(state.bloom_byte.take(candidates, axis=0)) & state.bloom_mask.take(candidates, axis=0)
-        hits = got.view(np.uint64) == state.bloom_words.take(candidates, axis=0)
-        mask |= hits[:, 0] if hits.shape[1] == 1 else hits.all(axis=1)
-    return mask
+def seen_mask(state: ServingState, candidates: np.ndarray, excluded: np.ndarray, seen: bytes) -> np.ndarray:
+    """True where the user engaged with the candidate (in `excluded`, or in the seen filter) or it is
+    taken down."""
+    return kernels.seen_among(
+        candidates,
+        excluded,
+        state.removed,
+        state.any_removed,
+        np.frombuffer(seen, dtype=np.uint8),
+        state.bloom_byte,
+        state.bloom_mask,
+        state.flags,
+    )
 
 
 def recommend(
@@ -178,9 +146,12 @@ def recommend(
     `overexposed`, videos shown to the user too often without engagement (`agents.impressions`), are
     left out like the ones they engaged with."""
     strategy = strategy or strategy_for(user_id, settings.strategies)
-    index = state.index
-    get = index.get
-    history_idx = np.array([i for e in history if (i := get(e[0])) is not None], dtype=np.int64)
+    if state._ranked != len(state.ids):  # videos interned outside a refresh (tools, tests)
+        state.rank_ids()
+    get = state.index.get
+    # Per history entry its video number (-1: unknown here) and weight, newest first.
+    entries = np.array([get(e[0], -1) for e in history], dtype=np.int64)
+    history_idx = entries[entries >= 0] if len(entries) else EMPTY_I
     excluded = history_idx
     if overexposed:
         hidden = np.array([i for v in overexposed if (i := get(v)) is not None], dtype=np.int64)
@@ -205,20 +176,20 @@ def recommend(
             "model_version": model.version if model else None,
             "strategy": strategy,
         }
-    acc = state.acc
-    parts: list[np.ndarray] = []
-    blended: list[np.ndarray] = []  # per part, its weighted scores
+    cf_idx, cf_blend = EMPTY_I, EMPTY_F
+    cf = None
+    if weights.get("itemcf") and len(entries):
+        cf = ItemCF(
+            state,
+            entries,
+            np.array([e[2] for e in history], dtype=np.float64),
+            settings.covisit_recency,
+            settings.covisit_lookback,
+        )
+        if len(cf.idx) and (top := cf.scores.max()) > 0:
+            cf_idx, cf_blend = cf.idx, (weights["itemcf"] / top) * cf.scores
 
-    cf = (
-        ItemCF(state, history, settings.covisit_recency, settings.covisit_lookback)
-        if weights.get("itemcf")
-        else None
-    )
-    if cf is not None and len(cf.idx) and (top := cf.scores.max()) > 0:
-        blended.append((weights["itemcf"] / top) * cf.scores)
-        parts.append(cf.idx)
-
-    model_version, als_idx = None, EMPTY_I
+    model_version, als_idx, als_blend = None, EMPTY_I, EMPTY_F
     if model is not None:
         model_version = model.version
         vector = models.user_vector(user_id, history)
@@ -233,44 +204,66 @@ def recommend(
                 whole_catalog=strategy == "als",
             )
             if len(als_idx):
-                blended.append((weights["als"] / als_top) * als_scores)
-                parts.append(als_idx)
-
-    if not parts:
-        dyn, dyn_scores = EMPTY_I, EMPTY_F
-    elif len(parts) == 1:  # a source's candidates are distinct already: no sums
-        dyn = parts[0]
-        dyn_scores = blended[0] + base.score.take(dyn)
-    else:  # summed in the scratch accumulator (all zero between requests), in source order
-        acc[parts[0]] = blended[0]
-        for idx, scores in zip(parts[1:], blended[1:], strict=True):
-            acc[idx] += scores
-        dyn = state.unique(np.concatenate(parts))
-        dyn_scores = acc.take(dyn) + base.score.take(dyn)
-        acc[dyn] = 0.0
-    picked, picked_scores = _select(state, dyn, dyn_scores, base, k, excluded, seen, settings.max_per_creator)
-    n = len(picked)
-    chosen = np.array(picked, dtype=np.int64)
-    sources = cf.best_sources(state, chosen) if cf is not None else [-1] * n
-    in_als = state.member(chosen, als_idx) if len(als_idx) else [False] * n
-    in_trending = state.in_trending.take(chosen).tolist() if weights.get("trending") else [False] * n
-    in_fresh = state.in_fresh.take(chosen).tolist() if weights.get("fresh") else [False] * n
+                als_blend = (weights["als"] / als_top) * als_scores
+    src_pos, src_fac = (cf.src_pos, cf.src_fac) if cf is not None else NO_SOURCES
+    picked, scores, sources, reasons = kernels.select(
+        k,
+        settings.max_per_creator,
+        cf_idx,
+        cf_blend,
+        als_idx,
+        als_blend,
+        base.score,
+        base.order,
+        excluded,
+        state.removed,
+        state.any_removed,
+        np.frombuffer(seen, dtype=np.uint8),
+        state.bloom_byte,
+        state.bloom_mask,
+        state.creator,
+        state.id_rank,
+        state.in_trending if weights.get("trending") else state.nowhere,
+        state.in_fresh if weights.get("fresh") else state.nowhere,
+        entries,
+        src_pos,
+        src_fac,
+        state.nbr_start,
+        state.nbr_len,
+        state.nbr_to,
+        state.nbr_w,
+        state.flags,
+        state.acc,
+        state.best,
+        state.best_src,
+        state.per_creator,
+    )
     ids = state.ids
     items = []
-    for i, score, source, als, trending, fresh in zip(
-        picked, picked_scores, sources, in_als, in_trending, in_fresh, strict=True
+    for i, score, source, bits in zip(
+        picked.tolist(), scores.tolist(), sources.tolist(), reasons.tolist(), strict=True
     ):
-        reasons = [f"because you watched {history[source][0]}"] if source >= 0 else []
-        if als:
-            reasons.append("als")
-        if trending:
-            reasons.append("trending")
-        if fresh:
-            reasons.append("new")
-        items.append({"video_id": ids[i], "score": round(score, 6), "reasons": reasons})
+        why = [f"because you watched {history[source][0]}"] if source >= 0 else []
+        if bits:
+            why += REASONS[bits]
+        items.append({"video_id": ids[i], "score": round(score, 6), "reasons": why})
     if anonymous:
         base.cold[(k, settings.max_per_creator)] = items
     return {"user_id": user_id, "items": items, "model_version": model_version, "strategy": strategy}
+
+
+REASONS = [
+    [
+        name
+        for bit, name in (
+            (kernels.REASON_ALS, "als"),
+            (kernels.REASON_TRENDING, "trending"),
+            (kernels.REASON_FRESH, "new"),
+        )
+        if bits & bit
+    ]
+    for bits in range(8)
+]
 
 
 def _als(
@@ -313,85 +306,6 @@ def _als(
     if not len(cand) or (best := scores.max()) <= 0:
         return EMPTY_I, EMPTY_F, 0.0
     return cand, scores.astype(np.float64), float(best)
-
-
-def _select(
-    state: ServingState,
-    dyn: np.ndarray,
-    dyn_scores: np.ndarray,
-    base: Base,
-    k: int,
-    history_idx: np.ndarray,
-    seen: bytes,
-    max_per_creator: int,
-) -> tuple[list[int], list[float]]:
-    """Best first (ties by video id), never seen, at most `max_per_creator` per creator (unknown
-    creators uncapped), from two ranked streams: the user's own candidates (`dyn`, with the pools'
-    score added) and the rest of the pools, already sorted. Looks at the head of each; widens when
-    filters removed so many that an item not looked at could still rank. (videos, their scores)"""
-    ids, creator, pool_score = state.ids, state.creator, base.score
-    order = base.order
-    if len(dyn):
-        in_dyn = state.marks
-        in_dyn[dyn] = True
-        try:
-            rest = order[~in_dyn.take(order)]
-        finally:
-            in_dyn[dyn] = False
-    else:
-        rest = order
-    take = k + 8 + min(len(history_idx), k)
-    while True:
-        limit = -np.inf  # nothing left out scores above this
-        if take < len(dyn):
-            top = (-dyn_scores).argpartition(take - 1)[:take]
-            top_videos, top_scores = dyn.take(top), dyn_scores.take(top)
-            limit = float(top_scores.min())
-        else:
-            top_videos, top_scores = dyn, dyn_scores
-        head = rest[:take]
-        if take < len(rest):
-            limit = max(limit, float(pool_score[rest[take]]))
-        cand = np.concatenate((top_videos, head))
-        scores = np.concatenate((top_scores, pool_score.take(head)))
-        keep = ~seen_mask(state, cand, history_idx, seen)
-        cand, scores = cand[keep], scores[keep]
-        ranking = (-scores).argsort(kind="stable")
-        cand = cand.take(ranking)
-        ranked_scores, ranked, ranked_creators = (
-            scores.take(ranking).tolist(),
-            cand.tolist(),
-            creator.take(cand).tolist(),
-        )
-        picked: list[int] = []
-        picked_scores: list[float] = []
-        per_creator: dict[int, int] = {}
-        n, start = len(ranked), 0
-        while start < n:
-            score, end = ranked_scores[start], start + 1
-            if score <= limit:  # an item left out could rank here: look further
-                break
-            if end < n and ranked_scores[end] == score:  # equal scores: by video id
-                while end < n and ranked_scores[end] == score:
-                    end += 1
-                group: Sequence[int] = sorted(range(start, end), key=lambda q: ids[ranked[q]])
-            else:
-                group = (start,)
-            for q in group:
-                c = ranked_creators[q]
-                if c >= 0:
-                    so_far = per_creator.get(c, 0)
-                    if so_far >= max_per_creator:
-                        continue
-                    per_creator[c] = so_far + 1
-                picked.append(ranked[q])
-                picked_scores.append(score)
-                if len(picked) >= k:
-                    return picked, picked_scores
-            start = end
-        if limit == -np.inf:  # nothing was left out: fewer than k is all there is
-            return picked, picked_scores
-        take *= 4
 
 
 def _random(

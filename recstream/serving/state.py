@@ -23,6 +23,7 @@ i.e. ~110 MB at 100,000 videos and ~1.1 GB at 1,000,000; `serving_neighbours_per
 from __future__ import annotations
 
 import asyncio
+import bisect
 import gc
 import logging
 import time
@@ -45,6 +46,7 @@ from recstream.redis_layout import (
     changes_key,
     neighbours_key,
 )
+from recstream.serving import kernels
 from recstream.serving.foldin import ModelCache
 from recstream.settings import Settings
 
@@ -69,8 +71,8 @@ class Base:
             self.score[idx] += w * val
             self.member[idx] = True
         pool = np.flatnonzero(self.member)
-        ids = state.ids
-        self.order = np.array(sorted(pool.tolist(), key=lambda i: (-self.score[i], ids[i])), dtype=np.int64)
+        state.rank_ids()
+        self.order = pool[np.lexsort((state.id_rank[pool], -self.score[pool]))]  # best first, ties by id
         self._factors: tuple[str, np.ndarray, np.ndarray] | None = None
         self._extra_ok: tuple[tuple[str, int, int], np.ndarray] | None = None
         self.cold: dict[tuple[int, int], list] = {}  # (k, creator cap) -> the answer for someone new
@@ -122,16 +124,38 @@ class ServingState:
         self.bloom_byte = np.zeros((n, columns), dtype=np.int32)
         self.bloom_mask = np.zeros((n, columns), dtype=np.uint8)
         self.bloom_words = self.bloom_mask.view(np.uint64)
-        self.nbrs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # Neighbour lists, best first, in one arena (`set_neighbours`): video v's list is
+        # nbr_to / nbr_w[nbr_start[v] : nbr_start[v] + nbr_len[v]]. A list written again goes to the end;
+        # the arena is compacted when half of it is stale.
+        self.nbr_start = np.zeros(n, dtype=np.int64)
+        self.nbr_len = np.zeros(n, dtype=np.int32)
+        self.nbr_to = np.zeros(4096, dtype=np.int64)
+        self.nbr_w = np.zeros(4096, dtype=np.float64)
+        self._arena_used = 0
+        self._arena_live = 0
+        self.neighbour_lists = 0  # videos with a list
+        # Each video's rank in video-id order (ties between equal scores go by video id), kept as videos
+        # are interned (`rank_ids`).
+        self.id_rank = np.zeros(n, dtype=np.int64)
+        self._sorted_ids: list[str] = []
+        self._ranked = 0  # ids[:_ranked] have their rank
         self.trending = (np.empty(0, np.int64), np.empty(0, np.float64))  # best first, max-scaled to 1
         self.fresh = (np.empty(0, np.int64), np.empty(0, np.float64))
         self.in_trending = np.zeros(n, dtype=bool)
         self.in_fresh = np.zeros(n, dtype=bool)
+        self.nowhere = np.zeros(n, dtype=bool)  # a pool the blend does not use
         # Per-request scratch, one slot per video, left as found: the blend's and item-CF's accumulators
         # (all zero), membership marks (all False), and the positions `unique` writes (any value).
+        # (all zero), membership marks (all False), and the positions `unique` writes (any value); the
+        # kernels' flags (all zero), best source values (zero) and sources (any value), and per creator
+        # the count picked so far (zero).
         self.acc = np.zeros(n, dtype=np.float64)
         self.scratch = np.zeros(n, dtype=np.float64)
         self.marks = np.zeros(n, dtype=bool)
+        self.flags = np.zeros(n, dtype=np.uint8)
+        self.best = np.zeros(n, dtype=np.float64)
+        self.best_src = np.zeros(n, dtype=np.int64)
+        self.per_creator = np.zeros(64, dtype=np.int32)
         self._stamp = np.zeros(n, dtype=np.int64)
         self._positions = np.arange(4096)  # 0, 1, 2, ...: `unique`'s positions, sliced
         self._model_rows: tuple[str, np.ndarray, int] | None = None
@@ -172,10 +196,40 @@ class ServingState:
         self.bloom_words = self.bloom_mask.view(np.uint64)
         self.in_trending = grown(self.in_trending, False)
         self.in_fresh = grown(self.in_fresh, False)
+        self.nowhere = grown(self.nowhere, False)
         self.acc = grown(self.acc, 0.0)
         self.scratch = grown(self.scratch, 0.0)
         self.marks = grown(self.marks, False)
+        self.flags = grown(self.flags, 0)
+        self.best = grown(self.best, 0.0)
+        self.best_src = grown(self.best_src, 0)
         self._stamp = grown(self._stamp, 0)
+        self.nbr_start = grown(self.nbr_start, 0)
+        self.nbr_len = grown(self.nbr_len, 0)
+        self.id_rank = grown(self.id_rank, 0)
+
+    def rank_ids(self) -> None:
+        """Give the videos interned since the last call their rank in id order, and move the others' up
+        past them: O(new * log n) to place them plus one pass over the ranks, not a sort of every id."""
+        n, done = len(self.ids), self._ranked
+        if done == n:
+            return
+        ids, ranked = self.ids, self._sorted_ids
+        new = sorted(range(done, n), key=ids.__getitem__)
+        if len(new) > len(ranked) // 8:  # many (the first load): sort them all
+            order = sorted(range(n), key=ids.__getitem__)
+            self.id_rank[order] = np.arange(n)
+            self._sorted_ids = [ids[i] for i in order]
+        else:
+            # A new id goes where bisect puts it among the old ones, after the new ones below it; an
+            # old one moves up by the new ones placed at or below its rank.
+            positions = np.array([bisect.bisect_left(ranked, ids[i]) for i in new], dtype=np.int64)
+            old = self.id_rank[:done]
+            old += np.searchsorted(positions, old, side="right")
+            self.id_rank[new] = positions + np.arange(len(new))
+            for j in range(len(new) - 1, -1, -1):  # from the end: the positions before stay valid
+                ranked.insert(int(positions[j]), ids[new[j]])
+        self._ranked = n
 
     def unique(self, videos: np.ndarray) -> np.ndarray:
         """The distinct video numbers of `videos`, without sorting (the last occurrence of each)."""
@@ -302,7 +356,11 @@ class ServingState:
         if self.models is not None:
             await self.models.refresh()
             self._mark("model")
+        self.rank_ids()
         if first:
+            # The compiled loops of `recommend`: compiled (~4 s) or loaded from their cache (~0.4 s) before
+            # the first answer, off the event loop.
+            await asyncio.to_thread(kernels.warm_up)
             # Hundreds of thousands of long-lived objects (ids, maps, arrays): out of the collector's
             # reach, or every full collection walks them all in the middle of requests.
             gc.collect()
@@ -357,6 +415,8 @@ class ServingState:
         for video, creator in creators.items():
             i = self.intern(video.decode())
             c = self._creator_index.setdefault(creator.decode(), len(self._creator_index))
+            if c >= len(self.per_creator):
+                self.per_creator = np.zeros(2 * c + 1, dtype=np.int32)
             self.creator[i] = c
             self.in_catalog[i] = True
             self.removed[i] = False  # published again after a take-down
@@ -391,17 +451,42 @@ class ServingState:
     def set_neighbours(self, video: str, pairs: list) -> None:
         """A video's neighbour list, best first, at most `serving_neighbours_per_video`."""
         src = self.intern(video)
-        if not pairs:
-            self.nbrs.pop(src, None)
-            return
+        old = int(self.nbr_len[src])
         limit = self.settings.serving_neighbours_per_video
         if len(pairs) > limit:
             pairs = sorted(pairs, key=lambda p: -p[1])[:limit]
-        intern = self.intern
-        self.nbrs[src] = (
-            np.fromiter((intern(p[0]) for p in pairs), dtype=np.int64, count=len(pairs)),
-            np.fromiter((p[1] for p in pairs), dtype=np.float64, count=len(pairs)),
-        )
+        m = len(pairs)
+        self.neighbour_lists += (m > 0) - (old > 0)
+        self._arena_live += m - old
+        self.nbr_len[src] = 0
+        if not m:
+            return
+        if self._arena_used + m > len(self.nbr_to):
+            self._compact(m)
+        intern, at = self.intern, self._arena_used
+        self.nbr_to[at : at + m] = np.fromiter((intern(p[0]) for p in pairs), dtype=np.int64, count=m)
+        self.nbr_w[at : at + m] = np.fromiter((p[1] for p in pairs), dtype=np.float64, count=m)
+        self.nbr_start[src], self.nbr_len[src] = at, m
+        self._arena_used = at + m
+
+    def _compact(self, extra: int) -> None:
+        """Copy the live lists to a new arena with room for `extra` more (and as much again)."""
+        lists = np.flatnonzero(self.nbr_len[: len(self.ids)])
+        lengths = self.nbr_len[lists].astype(np.int64)
+        starts = np.zeros(len(lists), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        live = int(lengths.sum())
+        where = np.repeat(self.nbr_start[lists] - starts, lengths) + np.arange(live)
+        capacity = max(4096, 2 * (live + extra))
+        to, w = np.zeros(capacity, dtype=np.int64), np.zeros(capacity, dtype=np.float64)
+        to[:live], w[:live] = self.nbr_to[where], self.nbr_w[where]
+        self.nbr_to, self.nbr_w, self._arena_used = to, w, live
+        self.nbr_start[lists] = starts
+
+    def neighbours(self, src: int) -> tuple[np.ndarray, np.ndarray]:
+        """Video number `src`'s neighbour list: (video numbers, weights), best first (empty: none)."""
+        start, n = int(self.nbr_start[src]), int(self.nbr_len[src])
+        return self.nbr_to[start : start + n], self.nbr_w[start : start + n]
 
     async def _refresh_pools(self) -> None:
         size = self.settings.serving_pool_size

@@ -37,7 +37,7 @@ def _state(rng: random.Random, settings: Settings, videos: int = 300) -> Serving
 def _reference(state: ServingState, settings: Settings, history: list, seen: set[str], k: int) -> list:
     nbrs = {
         state.ids[src]: {state.ids[d]: float(s) for d, s in zip(*lists, strict=True)}
-        for src, lists in state.nbrs.items()
+        for src in range(len(state.ids)) if len((lists := state.neighbours(src))[0])
     }
     cf = scoring.itemcf_scores(history, nbrs, settings.covisit_recency, settings.covisit_lookback)
     trending = {state.ids[i]: float(s) for i, s in zip(*state.trending, strict=True)}
@@ -122,7 +122,7 @@ def test_als_scores_the_candidates_as_the_reference_does(seed: int) -> None:
     vector = models.user_vector("u1", history)
     nbrs = {
         state.ids[src]: {state.ids[d]: float(s) for d, s in zip(*lists, strict=True)}
-        for src, lists in state.nbrs.items()
+        for src in range(len(state.ids)) if len((lists := state.neighbours(src))[0])
     }
     cf = scoring.itemcf_scores(history, nbrs, settings.covisit_recency, settings.covisit_lookback)
     trending = {state.ids[i]: float(s) for i, s in zip(*state.trending, strict=True)}
