@@ -114,6 +114,61 @@ def seen_among(cands, excluded, removed, any_removed, seen, bloom_byte, bloom_ma
     return out
 
 
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _dot(row, vector):
+    """A factor row times the user's vector, in float32 (the factors' precision), summed in SIMD lanes
+    as BLAS does."""
+    total = np.float32(0.0)
+    for j in range(row.shape[0]):
+        total += row[j] * vector[j]
+    return total
+
+
+@njit(cache=True, nogil=True)
+def als(pool, pool_factors, cf_best, extra_ok, model_rows, item_factors, vector, history_idx, keep, flags):
+    """The model's best `keep` among the pools (`pool`, their factor rows gathered in `pool_factors`) and
+    the best item-CF candidates it knows that are not pooled (`extra_ok`), never a video in the history:
+    (videos, scores, the best score), or empty when none scores > 0. On a tie at the cut, the first."""
+    for v in history_idx:
+        flags[v] |= EXCLUDED
+    cand = np.empty(pool.shape[0] + cf_best.shape[0], np.int64)
+    scores = np.empty(cand.shape[0], np.float64)
+    n = 0
+    for i in range(pool.shape[0]):
+        v = pool[i]
+        if flags[v] & EXCLUDED == 0:
+            cand[n] = v
+            scores[n] = _dot(pool_factors[i], vector)
+            n += 1
+    for v in cf_best:
+        if extra_ok[v] and flags[v] & EXCLUDED == 0:
+            cand[n] = v
+            scores[n] = _dot(item_factors[model_rows[v]], vector)
+            n += 1
+    for v in history_idx:
+        flags[v] &= ~EXCLUDED
+    if n > keep:
+        cut = -np.partition(-scores[:n], keep - 1)[keep - 1]  # the keep-th best score
+        above = 0
+        for i in range(n):
+            above += scores[i] > cut
+        ties = keep - above  # of the candidates at the cut, this many (the first ones) stay
+        m = 0
+        for i in range(n):
+            if scores[i] > cut or (scores[i] == cut and ties > 0):
+                if scores[i] == cut:
+                    ties -= 1
+                cand[m], scores[m] = cand[i], scores[i]
+                m += 1
+        n = m
+    best = -np.inf
+    for i in range(n):
+        best = max(best, scores[i])
+    if n == 0 or best <= 0:
+        return cand[:0], scores[:0], 0.0
+    return cand[:n], scores[:n], best
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _before(score_a, rank_a, score_b, rank_b):
     """The ranking's order: higher score first, equal scores by video id."""
@@ -302,6 +357,19 @@ def warm_up() -> None:
     to, w = np.zeros(4, np.int64), np.zeros(4, np.float64)
     cand, scores, src_pos, src_fac = itemcf(
         np.array([0], np.int64), np.array([1.0]), 0.9, 10, starts, lens, to, w, acc, flags
+    )
+    factors = np.ones((4, 8), np.float32)
+    als(
+        i0,
+        factors,
+        cand,
+        np.ones(4, np.bool_),
+        np.arange(4, dtype=np.int64),
+        factors,
+        factors[0],
+        i0,
+        2,
+        flags,
     )
     byte, mask = np.zeros((4, 8), np.int32), np.zeros((4, 8), np.uint8)
     bools, ranks, creators = np.zeros(4, np.bool_), np.arange(4, dtype=np.int64), np.zeros(4, np.int32)

@@ -277,26 +277,30 @@ def _als(
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """The model's best `CANDIDATES_PER_SOURCE` among the pools and the best item-CF candidates (the `als`
     arm: the whole catalog), never a video in the history: (videos, scores, the best score), or empty
-    when none scores > 0. The item-CF ones are the only factor rows gathered per request, so at most 200: a heavy user's
-    ~500 rows read at random from a 100,000-video matrix cost ~50 µs of cache misses."""
-    # Serving processes run BLAS on one thread (`ServingState.start`): a pool woken per product cost ~1 ms
-    # on a busy 2-core host.
-    if whole_catalog:
-        cand = state.catalog_ids()
-        rows = state.model_rows(model).take(cand)
-        known = rows >= 0
-        cand, rows = cand[known], rows[known]
-        scores = model.item_factors.take(rows, axis=0) @ vector
-    else:
+    when none scores > 0 (`kernels.als`). The item-CF ones are the only factor rows gathered per request,
+    so at most 200: a heavy user's ~500 rows read at random from a 100,000-video matrix cost ~50 µs of
+    cache misses."""
+    if not whole_catalog:
         pool, factors = base.factors(state, model)  # the pool's rows, gathered once per refresh
-        pooled = factors @ vector
-        if len(cf_idx):
-            extra = cf_idx[base.extra_ok(state, model).take(cf_idx)]  # not pooled, known to the model
-            rows = state.model_rows(model).take(extra)
-            cand = np.concatenate((pool, extra))
-            scores = np.concatenate((pooled, model.item_factors.take(rows, axis=0) @ vector))
-        else:
-            cand, scores = pool, pooled
+        return kernels.als(
+            pool,
+            factors,
+            cf_idx,
+            base.extra_ok(state, model),
+            state.model_rows(model),
+            model.item_factors,
+            vector,
+            history_idx,
+            CANDIDATES_PER_SOURCE,
+            state.flags,
+        )
+    # The whole catalog: one BLAS product. Serving processes run BLAS on one thread
+    # (`ServingState.start`): a pool woken per product cost ~1 ms on a busy 2-core host.
+    cand = state.catalog_ids()
+    rows = state.model_rows(model).take(cand)
+    known = rows >= 0
+    cand, rows = cand[known], rows[known]
+    scores = model.item_factors.take(rows, axis=0) @ vector
     if len(history_idx) and len(cand):
         fresh = ~state.member_array(cand, history_idx)
         cand, scores = cand[fresh], scores[fresh]
