@@ -354,7 +354,7 @@ def warm_up() -> None:
     i0, f0, u0 = np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.uint8)
     flags, acc = np.zeros(4, np.uint8), np.zeros(4, np.float64)
     starts, lens = np.zeros(4, np.int64), np.zeros(4, np.int32)
-    to, w = np.zeros(4, np.int64), np.zeros(4, np.float64)
+    to, w = np.zeros(4, np.int32), np.zeros(4, np.float32)
     cand, scores, src_pos, src_fac = itemcf(
         np.array([0], np.int64), np.array([1.0]), 0.9, 10, starts, lens, to, w, acc, flags
     )

@@ -240,13 +240,14 @@ def recommend(
     )
     ids = state.ids
     items = []
+    # Rounded as numpy does (rint(x * 1e6) / 1e6): Python's round() would cost ~0.5 µs per score.
     for i, score, source, bits in zip(
-        picked.tolist(), scores.tolist(), sources.tolist(), reasons.tolist(), strict=True
+        picked.tolist(), scores.round(6).tolist(), sources.tolist(), reasons.tolist(), strict=True
     ):
         why = [f"because you watched {history[source][0]}"] if source >= 0 else []
         if bits:
             why += REASONS[bits]
-        items.append({"video_id": ids[i], "score": round(score, 6), "reasons": why})
+        items.append({"video_id": ids[i], "score": score, "reasons": why})
     if anonymous:
         base.cold[(k, settings.max_per_creator)] = items
     return {"user_id": user_id, "items": items, "model_version": model_version, "strategy": strategy}
