@@ -29,7 +29,8 @@ COPY training training
 COPY web web
 COPY --from=web-assets /src/web/static/vendor web/static/vendor
 RUN /opt/venv/bin/pip install . \
-    && test -f /opt/venv/lib/python3.11/site-packages/recstream/web/static/vendor/chart.umd.min.js
+    && test -f /opt/venv/lib/python3.11/site-packages/recstream/web/static/vendor/chart.umd.min.js \
+    && /opt/venv/bin/python -c 'from recstream.serving import kernels; kernels.warm_up()'
 
 # 4. Runtime: Python, Java 17 (Spark's driver in `recstream train`), OpenBLAS; a non-root user.
 FROM python:3.11.11-slim-bookworm

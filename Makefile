@@ -32,6 +32,8 @@ $(VENV)/.python: pyproject.toml
 	@echo "installing recstream and its Python dependencies into $(VENV)"
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev,bench]'
+	@echo "compiling serving's inner loops (numba; cached beside recstream/serving/kernels.py)"
+	$(BIN)/python -c 'from recstream.serving import kernels; kernels.warm_up()'
 	@touch $@
 
 $(VENV)/.installed: $(VENV)/.python

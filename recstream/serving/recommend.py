@@ -28,12 +28,13 @@ import numpy as np
 
 from recstream.serving import kernels
 from recstream.serving.foldin import ModelCache
-from recstream.serving.state import Base, ServingState
+from recstream.serving.state import ServingState
 from recstream.settings import Settings
 
 CANDIDATES_PER_SOURCE = 200
 FILL_WEIGHT = 1e-3  # a single-source strategy still fills a short list with trending, ranked below it
 EMPTY_I, EMPTY_F = np.empty(0, np.int64), np.empty(0, np.float64)
+EMPTY_F32, NO_FACTORS = np.empty(0, np.float32), np.empty((0, 0), np.float32)
 
 
 def strategy_for(user_id: str, strategies: list[str]) -> str:
@@ -79,41 +80,6 @@ def _weights(strategy: str, settings: Settings, published: Mapping[str, float] |
             _WEIGHTS.clear()
         entry = _WEIGHTS[key] = (settings, published, source_weights(strategy, settings, published))
     return entry[2]
-
-
-class ItemCF:
-    """The item-CF source of one request: candidates with summed scores (`kernels.itemcf`), and the
-    sources the reasons need."""
-
-    def __init__(
-        self,
-        state: ServingState,
-        history_idx: np.ndarray,
-        weights: np.ndarray,
-        recency: float,
-        max_sources: int,
-    ) -> None:
-        self.idx, self.scores, self.src_pos, self.src_fac = kernels.itemcf(
-            history_idx,
-            weights,
-            recency,
-            max_sources,
-            state.nbr_start,
-            state.nbr_len,
-            state.nbr_to,
-            state.nbr_w,
-            state.scratch,
-            state.flags,
-        )
-
-    def best(self, n: int) -> np.ndarray:
-        """The n best candidates (all of them when there are no more)."""
-        if len(self.idx) <= n:
-            return self.idx
-        return self.idx.take((-self.scores).argpartition(n - 1)[:n])
-
-
-NO_SOURCES = (EMPTY_I, EMPTY_F)
 
 
 def seen_mask(state: ServingState, candidates: np.ndarray, excluded: np.ndarray, seen: bytes) -> np.ndarray:
@@ -176,46 +142,45 @@ def recommend(
             "model_version": model.version if model else None,
             "strategy": strategy,
         }
-    cf_idx, cf_blend = EMPTY_I, EMPTY_F
-    cf = None
-    if weights.get("itemcf") and len(entries):
-        cf = ItemCF(
-            state,
-            entries,
-            np.array([e[2] for e in history], dtype=np.float64),
-            settings.covisit_recency,
-            settings.covisit_lookback,
-        )
-        if len(cf.idx) and (top := cf.scores.max()) > 0:
-            cf_idx, cf_blend = cf.idx, (weights["itemcf"] / top) * cf.scores
-
-    model_version, als_idx, als_blend = None, EMPTY_I, EMPTY_F
+    w_itemcf, w_als = weights.get("itemcf", 0.0), weights.get("als", 0.0)
+    vector, model_version = EMPTY_F32, None
+    pool, pool_factors, pool_scores = EMPTY_I, NO_FACTORS, EMPTY_F32
+    extra_ok, model_rows, item_factors = state.nowhere, EMPTY_I, NO_FACTORS
     if model is not None:
         model_version = model.version
         vector = models.user_vector(user_id, history)
-        if vector is not None:
-            als_idx, als_scores, als_top = _als(
-                state,
-                base,
-                model,
-                vector,
-                cf.best(CANDIDATES_PER_SOURCE) if cf is not None else EMPTY_I,
-                history_idx,
-                whole_catalog=strategy == "als",
+        if vector is None:
+            vector = EMPTY_F32
+        elif strategy == "als":  # the whole catalog: one BLAS product
+            pool, pool_scores = _catalog_scores(state, model, vector)
+        else:  # the pools (their rows gathered once per refresh) and the best item-CF candidates
+            pool, pool_factors = base.factors(state, model)
+            extra_ok, model_rows, item_factors = (
+                base.extra_ok(state, model),
+                state.model_rows(model),
+                model.item_factors,
             )
-            if len(als_idx):
-                als_blend = (weights["als"] / als_top) * als_scores
-    src_pos, src_fac = (cf.src_pos, cf.src_fac) if cf is not None else NO_SOURCES
-    picked, scores, sources, reasons = kernels.select(
+    picked, scores, sources, reasons = kernels.rank(
         k,
         settings.max_per_creator,
-        cf_idx,
-        cf_blend,
-        als_idx,
-        als_blend,
+        entries,
+        np.array([e[2] for e in history], dtype=np.float64) if w_itemcf and len(entries) else EMPTY_F,
+        settings.covisit_recency,
+        settings.covisit_lookback,
+        w_itemcf,
+        w_als,
+        pool,
+        pool_factors,
+        pool_scores,
+        extra_ok,
+        model_rows,
+        item_factors,
+        vector,
+        CANDIDATES_PER_SOURCE,
         base.score,
         base.order,
         excluded,
+        history_idx,
         state.removed,
         state.any_removed,
         np.frombuffer(seen, dtype=np.uint8),
@@ -225,9 +190,6 @@ def recommend(
         state.id_rank,
         state.in_trending if weights.get("trending") else state.nowhere,
         state.in_fresh if weights.get("fresh") else state.nowhere,
-        entries,
-        src_pos,
-        src_fac,
         state.nbr_start,
         state.nbr_len,
         state.nbr_to,
@@ -267,50 +229,14 @@ REASONS = [
 ]
 
 
-def _als(
-    state: ServingState,
-    base: Base,
-    model: Any,
-    vector: np.ndarray,
-    cf_idx: np.ndarray,
-    history_idx: np.ndarray,
-    whole_catalog: bool,
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """The model's best `CANDIDATES_PER_SOURCE` among the pools and the best item-CF candidates (the `als`
-    arm: the whole catalog), never a video in the history: (videos, scores, the best score), or empty
-    when none scores > 0 (`kernels.als`). The item-CF ones are the only factor rows gathered per request,
-    so at most 200: a heavy user's ~500 rows read at random from a 100,000-video matrix cost ~50 µs of
-    cache misses."""
-    if not whole_catalog:
-        pool, factors = base.factors(state, model)  # the pool's rows, gathered once per refresh
-        return kernels.als(
-            pool,
-            factors,
-            cf_idx,
-            base.extra_ok(state, model),
-            state.model_rows(model),
-            model.item_factors,
-            vector,
-            history_idx,
-            CANDIDATES_PER_SOURCE,
-            state.flags,
-        )
-    # The whole catalog: one BLAS product. Serving processes run BLAS on one thread
-    # (`ServingState.start`): a pool woken per product cost ~1 ms on a busy 2-core host.
+def _catalog_scores(state: ServingState, model: Any, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The `als` arm's candidates: every catalog video the model knows, and its score (one BLAS product;
+    serving processes run BLAS on one thread, `ServingState.start`: a pool woken per product cost ~1 ms
+    on a busy 2-core host)."""
     cand = state.catalog_ids()
     rows = state.model_rows(model).take(cand)
     known = rows >= 0
-    cand, rows = cand[known], rows[known]
-    scores = model.item_factors.take(rows, axis=0) @ vector
-    if len(history_idx) and len(cand):
-        fresh = ~state.member_array(cand, history_idx)
-        cand, scores = cand[fresh], scores[fresh]
-    if len(cand) > CANDIDATES_PER_SOURCE:
-        top = (-scores).argpartition(CANDIDATES_PER_SOURCE - 1)[:CANDIDATES_PER_SOURCE]
-        cand, scores = cand.take(top), scores.take(top)
-    if not len(cand) or (best := scores.max()) <= 0:
-        return EMPTY_I, EMPTY_F, 0.0
-    return cand, scores.astype(np.float64), float(best)
+    return cand[known], model.item_factors.take(rows[known], axis=0) @ vector
 
 
 def _random(

@@ -37,7 +37,8 @@ def _state(rng: random.Random, settings: Settings, videos: int = 300) -> Serving
 def _reference(state: ServingState, settings: Settings, history: list, seen: set[str], k: int) -> list:
     nbrs = {
         state.ids[src]: {state.ids[d]: float(s) for d, s in zip(*lists, strict=True)}
-        for src in range(len(state.ids)) if len((lists := state.neighbours(src))[0])
+        for src in range(len(state.ids))
+        if len((lists := state.neighbours(src))[0])
     }
     cf = scoring.itemcf_scores(history, nbrs, settings.covisit_recency, settings.covisit_lookback)
     trending = {state.ids[i]: float(s) for i, s in zip(*state.trending, strict=True)}
@@ -122,7 +123,8 @@ def test_als_scores_the_candidates_as_the_reference_does(seed: int) -> None:
     vector = models.user_vector("u1", history)
     nbrs = {
         state.ids[src]: {state.ids[d]: float(s) for d, s in zip(*lists, strict=True)}
-        for src in range(len(state.ids)) if len((lists := state.neighbours(src))[0])
+        for src in range(len(state.ids))
+        if len((lists := state.neighbours(src))[0])
     }
     cf = scoring.itemcf_scores(history, nbrs, settings.covisit_recency, settings.covisit_lookback)
     trending = {state.ids[i]: float(s) for i, s in zip(*state.trending, strict=True)}
@@ -246,3 +248,32 @@ def test_a_taken_down_video_is_never_served_and_published_again_is() -> None:
     asyncio.run(state._refresh_catalog(first=False))
     state._bases = {}
     assert not state.any_removed and top in served()
+
+
+def test_ids_are_ranked_in_id_order_as_they_are_interned_batch_by_batch() -> None:
+    rng = random.Random(7)
+    state = ServingState(Settings())
+    names = [f"v{rng.randrange(10**6)}" for _ in range(3000)]
+    for size in (500, 1, 40, 7, 1200, 3, 600):  # a first load, then the few a refresh brings
+        for name in names[:size]:
+            state.intern(name)
+        names = names[size:]
+        state.rank_ids()
+        order = sorted(range(len(state.ids)), key=state.ids.__getitem__)
+        assert state.id_rank[order].tolist() == list(range(len(state.ids)))
+
+
+def test_neighbour_lists_rewritten_many_times_read_back_as_last_written() -> None:
+    rng = random.Random(3)
+    state = ServingState(Settings())
+    latest: dict[str, list] = {}
+    for _ in range(4000):  # the arena fills with stale lists and is compacted several times
+        video = f"v{rng.randrange(200)}"
+        pairs = [[f"v{rng.randrange(500)}", rng.random()] for _ in range(rng.randrange(0, 30))]
+        state.set_neighbours(video, pairs)
+        latest[video] = pairs
+    for video, pairs in latest.items():
+        to, w = state.neighbours(state.index[video])
+        assert [state.ids[i] for i in to.tolist()] == [p[0] for p in pairs]
+        assert w.tolist() == pytest.approx([p[1] for p in pairs], rel=1e-6)  # float32
+    assert state.neighbour_lists == sum(1 for p in latest.values() if p)
