@@ -12,12 +12,16 @@ loop refreshes them from what the agents publish in Redis:
 - the trending and fresh pools as a whole (their top `serving_pool_size` each), every refresh;
 - the model: `ModelCache.refresh` (one GET of the active version, a load when it changed).
 
+Per video number it also keeps what `kernels.rank` reads: creators, the seen filter's bit positions, the
+video's rank in id order (`rank_ids`: ties between equal scores go by video id), and scratch slots.
+
 Staleness is bounded by `serving_refresh_interval_s` (plus the agents' own `serving_write_interval_s`)
 and reported per part in `/metrics` (`recstream_serving_state_age_seconds`) and `/health`.
 
 Videos are interned to dense integer ids so that a request scores arrays, not dicts.
-Memory: ~1 KB per video with 100 neighbours (int32 + float32 per neighbour, plus per-video overhead),
-i.e. ~110 MB at 100,000 videos and ~1.1 GB at 1,000,000; `serving_neighbours_per_video` caps it.
+Neighbour lists share one arena (`set_neighbours`): 8 bytes per neighbour (int32 video number, float32
+weight), ~400 bytes per video at `serving_neighbours_per_video` = 50, which caps it; docs/architecture.md
+states a process's memory at 100,000 and 1,000,000 videos.
 """
 
 from __future__ import annotations
