@@ -1,4 +1,4 @@
-"""The compiled inner loops of `recommend` (numba): item-CF sums and the blend's selection.
+"""The compiled inner loops of `recommend` (numba): item-CF, ALS over the candidates, the blend's selection.
 
 One request touches a few hundred to a few thousand (video, score) entries. As numpy calls that was
 ~60 array operations of 1-3 µs each, most of a request's 200-300 µs, whatever the sizes (a user with
@@ -7,11 +7,13 @@ one video in the history cost as much as one with fifty). Here each step is one 
 The arrays come from `ServingState` (see there): per video number, the neighbour list's place in one
 arena (`nbr_start`, `nbr_len` into `nbr_to`, `nbr_w`), creators, the seen filter's bit positions, the
 rank of the video id in id order (ties between equal scores go by video id). Scratch arrays (`flags`,
-`acc`, `sums`, `best`, `best_src`, `per_creator`) are the process's, one slot per video (or creator),
-and are left as found: all zero.
+`acc`, `best`, `best_src`, `per_creator`) are the process's, one slot per video (or creator), and are
+left as found (`ServingState`).
 
-Numerics are the reference's (`recstream.scoring`): the same products, summed in the same order, so the
-answers are bit for bit those of `scoring.itemcf_scores` + `blend` + `select` (tests/unit/test_recommend.py).
+Numerics are the reference's (`recstream.scoring`): the same products, summed in the same order, so
+item-CF and the blend are bit for bit those of `scoring.itemcf_scores` + `blend` + `select`; ALS dot
+products are float32 summed in SIMD lanes as BLAS does, equal to float32 precision
+(tests/unit/test_recommend.py).
 Compiled on first use and cached on disk beside this module (`cache=True`); a web process compiles
 before it first answers (`warm_up`).
 """
@@ -31,7 +33,7 @@ IN_ALS = 8
 CF_SEEN = 16  # already listed as an item-CF candidate
 HAS_BEST = 32  # a best source is recorded in `best` / `best_src`
 
-# Bits of each picked video's reasons (`select`'s last result).
+# Bits of each picked video's reasons (`rank`'s last result).
 REASON_ALS, REASON_TRENDING, REASON_FRESH = 1, 2, 4
 
 
@@ -84,11 +86,9 @@ def _itemcf(hist_idx, hist_w, recency, max_sources, nbr_start, nbr_len, nbr_to, 
 @njit(cache=True, nogil=True)
 def _in_filter(v, seen, bloom_byte, bloom_mask):
     """Whether every bit of video `v` is set in the user's seen filter (bytes past its end are zero:
-    SETBIT grows the string only as far as the highest bit set; mask 0 is padding)."""
+    SETBIT grows the string only as far as the highest bit set)."""
     for c in range(bloom_mask.shape[1]):
         m = bloom_mask[v, c]
-        if m == 0:
-            continue
         b = bloom_byte[v, c]
         if b >= seen.shape[0] or seen[b] & m != m:
             return False
@@ -231,9 +231,10 @@ def _sift_down(heap, n, i, scores, videos, id_rank):
             return
         top = left
         right = left + 1
-        a, b = heap[right] if right < n else 0, heap[left]
-        if right < n and _before(scores[a], videos[a], scores[b], videos[b], id_rank):
-            top = right
+        if right < n:
+            a, b = heap[right], heap[left]
+            if _before(scores[a], videos[a], scores[b], videos[b], id_rank):
+                top = right
         a, b = heap[top], heap[i]
         if _before(scores[a], videos[a], scores[b], videos[b], id_rank):
             heap[i], heap[top] = a, b

@@ -112,8 +112,7 @@ def recommend(
     `overexposed`, videos shown to the user too often without engagement (`agents.impressions`), are
     left out like the ones they engaged with."""
     strategy = strategy or strategy_for(user_id, settings.strategies)
-    if state._ranked != len(state.ids):  # videos interned outside a refresh (tools, tests)
-        state.rank_ids()
+    state.rank_ids()  # videos interned outside a refresh (tools, tests); a check when there are none
     get = state.index.get
     # Per history entry its video number (-1: unknown here) and weight, newest first.
     entries = np.array([get(e[0], -1) for e in history], dtype=np.int64)

@@ -122,15 +122,12 @@ class ServingState:
         self.removed = np.zeros(n, dtype=bool)  # taken down (DELETE /videos/{id}): never served
         self.any_removed = False  # whether any is (the seen filter then skips looking)
         # Where each video's bits are in a seen filter: byte number and the bit's mask (SETBIT numbers bits
-        # from the most significant of byte 0), padded to a multiple of 8 columns (byte 0, mask 0) so that
-        # a video's masks read as whole uint64 words (`bloom_words`): one comparison per video per word.
-        columns = -(-settings.seen_bloom_hashes // 8) * 8
-        self.bloom_byte = np.zeros((n, columns), dtype=np.int32)
-        self.bloom_mask = np.zeros((n, columns), dtype=np.uint8)
-        self.bloom_words = self.bloom_mask.view(np.uint64)
+        # from the most significant of byte 0), one column per hash.
+        self.bloom_byte = np.zeros((n, settings.seen_bloom_hashes), dtype=np.int32)
+        self.bloom_mask = np.zeros((n, settings.seen_bloom_hashes), dtype=np.uint8)
         # Neighbour lists, best first, in one arena (`set_neighbours`): video v's list is
         # nbr_to / nbr_w[nbr_start[v] : nbr_start[v] + nbr_len[v]]. A list written again goes to the end;
-        # the arena is compacted when half of it is stale.
+        # the arena is compacted when it runs out of room (`_compact`).
         self.nbr_start = np.zeros(n, dtype=np.int64)
         self.nbr_len = np.zeros(n, dtype=np.int32)
         # 4 + 4 bytes per neighbour: 25 MB for 3,000,000 (100,000 videos), which two processes on a small
@@ -138,7 +135,6 @@ class ServingState:
         self.nbr_to = np.zeros(4096, dtype=np.int32)
         self.nbr_w = np.zeros(4096, dtype=np.float32)
         self._arena_used = 0
-        self._arena_live = 0
         self.neighbour_lists = 0  # videos with a list
         # Each video's rank in video-id order (ties between equal scores go by video id), kept as videos
         # are interned (`rank_ids`).
@@ -150,20 +146,14 @@ class ServingState:
         self.in_trending = np.zeros(n, dtype=bool)
         self.in_fresh = np.zeros(n, dtype=bool)
         self.nowhere = np.zeros(n, dtype=bool)  # a pool the blend does not use
-        # Per-request scratch, one slot per video, left as found: the blend's and item-CF's accumulators
-        # (all zero), membership marks (all False), and the positions `unique` writes (any value).
-        # (all zero), membership marks (all False), and the positions `unique` writes (any value); the
-        # kernels' flags (all zero), best source values (zero) and sources (any value), and per creator
-        # the count picked so far (zero).
+        # Per-request scratch of `kernels.rank`, one slot per video, left as found: the item-CF and blend
+        # accumulator (all zero), flags (all zero), best source values (zero) and sources (any value), and
+        # per creator the count picked so far (zero).
         self.acc = np.zeros(n, dtype=np.float64)
-        self.scratch = np.zeros(n, dtype=np.float64)
-        self.marks = np.zeros(n, dtype=bool)
         self.flags = np.zeros(n, dtype=np.uint8)
         self.best = np.zeros(n, dtype=np.float64)
         self.best_src = np.zeros(n, dtype=np.int64)
         self.per_creator = np.zeros(64, dtype=np.int32)
-        self._stamp = np.zeros(n, dtype=np.int64)
-        self._positions = np.arange(4096)  # 0, 1, 2, ...: `unique`'s positions, sliced
         self._model_rows: tuple[str, np.ndarray, int] | None = None
         self._bases: dict[tuple[float, float], Base] = {}
         self.cursors = {"catalog": 0, "neighbours": 0}
@@ -199,17 +189,13 @@ class ServingState:
         self.removed = grown(self.removed, False)
         self.bloom_byte = grown(self.bloom_byte, 0)
         self.bloom_mask = grown(self.bloom_mask, 0)
-        self.bloom_words = self.bloom_mask.view(np.uint64)
         self.in_trending = grown(self.in_trending, False)
         self.in_fresh = grown(self.in_fresh, False)
         self.nowhere = grown(self.nowhere, False)
         self.acc = grown(self.acc, 0.0)
-        self.scratch = grown(self.scratch, 0.0)
-        self.marks = grown(self.marks, False)
         self.flags = grown(self.flags, 0)
         self.best = grown(self.best, 0.0)
         self.best_src = grown(self.best_src, 0)
-        self._stamp = grown(self._stamp, 0)
         self.nbr_start = grown(self.nbr_start, 0)
         self.nbr_len = grown(self.nbr_len, 0)
         self.id_rank = grown(self.id_rank, 0)
@@ -237,29 +223,10 @@ class ServingState:
                 ranked.insert(int(positions[j]), ids[new[j]])
         self._ranked = n
 
-    def unique(self, videos: np.ndarray) -> np.ndarray:
-        """The distinct video numbers of `videos`, without sorting (the last occurrence of each)."""
-        if len(videos) > len(self._positions):
-            self._positions = np.arange(max(len(videos), 2 * len(self._positions)))
-        positions = self._positions[: len(videos)]
-        stamp = self._stamp
-        stamp[videos] = positions
-        return videos[stamp[videos] == positions]
-
     def removed_among(self, videos: list[str]) -> set[str]:
         """Which of these videos are taken down, as of the last refresh of the catalog."""
         index, removed = self.index, self.removed
         return {v for v in videos if (i := index.get(v)) is not None and removed[i]}
-
-    def member(self, videos: np.ndarray, of: np.ndarray) -> list[bool]:
-        return self.member_array(videos, of).tolist()
-
-    def member_array(self, videos: np.ndarray, of: np.ndarray) -> np.ndarray:
-        marks = self.marks
-        marks[of] = True
-        out = marks[videos]
-        marks[of] = False
-        return out
 
     def base(self, w_trending: float, w_fresh: float) -> Base:
         """The pools blended with these weights (built at most once per refresh)."""
@@ -463,7 +430,6 @@ class ServingState:
             pairs = sorted(pairs, key=lambda p: -p[1])[:limit]
         m = len(pairs)
         self.neighbour_lists += (m > 0) - (old > 0)
-        self._arena_live += m - old
         self.nbr_len[src] = 0
         if not m:
             return
