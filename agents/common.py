@@ -235,6 +235,7 @@ async def take_batches(
     app.flow_control._queues.discard(queue)
     consumer = app.consumer
     delivery.install(consumer)
+    commits.install(consumer)  # before the first assignment seeks: see its docstring
     fetch_wait_ms = app.recstream_settings.consumer_fetch_max_wait_ms
     continuity: dict = {}  # _check_continuity's
     try:

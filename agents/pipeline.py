@@ -100,6 +100,8 @@ class Pipeline:
         async with self.lock:  # the batch under way finishes first
             await self.write_serving()  # before the cache of those partitions goes
             await self.flush(holding_lock=True)  # the next owner starts from the freshest state we have
+            # Faust committed before this flush: commit what it made durable, or the next owner replays it.
+            await commits.commit_now(app.consumer, mine)
             for table in self.tables:
                 table.drop_partitions({tp.partition for tp in mine})
             self.gate.forget(mine)

@@ -54,8 +54,12 @@ async def delete_topics(settings: Settings) -> None:
 
 
 def delete_isolated_topics() -> None:
-    """Delete the topics of every isolated cluster this process created (best effort)."""
+    """Delete the topics of every isolated cluster this process created (best effort; kept when
+    RECSTREAM_KEEP_TEST_TOPICS is set, to look into a failure)."""
     import asyncio
+
+    if os.environ.get("RECSTREAM_KEEP_TEST_TOPICS"):
+        return
 
     for settings in ISOLATED:
         try:

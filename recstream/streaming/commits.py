@@ -14,10 +14,14 @@ to), pinned in pyproject.toml and exercised by the kill -9 tests.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from faust.types import TP
+
+log = logging.getLogger(__name__)
 
 limits: dict[TP, int] = {}
 """Per source partition: the next offset to commit (everything below it is durable everywhere)."""
@@ -66,7 +70,9 @@ class CommitGate:
 
 
 def install(consumer: object) -> None:
-    """Make the Faust consumer commit our limits for gated topics (once per consumer)."""
+    """Make the Faust consumer commit our limits for gated topics, and start a gated partition that
+    has no committed offset from its first offset (once per consumer; before the first assignment's
+    seek: `agents.common.take_batches` installs it as an agent starts)."""
     if getattr(consumer, "_recstream_gated", False):
         return
     original = consumer._new_offset  # type: ignore[attr-defined]
@@ -85,5 +91,57 @@ def install(consumer: object) -> None:
             acked_index[tp].difference_update(done)
         return limit
 
+    # Faust commits only partitions it has acknowledgements filed for, and `delivery.ack_batch` files
+    # none for gated topics: without this their offsets were never committed, so every rebalance and
+    # restart replayed each partition from its first offset (exact, since values carry the offsets they
+    # applied, but a replay of the whole log).
+    pending_acks = consumer._filter_tps_with_pending_acks  # type: ignore[attr-defined]
+
+    def tps_to_commit(topics: Any = None) -> Iterator[TP]:
+        listed = set()
+        for tp in pending_acks(topics):
+            listed.add(tp)
+            yield tp
+        for tp in list(limits):
+            if tp not in listed and (topics is None or tp in topics or tp.topic in topics):
+                yield tp
+
+    # After an assignment Faust seeks each partition to its committed offset, but aiokafka seeks only
+    # where that offset is > 0: a partition with nothing committed stays where the fetcher already is,
+    # and records fetched while the assignment was being set up (Faust pauses the partitions only
+    # after the consumer starts fetching them) are gone from the agents' queues by then. A worker
+    # joining a group whose partitions had no commit yet started past them, and those events were
+    # never applied, while the state's applied offsets moved past them (scaling 1 -> 3 lost events).
+    seek_to_committed = consumer.seek_to_committed  # type: ignore[attr-defined]
+
+    async def seek_gated_to_committed() -> Mapping[Any, int | None]:
+        committed = await seek_to_committed()
+        uncommitted = [tp for tp, offset in committed.items() if tp.topic in gated_topics and not offset]
+        if uncommitted:
+            # To the first offset as a number: aiokafka's seek_to_beginning leaves the position unset
+            # until its reset completes, and Faust's livelock check asserts on an unset position.
+            # (`seek_wait` seeks in the consumer's own thread: aiokafka is not thread-safe.)
+            earliest = await consumer._thread.earliest_offsets(*uncommitted)  # type: ignore[attr-defined]
+            await consumer.seek_wait(earliest)  # type: ignore[attr-defined]
+        return committed
+
     consumer._new_offset = new_offset  # type: ignore[attr-defined]
+    consumer._filter_tps_with_pending_acks = tps_to_commit  # type: ignore[attr-defined]
+    consumer.seek_to_committed = seek_gated_to_committed  # type: ignore[attr-defined]
     consumer._recstream_gated = True  # type: ignore[attr-defined]
+
+
+async def commit_now(consumer: Any, tps: set[TP]) -> None:
+    """Commit these partitions' limits now (a revocation, after the final flush: the next owner starts
+    from there instead of the last timed commit). Best effort: a failed commit only means a longer
+    replay, whose events the state skips as applied."""
+    try:
+        await consumer.force_commit(tps)
+    except Exception as exc:  # noqa: BLE001 - see above
+        log.warning(
+            "commit of %s at revocation failed (%s); the next owner replays from the last commit",
+            sorted(tps),
+            exc,
+        )
+    for tp in tps:  # Faust forgot them as they were revoked; the commit filed them again
+        consumer._committed_offset.pop(tp, None)

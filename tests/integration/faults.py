@@ -274,3 +274,33 @@ async def read_whole_log(cluster: Cluster, timeout: float = 60) -> list[tuple[in
         return sorted(out, key=lambda e: (e[0], e[1]))
     finally:
         await consumer.stop()
+
+
+async def _committed_and_ends(cluster: Cluster) -> tuple[dict[int, int | None], dict[int, int]]:
+    """The worker group's committed offset and the end offset of each interactions partition."""
+    s = cluster.settings
+    topic = f"{s.topic_prefix}.interactions"
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=s.kafka_bootstrap, group_id=s.app_id, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(s.interactions_partitions)]
+        ends = await consumer.end_offsets(parts)
+        committed = {tp.partition: await consumer.committed(tp) for tp in parts}
+        return committed, {tp.partition: ends[tp] for tp in parts}
+    finally:
+        await consumer.stop()
+
+
+def wait_committed(cluster: Cluster, timeout: float = 30) -> dict[int, int | None]:
+    """Until the workers have committed every interactions partition to its end offset (every event's
+    effects durable everywhere: see `recstream.streaming.commits`); the gaps left at the deadline,
+    {partition: committed} ({} when all are committed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        committed, ends = asyncio.run(_committed_and_ends(cluster))
+        behind = {p: committed[p] for p, end in ends.items() if end and committed[p] != end}
+        if not behind or time.monotonic() > deadline:
+            return behind
+        time.sleep(1)

@@ -21,7 +21,7 @@ from recstream.devtools.devcluster import Cluster
 from recstream.streamstate import StreamParams
 
 from .conftest import get, post
-from .faults import PrivateServer, kill9, produce, read_log, wait_exact, world_events
+from .faults import PrivateServer, kill9, produce, read_log, wait_committed, wait_exact, world_events
 
 N = 50_000
 
@@ -92,6 +92,8 @@ def test_two_workers_one_killed_the_other_takes_over(services, tmp_path) -> None
         producer.join(120)
         diffs = wait_exact(cluster, _reference(cluster, N), timeout=150)
         assert diffs == [], "\n".join(diffs)
+        behind = wait_committed(cluster)  # the survivor commits the partitions it took over
+        assert behind == {}, f"interactions partitions not committed to their end offsets: {behind}"
     finally:
         cluster.stop()
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from recstream.devtools.devcluster import Cluster, ProgressSampler, WorkerProcess, get
 
-from .faults import produce, wait_exact, world_events
+from .faults import produce, wait_committed, wait_exact, world_events
 from .test_exactness import _reference, _wait_processing
 
 PARTITIONS = 12
@@ -98,6 +98,8 @@ def test_scale_1_3_1_while_events_flow(services, tmp_path) -> None:  # noqa: ANN
         assert sent and sent[0] > 0 and not producer.is_alive()
         diffs = wait_exact(cluster, _reference(cluster, sent[0]), timeout=120)
         assert diffs == [], "\n".join(diffs)
+        behind = wait_committed(cluster)  # every partition committed through its last event, by its owner
+        assert behind == {}, f"interactions partitions not committed to their end offsets: {behind}"
         report = {
             "events": sent[0],
             "rate": RATE,
