@@ -8,8 +8,14 @@ newest ticket it has made durable; a partition's commit advances to the newest t
 passed. A sink that is down (MongoDB, say) holds the commit back, not the processing: after a crash
 the worker replays from the held-back offset and the state's applied offsets skip what it holds.
 
+`install` also lists the gated partitions for Faust's commit (it commits only partitions it filed
+acknowledgements for, and `delivery.ack_batch` files none for them), and after an assignment seeks a
+gated partition with no committed offset to its first offset (see there why). `commit_now` commits a
+revoked partition right after its final flush.
+
 Relies on faust-streaming's `Consumer._new_offset(tp)` (the offset a commit would move a partition
-to), pinned in pyproject.toml and exercised by the kill -9 tests.
+to), `_filter_tps_with_pending_acks` and `seek_to_committed`, pinned in pyproject.toml and exercised by
+the kill -9 and scale-out tests.
 """
 
 from __future__ import annotations
