@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def install(consumer: object) -> None:
         if limit is None:
             return None
         # Faust's own bookkeeping of acknowledged offsets is not used for these partitions: trim it.
-        done = [o for o in acked[tp] if o < limit]
+        done = [o for o in acked.get(tp, ()) if o < limit]
         if done:
             acked[tp] = [o for o in acked[tp] if o >= limit]
             acked_index[tp].difference_update(done)
@@ -127,8 +128,11 @@ def install(consumer: object) -> None:
             # To the first offset as a number: aiokafka's seek_to_beginning leaves the position unset
             # until its reset completes, and Faust's livelock check asserts on an unset position.
             # (`seek_wait` seeks in the consumer's own thread: aiokafka is not thread-safe.)
-            earliest = await consumer._thread.earliest_offsets(*uncommitted)  # type: ignore[attr-defined]
-            await consumer.seek_wait(earliest)  # type: ignore[attr-defined]
+            try:
+                earliest = await consumer._thread.earliest_offsets(*uncommitted)  # type: ignore[attr-defined]
+                await consumer.seek_wait(earliest)  # type: ignore[attr-defined]
+            except IllegalStateError as exc:  # no longer assigned: a new rebalance began, and seeks again
+                log.info("seek of uncommitted partitions to their first offset abandoned (%s)", exc)
         return committed
 
     consumer._new_offset = new_offset  # type: ignore[attr-defined]

@@ -39,6 +39,7 @@ def _stream(queue: asyncio.Queue) -> SimpleNamespace:
         assignment=lambda: {TP},
         _committed_offset={},
         _recstream_fast_delivery=True,
+        _recstream_gated=True,
         _unacked_messages=set(),
         _n_acked=0,
         _waiting_for_ack=None,
