@@ -145,8 +145,13 @@ async def commit_now(consumer: Any, tps: set[TP]) -> None:
     """Commit these partitions' limits now (a revocation, after the final flush: the next owner starts
     from there instead of the last timed commit). Best effort: a failed commit only means a longer
     replay, whose events the state skips as applied."""
+    offsets = {tp: limits[tp] for tp in tps if tp in limits}
     try:
-        await consumer.force_commit(tps)
+        if await consumer.force_commit(tps):
+            log.info(
+                "revoked: committed %s",
+                ", ".join(f"{tp.topic}[{tp.partition}]@{o}" for tp, o in sorted(offsets.items())),
+            )
     except Exception as exc:  # noqa: BLE001 - see above
         log.warning(
             "commit of %s at revocation failed (%s); the next owner replays from the last commit",
