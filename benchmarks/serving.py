@@ -1234,6 +1234,22 @@ def stage_under_ingest(
             (group_cpu_s(worker_pgid) - w0) / (time.perf_counter() - t_w0), 2
         )
         say(f"  under ingest, {kind} 1 process: {brief(out['http'])}")
+        # The peer under the same load: bare aiohttp, 1 process, the same wrk, while the producer and the
+        # worker go on. On a shared host the web process gets what the pipeline leaves; this says how much
+        # of the idle -> under-ingest drop is the host's and how much is recstream's.
+        out["caught_up_before_bare"] = _wait_caught_up(worker.url, before, env.background, cfg.ingest_rate)
+        bare = start_server(env, "bare", 1)
+        try:
+            w0, t_w0 = group_cpu_s(worker_pgid), time.perf_counter()
+            out["bare_http"] = wrk(env, bare["base"], cfg.http_seconds, users_file, bare["proc"].pid)
+            out["worker_cores_busy_during_bare_wrk"] = r(
+                (group_cpu_s(worker_pgid) - w0) / (time.perf_counter() - t_w0), 2
+            )
+        except Exception as exc:  # the peer failing must not lose recstream's numbers
+            out["bare_http"] = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            stop_server(env, bare)
+        say(f"  under ingest, bare aiohttp 1 process: {brief(out['bare_http'])}")
         rng = np.random.default_rng(cfg.seed + 3)
         probe_users = [users[i] for i in rng.permutation(len(users))[: cfg.freshness_samples * 3].tolist()]
         # wrk and the web role took CPU from the worker: let it work off what it fell behind first.
@@ -1595,6 +1611,22 @@ def markdown(res: dict[str, Any]) -> str:
                 "",
             ]
         )
+        ub = u.get("bare_http", {})
+        if ub:
+            rows.append(
+                [
+                    f"{name} under that ingest against bare aiohttp under the same ingest (1 process each, "
+                    f"same wrk); bare p50 / p99 {lat(ub)}",
+                    cell(uh),
+                    f"bare aiohttp under ingest {cell(ub)}",
+                    ratio(uh.get("requests_per_s"), ub.get("requests_per_s")),
+                    f">= {TARGETS['requests_per_s']:,}/s",
+                    _yes(
+                        uh.get("requests_per_s") is not None
+                        and uh["requests_per_s"] >= TARGETS["requests_per_s"]
+                    ),
+                ]
+            )
         f = u.get("freshness", {})
         if f.get("samples"):
             g, rd = f["gone"], f["redis"]

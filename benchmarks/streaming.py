@@ -342,14 +342,14 @@ def find_py_spy(explicit: str | None) -> str | None:
 class Profiler:
     """`py-spy record` attached to a worker for the life of a `with` block (raw collapsed stacks)."""
 
-    def __init__(self, env: BenchEnv, name: str) -> None:
-        self.env, self.name = env, name
+    def __init__(self, env: BenchEnv, name: str, pid: int | None = None) -> None:
+        self.env, self.name, self.pid = env, name, pid
         self.binary = find_py_spy(env.cfg.py_spy) if env.cfg.profile else None
         self.out = env.root / f"profile-{name}.txt"
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> Profiler:
-        pid = self.env.worker_pid()
+        pid = self.pid or self.env.worker_pid()
         if self.binary and pid:
             self.proc = subprocess.Popen(
                 # --gil: only samples where a thread holds the GIL, i.e. Python CPU time, not idle waits.
@@ -1942,6 +1942,7 @@ def stage_replay(env: BenchEnv) -> dict[str, Any]:
     log = env.root / "replay.log"
     published: dict[str, Any] = {}
     cpu_before = _cpu_seconds(worker.proc.pid)
+    profiler = Profiler(env, "replay", worker.proc.pid).__enter__()
     t0 = time.perf_counter()
     with open(log, "wb") as err:
         proc = subprocess.Popen(
@@ -1963,6 +1964,7 @@ def stage_replay(env: BenchEnv) -> dict[str, Any]:
         try:
             watched = asyncio.run(_watch_counters(cfg, url, target, cfg.ingest_timeout_s, label="replay"))
         finally:
+            profiler.__exit__()
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(10)
