@@ -1234,6 +1234,8 @@ def stage_under_ingest(
             (group_cpu_s(worker_pgid) - w0) / (time.perf_counter() - t_w0), 2
         )
         say(f"  under ingest, {kind} 1 process: {brief(out['http'])}")
+        if cfg.profile and server is not None:
+            out["profile"] = profile(env, server, users_file)
         # The peer under the same load: bare aiohttp, 1 process, the same wrk, while the producer and the
         # worker go on. On a shared host the web process gets what the pipeline leaves; this says how much
         # of the idle -> under-ingest drop is the host's and how much is recstream's.

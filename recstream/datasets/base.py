@@ -151,21 +151,32 @@ def cell(fields: Sequence[str], index: int | None) -> str:
 
 def number(text: str, name: str, required: bool = True) -> float | None:
     """A finite number; "", "nan" and "null" are missing (an error only when required)."""
-    if text == "" or text.lower() in ("nan", "null", "none", "na"):
-        if required:
-            raise BadRow(f"{name} is missing")
-        return None
     try:
         value = float(text)
     except ValueError:
+        if text == "" or text.lower() in MISSING:
+            return _missing(name, required)
         raise BadRow(f"{name} is not a number: {text[:40]!r}") from None
+    if value != value:  # "nan" is missing, not a bad number
+        return _missing(name, required)
     if not math.isfinite(value):
         raise BadRow(f"{name} is not finite: {text[:40]!r}")
     return value
 
 
+MISSING = frozenset(("nan", "null", "none", "na"))
+
+
+def _missing(name: str, required: bool) -> None:
+    if required:
+        raise BadRow(f"{name} is missing")
+    return None
+
+
 def millis(text: str, name: str, scale: float, required: bool = True) -> int | None:
     """A duration or time in some unit (`scale` = ms per unit) -> int ms, rejecting negatives."""
+    if scale == 1 and text.isdecimal():  # the common case, exact however big (no float on the way)
+        return int(text)
     value = number(text, name, required)
     if value is None:
         return None
@@ -176,6 +187,10 @@ def millis(text: str, name: str, scale: float, required: bool = True) -> int | N
 
 def flag(text: str, name: str) -> bool:
     """0/1, true/false (any case), 0.0/1.0; empty is false (a missing flag is an absent action)."""
+    if text == "0" or text == "":
+        return False
+    if text == "1":
+        return True
     low = text.lower()
     if low in ("", "0", "0.0", "false", "f", "no", "nan"):
         return False
