@@ -284,8 +284,8 @@ def rank(
     best_src,
     per_creator,
 ):
-    """One answer: item-CF over the history (w_itemcf > 0), ALS over the pools and the best `keep` item-CF
-    candidates (w_als > 0; `vector` the user's), each max-scaled to 1 and weighted, plus the pools' blended
+    """One answer: item-CF over the history (w_itemcf > 0), ALS over `pool` (the pools and its retrieval
+    set) and the best `keep` item-CF candidates (w_als > 0; `vector` the user's), each max-scaled to 1 and weighted, plus the pools' blended
     score (`base_score`), merged with the rest of the pools (`order`, best first); best first (ties by
     video id), never `excluded` / taken down / in the seen filter, at most `max_per_creator` per creator
     (creator -1: unknown, uncapped), at most k. Returns (videos, scores, per video the history position

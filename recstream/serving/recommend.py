@@ -7,8 +7,8 @@ background); the user's history and seen filter are one MGET. Scoring is numpy o
   summed per candidate (the reason: the source that contributed most);
 - trending and fresh: the process's pools (their top `serving_pool_size`), blended once per refresh
   (`serving.Base`): the same for everyone, so someone new gets a kept answer;
-- ALS: the user's vector (trained, or folded in from the live history) scores the pools and the best
-  item-CF candidates (the "als" strategy: the whole catalog); its top `CANDIDATES_PER_SOURCE` join
+- ALS: the user's vector (trained, or folded in from the live history) scores the pools, ALS's own
+  retrieval set (`serving.Base.factors`: the longest item vectors) and the best item-CF candidates (the "als" strategy: the whole catalog); its top `CANDIDATES_PER_SOURCE` join
   the blend as "als";
 - each source max-scaled to 1 and weighted (`source_weights`: the weights the active model was
   published with, tuned by its training round, unless the settings pin them); never a video the user engaged with

@@ -82,26 +82,49 @@ class Base:
         self.cold: dict[tuple[int, int], list] = {}  # (k, creator cap) -> the answer for someone new
 
     def factors(self, state: ServingState, model: Any) -> tuple[np.ndarray, np.ndarray]:
-        """The pool videos the model knows, and their factor rows (gathered once per model and refresh)."""
+        """The videos the model scores for everyone's blend, and their factor rows (gathered once per
+        model and refresh): the pools' videos it knows, then its own retrieval set (`_retrieval`)."""
         if self._factors is None or self._factors[0] != model.version:
             rows = state.model_rows(model)[self.order]
             known = rows >= 0
+            own = self._retrieval(state, model)
+            cand = np.concatenate((self.order[known], own))
             self._factors = (
                 model.version,
-                self.order[known],
-                np.ascontiguousarray(model.item_factors[rows[known]]),
+                cand,
+                np.ascontiguousarray(model.item_factors[state.model_rows(model)[cand]]),
             )
         return self._factors[1], self._factors[2]
 
+    def _retrieval(self, state: ServingState, model: Any) -> np.ndarray:
+        """ALS's own candidates beside the pools: the catalog videos (not pooled) with the largest factor
+        norms, `serving_als_pool_size` of them. A user's best scores u.v = |u| |v| cos come mostly from
+        long item vectors (implicit ALS makes an item's norm grow with its support), so these hold most
+        of what the whole-catalog `als` strategy would pick, at a fixed cost per request; without them
+        the blend's ALS could only re-rank trending, fresh and item-CF candidates."""
+        size = state.settings.serving_als_pool_size
+        rows = state.model_rows(model)
+        n = min(len(rows), len(state.ids))
+        ok = (rows[:n] >= 0) & state.in_catalog[:n] & ~self.member[:n]
+        cand = np.flatnonzero(ok)
+        if size <= 0 or not len(cand):
+            return cand[:0]
+        norms = state.item_norms(model)[rows[cand]]
+        if len(cand) > size:
+            top = np.argpartition(-norms, size - 1)[:size]
+            cand, norms = cand[top], norms[top]
+        return cand[np.argsort(-norms, kind="stable")]
+
     def extra_ok(self, state: ServingState, model: Any) -> np.ndarray:
-        """Per video number: True when the model knows it and it is not in the pools (an item-CF
-        candidate the model scores beside the pool), kept per model version."""
+        """Per video number: True when the model knows it and `factors` does not hold it (an item-CF
+        candidate the model scores beside them), kept per model version."""
         rows = state.model_rows(model)
         key = (model.version, len(state.ids), len(rows))  # rows fill in as videos are interned
         if self._extra_ok is None or self._extra_ok[0] != key:
             n = min(len(rows), len(self.member))
             ok = rows >= 0
             ok[:n] &= ~self.member[:n]
+            ok[self.factors(state, model)[0]] = False
             self._extra_ok = (key, ok)
         return self._extra_ok[1]
 
@@ -156,6 +179,7 @@ class ServingState:
         self.per_creator = np.zeros(64, dtype=np.int32)
         self._model_rows: tuple[str, np.ndarray, int] | None = None
         self._bases: dict[tuple[float, float], Base] = {}
+        self._norms: tuple[str, np.ndarray] | None = None
         self.cursors = {"catalog": 0, "neighbours": 0}
         self.refreshed_at: dict[str, float] = {}
         self.loaded = asyncio.Event()
@@ -251,6 +275,13 @@ class ServingState:
             done = len(self.ids)
         self._model_rows = (model.version, rows, done)
         return rows
+
+    def item_norms(self, model: Any) -> np.ndarray:
+        """The length of each of the model's item vectors (per model version)."""
+        if self._norms is None or self._norms[0] != model.version:
+            f = model.item_factors
+            self._norms = (model.version, np.sqrt(np.einsum("ij,ij->i", f, f, dtype=np.float64)))
+        return self._norms[1]
 
     def catalog_ids(self) -> np.ndarray:
         return np.flatnonzero(self.in_catalog[: len(self.ids)])

@@ -93,13 +93,14 @@ def test_never_a_seen_video_even_when_only_the_filter_knows_it() -> None:
     assert len(got) == 20 and not set(got) & set(top)
 
 
+@pytest.mark.parametrize("als_pool", [0, 25, 1000])
 @pytest.mark.parametrize("seed", range(6))
-def test_als_scores_the_candidates_as_the_reference_does(seed: int) -> None:
+def test_als_scores_the_candidates_as_the_reference_does(seed: int, als_pool: int) -> None:
     from recstream.serving.foldin import LoadedModel, ModelCache
     from recstream.serving.model_store import ModelArtifact
 
     rng = random.Random(100 + seed)
-    settings = Settings(strategies=["hybrid"])
+    settings = Settings(strategies=["hybrid"], serving_als_pool_size=als_pool)
     state = _state(rng, settings)
     nprng = np.random.default_rng(seed)
     known = [f"v{i}" for i in range(0, 300, 2)]  # the model knows half the catalog
@@ -132,7 +133,10 @@ def test_als_scores_the_candidates_as_the_reference_does(seed: int) -> None:
     seen = {e[0] for e in history}
     model = models.model
     cf_best = sorted(cf, key=lambda v: -cf[v][0])[:200]  # ALS scores the pools and the best 200 of item-CF
-    pool = [v for v in {*cf_best, *trending, *fresh} if v in model.item_index and v not in seen]
+    norm = {v: float(np.linalg.norm(model.item_factors[model.item_index[v]])) for v in model.item_index}
+    unpooled = [v for v in model.item_index if v not in trending and v not in fresh]
+    retrieval = sorted(unpooled, key=lambda v: -norm[v])[:als_pool]  # and its own longest vectors
+    pool = [v for v in {*cf_best, *trending, *fresh, *retrieval} if v in model.item_index and v not in seen]
     scored = {v: float(model.item_factors[model.item_index[v]] @ vector) for v in pool}
     als = dict(sorted(scored.items(), key=lambda kv: -kv[1])[:200])
     candidates = scoring.blend(
