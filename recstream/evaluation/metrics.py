@@ -55,6 +55,31 @@ def per_user(top: np.ndarray, relevant: Sequence[np.ndarray]) -> dict[str, np.nd
     return {name: out[name] for name in METRICS}
 
 
+def debiased_ndcg(
+    top: np.ndarray, relevant: Sequence[np.ndarray], item_rows: np.ndarray, k: int = 10, power: float = 0.5
+) -> float:
+    """NDCG@k with every relevant item weighted by its inverse exposure propensity, `(training rows + 1)
+    ** -power`, and users pooled self-normalised (SNIPS: each user's NDCG with those weighted gains,
+    averaged with the user's mean item weight as its weight). Logged implicit feedback is exposure-biased:
+    popular items were shown more, so they are engaged with more whatever the taste; this estimates the
+    ranking's quality as if every item had been equally exposed (Yang et al., "Unbiased offline
+    recommender evaluation for missing-not-at-random implicit feedback", RecSys 2018), which is what
+    someone reacting to their taste alone rewards. `power` 0 is plain NDCG@k (users weighted equally)."""
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    total = weight_sum = 0.0
+    for u, rel in enumerate(relevant):
+        if not len(rel):
+            continue
+        w = (item_rows[rel] + 1.0) ** -power
+        gain = dict(zip(rel.tolist(), w.tolist(), strict=True))
+        dcg = sum(gain.get(int(v), 0.0) * discount[r] for r, v in enumerate(top[u, :k]))
+        ideal = float(np.sort(w)[::-1][:k] @ discount[: min(len(w), k)])
+        user_weight = float(w.mean())
+        total += user_weight * dcg / ideal
+        weight_sum += user_weight
+    return total / weight_sum if weight_sum else 0.0
+
+
 def mean_ci(values: np.ndarray) -> tuple[float, float]:
     """Mean and the half-width of its 95 % normal-approximation confidence interval; nan where undefined
     (no value; one value has no interval). The closed loop's per-user figures use it too

@@ -44,6 +44,8 @@ DEFAULT_MODELS = (
     "hybrid-defaults",
 )
 TUNE_METRIC = "ndcg@10"
+DEBIASED = "debiased-ndcg@10"
+"""The blend search's other objective: `metrics.debiased_ndcg` (the training job's, see training/tuning.py)."""
 Log = Callable[[str], None]
 
 
@@ -71,6 +73,13 @@ class RunResult:
     test: targets.Targets
     validation: targets.Targets
     models: dict[str, ModelResult]
+    test_sources: Sources | None = None
+    """The blend's candidate lists on the test split (when a blend was run): other weights measured there."""
+
+
+def measure_blend(sources: Sources, weights: dict[str, float], t: targets.Targets, ctx: Context) -> dict:
+    """Every metric per user of the blend with these weights over already built candidate lists."""
+    return _measure(Hybrid.assemble(sources, weights, ctx), t)[0]
 
 
 def _measure(fitted: Fitted, t: targets.Targets) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -86,8 +95,10 @@ def run(
     ctx: Context,
     log: Log = print,
     fixed: frozenset[str] = frozenset(),
+    blend_metric: str = TUNE_METRIC,
 ) -> RunResult:
-    """`fixed`: models fitted with their start (served) parameters only, never searched."""
+    """`fixed`: models fitted with their start (served) parameters only, never searched. `blend_metric`:
+    what the blend weights are chosen by on validation (`TUNE_METRIC` or `DEBIASED`)."""
     unknown = sorted(set(models) - set(model_names()))
     if unknown:
         raise ValueError(f"unknown models {unknown}; choose from {', '.join(model_names())}")
@@ -120,10 +131,16 @@ def run(
     for name in HYBRIDS:
         if name not in wanted:
             continue
-        results[name] = _hybrid(name, grid, val_t, test_t, val_sources, test_sources, ctx, log)
+        results[name] = _hybrid(name, grid, val_t, test_t, val_sources, test_sources, ctx, log, blend_metric)
         # A blend trains nothing of its own: its training time is its components'.
         results[name].fit_s = sum(results[c].fit_s for c in COMPONENTS)
-    return RunResult(protocol, test_t, val_t, {n: results[n] for n in models})
+    return RunResult(
+        protocol,
+        test_t,
+        val_t,
+        {n: results[n] for n in models},
+        test_sources if wanted & set(HYBRIDS) else None,
+    )
 
 
 def _tune(
@@ -202,13 +219,18 @@ def _hybrid(
     test_sources: Sources,
     ctx: Context,
     log: Log,
+    blend_metric: str = TUNE_METRIC,
 ) -> ModelResult:
     axes = Hybrid.axes(grid, ctx) if name == Hybrid.NAME else {}
 
     def evaluate(weights: dict[str, Any]) -> tuple[float, float]:
         fitted = Hybrid.assemble(val_sources, weights, ctx)
-        value = float(_measure(fitted, val_t)[0][TUNE_METRIC].mean())
-        log(f"[evaluate]   {name} {weights} -> validation {TUNE_METRIC} {value:.4f}")
+        per_user, top = _measure(fitted, val_t)
+        if blend_metric == DEBIASED:
+            value = metrics.debiased_ndcg(top, val_t.relevant, val_t.item_rows)
+        else:
+            value = float(per_user[TUNE_METRIC].mean())
+        log(f"[evaluate]   {name} {weights} -> validation {blend_metric} {value:.4f}")
         return value, 0.0
 
     t0 = time.perf_counter()

@@ -32,6 +32,7 @@ class Targets:
     relevant: list[np.ndarray]  # per user: items sought
     candidate: np.ndarray  # bool (n_items,): items with training rows
     train_rows: np.ndarray  # per evaluated user: training rows (activity buckets)
+    item_rows: np.ndarray  # per item: training rows (its exposure, for `metrics.debiased_ndcg`)
 
     @property
     def n_candidates(self) -> int:
@@ -55,7 +56,12 @@ def build(ds: Dataset, split: Split) -> Targets:
             relevant.append(rel)
             activity.append(counts[u])
     return Targets(
-        np.asarray(users, dtype=np.int64), seen, relevant, candidate, np.asarray(activity, dtype=np.int64)
+        np.asarray(users, dtype=np.int64),
+        seen,
+        relevant,
+        candidate,
+        np.asarray(activity, dtype=np.int64),
+        np.bincount(train_item, minlength=ds.n_items),
     )
 
 
