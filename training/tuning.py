@@ -160,7 +160,7 @@ def tune(
         ],
         "blend_protocol": (
             f"the newest {BLEND_TEST_FRACTION:.0%} of the rows test, the {BLEND_TEST_FRACTION:.0%} before "
-            f"validate; {runner.DEBIASED} (each relevant video weighted 1/sqrt(training rows + 1))"
+            f"validate; {runner.DEBIASED} (each relevant video weighted 1/(training rows + 1))"
         ),
         "blend_users": {"validation": len(blend.validation.users), "test": len(blend.test.users)},
         "blend_trials": [

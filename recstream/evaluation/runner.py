@@ -221,7 +221,12 @@ def _hybrid(
     log: Log,
     blend_metric: str = TUNE_METRIC,
 ) -> ModelResult:
-    axes = Hybrid.axes(grid, ctx) if name == Hybrid.NAME else {}
+    if name != Hybrid.NAME:
+        axes = {}
+    elif blend_metric == DEBIASED:  # the training round's search (tuning.py): a joint grid
+        axes = Hybrid.joint_axes(ctx)
+    else:
+        axes = Hybrid.axes(grid, ctx)
 
     def evaluate(weights: dict[str, Any]) -> tuple[float, float]:
         fitted = Hybrid.assemble(val_sources, weights, ctx)
@@ -234,7 +239,9 @@ def _hybrid(
         return value, 0.0
 
     t0 = time.perf_counter()
-    search = coordinate_ascent(settings_weights(ctx), axes, evaluate)
+    # The debiased metric's scale is a tenth of NDCG's: its grid takes the best, however small the gain.
+    min_gain = 0.0 if blend_metric == DEBIASED else 1e-3
+    search = coordinate_ascent(settings_weights(ctx), axes, evaluate, min_gain=min_gain)
     tune_s = time.perf_counter() - t0
     fitted = Hybrid.assemble(test_sources, search.best, ctx)
     t0 = time.perf_counter()

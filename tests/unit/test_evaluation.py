@@ -44,7 +44,7 @@ def test_metrics_worked_by_hand() -> None:
 
 
 def test_debiased_ndcg_worked_by_hand() -> None:
-    # Item 1 was seen in 99 training rows (weight 1/10), item 2 in 3 (1/2), item 7 in none (1).
+    # Item 1 was seen in 99 training rows (weight 1/10 at power 0.5), item 2 in 3 (1/2), item 7 in none (1).
     rows = np.zeros(100, dtype=np.int64)
     rows[1], rows[2] = 99, 3
     top = np.array([[1, 9, 2] + list(range(10, 17)), list(range(30, 40))])
@@ -52,7 +52,7 @@ def test_debiased_ndcg_worked_by_hand() -> None:
     d = 1 / np.log2(np.arange(2, 12))
     user0 = (0.1 * d[0] + 0.5 * d[2]) / (0.5 * d[0] + 0.1 * d[1])  # ideal: the rarer item first
     expected = (0.3 * user0 + 1.0 * 0.0) / (0.3 + 1.0)  # users weighted by their mean item weight
-    assert metrics.debiased_ndcg(top, relevant, rows) == pytest.approx(expected)
+    assert metrics.debiased_ndcg(top, relevant, rows, power=0.5) == pytest.approx(expected)
     # A hit on a rare video counts for more than a hit on a popular one, everything else equal.
     assert metrics.debiased_ndcg(np.array([[2, 1]]), [np.array([1, 2])], rows, k=1) > metrics.debiased_ndcg(
         np.array([[1, 2]]), [np.array([1, 2])], rows, k=1

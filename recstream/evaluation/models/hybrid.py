@@ -12,6 +12,7 @@ operator pins in the settings. `hybrid-defaults` blends with the built-in weight
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,9 @@ WEIGHTS = {"w_itemcf": "itemcf", "w_als": "als", "w_trending": "trending"}
 """Offline weight name -> the source it weighs (the key of the weights published with a model)."""
 WEIGHT_VALUES = [0.0, 0.1, 0.3, 0.5, 1.0, 2.0, 4.0]
 """The weights tried per source. Sources are max-scaled before weighting, so only ratios matter."""
+JOINT_VALUES = {"w_itemcf": [0.0, 0.1, 0.25, 0.5, 1.0, 2.0], "w_trending": [0.0, 0.1, 0.3, 1.0]}
+"""The training round's blend search (`Hybrid.joint_axes`): every pair of these beside ALS at its weight
+(1 unless pinned: only ratios matter), so the outcome does not depend on the order axes are walked."""
 
 
 def settings_weights(ctx: Context) -> dict[str, float]:
@@ -118,6 +122,12 @@ class Hybrid:
         values = [0.0, 1.0, 3.0] if size == "small" else WEIGHT_VALUES
         fixed = pinned(ctx)
         return {w: values for w in ("w_als", "w_itemcf", "w_trending") if w not in fixed}
+
+    @staticmethod
+    def joint_axes(ctx: Context) -> dict[Any, list[Any]]:
+        """One joint axis over the weights not pinned in `JOINT_VALUES` (every combination tried)."""
+        free = tuple(w for w in JOINT_VALUES if w not in pinned(ctx))
+        return {free: list(itertools.product(*(JOINT_VALUES[w] for w in free)))} if free else {}
 
     @staticmethod
     def sources(components: dict[str, Any], seen: dict[int, np.ndarray]) -> Sources:
