@@ -12,8 +12,8 @@ the test slice and measured once on it, with the popularity baseline: the gate's
 slice never chooses anything).
 
 The blend weights are chosen on another holdout of the same slice: its last `BLEND_TEST_FRACTION` of
-rows in time (every user active then, all of their rows after the cut; the cut before that validates),
-by popularity-debiased NDCG@10 (`metrics.debiased_ndcg`), with ALS at the chosen parameters. The
+rows in time (every user active then, all of their rows after the cut; the components fitted once on
+the rows before it, `runner.choose_blend`), by popularity-debiased NDCG@10 (`metrics.debiased_ndcg`), with ALS at the chosen parameters. The
 next-item target rewards what the log's users were steered to next (the same creator or category as
 the video before, popular videos); a blend tuned on it leaned on item-CF and trending and fell behind
 ALS alone in the closed loop, where users react to their taste (docs/evaluation.md, "Closed loop").
@@ -132,22 +132,17 @@ def tune(
         )
         als = result.models["spark-als"]
         chosen = {name: type(start[name])(als.params[name]) for name in ALS_PARAMS}
-        blend = runner.run(
+        blend, blend_t = runner.choose_blend(
             ds,
-            protocols.temporal(ds, BLEND_TEST_FRACTION),
-            [Hybrid.NAME],
-            GRID,
+            protocols.temporal(ds, BLEND_TEST_FRACTION).test,
             replace(ctx, starts={"spark-als": chosen}),  # the same Spark session and cache
             log=lambda line: log(line.replace("[evaluate]", "[train] tune blend:")),
-            fixed=frozenset({"itemcf", "trending", "spark-als"}),
-            blend_metric=runner.DEBIASED,
         )
     finally:
         for cached in ctx.cache.values():  # the trials' ratings, persisted in the training session
             cached.ratings.unpersist()
-    hybrid = blend.models[Hybrid.NAME]
     assert result.test_sources is not None
-    served = runner.measure_blend(result.test_sources, hybrid.params, result.test, ctx)
+    served = runner.measure_blend(result.test_sources, blend.best, result.test, ctx)
     next_item = result.models[Hybrid.NAME]
     report = {
         "protocol": "each user's newest row tests, the one before validates (users with 3+ rows)",
@@ -159,14 +154,17 @@ def tune(
             {"params": t.params, "ndcg@10": round(t.value, 6), "fit_s": round(t.fit_s, 3)} for t in als.trials
         ],
         "blend_protocol": (
-            f"the newest {BLEND_TEST_FRACTION:.0%} of the rows test, the {BLEND_TEST_FRACTION:.0%} before "
-            f"validate; {runner.DEBIASED} (each relevant video weighted 1/(training rows + 1))"
+            f"the newest {BLEND_TEST_FRACTION:.0%} of the rows, the components fitted on the rest; "
+            f"{runner.DEBIASED} (each relevant video weighted 1/(training rows + 1))"
         ),
-        "blend_users": {"validation": len(blend.validation.users), "test": len(blend.test.users)},
+        "blend_users": len(blend_t.users),
         "blend_trials": [
-            {"weights": published(t.params), runner.DEBIASED: round(t.value, 6)} for t in hybrid.trials
+            {"weights": published(t.params), runner.DEBIASED: round(t.value, 6)} for t in blend.trials
         ],
-        "validation": {"als": round(als.validation, 6), "blend": round(hybrid.validation, 6)},
+        "validation": {
+            "als": round(als.validation, 6),  # NDCG@10 on the leave-one-out validation rows
+            "blend": round(blend.value, 6),  # the chosen weights' debiased NDCG@10 on their holdout
+        },
         # What the next-item target alone would have chosen, and what it scores on the test slice.
         "next_item_blend": {
             "weights": published(next_item.params),
@@ -175,7 +173,7 @@ def tune(
     }
     return Tuned(
         params=replace(params, **chosen),
-        weights=published(hybrid.params),
+        weights=published(blend.best),
         metrics=_means(als.per_user),
         baseline=_means(result.models["popularity"].per_user),
         served=_means(served),

@@ -109,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
         spark_factory=lambda: make_session(settings.local_dir / "evaluate", args.threads, ds.n_rows),
     )
     try:
-        result = runner.run(ds, protocol, models, args.grid, ctx, log)
+        # The blend's weights by the rule a training round uses (training/tuning.py), on this protocol's
+        # validation rows: what the served default would be.
+        result = runner.run(ds, protocol, models, args.grid, ctx, log, blend_metric=runner.DEBIASED)
     finally:
         ctx.close()
     meta = {

@@ -92,6 +92,10 @@ def payload(ds: Dataset, result: RunResult, meta: dict[str, Any]) -> dict[str, A
                 "metric": TUNE_METRIC,
                 "on": "validation split carved out of the training rows",
                 "method": "coordinate ascent from the served / library defaults",
+                "blend": (
+                    "hybrid: every item-CF x trending weight pair beside ALS, by popularity-debiased "
+                    "NDCG@10 on validation (a training round's rule); its trials' values are that metric"
+                ),
             },
             "buckets": [{"label": label, "users": int(mask.sum())} for label, mask in buckets],
             "models": models,

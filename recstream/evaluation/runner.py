@@ -28,7 +28,7 @@ from recstream.evaluation.models.hybrid import COMPONENTS, Hybrid, Sources, sett
 from recstream.evaluation.models.implicit_als import ImplicitALS
 from recstream.evaluation.models.itemcf import ItemCF
 from recstream.evaluation.models.spark_als import SparkALS
-from recstream.evaluation.protocols import Protocol
+from recstream.evaluation.protocols import Protocol, Split
 from recstream.evaluation.tune import Search, Trial, coordinate_ascent
 
 BASE_MODELS = {m.NAME: m for m in (Popularity, Trending, ItemCF, SparkALS, ImplicitALS)}
@@ -75,6 +75,28 @@ class RunResult:
     models: dict[str, ModelResult]
     test_sources: Sources | None = None
     """The blend's candidate lists on the test split (when a blend was run): other weights measured there."""
+
+
+def choose_blend(ds: Dataset, split: Split, ctx: Context, log: Log = print) -> tuple[Search, targets.Targets]:
+    """The blend weights a training round publishes (training/tuning.py): its components fitted once on
+    `split.train` at their start parameters (`ctx.starts`: ALS's chosen ones), then every weight pair of
+    `Hybrid.joint_axes` by `DEBIASED` on `split.test`. Nothing is refitted or measured after: the
+    caller measures the chosen weights on its own test rows."""
+    t = targets.build(ds, split)
+    fitted = {}
+    for name in COMPONENTS:
+        model = BASE_MODELS[name]
+        fitted[name] = model.fit(ds, split.train, model.start(ctx), ctx)
+    sources = Hybrid.sources(fitted, dict(zip(t.users.tolist(), t.seen, strict=True)))
+
+    def evaluate(weights: dict[str, Any]) -> tuple[float, float]:
+        top = _measure(Hybrid.assemble(sources, weights, ctx), t)[1]
+        value = metrics.debiased_ndcg(top, t.relevant, t.item_rows)
+        log(f"[evaluate]   {Hybrid.NAME} {weights} -> {DEBIASED} {value:.4f}")
+        return value, 0.0
+
+    search = coordinate_ascent(settings_weights(ctx), Hybrid.joint_axes(ctx), evaluate, min_gain=0.0)
+    return search, t
 
 
 def measure_blend(sources: Sources, weights: dict[str, float], t: targets.Targets, ctx: Context) -> dict:
@@ -224,7 +246,7 @@ def _hybrid(
     if name != Hybrid.NAME:
         axes = {}
     elif blend_metric == DEBIASED:  # the training round's search (tuning.py): a joint grid
-        axes = Hybrid.joint_axes(ctx)
+        axes = Hybrid.joint_axes(ctx, grid)
     else:
         axes = Hybrid.axes(grid, ctx)
 
@@ -243,6 +265,11 @@ def _hybrid(
     min_gain = 0.0 if blend_metric == DEBIASED else 1e-3
     search = coordinate_ascent(settings_weights(ctx), axes, evaluate, min_gain=min_gain)
     tune_s = time.perf_counter() - t0
+    validation = search.value
+    if blend_metric != TUNE_METRIC:  # the report's validation column is NDCG@10 for every model
+        validation = float(
+            _measure(Hybrid.assemble(val_sources, search.best, ctx), val_t)[0][TUNE_METRIC].mean()
+        )
     fitted = Hybrid.assemble(test_sources, search.best, ctx)
     t0 = time.perf_counter()
     per_user, top = _measure(fitted, test_t)
@@ -251,7 +278,7 @@ def _hybrid(
     return ModelResult(
         name,
         search.best,
-        search.value,
+        validation,
         search.trials,
         tune_s,
         0.0,

@@ -122,9 +122,7 @@ def test_first_model_is_registered_with_metrics_and_activated(rounds: Rounds) ->
     assert set(doc["blend"]) == {"itemcf", "als", "trending"} and doc["blend"]["als"] > 0
     # The weights are chosen on their own holdout (the newest rows, popularity-debiased), the best tried.
     assert max(t["debiased-ndcg@10"] for t in tuning["blend_trials"]) == tuning["validation"]["blend"]
-    assert tuning["blend_users"]["validation"] > 0 and set(tuning["next_item_blend"]["weights"]) == set(
-        doc["blend"]
-    )
+    assert tuning["blend_users"] > 0 and set(tuning["next_item_blend"]["weights"]) == set(doc["blend"])
     assert 0 < doc["served"]["ndcg@10"] <= 1 and doc["served"]["users"] == doc["metrics"]["users"]
     assert rounds.first_blobs
 

@@ -5,8 +5,9 @@ positives; ALS's best CANDIDATES_PER_SOURCE unseen videos; the trending list's t
 k + |seen| + 50. The fresh source needs publication times that offline datasets lack: it is left out
 (its weight has nothing to act on).
 
-`hybrid` is the served default: its weights are chosen on validation exactly as each training round
-chooses the weights it publishes with the model (`recstream.training.tuning`), except those an
+`hybrid` is the served default: its weights are chosen on validation by the rule each training round
+uses for the weights it publishes with the model (`recstream.training.tuning`: every pair in
+`JOINT_VALUES` beside ALS, by popularity-debiased NDCG@10, `runner.DEBIASED`), except those an
 operator pins in the settings. `hybrid-defaults` blends with the built-in weights, untuned.
 """
 
@@ -124,10 +125,12 @@ class Hybrid:
         return {w: values for w in ("w_als", "w_itemcf", "w_trending") if w not in fixed}
 
     @staticmethod
-    def joint_axes(ctx: Context) -> dict[Any, list[Any]]:
-        """One joint axis over the weights not pinned in `JOINT_VALUES` (every combination tried)."""
+    def joint_axes(ctx: Context, size: GridSize = "train") -> dict[Any, list[Any]]:
+        """One joint axis over the weights not pinned in `JOINT_VALUES` (every combination tried); the
+        "small" grid (tests, quick looks) tries every other value."""
         free = tuple(w for w in JOINT_VALUES if w not in pinned(ctx))
-        return {free: list(itertools.product(*(JOINT_VALUES[w] for w in free)))} if free else {}
+        values = {w: v[::2] if size == "small" else v for w, v in JOINT_VALUES.items()}
+        return {free: list(itertools.product(*(values[w] for w in free)))} if free else {}
 
     @staticmethod
     def sources(components: dict[str, Any], seen: dict[int, np.ndarray]) -> Sources:
