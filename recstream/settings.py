@@ -277,7 +277,7 @@ class Settings(BaseSettings):
     """ALS's own candidates in the blend: the catalog videos with the longest factor vectors (what its
     top lists are mostly made of), scored per request beside the pools and the item-CF candidates. 0:
     the blend's ALS only re-ranks those (it then fell ~3 s of watch time per impression behind ALS alone
-    in the closed loop). 1,000 of them add ~7 µs to an answer at rank 64 (20,000 videos, measured)."""
+    in the closed loop). Their cost at 1,000 is within the serving benchmark's noise (docs/architecture.md)."""
     serving_neighbours_per_video: int = Field(default=50, ge=1)
     """Most item-CF neighbours per video that serving reads: the covisit agent writes each list's best
     this many to Redis (of the `neighbours_per_video` it keeps), and a serving process keeps them (~16

@@ -13,8 +13,8 @@ slice never chooses anything).
 
 The blend weights are chosen on another holdout of the same slice: its last `BLEND_TEST_FRACTION` of
 rows in time (every user active then, all of their rows after the cut; the components fitted once on
-the rows before it, `runner.choose_blend`), by popularity-debiased NDCG@10 (`metrics.debiased_ndcg`), with ALS at the chosen parameters. The
-next-item target rewards what the log's users were steered to next (the same creator or category as
+the rows before it, `runner.choose_blend`), by popularity-debiased NDCG@10 (`metrics.debiased_ndcg`),
+with ALS at the chosen parameters. The next-item target rewards what the log's users were steered to next (the same creator or category as
 the video before, popular videos); a blend tuned on it leaned on item-CF and trending and fell behind
 ALS alone in the closed loop, where users react to their taste (docs/evaluation.md, "Closed loop").
 A longer horizon and inverse-exposure weights measure taste rather than steering. The served blend is

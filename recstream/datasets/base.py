@@ -149,6 +149,10 @@ def cell(fields: Sequence[str], index: int | None) -> str:
     return fields[index].strip()
 
 
+MISSING = frozenset(("nan", "null", "none", "na"))
+"""Cells that mean "no value" (any case), beside the empty one."""
+
+
 def number(text: str, name: str, required: bool = True) -> float | None:
     """A finite number; "", "nan" and "null" are missing (an error only when required)."""
     try:
@@ -162,9 +166,6 @@ def number(text: str, name: str, required: bool = True) -> float | None:
     if not math.isfinite(value):
         raise BadRow(f"{name} is not finite: {text[:40]!r}")
     return value
-
-
-MISSING = frozenset(("nan", "null", "none", "na"))
 
 
 def _missing(name: str, required: bool) -> None:

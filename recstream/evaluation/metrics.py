@@ -59,8 +59,9 @@ def debiased_ndcg(
     top: np.ndarray, relevant: Sequence[np.ndarray], item_rows: np.ndarray, k: int = 10, power: float = 1.0
 ) -> float:
     """NDCG@k with every relevant item weighted by its inverse exposure propensity, `(training rows + 1)
-    ** -power` (the propensity taken proportional to popularity), and users pooled self-normalised (SNIPS: each user's NDCG with those weighted gains,
-    averaged with the user's mean item weight as its weight). Logged implicit feedback is exposure-biased:
+    ** -power` (the propensity taken proportional to popularity), and users pooled self-normalised
+    (SNIPS: each user's NDCG with those weighted gains, averaged with the user's mean item weight as its
+    weight). Logged implicit feedback is exposure-biased:
     popular items were shown more, so they are engaged with more whatever the taste; this estimates the
     ranking's quality as if every item had been equally exposed (Yang et al., "Unbiased offline
     recommender evaluation for missing-not-at-random implicit feedback", RecSys 2018), which is what

@@ -90,8 +90,7 @@ def choose_blend(ds: Dataset, split: Split, ctx: Context, log: Log = print) -> t
     sources = Hybrid.sources(fitted, dict(zip(t.users.tolist(), t.seen, strict=True)))
 
     def evaluate(weights: dict[str, Any]) -> tuple[float, float]:
-        top = _measure(Hybrid.assemble(sources, weights, ctx), t)[1]
-        value = metrics.debiased_ndcg(top, t.relevant, t.item_rows)
+        value = _blend_value(sources, weights, t, ctx, DEBIASED)
         log(f"[evaluate]   {Hybrid.NAME} {weights} -> {DEBIASED} {value:.4f}")
         return value, 0.0
 
@@ -102,6 +101,16 @@ def choose_blend(ds: Dataset, split: Split, ctx: Context, log: Log = print) -> t
 def measure_blend(sources: Sources, weights: dict[str, float], t: targets.Targets, ctx: Context) -> dict:
     """Every metric per user of the blend with these weights over already built candidate lists."""
     return _measure(Hybrid.assemble(sources, weights, ctx), t)[0]
+
+
+def _blend_value(
+    sources: Sources, weights: dict[str, Any], t: targets.Targets, ctx: Context, metric: str
+) -> float:
+    """What a blend search maximises: `TUNE_METRIC`'s mean over users, or `DEBIASED`."""
+    per_user, top = _measure(Hybrid.assemble(sources, weights, ctx), t)
+    if metric == DEBIASED:
+        return metrics.debiased_ndcg(top, t.relevant, t.item_rows)
+    return float(per_user[TUNE_METRIC].mean())
 
 
 def _measure(fitted: Fitted, t: targets.Targets) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -251,12 +260,7 @@ def _hybrid(
         axes = Hybrid.axes(grid, ctx)
 
     def evaluate(weights: dict[str, Any]) -> tuple[float, float]:
-        fitted = Hybrid.assemble(val_sources, weights, ctx)
-        per_user, top = _measure(fitted, val_t)
-        if blend_metric == DEBIASED:
-            value = metrics.debiased_ndcg(top, val_t.relevant, val_t.item_rows)
-        else:
-            value = float(per_user[TUNE_METRIC].mean())
+        value = _blend_value(val_sources, weights, val_t, ctx, blend_metric)
         log(f"[evaluate]   {name} {weights} -> validation {blend_metric} {value:.4f}")
         return value, 0.0
 
@@ -267,9 +271,7 @@ def _hybrid(
     tune_s = time.perf_counter() - t0
     validation = search.value
     if blend_metric != TUNE_METRIC:  # the report's validation column is NDCG@10 for every model
-        validation = float(
-            _measure(Hybrid.assemble(val_sources, search.best, ctx), val_t)[0][TUNE_METRIC].mean()
-        )
+        validation = _blend_value(val_sources, search.best, val_t, ctx, TUNE_METRIC)
     fitted = Hybrid.assemble(test_sources, search.best, ctx)
     t0 = time.perf_counter()
     per_user, top = _measure(fitted, test_t)

@@ -85,35 +85,22 @@ class Base:
         """The videos the model scores for everyone's blend, and their factor rows (gathered once per
         model and refresh): the pools' videos it knows, then its own retrieval set (`_retrieval`)."""
         if self._factors is None or self._factors[0] != model.version:
-            rows = state.model_rows(model)[self.order]
-            known = rows >= 0
-            own = self._retrieval(state, model)
-            cand = np.concatenate((self.order[known], own))
-            self._factors = (
-                model.version,
-                cand,
-                np.ascontiguousarray(model.item_factors[state.model_rows(model)[cand]]),
-            )
+            rows = state.model_rows(model)
+            pooled = self.order[rows[self.order] >= 0]
+            cand = np.concatenate((pooled, self._retrieval(state, model)))
+            self._factors = (model.version, cand, np.ascontiguousarray(model.item_factors[rows[cand]]))
         return self._factors[1], self._factors[2]
 
     def _retrieval(self, state: ServingState, model: Any) -> np.ndarray:
-        """ALS's own candidates beside the pools: the catalog videos (not pooled) with the largest factor
-        norms, `serving_als_pool_size` of them. A user's best scores u.v = |u| |v| cos come mostly from
-        long item vectors (implicit ALS makes an item's norm grow with its support), so these hold most
-        of what the whole-catalog `als` strategy would pick, at a fixed cost per request; without them
-        the blend's ALS could only re-rank trending, fresh and item-CF candidates."""
+        """ALS's own candidates beside the pools: the `serving_als_pool_size` catalog videos not pooled
+        with the longest item vectors (`ServingState.als_ranked`: ranked once per model and catalog, so a
+        refresh only filters its head). A user's best scores u.v = |u| |v| cos come mostly from long item
+        vectors (implicit ALS makes an item's norm grow with its support), so these hold most of what the
+        whole-catalog `als` strategy would pick, at a fixed cost per request; without them the blend's
+        ALS could only re-rank trending, fresh and item-CF candidates."""
         size = state.settings.serving_als_pool_size
-        rows = state.model_rows(model)
-        n = min(len(rows), len(state.ids))
-        ok = (rows[:n] >= 0) & state.in_catalog[:n] & ~self.member[:n]
-        cand = np.flatnonzero(ok)
-        if size <= 0 or not len(cand):
-            return cand[:0]
-        norms = state.item_norms(model)[rows[cand]]
-        if len(cand) > size:
-            top = np.argpartition(-norms, size - 1)[:size]
-            cand, norms = cand[top], norms[top]
-        return cand[np.argsort(-norms, kind="stable")]
+        head = state.als_ranked(model)[: size + len(self.order)]  # at most len(order) of them are pooled
+        return head[~self.member[head]][:size]
 
     def extra_ok(self, state: ServingState, model: Any) -> np.ndarray:
         """Per video number: True when the model knows it and `factors` does not hold it (an item-CF
@@ -179,7 +166,7 @@ class ServingState:
         self.per_creator = np.zeros(64, dtype=np.int32)
         self._model_rows: tuple[str, np.ndarray, int] | None = None
         self._bases: dict[tuple[float, float], Base] = {}
-        self._norms: tuple[str, np.ndarray] | None = None
+        self._als_ranked: tuple[tuple[str, int, int], np.ndarray] | None = None
         self.cursors = {"catalog": 0, "neighbours": 0}
         self.refreshed_at: dict[str, float] = {}
         self.loaded = asyncio.Event()
@@ -276,12 +263,18 @@ class ServingState:
         self._model_rows = (model.version, rows, done)
         return rows
 
-    def item_norms(self, model: Any) -> np.ndarray:
-        """The length of each of the model's item vectors (per model version)."""
-        if self._norms is None or self._norms[0] != model.version:
-            f = model.item_factors
-            self._norms = (model.version, np.sqrt(np.einsum("ij,ij->i", f, f, dtype=np.float64)))
-        return self._norms[1]
+    def als_ranked(self, model: Any) -> np.ndarray:
+        """The catalog videos the model knows, longest item vector first (ties by video number), kept per
+        model version and catalog change (taken-down videos are filtered per request, as everywhere)."""
+        key = (model.version, len(self.ids), self.cursors["catalog"])
+        if self._als_ranked is None or self._als_ranked[0] != key:
+            rows = self.model_rows(model)
+            n = min(len(rows), len(self.ids))
+            cand = np.flatnonzero((rows[:n] >= 0) & self.in_catalog[:n])
+            f = model.item_factors[rows[cand]]
+            norms = np.einsum("ij,ij->i", f, f, dtype=np.float64)  # squared: the same order
+            self._als_ranked = (key, cand[np.argsort(-norms, kind="stable")])
+        return self._als_ranked[1]
 
     def catalog_ids(self) -> np.ndarray:
         return np.flatnonzero(self.in_catalog[: len(self.ids)])
