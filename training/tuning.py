@@ -13,12 +13,14 @@ slice never chooses anything).
 
 The blend weights are chosen on another holdout of the same slice: its last `BLEND_TEST_FRACTION` of
 rows in time (every user active then, all of their rows after the cut; the components fitted once on
-the rows before it, `runner.choose_blend`), by popularity-debiased NDCG@10 (`metrics.debiased_ndcg`),
-with ALS at the chosen parameters. The next-item target rewards what the log's users were steered to next (the same creator or category as
-the video before, popular videos); a blend tuned on it leaned on item-CF and trending and fell behind
-ALS alone in the closed loop, where users react to their taste (docs/evaluation.md, "Closed loop").
-A longer horizon and inverse-exposure weights measure taste rather than steering. The served blend is
-then measured on the leave-one-out test slice with those weights (`served`), beside ALS and popularity.
+the rows before it, `runner.choose_blend`), with ALS at the chosen parameters, by `runner.blend_rule`:
+of the weightings at least as accurate (NDCG@10) as the best single source there, the one with the most
+popularity-debiased NDCG@10 (`metrics.debiased_ndcg`). Accuracy alone rewards what the log's users
+were steered to next (the same creator or category as the video before, popular videos); a blend tuned
+on it leaned on item-CF and trending and fell behind ALS alone in the closed loop, where users react to
+their taste (docs/evaluation.md, "Closed loop"). The debiased target alone can settle on a blend less
+accurate than one of its parts; the floor prevents that. The served blend is then measured on the
+leave-one-out test slice with those weights (`served`), beside ALS and popularity.
 
 Item-CF and trending are the streaming agents' with the served settings (`fixed`): a training round
 cannot change what the agents compute, only how much serving trusts each source. Weights an operator
@@ -38,6 +40,7 @@ from recstream.evaluation import metrics, protocols, runner
 from recstream.evaluation.data import Dataset, from_events
 from recstream.evaluation.models import Context
 from recstream.evaluation.models.hybrid import Hybrid, published
+from recstream.evaluation.tune import key
 from recstream.records import Interaction
 from recstream.scoring import EngagementParams
 from recstream.settings import Settings
@@ -142,7 +145,7 @@ def tune(
         for cached in ctx.cache.values():  # the trials' ratings, persisted in the training session
             cached.ratings.unpersist()
     assert result.test_sources is not None
-    served = runner.measure_blend(result.test_sources, blend.best, result.test, ctx)
+    served = runner.measure_blend(result.test_sources, blend.search.best, result.test, ctx)
     next_item = result.models[Hybrid.NAME]
     report = {
         "protocol": "each user's newest row tests, the one before validates (users with 3+ rows)",
@@ -154,16 +157,24 @@ def tune(
             {"params": t.params, "ndcg@10": round(t.value, 6), "fit_s": round(t.fit_s, 3)} for t in als.trials
         ],
         "blend_protocol": (
-            f"the newest {BLEND_TEST_FRACTION:.0%} of the rows, the components fitted on the rest; "
-            f"{runner.DEBIASED} (each relevant video weighted 1/(training rows + 1))"
+            f"the newest {BLEND_TEST_FRACTION:.0%} of the rows, the components fitted on the rest; of the "
+            f"weightings with {runner.TUNE_METRIC} >= the best single source's, the most {runner.DEBIASED} "
+            "(each relevant video weighted 1/(training rows + 1))"
         ),
         "blend_users": len(blend_t.users),
+        "blend_floor": round(blend.floor, 6),  # the best single source's NDCG@10 on the blend holdout
+        "blend_singles": {source: round(blend.accuracy[key(w)], 6) for source, w in blend.singles.items()},
         "blend_trials": [
-            {"weights": published(t.params), runner.DEBIASED: round(t.value, 6)} for t in blend.trials
+            {
+                "weights": published(t.params),
+                runner.DEBIASED: round(t.value, 6),
+                runner.TUNE_METRIC: round(blend.accuracy[key(t.params)], 6),
+            }
+            for t in blend.search.trials
         ],
         "validation": {
             "als": round(als.validation, 6),  # NDCG@10 on the leave-one-out validation rows
-            "blend": round(blend.value, 6),  # the chosen weights' debiased NDCG@10 on their holdout
+            "blend": round(blend.search.value, 6),  # the chosen weights' debiased NDCG@10 on their holdout
         },
         # What the next-item target alone would have chosen, and what it scores on the test slice.
         "next_item_blend": {
@@ -173,7 +184,7 @@ def tune(
     }
     return Tuned(
         params=replace(params, **chosen),
-        weights=published(blend.best),
+        weights=published(blend.search.best),
         metrics=_means(als.per_user),
         baseline=_means(result.models["popularity"].per_user),
         served=_means(served),

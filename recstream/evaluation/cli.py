@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         # The blend's weights by the rule a training round uses (training/tuning.py), on this protocol's
         # validation rows: what the served default would be.
-        result = runner.run(ds, protocol, models, args.grid, ctx, log, blend_metric=runner.DEBIASED)
+        result = runner.run(ds, protocol, models, args.grid, ctx, log, training_blend=True)
     finally:
         ctx.close()
     meta = {

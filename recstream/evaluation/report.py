@@ -93,8 +93,9 @@ def payload(ds: Dataset, result: RunResult, meta: dict[str, Any]) -> dict[str, A
                 "on": "validation split carved out of the training rows",
                 "method": "coordinate ascent from the served / library defaults",
                 "blend": (
-                    "hybrid: every item-CF x trending weight pair beside ALS, by popularity-debiased "
-                    "NDCG@10 on validation (a training round's rule); its trials' values are that metric"
+                    "hybrid: a training round's rule (runner.blend_rule) on validation: of the item-CF x "
+                    "trending weight pairs beside ALS at least as accurate (NDCG@10) as the best single "
+                    "source, the most popularity-debiased NDCG@10; its trials' values are that metric"
                 ),
             },
             "buckets": [{"label": label, "users": int(mask.sum())} for label, mask in buckets],

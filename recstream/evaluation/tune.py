@@ -31,7 +31,8 @@ class Search:
     trials: list[Trial] = field(default_factory=list)
 
 
-def _key(params: dict[str, Any]) -> str:
+def key(params: dict[str, Any]) -> str:
+    """One string per parameter set, whatever the order of its keys."""
     return json.dumps(params, sort_keys=True, default=str)
 
 
@@ -52,13 +53,13 @@ def coordinate_ascent(
     done: dict[str, Trial] = {}
 
     def trial(params: dict[str, Any]) -> float | None:
-        key = _key(params)
-        if key not in done:
+        k = key(params)
+        if k not in done:
             if max_trials is not None and len(done) >= max_trials:
                 return None
             value, seconds = evaluate(params)
-            done[key] = Trial(dict(params), value, seconds)
-        return done[key].value
+            done[k] = Trial(dict(params), value, seconds)
+        return done[k].value
 
     best = dict(start)
     best_value = trial(best)

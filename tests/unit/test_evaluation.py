@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from recstream import scoring
-from recstream.evaluation import metrics, protocols, report, runner, targets
+from recstream.evaluation import metrics, protocols, report, runner, targets, tune
 from recstream.evaluation.data import from_events
 from recstream.evaluation.models import Context, DenseScores
 from recstream.evaluation.models.baselines import Popularity
@@ -18,6 +18,7 @@ from recstream.evaluation.models.itemcf import ItemCF
 from recstream.evaluation.protocols import Split
 from recstream.evaluation.tune import coordinate_ascent
 from recstream.records import Interaction
+from recstream.serving.recommend import FILL_WEIGHT
 from recstream.settings import Settings
 
 
@@ -95,6 +96,23 @@ def test_coordinate_ascent_starts_at_the_defaults_and_needs_a_real_gain() -> Non
     assert search.best == {"a": 3, "b": 1}  # b=0 gains 1e-4 < min_gain: the start value stays
     assert search.trials[0].params == {"a": 0, "b": 1}
     assert len({json.dumps(t.params, sort_keys=True) for t in search.trials}) == len(search.trials)
+
+
+def test_the_blend_rule_keeps_the_accuracy_floor_then_takes_the_least_popularity_leaning() -> None:
+    a, b, c = {"w_itemcf": 0.0}, {"w_itemcf": 0.5}, {"w_itemcf": 2.0}
+    k = {name: tune.key(w) for name, w in zip("abc", (a, b, c), strict=True)}
+    accuracy = {k["a"]: 0.050, k["b"]: 0.061, k["c"]: 0.060}
+    debiased = {k["a"]: 0.030, k["b"]: 0.020, k["c"]: 0.025}
+    # a is the most debiased but below the best single source's accuracy: c, the most debiased above it.
+    assert runner.pick_weighting([a, b, c], accuracy, debiased, floor=0.059) == c
+    # Equal debiased values above the floor: the first tried.
+    assert runner.pick_weighting([a, b, c], accuracy, {**debiased, k["b"]: 0.025}, floor=0.059) == b
+    # Nothing reaches the floor (weights pinned by the operator): the most accurate.
+    assert runner.pick_weighting([a, b, c], accuracy, debiased, floor=0.07) == b
+    # A single source's own weighting is the floor: taken when it is the most debiased.
+    assert runner.pick_weighting([a, b, c], accuracy, debiased, floor=0.050) == a
+    assert runner.single_source("itemcf") == {"w_itemcf": 1.0, "w_als": 0.0, "w_trending": FILL_WEIGHT}
+    assert runner.single_source("trending") == {"w_itemcf": 0.0, "w_als": 0.0, "w_trending": 1.0}
 
 
 def test_itemcf_replay_is_the_agents_functions() -> None:
