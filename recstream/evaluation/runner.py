@@ -176,7 +176,7 @@ def measure_blend(sources: Sources, weights: dict[str, float], t: targets.Target
 
 def _blend_value(sources: Sources, weights: dict[str, Any], t: targets.Targets, ctx: Context) -> float:
     """`TUNE_METRIC`'s mean over users for the blend with these weights."""
-    return float(_measure(Hybrid.assemble(sources, weights, ctx), t)[0][TUNE_METRIC].mean())
+    return float(measure_blend(sources, weights, t, ctx)[TUNE_METRIC].mean())
 
 
 def _measure(fitted: Fitted, t: targets.Targets) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -322,7 +322,9 @@ def _hybrid(
 ) -> ModelResult:
     t0 = time.perf_counter()
     if name == Hybrid.NAME and training_blend:  # the training round's rule (`blend_rule`)
-        search = blend_rule(val_sources, val_t, ctx, grid, log, name).search
+        choice = blend_rule(val_sources, val_t, ctx, grid, log, name)
+        search = choice.search
+        validation = choice.accuracy[tune.key(search.best)]  # the report's column: NDCG@10 for every model
     else:
         axes = Hybrid.axes(grid, ctx) if name == Hybrid.NAME else {}
 
@@ -332,9 +334,8 @@ def _hybrid(
             return value, 0.0
 
         search = coordinate_ascent(settings_weights(ctx), axes, evaluate)
+        validation = search.value
     tune_s = time.perf_counter() - t0
-    # The report's validation column is NDCG@10 for every model.
-    validation = _blend_value(val_sources, search.best, val_t, ctx)
     fitted = Hybrid.assemble(test_sources, search.best, ctx)
     t0 = time.perf_counter()
     per_user, top = _measure(fitted, test_t)

@@ -26,7 +26,7 @@ Z_ONE_SIDED_97_5 = 1.96
 NON_INFERIORITY_MARGIN = 0.06  # taste lift: the least margin, about a third of item-CF's own lift
 PRESERVED = 2 / 3
 """Non-inferiority keeps at least this share of the comparator's own lift over chance (the fixed-fraction
-margin of non-inferiority trials): a third of ALS's lift is ~0.15 here. Hybrid - ALS on taste lift went
+margin of non-inferiority trials): a third of ALS's lift was ~0.13 here. Hybrid - ALS on taste lift went
 from -0.035 to +0.059 across runs of this test (each run trains its own model and blend), wider than a
 fixed 0.06 could hold at 950 users."""
 
@@ -112,11 +112,7 @@ async def test_closed_loop_served_default_is_non_inferior_and_beats_the_baseline
     # superiority to random and trending (H0: hybrid <= baseline), non-inferiority to item-CF and to ALS
     # within `margin_for` each (H0: hybrid <= single source - margin).
     versus = summary["versus_hybrid"]
-    print({name: {m: round(d["diff"], 3) for m, d in v.items()} for name, v in versus.items()})
     margins = {name: margin_for(strategies[name]) for name in ("itemcf", "als")}
-    print(
-        {name: (round(m, 3), round(z_score(versus[name]["taste_lift"], m), 2)) for name, m in margins.items()}
-    )
     for name in ("random", "trending"):
         d = versus[name]["taste_lift"]
         assert z_score(d) >= Z_ONE_SIDED_97_5, (name, z_score(d), d)

@@ -8,7 +8,8 @@ k + |seen| + 50. The fresh source needs publication times that offline datasets 
 `hybrid` is the served default: its weights are chosen on validation by the rule each training round
 uses for the weights it publishes with the model (`runner.blend_rule`: of the pairs in `JOINT_VALUES`
 beside ALS at least as accurate as the best single source, the one with the most popularity-debiased
-NDCG@10), except those an operator pins in the settings. `hybrid-defaults` blends with the built-in weights, untuned.
+NDCG@10), except those an operator pins in the settings. `hybrid-defaults` blends with the built-in
+weights, untuned.
 """
 
 from __future__ import annotations
