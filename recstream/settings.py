@@ -260,7 +260,9 @@ class Settings(BaseSettings):
     blend_als: float = 1.0
     """Blend weight of ALS candidates (from the active model unless set: see blend_itemcf)."""
     blend_trending: float = 0.3
-    """Blend weight of trending candidates (from the active model unless set: see blend_itemcf)."""
+    """Blend weight of trending candidates (from the active model unless set: see blend_itemcf). Served
+    as at least 0.001 (`recommend.FILL_WEIGHT`): trending always fills a list the other sources leave
+    short, ranked below them, and is a new user's whole list."""
     blend_fresh: float = 0.2
     """Blend weight of fresh (recently published) videos."""
     fresh_window_s: int = Field(default=24 * 3600, ge=1)

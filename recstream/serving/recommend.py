@@ -56,15 +56,24 @@ def source_weights(
     one the active model was published with (`published`), else the settings' default."""
     if strategy == "hybrid":
         pinned = settings.model_fields_set
-        return {
+        weights = {
             source: float(published[source])
             if published and source in published and f"blend_{source}" not in pinned
             else getattr(settings, f"blend_{source}")
             for source in BLENDED
         }
+        return {**weights, "trending": filled(weights["trending"])}
     if strategy == "trending":
         return {"trending": 1.0}
     return {strategy: 1.0, "trending": FILL_WEIGHT}
+
+
+def filled(trending: float) -> float:
+    """The hybrid's trending weight as served: at least `FILL_WEIGHT`, so a list always fills up. A
+    training round may choose 0 for trending (fresh is often pinned to 0): with both at 0 a user the
+    model does not know yet got an empty list, and kept getting it, having nothing to react to (the
+    closed loop's hybrid bucket lost a third of its users that way)."""
+    return max(trending, FILL_WEIGHT)
 
 
 _WEIGHTS: dict[tuple[str, int, int], tuple[Settings, Mapping[str, float] | None, dict[str, float]]] = {}

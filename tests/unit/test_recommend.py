@@ -198,15 +198,46 @@ def test_the_hybrid_blends_with_the_models_weights_unless_the_settings_pin_them(
     published = {"itemcf": 0.5, "als": 4.0, "trending": 0.0}
     defaults = Settings()
     assert source_weights("hybrid", defaults) == {"itemcf": 1.0, "als": 1.0, "trending": 0.3, "fresh": 0.2}
-    assert source_weights("hybrid", defaults, published) == {**published, "fresh": 0.2}  # fresh: not tuned
+    # fresh: not tuned; trending 0 is served as a fill (below every other source)
+    assert source_weights("hybrid", defaults, published) == {
+        **published,
+        "trending": FILL_WEIGHT,
+        "fresh": 0.2,
+    }
     pinned = Settings(blend_als=2.0, blend_fresh=0.0)  # as RECSTREAM_BLEND_ALS=2 in the environment
     assert source_weights("hybrid", pinned, published) == {
         "itemcf": 0.5,
         "als": 2.0,
-        "trending": 0.0,
+        "trending": FILL_WEIGHT,
         "fresh": 0.0,
     }
     assert source_weights("itemcf", defaults, published) == {"itemcf": 1.0, "trending": FILL_WEIGHT}
+
+
+def test_a_hybrid_without_trending_or_fresh_still_fills_a_new_users_list() -> None:
+    """A training round may publish trending 0 while fresh is pinned to 0: someone the model does not
+    know, with no history, has nothing but the pools, and got an empty list (the closed loop's hybrid
+    bucket lost 72 of its 206 users so, round after round). Trending fills it, ranked below the rest."""
+    rng = random.Random(3)
+    settings = Settings(strategies=["hybrid"], blend_fresh=0.0)
+    state = _state(rng, settings)
+    bloom = bytes(settings.seen_bloom_bits // 8)
+    published = {"itemcf": 0.5, "als": 1.0, "trending": 0.0}
+
+    class Models:  # an active model that does not know the user (no vector: nothing to fold in)
+        model = type("M", (), {"blend": published, "user_index": {}, "version": "m1"})()
+
+        def user_vector(self, user: str, history: list) -> None:
+            return None
+
+    got = recommend(state, settings, "newcomer", 10, [], bloom, Models())
+    assert [i["video_id"] for i in got["items"]] == [state.ids[i] for i in state.trending[0][:10]]
+    # A user whose item-CF candidates run out gets the rest of the list from trending, below them.
+    history = [[state.ids[state.trending[0][0]], 1_000, 1.0]]
+    got = recommend(state, settings, "u2", 30, history, bloom, Models())
+    assert len(got["items"]) == 30
+    scores = [i["score"] for i in got["items"]]
+    assert scores == sorted(scores, reverse=True)
 
 
 def test_a_pinned_weight_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

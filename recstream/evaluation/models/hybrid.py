@@ -24,7 +24,7 @@ from recstream import scoring
 from recstream.evaluation.metrics import K_MAX
 from recstream.evaluation.models import Context, DenseScores, FactorScores, GridSize
 from recstream.evaluation.models.itemcf import FittedItemCF
-from recstream.serving.recommend import CANDIDATES_PER_SOURCE
+from recstream.serving.recommend import CANDIDATES_PER_SOURCE, filled
 
 COMPONENTS = ("itemcf", "spark-als", "trending")
 WEIGHTS = {"w_itemcf": "itemcf", "w_als": "als", "w_trending": "trending"}
@@ -103,7 +103,7 @@ class FittedHybrid:
                 [
                     (w["w_itemcf"], itemcf, "itemcf"),
                     (w["w_als"], als, "als"),
-                    (w["w_trending"], trending, "trending"),
+                    (filled(w["w_trending"]), trending, "trending"),  # as served
                 ]
             )
             # Offline datasets have no creators: the creator cap has nothing to act on.
