@@ -83,9 +83,23 @@ async def _ensure_indexes() -> None:
     await retry("mongo", lambda: stores().ensure_indexes())
 
 
+async def _stop_taking_requests(app) -> None:  # noqa: ANN001 - faust.App
+    """Close the worker's HTTP listener and let the requests under way finish, while the clients they use
+    are still open. Faust stops its web server last, after this hook has closed them: a request that
+    came in meanwhile made new ones (`api()`, `serving()`), and waited forever for a serving state that
+    nothing would load, holding shutdown up until the process was killed (30 s in the tests)."""
+    runner = getattr(app.__dict__.get("web"), "_runner", None)  # only when the worker has a web server
+    if runner is not None:
+        await runner.cleanup()  # sites stopped, handlers under way waited for; Faust's own call is a no-op
+
+
 @app.on_before_shutdown.connect
 async def _close_stores(app, **kwargs) -> None:  # noqa: ANN001 - Faust signal signature
     global _stores, _models, _producer, _serving, _api
+    try:
+        await _stop_taking_requests(app)
+    except Exception:
+        logging.getLogger(__name__).exception("stopping the web server failed")
     for hook in shutdown_hooks:  # the agents make their state durable while the clients are still open
         try:
             await hook()
