@@ -68,12 +68,20 @@ class Pipeline:
         async with self._write_lock:
             upto, pending = self.gate.seq, self.pending
             self.pending = {}
-            started = loop.time()
+            took = 0.0
             if pending:
-                await retry("redis", lambda: self.materialise(pending))
+
+                async def attempt() -> None:
+                    nonlocal took
+                    started = loop.time()
+                    await self.materialise(pending)
+                    took = loop.time() - started
+
+                await retry("redis", attempt)
             # A bounded share of the time writing: under a backlog, writes grow rarer and larger
             # (each key once per write), so catching up is not eaten by rewriting the same keys.
-            took = loop.time() - started
+            # `took` is the attempt that succeeded: counting a Redis outage's retries in it put the
+            # next write 9x the outage away (84 s after a 9 s outage), stale lists all that time.
             self._next_write = loop.time() + max(self.write_interval_s, took * (1 / WRITE_SHARE - 1))
             self.gate.mark("redis", upto)
 
