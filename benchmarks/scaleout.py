@@ -111,6 +111,8 @@ def _start_workers(cluster: Cluster, count: int) -> None:
 def _ingest(env: streaming.BenchEnv, poller: CounterPoller, timeout: float) -> dict[str, Any]:
     s, n = env.settings, env.cfg.events
     end_ms = now_ms()
+    pids = [w.proc.pid for w in env.cluster.workers] if env.cluster is not None else []
+    cpu0 = sum(streaming._cpu_seconds(pid) for pid in pids)
     t0 = time.monotonic()
     sent = asyncio.run(
         workload.produce(
@@ -128,6 +130,9 @@ def _ingest(env: streaming.BenchEnv, poller: CounterPoller, timeout: float) -> d
         time.sleep(0.25)
     if not poller.done(n, quiet_s=3.0):
         return {"error": f"not done in {timeout:.0f} s: {poller.series[-1][1] if poller.series else None}"}
+    # Less noisy than a rate on a shared host: the workers' CPU, from before the first event to the end
+    # (the settle wait included: an idle worker's timers cost a little).
+    cpu = sum(streaming._cpu_seconds(pid) for pid in pids) - cpu0
     series = poller.series
     t_first = next(t for t, c in series if c["history"] > 0)
     t_hist = next(t for t, c in series if c["history"] >= n)
@@ -142,10 +147,13 @@ def _ingest(env: streaming.BenchEnv, poller: CounterPoller, timeout: float) -> d
         "pipeline_events_per_s": round(n / (t_end - t_first)),
         "pipeline_seconds": round(t_end - t_first, 2),
         "covisit_pairs": int(cov_total),
+        "workers_cpu_s": round(cpu, 1),
+        "workers_cpu_us_per_event": round(cpu / n * 1e6, 1),
         "counted": {a: series[-1][1][a] for a in AGENTS},
     }
     say(
-        f"  ingest: {out['pipeline_events_per_s']:,} events/s end to end (history {out['history_events_per_s']:,}/s)"
+        f"  ingest: {out['pipeline_events_per_s']:,} events/s end to end (history {out['history_events_per_s']:,}/s; "
+        f"workers' CPU {out['workers_cpu_us_per_event']} µs per event)"
     )
     streaming._expected_state(env, end_ms)  # env.reference, from the same events (checks the topic's offsets)
     client = redis.Redis.from_url(s.redis_url)

@@ -324,3 +324,17 @@ def test_the_dashboard_counters_are_what_event_counts_says_each_event_adds() -> 
                 series[name] += value
     assert {k: dict(v) for k, v in got.items()} == {k: dict(v) for k, v in want.items()}
     assert any(v.get("skips") for v in got.values()) and any(v.get("completions") for v in got.values())
+
+
+def test_apply_runs_keys_any_partition_number_as_apply_pairs_does() -> None:
+    """Partitions past the precomputed keys (`str(p)` made once for 0-1023) are recorded the same way."""
+    from recstream.streamstate import StreamParams, apply_pairs, apply_runs, is_applied, new_neighbours
+
+    params = StreamParams()
+    runs = [(5000, 1_000, 7, ["a", "b"], [1.0, 0.5]), (3, 2_000, 0, ["a"], [0.25])]
+    whole, one_by_one = new_neighbours(), new_neighbours()
+    assert apply_runs(whole, runs, params) == 3
+    for p, ts, first, dsts, ws in runs:
+        apply_pairs(one_by_one, dsts, ws, ts, p, first, params)
+    assert whole == one_by_one and whole["a"] == {"5000": 8, "3": 0}
+    assert is_applied(whole["a"], 5000, 8) and apply_runs(whole, runs, params) == 0
