@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 RESUME_WAIT_S = 1.0
 """How long a view waits for the first refresh after an idle pause (`ServingState.ready`)."""
 CHUNK = 1000  # keys per MGET / members per ZRANGEBYSCORE page
+NEIGHBOURS_PAGE = 200
+"""Neighbour lists per MGET, with the event loop given back between pages: taking in 1,000 lists of 50
+held it 50-150 ms (a worker serving from its own state: every user's next event waited)."""
 PARTS = ("catalog", "neighbours", "trending", "fresh", "model")
 EMPTY_ROWS = np.empty(0, dtype=np.int64)
 
@@ -437,8 +440,8 @@ class ServingState:
             changed = [
                 key[len(b"nbrs:") :] async for key in self.redis.scan_iter(match=b"nbrs:*", count=CHUNK)
             ]
-        for i in range(0, len(changed), CHUNK):
-            videos = [v.decode() for v in changed[i : i + CHUNK]]
+        for i in range(0, len(changed), NEIGHBOURS_PAGE):
+            videos = [v.decode() for v in changed[i : i + NEIGHBOURS_PAGE]]
             values = await self.redis.mget([neighbours_key(v) for v in videos])
             for video, raw in zip(videos, values, strict=True):
                 self.set_neighbours(video, orjson.loads(raw) if raw else [])

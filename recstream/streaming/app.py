@@ -84,10 +84,12 @@ def create_app(settings: Settings) -> faust.App:
 
 
 app = create_app(get_settings())
-_collector = garbage.Collector(app.recstream_settings.gc_full_interval_s)  # type: ignore[attr-defined]
+_gc = app.recstream_settings  # type: ignore[attr-defined]
+_collector = garbage.Collector(_gc.gc_full_interval_s, young_runs=_gc.gc_interval_s > 0)
 
 
-@app.timer(interval=app.recstream_settings.gc_interval_s)  # type: ignore[attr-defined]
+# Young runs off: a check a minute whether the full run is due (a no-op otherwise).
+@app.timer(interval=_gc.gc_interval_s or min(60.0, _gc.gc_full_interval_s))
 async def collect_garbage() -> None:
     _collector.collect()
 

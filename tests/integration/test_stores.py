@@ -59,6 +59,23 @@ async def test_mongo_crud_index_and_group(stores: Stores) -> None:
     await c.drop()
 
 
+async def test_upserts_beyond_one_bulk_write_are_all_written_and_erasures_apply(stores: Stores) -> None:
+    """More documents than one bulk write takes (MONGO_SLICE): written in several, none lost, and a None
+    in a later slice erases its document."""
+    from recstream.serving.stores import MONGO_SLICE
+
+    coll = f"test_{uuid.uuid4().hex[:8]}"
+    n = 2 * MONGO_SLICE + 7
+    assert await stores.upsert_many(coll, {f"u{i}": {"i": i} for i in range(n)}) == n
+    await stores.upsert_many(
+        coll, {**{f"w{i}": {"i": i} for i in range(MONGO_SLICE)}, "u0": {"i": -1}, f"u{n - 1}": None}
+    )
+    docs = {d["_id"]: d["i"] for d in await stores.find(coll)}
+    assert len(docs) == n - 1 + MONGO_SLICE and docs["u0"] == -1 and f"u{n - 1}" not in docs
+    assert docs[f"u{MONGO_SLICE + 3}"] == MONGO_SLICE + 3
+    await stores.db[coll].drop()
+
+
 async def test_health_reports_both(stores: Stores) -> None:
     assert await stores.health() == {"redis": "ok", "mongo": "ok"}
 

@@ -1,4 +1,4 @@
-"""The worker's collector policy: no automatic collection; each run collects what is new and freezes
+"""The worker's collector policy: no automatic collection; a young run collects what is new and freezes
 the survivors, and a full run (unfrozen first) finds a cycle among objects older than one run."""
 
 from __future__ import annotations
@@ -62,3 +62,16 @@ def test_a_cycle_among_frozen_objects_waits_for_the_full_run() -> None:
     collector._next_full = 0
     collector.collect()
     assert old() is None
+
+
+def test_with_young_runs_off_only_the_full_run_collects() -> None:
+    """The worker's default: a run before the full one is due walks nothing (no pause at all), and the
+    full run finds what was made meanwhile."""
+    collector = Collector(full_interval_s=3600, young_runs=False)
+    frozen = gc.get_freeze_count()
+    new = _cycle()
+    assert collector.collect() is None
+    assert new() is not None and gc.get_freeze_count() == frozen
+    collector._next_full = 0
+    assert collector.collect() >= 2  # the two nodes
+    assert new() is None
