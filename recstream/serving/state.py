@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 RESUME_WAIT_S = 1.0
 """How long a view waits for the first refresh after an idle pause (`ServingState.ready`)."""
 CHUNK = 1000  # keys per MGET / members per ZRANGEBYSCORE page
+CLOSE_RECANCEL_S = 0.5
+"""How long `close` waits after a cancellation before it cancels again."""
 NEIGHBOURS_PAGE = 200
 """Neighbour lists per MGET, with the event loop given back between pages: taking in 1,000 lists of 50
 held it 50-150 ms (a worker serving from its own state: every user's next event waited)."""
@@ -178,6 +180,7 @@ class ServingState:
         self._used_at = time.monotonic()
         self._idle_after_s: float | None = None
         self._task: asyncio.Task | None = None
+        self._closing = False
 
     # --- ids ------------------------------------------------------------------------------
     def intern(self, video: str) -> int:
@@ -312,18 +315,22 @@ class ServingState:
                 pass
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        """Stop refreshing, and close the Redis client. A cancellation can be lost: `asyncio.wait_for`
+        in a client library (Python 3.11) swallows it when the call it waits for finishes at the same
+        moment, and the refresh loop went on; a worker stopped then waited here until it was killed
+        (30 s, seen after a rebalance). So the loop also checks a flag, and this cancels until it ends."""
+        self._closing = True
+        task, self._task = self._task, None
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=CLOSE_RECANCEL_S)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.warning("serving state refresh ended with %r", task.exception())
         await self.redis.aclose()
 
     async def _run(self) -> None:
         interval = self.settings.serving_refresh_interval_s
-        while True:
+        while not self._closing:
             idle = self._idle_after_s
             if idle is not None and self.loaded.is_set() and time.monotonic() - self._used_at > idle:
                 self._fresh.clear()
