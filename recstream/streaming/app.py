@@ -88,7 +88,7 @@ _gc = app.recstream_settings  # type: ignore[attr-defined]
 _collector = garbage.Collector(_gc.gc_full_interval_s, young_runs=_gc.gc_interval_s > 0)
 
 
-# Young runs off: a check a minute whether the full run is due (a no-op otherwise).
+# Young runs off: a tick a minute freezes what is new, and runs the full collection when it is due.
 @app.timer(interval=_gc.gc_interval_s or min(60.0, _gc.gc_full_interval_s))
 async def collect_garbage() -> None:
     _collector.collect()

@@ -65,13 +65,14 @@ def test_a_cycle_among_frozen_objects_waits_for_the_full_run() -> None:
 
 
 def test_with_young_runs_off_only_the_full_run_collects() -> None:
-    """The worker's default: a run before the full one is due walks nothing (no pause at all), and the
-    full run finds what was made meanwhile."""
+    """The worker's default: a run before the full one is due walks nothing (no pause) but freezes what
+    is new (so that Faust's own collections at a rebalance do not walk it), and the full run finds what
+    was made meanwhile."""
     collector = Collector(full_interval_s=3600, young_runs=False)
     frozen = gc.get_freeze_count()
     new = _cycle()
     assert collector.collect() is None
-    assert new() is not None and gc.get_freeze_count() == frozen
+    assert new() is not None and gc.get_freeze_count() > frozen
     collector._next_full = 0
     assert collector.collect() >= 2  # the two nodes
     assert new() is None
