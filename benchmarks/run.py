@@ -111,6 +111,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--freshness-samples", type=int, help="default 300; --quick 30")
     p.add_argument(
+        "--freshness-via",
+        choices=["web", "worker"],
+        default="web",
+        help="read the samples' lists from a `recstream web` process (default: the deployment's read "
+        "front) or from the worker's own views",
+    )
+    p.add_argument(
         "--profile", action="store_true", help="sample the worker with py-spy during ingest and HTTP"
     )
     p.add_argument("--py-spy", help="path to py-spy (default: on PATH or beside this Python)")
@@ -405,6 +412,11 @@ def rows(res: dict[str, Any]) -> list[list[str]]:
             if bg.get("events_per_s")
             else "idle"
         )
+        # Runs before 2026-12-05 read the worker's own views and did not say so.
+        load += {
+            "web": ", lists read from `recstream web`",
+            "worker": ", lists read from the worker's views",
+        }.get(fr.get("via", "worker"), "")
         note = (
             f"; in {fr['no_neighbour_in_top_k']} no neighbour reached the top {fr.get('k', 20)} "
             f"within {fr['timeout_s']:g} s"
@@ -624,6 +636,7 @@ def run_streaming(args: argparse.Namespace) -> dict[str, Any]:
         load_generator=args.load_generator,
         freshness_samples=pick(args.freshness_samples, "freshness_samples", 300),
         freshness_background_rate=args.background_rate,
+        freshness_via=args.freshness_via,
         burst_seconds=pick(args.burst_seconds, "burst_seconds", 10.0),
         paced_events=pick(args.paced_events, "paced_events", 60_000),
         replay_events=pick(args.replay_events, "replay_events", 1_000_000),

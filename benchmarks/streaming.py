@@ -117,6 +117,10 @@ class BenchConfig:
     freshness_poll_s: float = 0.005
     freshness_background_rate: float = 5_000.0
     """Workload events/s a separate process produces to the interactions topic during the samples."""
+    freshness_via: str = "web"
+    """Whose /recommendations the samples read: "web", a `recstream web` process (the read front a
+    deployment publishes: no agents, so an answer never waits for a batch), or "worker", the worker's own
+    views (each answer then waits its turn behind the agents in the worker's event loop)."""
     burst_seconds: float = 10.0
     burst_batch: int = 500
     burst_concurrency: int = 8
@@ -235,6 +239,7 @@ class BenchEnv:
         self.cluster: Cluster | None = None
         self.post_url: str | None = None
         """Where the burst stage POSTs events (a `recstream web` process), once it started one."""
+        self._web: Any = None  # the `recstream web` process of `read_url`, started on first use
         self.extra_clusters: list[Cluster] = []
         self.wcfg = workload.WorkloadConfig(
             events=cfg.events, users=cfg.users, videos=cfg.videos, zipf=cfg.zipf, seed=cfg.seed
@@ -247,6 +252,18 @@ class BenchEnv:
         self.counted: dict[str, int] = {}
         self.port = free_port()
         self.profiles: dict[str, Any] = {}
+
+    def read_url(self, via: str) -> str:
+        """Where a stage reads /recommendations: the worker's own views ("worker") or a `recstream web`
+        process of the same cluster ("web"), started the first time one is asked for."""
+        assert self.cluster is not None
+        if via == "worker":
+            return self.url
+        if via != "web":
+            raise ValueError(f"read via 'web' or 'worker', not {via!r}")
+        if self._web is None:
+            self._web = self.cluster.start_web(processes=1)
+        return self._web.url
 
     def __enter__(self) -> BenchEnv:
         self.redis.start()
@@ -1305,6 +1322,7 @@ async def _freshness(env: BenchEnv) -> dict[str, Any]:
     users = list(env.users_with_history)
     rng.shuffle(users)
     seen_store = redis.Redis.from_url(s.redis_url, decode_responses=True)
+    url = env.read_url(cfg.freshness_via)
 
     # The peer: the same event's delivery to a plain consumer of the same topic.
     arrivals: dict[tuple[str, str, int], float] = {}
@@ -1342,11 +1360,11 @@ async def _freshness(env: BenchEnv) -> dict[str, Any]:
         async with aiohttp.ClientSession() as http:
 
             async def recs(user: str) -> list[dict]:
-                async with http.get(f"{env.url}/recommendations/{user}?k={cfg.http_k}") as resp:
+                async with http.get(f"{url}/recommendations/{user}?k={cfg.http_k}") as resp:
                     return (await resp.json())["items"]
 
             async def similar(video: str) -> list[str]:
-                async with http.get(f"{env.url}/videos/{video}/similar?k=50") as resp:
+                async with http.get(f"{url}/videos/{video}/similar?k=50") as resp:
                     return [i["video_id"] for i in (await resp.json())["items"]]
 
             await asyncio.sleep(0.5)  # the listener has its partitions
@@ -1383,6 +1401,7 @@ async def _freshness(env: BenchEnv) -> dict[str, Any]:
                 future = await producer.send(topic, encode(event), key=user.encode())
                 future.add_done_callback(lambda _f, acked=acked: acked.append(time.perf_counter()))
                 t_gone = t_done = t_history = None
+                wide_rank_at_gone: int | str | None = "-"  # "-": the top k had it as soon as it was gone
                 # Until the event is in the user's Redis history, nothing the list shows depends on it (a
                 # list is made from that history, read per request): poll Redis, not the measured worker,
                 # whose 200 requests a second (one every 5 ms) took ~15 % of its CPU from the pipeline.
@@ -1401,6 +1420,14 @@ async def _freshness(env: BenchEnv) -> dict[str, Any]:
                     if gone and any(because in i["reasons"] for i in items):
                         t_done = t
                         break
+                    if gone and wide_rank_at_gone == "-":
+                        # Gone but nothing credited to it in the top k yet: is there any further down?
+                        # (None: the process's neighbour list of the video gave no candidate yet.)
+                        async with http.get(f"{url}/recommendations/{user}?k=500") as resp:
+                            wide = (await resp.json())["items"]
+                        wide_rank_at_gone = next(
+                            (n + 1 for n, i in enumerate(wide) if because in i["reasons"]), None
+                        )
                     await asyncio.sleep(cfg.freshness_poll_s)
                 await asyncio.sleep(0.05)  # the listener records the delivery; samples do not overlap
                 arrived = arrivals.get((user, target, event.ts))
@@ -1410,11 +1437,12 @@ async def _freshness(env: BenchEnv) -> dict[str, Any]:
                     "history_ms": (t_history - t0) * 1000 if t_history else None,
                     "ack_ms": (acked[0] - t0) * 1000 if acked else None,
                     "kafka_delivery_ms": (arrived - t0) * 1000 if arrived else None,
+                    "first_because_rank_in_k500_at_gone": wide_rank_at_gone,
                 }
                 samples.append(sample)
                 if t_done is None and len(misses) < 5:
                     # Diagnose: where does the first item credited to the video rank in a longer list?
-                    async with http.get(f"{env.url}/recommendations/{user}?k=500") as resp:
+                    async with http.get(f"{url}/recommendations/{user}?k=500") as resp:
                         wide = (await resp.json())["items"]
                     rank = next((n + 1 for n, i in enumerate(wide) if because in i["reasons"]), None)
                     misses.append(
@@ -1463,8 +1491,17 @@ async def _freshness(env: BenchEnv) -> dict[str, Any]:
         "in_redis_history": stats("history_ms"),
         "kafka_delivery": stats("kafka_delivery_ms"),
         "producer_ack": stats("ack_ms"),
+        "via": cfg.freshness_via,
         "poll_interval_ms": cfg.freshness_poll_s * 1000,
         "history_poll_interval_ms": HISTORY_POLL_S * 1000,
+        # Samples whose video left the list before anything credited to it entered the top k (each then
+        # made one k=500 request, ~5 ms, to see where the first such item ranked: a conservative cost).
+        "because_after_gone": sum(1 for x in samples if x["first_because_rank_in_k500_at_gone"] != "-"),
+        # Where a slow sample's time went: its steps, slowest first (the p99 is the third of 300).
+        "slowest": [
+            {key: r(value) if isinstance(value, float) else value for key, value in x.items()}
+            for x in sorted(samples, key=lambda x: -(x["effect_ms"] or math.inf))[:5]
+        ],
     }
 
 
@@ -1808,12 +1845,11 @@ def stage_burst(env: BenchEnv) -> dict[str, Any]:
     # Writes go where a deployment sends them: to `recstream web` (docker-compose publishes only its
     # port), a process without agents, so accepting a burst does not take turns with processing it.
     assert env.cluster is not None
-    front = env.cluster.start_web(processes=1)
-    env.post_url = front.url
+    env.post_url = env.read_url("web")
     base = asyncio.run(_settle(env.url, timeout=cfg.stage_timeout_s))  # any earlier backlog done first
-    post = asyncio.run(_post_throughput(front.url, bodies, cfg.burst_seconds, cfg.burst_concurrency))
+    post = asyncio.run(_post_throughput(env.post_url, bodies, cfg.burst_seconds, cfg.burst_concurrency))
     post["to"] = "recstream web, 1 process"
-    say(f"  POSTing to `recstream web` ({front.url}), the deployment's write front; the worker processes")
+    say(f"  POSTing to `recstream web` ({env.post_url}), the deployment's write front; the worker processes")
     ended = post.pop("ended_at")
     say(
         f"  accepted {post['accepted']:,} events in {post['seconds']} s: {post['events_per_s']:,.0f} events/s "
