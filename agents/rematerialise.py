@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from recstream import metrics
 from recstream.agents import catalog as catalog_agent
 from recstream.agents import covisit, engagement, history
+from recstream.redis_layout import EPOCH_KEY
 from recstream.streaming.app import app
 from recstream.streaming.runtime import stores
 from recstream.streaming.tablecache import BatchTable
@@ -30,7 +31,6 @@ from recstream.tables import catalog, user_history
 
 log = logging.getLogger(__name__)
 _s = app.recstream_settings  # type: ignore[attr-defined]
-EPOCH_KEY = "recstream:epoch"
 CHUNK = 2_000
 _epoch: str | None = None
 

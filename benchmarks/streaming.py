@@ -66,7 +66,7 @@ from recstream.devtools.devcluster import Cluster, delete_topics, free_port
 from recstream.kafka.batches import partition_for
 from recstream.kafka.topics import topic_names
 from recstream.records import Interaction, encode, now_ms
-from recstream.redis_layout import VIDEO_STATS_KEY, history_key
+from recstream.redis_layout import EPOCH_KEY, VIDEO_STATS_KEY, history_key
 from recstream.settings import Settings, get_settings
 from recstream.streamstate import (
     StreamParams,
@@ -988,6 +988,19 @@ def stage_ingest(env: BenchEnv) -> dict[str, Any]:
     cluster.start_worker(env.port)
     if not asyncio.run(_wait_counter(env.url, "catalog", cfg.videos, timeout=120)):
         raise RuntimeError("the catalog was not processed in 120 s")
+    # Its first look at Redis sets the epoch. Stopped before that (a small catalog is done in < 2 s),
+    # the fresh worker below would find none and rewrite every view from its tables in the middle of
+    # the ingest, as a worker must when Redis lost its data (`agents.rematerialise`): --quick runs
+    # then failed the exactness check with stats seconds late.
+    client = redis.Redis.from_url(s.redis_url)
+    try:
+        deadline = time.monotonic() + 10 * s.redis_check_interval_s
+        while not client.exists(EPOCH_KEY):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the catalog worker never looked at Redis's epoch")
+            time.sleep(0.1)
+    finally:
+        client.close()
     cluster.stop()  # the next worker is fresh: it starts with the catalog loaded and no event consumed
 
     say(

@@ -24,6 +24,8 @@ VIDEO_SERIES_STEP_S = 10  # a video's engagement over time: one hash of counters
 VIDEO_SERIES_TTL_S = 3600
 SEEN_TTL_S = 30 * 24 * 3600
 CHANGES_SEQ_KEY = "changes:seq"  # counter: the sequence number of each change-feed write
+EPOCH_KEY = "recstream:epoch"
+"""A random token the first worker to look sets: gone means Redis lost its data (`agents.rematerialise`)."""
 
 
 def changes_key(kind: str) -> str:
