@@ -62,7 +62,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from recstream import scoring
 from recstream.devtools import reference
-from recstream.devtools.devcluster import Cluster, delete_topics, free_port
+from recstream.devtools.devcluster import Cluster, delete_topics, free_port, wait_for
 from recstream.kafka.batches import partition_for
 from recstream.kafka.topics import topic_names
 from recstream.records import Interaction, encode, now_ms
@@ -994,11 +994,8 @@ def stage_ingest(env: BenchEnv) -> dict[str, Any]:
     # then failed the exactness check with stats seconds late.
     client = redis.Redis.from_url(s.redis_url)
     try:
-        deadline = time.monotonic() + 10 * s.redis_check_interval_s
-        while not client.exists(EPOCH_KEY):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the catalog worker never looked at Redis's epoch")
-            time.sleep(0.1)
+        if not wait_for(lambda: client.exists(EPOCH_KEY), timeout=10 * s.redis_check_interval_s):
+            raise RuntimeError("the catalog worker never looked at Redis's epoch")
     finally:
         client.close()
     cluster.stop()  # the next worker is fresh: it starts with the catalog loaded and no event consumed
@@ -1380,6 +1377,12 @@ async def _freshness(env: BenchEnv) -> dict[str, Any]:
                 async with http.get(f"{url}/videos/{video}/similar?k=50") as resp:
                     return [i["video_id"] for i in (await resp.json())["items"]]
 
+            async def rank_in_k500(user: str, because: str) -> int | None:
+                """Where the first item with this reason ranks in a 500-long list (None: nowhere)."""
+                async with http.get(f"{url}/recommendations/{user}?k=500") as resp:
+                    wide = (await resp.json())["items"]
+                return next((n + 1 for n, i in enumerate(wide) if because in i["reasons"]), None)
+
             await asyncio.sleep(0.5)  # the listener has its partitions
             for user in itertools.cycle(users):
                 if len(samples) >= cfg.freshness_samples or time.monotonic() > deadline:
@@ -1436,11 +1439,7 @@ async def _freshness(env: BenchEnv) -> dict[str, Any]:
                     if gone and wide_rank_at_gone == "-":
                         # Gone but nothing credited to it in the top k yet: is there any further down?
                         # (None: the process's neighbour list of the video gave no candidate yet.)
-                        async with http.get(f"{url}/recommendations/{user}?k=500") as resp:
-                            wide = (await resp.json())["items"]
-                        wide_rank_at_gone = next(
-                            (n + 1 for n, i in enumerate(wide) if because in i["reasons"]), None
-                        )
+                        wide_rank_at_gone = await rank_in_k500(user, because)
                     await asyncio.sleep(cfg.freshness_poll_s)
                 await asyncio.sleep(0.05)  # the listener records the delivery; samples do not overlap
                 arrived = arrivals.get((user, target, event.ts))
@@ -1455,9 +1454,7 @@ async def _freshness(env: BenchEnv) -> dict[str, Any]:
                 samples.append(sample)
                 if t_done is None and len(misses) < 5:
                     # Diagnose: where does the first item credited to the video rank in a longer list?
-                    async with http.get(f"{url}/recommendations/{user}?k=500") as resp:
-                        wide = (await resp.json())["items"]
-                    rank = next((n + 1 for n, i in enumerate(wide) if because in i["reasons"]), None)
+                    rank = await rank_in_k500(user, because)
                     misses.append(
                         {
                             "user": user,
