@@ -523,8 +523,9 @@ def markdown(res: dict[str, Any], serving: bool = False) -> str:
             "",
             f"Workload (`benchmarks/workload.py`): {cfg.get('events', 0):,} events, {cfg.get('users', 0):,} "
             f"users, {cfg.get('videos', 0):,} videos, Zipf {cfg.get('zipf')}, seed {cfg.get('seed')}; "
-            "default settings. Ingest rates count from the first batch the worker finished to the moment "
-            "the counters completed; the run counts only when Redis then equals the from-scratch reference.",
+            "default settings. Ingest and replay times run to the moment the counters completed and what "
+            "serving reads in Redis took its final value (polled until unchanged for 6 s, dated to the first "
+            "poll that saw it); the run counts only when that value equals the from-scratch reference.",
         ]
     trial = " **Trial run (reduced sizes): not the published numbers.**" if res.get("trial") else ""
     lines += [

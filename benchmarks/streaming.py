@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import hashlib
 import itertools
 import json
 import math
@@ -58,6 +59,7 @@ import aiohttp
 import msgspec
 import orjson
 import redis
+import redis.asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from recstream import scoring
@@ -66,7 +68,7 @@ from recstream.devtools.devcluster import Cluster, delete_topics, free_port, wai
 from recstream.kafka.batches import partition_for
 from recstream.kafka.topics import topic_names
 from recstream.records import Interaction, encode, now_ms
-from recstream.redis_layout import EPOCH_KEY, VIDEO_STATS_KEY, history_key
+from recstream.redis_layout import EPOCH_KEY, TRENDING_KEY, VIDEO_STATS_KEY, history_key, neighbours_key
 from recstream.settings import Settings, get_settings
 from recstream.streamstate import (
     StreamParams,
@@ -710,12 +712,17 @@ async def _watch_counters(
     label: str = "ingest",
     settle_s: float = 2.0,
     pairs: int | None = None,
+    redis_url: str | None = None,
 ) -> dict[str, Any]:
     """Poll GET /metrics until the history and engagement counters (minus `base`) reach `target()` and
     the covisit counter reaches `pairs` when that is known (the reference counted them), else has not
     moved for `settle_s` since (the co-visitation agent can pause longer than that under a backlog).
     Returns the series and the (interpolated) moments each stage completed; bounded by `timeout` and
-    by `cfg.stall_s` without any counter moving."""
+    by `cfg.stall_s` without any counter moving.
+
+    With `redis_url`, the run ends when what serving reads in Redis has stopped changing too
+    (`_redis_settled`), not when the counters say so: the agents write it on their own timers, seconds
+    after they counted an event under a backlog. `t_end` is then the later of the two."""
     base = base or {}
     series: list[tuple[float, dict[str, float]]] = []
     deadline = time.monotonic() + timeout
@@ -773,19 +780,67 @@ async def _watch_counters(
     t_hist, t_eng = _crossing(col("history"), n), _crossing(col("engagement"), n)
     t_cov = _crossing(col("covisit"), cov_total) if cov_total else t_hist
     assert t_hist is not None and t_eng is not None and t_cov is not None
+    t_counted = max(t_hist, t_eng, t_cov)
+    settled: dict[str, Any] = {}
+    if redis_url is not None:
+        settled = await _redis_settled(redis_url, max(1.0, deadline - time.monotonic()))
+        if "error" in settled:
+            return {"error": f"{label}: {settled['error']}", "series": series}
+    t_redis = settled.get("t_last_change", t_counted)
     return {
         "n": n,
         "series": series,
         "t_history": t_hist,
         "t_engagement": t_eng,
         "t_covisit": t_cov,
-        "t_end": max(t_hist, t_eng, t_cov),
+        "t_counted": t_counted,
+        "t_end": max(t_counted, t_redis),
+        "redis_after_counters_s": r(max(0.0, t_redis - t_counted), 2) if settled else None,
+        "redis_polls": settled.get("polls"),
         "covisit_pairs": int(cov_total),
         "dead_letters": last.get("dead_letters", 0),
         "polls": len(series),
         "gc_s": gc.get("gc_s"),
         "gc_by_generation_s": [gc.get(f"gc{g}_s") for g in range(3)],
     }
+
+
+REDIS_QUIET_S = 6.0
+"""How long what serving reads must stay unchanged to count as settled: longer than the agents'
+spaced writes at the end of a backlog (neighbour lists every >= 1 s, a write's time x 9 under load)."""
+
+
+async def _redis_settled(redis_url: str, timeout: float) -> dict[str, Any]:
+    """The moment the downstream agents' Redis views (video stats, trending, neighbour lists) took their
+    final value: polled until unchanged for REDIS_QUIET_S, and dated to the first poll that saw it (an
+    upper bound: between polls is unknown). That the final value equals the reference is `_exactness`'s
+    check; histories and the dashboard counters are written before the history counter moves."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    last, first_seen, polls = None, 0.0, 0
+    try:
+        while time.monotonic() < deadline:
+            digest = hashlib.blake2b()
+            for field, value in sorted((await client.hgetall(VIDEO_STATS_KEY)).items()):
+                digest.update(field + b"=" + value + b";")
+            for member, score in await client.zrange(TRENDING_KEY, 0, -1, withscores=True):
+                digest.update(member + repr(score).encode())
+            keys = sorted([k async for k in client.scan_iter(match=neighbours_key("*"), count=10_000)])
+            for i in range(0, len(keys), 5_000):
+                for key, value in zip(
+                    keys[i : i + 5_000], await client.mget(keys[i : i + 5_000]), strict=True
+                ):
+                    digest.update(key + b"=" + (value or b"") + b";")
+            t = time.perf_counter()
+            polls += 1
+            if digest.digest() != last:
+                last, first_seen = digest.digest(), t
+            elif t - first_seen >= REDIS_QUIET_S:
+                return {"t_last_change": first_seen, "polls": polls}
+            await asyncio.sleep(0.2)
+    finally:
+        await client.aclose()
+    return {"error": f"Redis still changing after {timeout:.0f} s"}
 
 
 def _rates(w: dict[str, Any]) -> dict[str, Any]:
@@ -807,6 +862,7 @@ def _rates(w: dict[str, Any]) -> dict[str, Any]:
         "pipeline_seconds": r(w["t_end"] - t_first, 3),
         "engagement_lag_s": r(w["t_engagement"] - w["t_history"], 3),
         "covisit_lag_s": r(w["t_covisit"] - w["t_history"], 3),
+        "redis_after_counters_s": w.get("redis_after_counters_s"),
         "covisit_pairs": w["covisit_pairs"],
         "dead_letters": w["dead_letters"],
         "gc_s": w.get("gc_s"),
@@ -1039,7 +1095,14 @@ def stage_ingest(env: BenchEnv) -> dict[str, Any]:
     cpu_before = _cpu_seconds(process.proc.pid)
     with Profiler(env, "ingest"):
         watched = asyncio.run(
-            _watch_counters(cfg, env.url, lambda: n, cfg.ingest_timeout_s, pairs=env.expected_pairs[0])
+            _watch_counters(
+                cfg,
+                env.url,
+                lambda: n,
+                cfg.ingest_timeout_s,
+                pairs=env.expected_pairs[0],
+                redis_url=s.redis_url,
+            )
         )
     cpu = _cpu_seconds(process.proc.pid) - cpu_before
     if "error" in watched:
@@ -2008,7 +2071,16 @@ def stage_replay(env: BenchEnv) -> dict[str, Any]:
             return published["events"] if published["events"] >= 0 else None
 
         try:
-            watched = asyncio.run(_watch_counters(cfg, url, target, cfg.ingest_timeout_s, label="replay"))
+            watched = asyncio.run(
+                _watch_counters(
+                    cfg,
+                    url,
+                    target,
+                    cfg.ingest_timeout_s,
+                    label="replay",
+                    redis_url=cluster.settings.redis_url,
+                )
+            )
         finally:
             profiler.__exit__()
             if proc.poll() is None:
@@ -2029,6 +2101,7 @@ def stage_replay(env: BenchEnv) -> dict[str, Any]:
         seconds=r(total, 2),
         minutes=r(total / 60, 2),
         events_per_s=r(watched["n"] / total, 0),
+        redis_after_counters_s=watched.get("redis_after_counters_s"),
         covisit_pairs=watched["covisit_pairs"],
     )
     say(
