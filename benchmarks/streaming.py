@@ -133,6 +133,9 @@ class BenchConfig:
     paced_batch: int = 300
     probe_interval_s: float = 0.5
     replay_events: int = 1_000_000
+    replay_workers: tuple[int, ...] = (1, 2)
+    """Worker processes of each replay run: one (the ingest rows' setting), then as many as this host
+    has cores (a rebuild uses every worker a deployment has)."""
     stage_timeout_s: float = 900.0
     """Bound of the HTTP, freshness and burst stages and of each raw consumer pass."""
     ingest_timeout_s: float = 3600.0
@@ -335,6 +338,15 @@ async def _metrics(http: aiohttp.ClientSession, url: str) -> tuple[float, dict[s
         counts[f"gc{generation}_s"] = float(seconds)
     counts["gc_s"] = sum(counts.get(f"gc{g}_s", 0.0) for g in range(3))
     return t, counts
+
+
+async def _metrics_sum(http: aiohttp.ClientSession, urls: list[str]) -> tuple[float, dict[str, float]]:
+    """`_metrics` of each worker of a cluster, added up (the mean of the requests' times)."""
+    got = [await _metrics(http, url) for url in urls]
+    total: dict[str, float] = Counter()
+    for _t, counts in got:
+        total.update(counts)
+    return sum(t for t, _c in got) / len(got), dict(total)
 
 
 async def _wait_counter(url: str, agent: str, target: int, timeout: float) -> bool:
@@ -705,7 +717,7 @@ async def _counters(url: str) -> dict[str, float]:
 
 async def _watch_counters(
     cfg: BenchConfig,
-    url: str,
+    url: str | list[str],
     target: Callable[[], int | None],
     timeout: float,
     base: dict[str, float] | None = None,
@@ -733,7 +745,7 @@ async def _watch_counters(
     n: int | None = None
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
-            t, raw = await _metrics(http, url)
+            t, raw = await _metrics_sum(http, [url] if isinstance(url, str) else url)
             c = {a: raw.get(a, 0.0) - base.get(a, 0.0) for a in AGENTS}
             c["dead_letters"] = raw.get("dead_letters", 0.0) - base.get("dead_letters", 0.0)
             if series and c["covisit"] != series[-1][1]["covisit"]:
@@ -2021,6 +2033,8 @@ async def _read_back(settings: Settings, timeout: float) -> list[tuple[int, int,
 
 
 def stage_replay(env: BenchEnv) -> dict[str, Any]:
+    """The replay of `cfg.replay_events` into a fresh cluster of each size in `cfg.replay_workers`: the
+    first run's result, with the others under "more"."""
     cfg = env.cfg
     n = cfg.replay_events
     wcfg = dataclasses.replace(env.wcfg, events=n)
@@ -2029,17 +2043,30 @@ def stage_replay(env: BenchEnv) -> dict[str, Any]:
     written = _write_kuairand(wcfg, path)
     if env.cluster is not None:
         env.cluster.stop()  # the earlier stages' worker would only compete for the CPU
+    runs = [_replay_run(env, path, workers, redis_db=1 + i) for i, workers in enumerate(cfg.replay_workers)]
+    out = {"csv": written, **runs[0]}
+    if len(runs) > 1:
+        out["more"] = runs[1:]
+    return out
+
+
+def _replay_run(env: BenchEnv, path: Path, workers: int, redis_db: int) -> dict[str, Any]:
+    cfg = env.cfg
     base = env.settings.model_copy(update={"redis_url": env.redis.url})
-    cluster = Cluster(base, env.root / "replay-data", redis_db=1, log_level=cfg.worker_log_level)
+    cluster = Cluster(
+        base, env.root / f"replay-data-{workers}", redis_db=redis_db, log_level=cfg.worker_log_level
+    )
     env.extra_clusters.append(cluster)
     _faust_dirs(cluster)
     from recstream.kafka.admin import ensure_topics
 
     asyncio.run(ensure_topics(cluster.settings))
-    port = free_port()
-    worker = cluster.start_worker(port)
-    url = f"http://127.0.0.1:{port}"
-    say(f"replay 2/3: `recstream replay kuairand {path.name} --as-fast-as-possible` into a fresh worker")
+    started = [cluster.start_worker(free_port()) for _ in range(workers)]
+    if workers > 1:
+        cluster.wait_settled(timeout=cfg.stage_timeout_s)  # no event is processed twice across a rebalance
+    urls = [w.url for w in started]
+    what = "a fresh worker" if workers == 1 else f"a fresh cluster of {workers} worker processes"
+    say(f"replay 2/3: `recstream replay kuairand {path.name} --as-fast-as-possible` into {what}")
     cmd = [
         str(Path(sys.executable).parent / "recstream"),
         "replay",
@@ -2048,10 +2075,11 @@ def stage_replay(env: BenchEnv) -> dict[str, Any]:
         "--as-fast-as-possible",
         "--quiet",
     ]
-    log = env.root / "replay.log"
+    log = env.root / f"replay-{workers}.log"
     published: dict[str, Any] = {}
-    cpu_before = _cpu_seconds(worker.proc.pid)
-    profiler = Profiler(env, "replay", worker.proc.pid).__enter__()
+    pids = [w.proc.pid for w in started]
+    cpu_before = sum(_cpu_seconds(pid) for pid in pids)
+    profiler = Profiler(env, "replay", pids[0]).__enter__()
     t0 = time.perf_counter()
     with open(log, "wb") as err:
         proc = subprocess.Popen(
@@ -2074,7 +2102,7 @@ def stage_replay(env: BenchEnv) -> dict[str, Any]:
             watched = asyncio.run(
                 _watch_counters(
                     cfg,
-                    url,
+                    urls,
                     target,
                     cfg.ingest_timeout_s,
                     label="replay",
@@ -2086,14 +2114,14 @@ def stage_replay(env: BenchEnv) -> dict[str, Any]:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(10)
-    out: dict[str, Any] = {"csv": written, "replay": published}
+    out: dict[str, Any] = {"workers": workers, "replay": published}
     if "error" in watched or "error" in published:
         out["error"] = watched.get("error") or published.get("error")
         out["log_tail"] = log.read_text()[-1500:]
         say(f"  replay failed: {out['error']}")
         return out
     total = watched["t_end"] - t0
-    cpu = _cpu_seconds(worker.proc.pid) - cpu_before
+    cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_before
     out.update(
         events=watched["n"],
         worker_cpu_s=r(cpu, 1),
@@ -2106,8 +2134,9 @@ def stage_replay(env: BenchEnv) -> dict[str, Any]:
     )
     say(
         f"  {watched['n']:,} events fully materialised {out['seconds']} s after the replay started "
-        f"({out['minutes']} min; the publisher itself took {published.get('publisher_s')} s; the worker "
-        f"{out['worker_cpu_s']} CPU s, {out['worker_cpu_us_per_event']} µs per event)"
+        f"({out['minutes']} min; the publisher itself took {published.get('publisher_s')} s; the "
+        f"{'worker' if workers == 1 else f'{workers} workers'} {out['worker_cpu_s']} CPU s, "
+        f"{out['worker_cpu_us_per_event']} µs per event)"
     )
     say("replay 3/3: exactness: the topic read back, the reference computed from it, compared with Redis")
     located = asyncio.run(_read_back(cluster.settings, cfg.stage_timeout_s))
