@@ -422,6 +422,12 @@ def rows(res: dict[str, Any]) -> list[list[str]]:
             "web": ", lists read from `recstream web`",
             "worker": ", lists read from the worker's views",
         }.get(fr.get("via", "worker"), "")
+        c = fr.get("cpu_contention") or {}
+        if c:
+            load += (
+                f" (the worker's loop thread waited for a CPU {c['worker_loop_thread_runqueue_wait_share']:.0%} "
+                f"of the time; host {c['host_busy_share']:.0%} busy)"
+            )
         note = (
             f"; in {fr['no_neighbour_in_top_k']} no neighbour reached the top {fr.get('k', 20)} "
             f"within {fr['timeout_s']:g} s"

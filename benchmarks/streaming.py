@@ -1160,6 +1160,37 @@ def stage_ingest(env: BenchEnv) -> dict[str, Any]:
     }
 
 
+class CpuContention:
+    """How much a process waited for a CPU while it had work, and how busy the host was, over a stage:
+    on this shared 2-core host a worker's latency tail is its own work plus its turns in the run queue.
+    From Linux's /proc/<pid>/schedstat (the main thread, which runs the event loop: time on a CPU, time
+    runnable but waiting for one) and /proc/stat (all cores)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def _read(self) -> tuple[float, float, float, float, float]:
+        on_cpu, waiting = (int(x) / 1e9 for x in Path(f"/proc/{self.pid}/schedstat").read_text().split()[:2])
+        cpu = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = cpu[3] + cpu[4]  # idle + iowait, in clock ticks
+        return time.perf_counter(), on_cpu, waiting, sum(cpu) - idle, sum(cpu)
+
+    def __enter__(self) -> CpuContention:
+        self._start = self._read()
+        self.result: dict[str, Any] = {}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            t, on_cpu, waiting, busy, total = (b - a for a, b in zip(self._start, self._read(), strict=True))
+            self.result = {
+                "worker_loop_thread_cpu_share": r(on_cpu / t, 3),
+                "worker_loop_thread_runqueue_wait_share": r(waiting / t, 3),
+                "host_busy_share": r(busy / total, 3) if total else None,
+                "cores": os.cpu_count(),
+            }
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -1597,10 +1628,14 @@ def stage_freshness(env: BenchEnv) -> dict[str, Any]:
         f"while a separate process produces workload events at {rate:,.0f}/s"
     )
     before, t0 = asyncio.run(_counters(env.url)), time.perf_counter()
+    assert env.cluster is not None
     with BackgroundLoad(env, rate) as load:
         time.sleep(2.0 if rate else 0.0)  # the pipeline is at the background rate before the first sample
-        out = asyncio.run(_freshness(env))
+        worker = next(w for w in reversed(env.cluster.workers) if w.url == env.url)
+        with CpuContention(worker.proc.pid) as contention:
+            out = asyncio.run(_freshness(env))
     after, elapsed = asyncio.run(_counters(env.url)), time.perf_counter() - t0
+    out["cpu_contention"] = contention.result
     # What the worker kept up with meanwhile: below the background rate, a backlog (and lag) grows.
     worker_rate = (after.get("history", 0) - before.get("history", 0)) / elapsed
     out["background"] = {
@@ -1624,6 +1659,13 @@ def stage_freshness(env: BenchEnv) -> dict[str, Any]:
         f"{out['background']['worker_history_events_per_s']}/s (backlog at the end "
         f"{out['background']['backlog_at_end']:,})"
     )
+    c = out["cpu_contention"]
+    if c:
+        say(
+            f"  while sampling, the worker's event-loop thread ran {c['worker_loop_thread_cpu_share']:.0%} of "
+            f"the time and waited for a CPU {c['worker_loop_thread_runqueue_wait_share']:.0%}; the host's "
+            f"{c['cores']} cores were {c['host_busy_share']:.0%} busy"
+        )
     return out
 
 
