@@ -1628,11 +1628,11 @@ def stage_freshness(env: BenchEnv) -> dict[str, Any]:
         f"while a separate process produces workload events at {rate:,.0f}/s"
     )
     before, t0 = asyncio.run(_counters(env.url)), time.perf_counter()
-    assert env.cluster is not None
+    pid = env.worker_pid()
+    assert pid is not None
     with BackgroundLoad(env, rate) as load:
         time.sleep(2.0 if rate else 0.0)  # the pipeline is at the background rate before the first sample
-        worker = next(w for w in reversed(env.cluster.workers) if w.url == env.url)
-        with CpuContention(worker.proc.pid) as contention:
+        with CpuContention(pid) as contention:
             out = asyncio.run(_freshness(env))
     after, elapsed = asyncio.run(_counters(env.url)), time.perf_counter() - t0
     out["cpu_contention"] = contention.result
