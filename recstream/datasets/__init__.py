@@ -12,6 +12,7 @@ recent rows by `iter_events`, all of them by `iter_events_sorted`).
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +21,14 @@ from typing import Any
 
 from recstream.datasets import jsonl, kuairand, kuairec, microlens, movielens, tsinghua
 from recstream.datasets.base import IMPLICIT_WATCH_MS, BadRow, DatasetError, LoadReport, Row
-from recstream.datasets.sort import DEFAULT_CHUNK_ROWS, Encoded, encoded_events, sorted_lines, sorted_rows
+from recstream.datasets.sort import (
+    DEFAULT_CHUNK_ROWS,
+    Encoded,
+    encoded_events,
+    ordered_lines,
+    rows_of,
+    sorted_lines,
+)
 from recstream.records import Interaction, Video
 
 __all__ = [
@@ -34,6 +42,7 @@ __all__ = [
     "iter_encoded_sorted",
     "iter_events",
     "iter_events_sorted",
+    "in_time_order",
     "iter_videos",
 ]
 
@@ -47,6 +56,9 @@ class Format:
     description: str
     rows: Callable[..., Iterator[tuple[int, Row]]]
     videos: Callable[[Path, LoadReport], Iterator[Video]]
+    times: Callable[[Path], Iterator[int | float | None]] | None = None
+    """Each row's raw time in file order, cheaply (None where unknown): lets `in_time_order` spare an
+    ordered file the sort."""
 
 
 FORMATS: dict[str, Format] = {
@@ -63,15 +75,23 @@ FORMATS: dict[str, Format] = {
             "MicroLens *_pairs.csv / *_pairs.tsv (videos: *_titles.csv)",
             microlens.rows,
             microlens.videos,
+            microlens.times,
         ),
         Format("jsonl", "recstream's own log: JSON lines of Interaction records", jsonl.rows, jsonl.videos),
-        Format("kuairand", "KuaiRand log_*.csv", kuairand.rows, kuairand.videos),
-        Format("kuairec", "KuaiRec small_matrix.csv / big_matrix.csv", kuairec.rows, kuairec.videos),
+        Format("kuairand", "KuaiRand log_*.csv", kuairand.rows, kuairand.videos, kuairand.times),
+        Format(
+            "kuairec",
+            "KuaiRec small_matrix.csv / big_matrix.csv",
+            kuairec.rows,
+            kuairec.videos,
+            kuairec.times,
+        ),
         Format(
             "tsinghua",
             "Tsinghua ShortVideo interaction.csv (videos: the same file or a video table)",
             tsinghua.rows,
             tsinghua.videos,
+            tsinghua.times,
         ),
     )
 }
@@ -133,8 +153,7 @@ def iter_events_sorted(
     temporary files and merged (an external merge sort). Rows with equal timestamps come out in a fixed
     order (by user, then video), and a row's own events (view, then its actions) stay together.
     """
-    report = report if report is not None else LoadReport()
-    for row in sorted_rows(iter_rows(fmt, path, report, **options), report, chunk_rows, tmp_dir):
+    for row in rows_of(_time_ordered_lines(fmt, path, report, chunk_rows, tmp_dir, options)):
         yield from row
 
 
@@ -149,9 +168,46 @@ def iter_encoded_sorted(
     """`iter_events_sorted`'s events, in the same order and with the same report, as (ts, user_id,
     `encode(event)`): what a publisher needs, without parsing and validating every event a second time
     (they were validated when loaded)."""
-    report = report if report is not None else LoadReport()
-    for line in sorted_lines(iter_rows(fmt, path, report, **options), report, chunk_rows, tmp_dir):
+    for line in _time_ordered_lines(fmt, path, report, chunk_rows, tmp_dir, options):
         yield from encoded_events(line)
+
+
+def _time_ordered_lines(
+    fmt: str,
+    path: str | Path,
+    report: LoadReport | None,
+    chunk_rows: int,
+    tmp_dir: str | Path | None,
+    options: dict[str, Any],
+) -> Iterator[bytes]:
+    """The rows as sorted lines: streamed when the file is already in time order, else sorted (which
+    reads the whole file before the first line comes out)."""
+    report = report if report is not None else LoadReport()
+    rows = iter_rows(fmt, path, report, **options)
+    if in_time_order(fmt, path, max_ties=chunk_rows):
+        report.already_in_time_order = True
+        return ordered_lines(rows, report)
+    return sorted_lines(rows, report, chunk_rows, tmp_dir)
+
+
+def in_time_order(fmt: str, path: str | Path, max_ties: int = DEFAULT_CHUNK_ROWS) -> bool:
+    """Whether the file's rows are known to be in time order, read from their time column alone (~1 µs
+    a row, against ~15 µs to load one). False when the format cannot tell, a time is missing, or more
+    than `max_ties` rows share one time (the streamed order holds those in memory)."""
+    loader = _format(fmt)
+    path = Path(path)
+    if loader.times is None or not path.is_file():
+        return False
+    previous: int | float = -math.inf
+    ties = 0
+    for value in loader.times(path):
+        if value is None or value < previous:
+            return False
+        ties = ties + 1 if value == previous else 0
+        if ties >= max_ties:
+            return False
+        previous = value
+    return True
 
 
 def iter_videos(fmt: str, path: str | Path, report: LoadReport | None = None) -> Iterator[Video]:

@@ -56,6 +56,8 @@ class LoadReport:
     """Rows dropped because they repeat an earlier row exactly (same events)."""
     out_of_order: int = 0
     """Rows whose timestamp is earlier than an earlier row's (the file is not in time order)."""
+    already_in_time_order: bool = False
+    """A time-ordered read found the file in time order, so it streamed it instead of sorting it."""
 
     def bad(self, line: int, reason: str) -> None:
         self.bad_rows += 1
@@ -114,6 +116,41 @@ def csv_rows(
             if fields and any(f.strip() for f in fields):
                 report.rows += 1
                 yield reader.line_num, fields
+
+
+def csv_times(path: Path, column: int | None, skip_header: bool = True) -> Iterator[int | float | None]:
+    """The raw time cell of every data row in file order: a number, or None where it is not a finite
+    number (or there is no such column). Cheap (no validation): what `in_time_order` scans.
+
+    Decimal cells are ints, so order is exact however big they are; the loaders' scaling to ms is
+    monotone, so raw order is the loaded order."""
+    if column is None:
+        yield None
+        return
+    with open_text(path) as f:
+        reader = csv.reader(f)
+        if skip_header:
+            next(reader, None)
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error:
+                yield None
+                continue
+            if not fields or not any(f.strip() for f in fields):
+                continue  # blank: the loaders skip it too
+            text = fields[column].strip() if column < len(fields) else ""
+            if text.isdecimal():
+                yield int(text)
+                continue
+            try:
+                value = float(text)
+            except ValueError:
+                yield None
+                continue
+            yield value if math.isfinite(value) else None
 
 
 class Columns:

@@ -17,6 +17,7 @@ from recstream.datasets.base import (
     Row,
     cell,
     csv_rows,
+    csv_times,
     flag,
     header_of,
     identifier,
@@ -58,6 +59,10 @@ def rows(path: Path, report: LoadReport) -> Iterator[tuple[int, Row]]:
             )
         except BadRow as exc:
             report.bad(line, str(exc))
+
+
+def times(path: Path) -> Iterator[int | float | None]:
+    return csv_times(path, header_of(path, "kuairand").find("time_ms"))
 
 
 def videos(path: Path, report: LoadReport) -> Iterator[Video]:

@@ -18,6 +18,7 @@ from recstream.datasets.base import (
     Row,
     cell,
     csv_rows,
+    csv_times,
     header_of,
     identifier,
     millis,
@@ -77,6 +78,12 @@ def rows(path: Path, report: LoadReport) -> Iterator[tuple[int, Row]]:
             )
         except BadRow as exc:
             report.bad(line, str(exc))
+
+
+def times(path: Path) -> Iterator[int | float | None]:
+    """The `timestamp` column (a row without it is dated from `time`, which this does not read: such a
+    file is not known to be in time order)."""
+    return csv_times(path, header_of(path, "kuairec").find("timestamp", required=False))
 
 
 def videos(path: Path, report: LoadReport) -> Iterator[Video]:

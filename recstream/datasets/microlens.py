@@ -21,6 +21,7 @@ from recstream.datasets.base import (
     LoadReport,
     Row,
     csv_rows,
+    csv_times,
     first_line,
     identifier,
     make_video,
@@ -43,18 +44,22 @@ def _pair(user: str, item: str, ts: int | None) -> Row:
     )
 
 
-def _csv_pairs(path: Path, report: LoadReport) -> Iterator[tuple[int, Row]]:
+def _csv_columns(path: Path) -> tuple[bool, int, int, int]:
+    """(has a header, user, item and timestamp positions) of the csv form."""
     head = first_line(path).split(",")
-    has_header = not head[0].strip().isdigit()
-    if has_header:
-        cols = Columns(head, "microlens")
-        u, i, t = (
-            cols.find("user", "userid", "user_id"),
-            cols.find("item", "videoid", "item_id", "video_id"),
-            cols.find("timestamp", "time", "ts"),
-        )
-    else:
-        u, i, t = 0, 1, 2
+    if head[0].strip().isdigit():
+        return False, 0, 1, 2
+    cols = Columns(head, "microlens")
+    return (
+        True,
+        cols.find("user", "userid", "user_id"),
+        cols.find("item", "videoid", "item_id", "video_id"),
+        cols.find("timestamp", "time", "ts"),
+    )  # type: ignore[return-value]
+
+
+def _csv_pairs(path: Path, report: LoadReport) -> Iterator[tuple[int, Row]]:
+    has_header, u, i, t = _csv_columns(path)
     need = max(u, i, t) + 1  # type: ignore[type-var]
     for line, fields in csv_rows(path, report, skip_header=has_header):
         try:
@@ -88,10 +93,22 @@ def _tsv_pairs(path: Path, report: LoadReport, start_ms: int, step_ms: int) -> I
 def rows(
     path: Path, report: LoadReport, start_ms: int = TSV_START_MS, step_ms: int = TSV_STEP_MS
 ) -> Iterator[tuple[int, Row]]:
-    head = first_line(path)
-    if "\t" in head and "," not in head.split("\t")[0]:
+    if _is_tsv(path):
         return _tsv_pairs(path, report, start_ms, step_ms)
     return _csv_pairs(path, report)
+
+
+def _is_tsv(path: Path) -> bool:
+    head = first_line(path)
+    return "\t" in head and "," not in head.split("\t")[0]
+
+
+def times(path: Path) -> Iterator[int | float | None]:
+    """The csv form's timestamps; the tsv form's clock is made up per user, so it is not read."""
+    if _is_tsv(path):
+        return iter([None])
+    has_header, _, _, t = _csv_columns(path)
+    return csv_times(path, t, skip_header=has_header)
 
 
 def videos(path: Path, report: LoadReport) -> Iterator[Video]:

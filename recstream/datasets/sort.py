@@ -3,7 +3,8 @@
 A row (its events) is one line of bytes `<ts, 20 digits>\t<events as a JSON list>`, so plain byte order
 is time order, rows with equal times come out in a fixed order, and exact duplicates end up adjacent,
 where dropping them is free. Each event in the line is exactly `recstream.records.encode(event)`, so a
-publisher can send it as it is (`encoded_events`) instead of validating it again (`sorted_rows`).
+publisher can send it as it is (`encoded_events`) instead of validating it again (`rows_of`). A file already in time order is not sorted at all
+(`ordered_lines`): the same lines come out as the rows are read.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import IO
 
 from pydantic import TypeAdapter
 
-from recstream.datasets.base import LoadReport, Row
+from recstream.datasets.base import DatasetError, LoadReport, Row
 from recstream.records import Interaction
 
 DEFAULT_CHUNK_ROWS = 100_000
@@ -73,28 +74,46 @@ def sorted_lines(
                 for run in group:
                     run.close()
             merged = heapq.merge(*runs)
-        previous = None
         try:
-            for line in merged:
-                if line == previous:
-                    report.duplicates += 1
-                    report.events -= line.count(b'"type":')
-                    continue
-                previous = line
-                yield line
+            yield from _distinct(merged, report)
         finally:
             for run in runs:
                 run.close()
 
 
-def sorted_rows(
-    rows: Iterable[Row],
-    report: LoadReport,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    tmp_dir: str | Path | None = None,
-) -> Iterator[Row]:
-    """`rows` in timestamp order without exact duplicates (counted in `report`)."""
-    for line in sorted_lines(rows, report, chunk_rows, tmp_dir):
+def ordered_lines(rows: Iterable[Row], report: LoadReport) -> Iterator[bytes]:
+    """`sorted_lines` for rows already in time order (`datasets.in_time_order` says so): the same lines
+    in the same order, streamed as the rows come, holding only the rows of one timestamp (sorted, as
+    the full sort would order them, with their repeats dropped)."""
+    group: list[bytes] = []
+    ts = None
+    for row in rows:
+        if row[0].ts != ts:
+            if ts is not None and row[0].ts < ts:  # the scan before the load said otherwise: a bug
+                raise DatasetError(f"{report.path}: rows went back in time after {ts} (to {row[0].ts})")
+            group.sort()
+            yield from _distinct(group, report)
+            group, ts = [], row[0].ts
+        group.append(_line(row))
+    group.sort()
+    yield from _distinct(group, report)
+
+
+def _distinct(lines: Iterable[bytes], report: LoadReport) -> Iterator[bytes]:
+    """Sorted `lines` without their adjacent repeats (counted in `report`)."""
+    previous = None
+    for line in lines:
+        if line == previous:
+            report.duplicates += 1
+            report.events -= line.count(b'"type":')
+            continue
+        previous = line
+        yield line
+
+
+def rows_of(lines: Iterable[bytes]) -> Iterator[Row]:
+    """The rows of sorted lines."""
+    for line in lines:
         yield _ROW.validate_json(line[_EVENTS_AT:])
 
 

@@ -21,6 +21,7 @@ from recstream.datasets.base import (
     Row,
     cell,
     csv_rows,
+    csv_times,
     flag,
     header_of,
     identifier,
@@ -97,6 +98,12 @@ def rows(path: Path, report: LoadReport, videos_path: Path | None = None) -> Ite
             )
         except BadRow as exc:
             report.bad(line, str(exc))
+
+
+def times(path: Path) -> Iterator[int | float | None]:
+    """The `exposed_time` column (rows dated from p_date + p_hour instead are not read: such a file is
+    not known to be in time order)."""
+    return csv_times(path, header_of(path, "tsinghua").find("exposed_time", required=False))
 
 
 def videos(path: Path, report: LoadReport) -> Iterator[Video]:

@@ -129,3 +129,69 @@ def test_encoded_events_split_a_rows_events_apart(tmp_path: Path) -> None:
     ]
     row = [e for e in events if e.ts == 3000]
     assert sort._line(row) == b"%020d\t[%b]\n" % (3000, b",".join(encode(e) for e in row))
+
+
+KUAIRAND_HEADER = (
+    "user_id,video_id,time_ms,play_time_ms,duration_ms,is_like,is_forward,is_comment,is_follow,is_hate\n"
+)
+
+
+def test_a_file_in_time_order_streams_the_same_events_as_the_sort(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    rows = []
+    for ts in range(1000, 1300, 10):  # ties in no particular order, repeats inside them, a bad row
+        group = [f"u{rng.randrange(9)},v{rng.randrange(20)},{ts},{rng.randrange(9000)},9000,"
+                 f"{rng.randrange(2)},0,0,0,0\n" for _ in range(rng.randrange(1, 6))]  # fmt: skip
+        group += [group[0]] * rng.randrange(2)
+        rng.shuffle(group)
+        rows += group
+    rows.insert(40, f"u1,v1,{rows[39].split(',')[2]},not-a-number,9000,0,0,0,0,0\n")
+    path = tmp_path / "log.csv"
+    path.write_text(KUAIRAND_HEADER + "".join(rows))
+    assert datasets.in_time_order("kuairand", path)
+    streamed, sorted_ = LoadReport(), LoadReport()
+    events = datasets.iter_encoded_sorted("kuairand", path, streamed)
+    next(events)
+    assert streamed.rows < len(rows) / 4  # out before the file was read: no sort in the way
+    events = [next(datasets.iter_encoded_sorted("kuairand", path)), *events]
+    lines = sort.sorted_lines(
+        datasets.iter_rows("kuairand", path, sorted_), sorted_, chunk_rows=7, tmp_dir=tmp_path
+    )
+    assert events == [e for line in lines for e in sort.encoded_events(line)]
+    assert streamed.already_in_time_order and not sorted_.already_in_time_order
+    streamed.already_in_time_order = False
+    assert streamed == sorted_ and streamed.duplicates > 0 and streamed.bad_rows == 1
+
+
+def test_a_file_out_of_time_order_is_sorted(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text(KUAIRAND_HEADER + "u1,v1,2000,5,9,0,0,0,0,0\nu1,v2,1000,5,9,0,0,0,0,0\n")
+    report = LoadReport()
+    assert [e.video_id for e in iter_events_sorted("kuairand", path, report)] == ["v2", "v1"]
+    assert not report.already_in_time_order and report.out_of_order == 1
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text", "expected"),
+    [
+        ("kuairand", KUAIRAND_HEADER + "u1,v1,1000,5,9,0,0,0,0,0\nu1,v2, 1000 ,5,9,0,0,0,0,0\n", True),
+        ("kuairand", KUAIRAND_HEADER + "u1,v1,1000,5,9,0,0,0,0,0\nu1,v2,999,5,9,0,0,0,0,0\n", False),
+        ("kuairand", KUAIRAND_HEADER + "u1,v1,1000,5,9,0,0,0,0,0\nu1,v2,,5,9,0,0,0,0,0\n", False),
+        ("kuairand", KUAIRAND_HEADER + "u1,v1,nan,5,9,0,0,0,0,0\nu1,v2,1,5,9,0,0,0,0,0\n", False),
+        ("kuairand", KUAIRAND_HEADER + "u1,v1,1000,5,9,0,0,0,0,0\n" * 3, False),  # 3 tied rows > 2
+        # the last two differ by 1 but are equal as floats: compared as ints, they are out of order
+        ("kuairand", KUAIRAND_HEADER + f"u,v,{2**60 + 1},5,9,0,0,0,0,0\nu,w,{2**60},5,9,0,0,0,0,0\n", False),
+        ("kuairec", HEADER + "1,2,1000,5000,,,1600000000.5,0.2\n1,3,1000,5000,,,1600000001,0.2\n", True),
+        ("kuairec", HEADER + "1,2,1000,5000,2020-07-05 05:27:48,20200705,,0.2\n", False),  # dated from `time`
+        ("microlens", "user,item,timestamp\n1,2,5\n3,4,6\n", True),
+        ("microlens", "1,2,6\n3,4,5\n", False),
+        ("microlens", "u1\tv1 v2\nu2\tv3\n", False),  # the tsv form's clock is per user
+        ("movielens", "1\t2\t5\t881250949\n", False),  # no scan for this format: always sorted
+    ],
+)
+def test_in_time_order_says_yes_only_when_the_time_column_proves_it(
+    tmp_path: Path, fmt: str, text: str, expected: bool
+) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text(text)
+    assert datasets.in_time_order(fmt, path, max_ties=2) is expected
