@@ -48,6 +48,8 @@ __all__ = [
 
 # Rows remembered to drop exact repeats while streaming: bounded, so memory stays constant.
 DEDUPE_WINDOW = 10_000
+SORTING_EVERY = 10_000
+"""Rows between the progress reports of a sort (`iter_encoded_sorted(sorting=...)`)."""
 
 
 @dataclass(frozen=True)
@@ -151,9 +153,10 @@ def iter_events_sorted(
 
     A file that fits in `chunk_rows` rows is sorted in memory; a bigger one is cut into sorted runs in
     temporary files and merged (an external merge sort). Rows with equal timestamps come out in a fixed
-    order (by user, then video), and a row's own events (view, then its actions) stay together.
+    order (by user, then video), and a row's own events (view, then its actions) stay together. A file
+    already in time order (`in_time_order`) is not sorted: the same events stream as it is read.
     """
-    for row in rows_of(_time_ordered_lines(fmt, path, report, chunk_rows, tmp_dir, options)):
+    for row in rows_of(_time_ordered_lines(fmt, path, report, chunk_rows, tmp_dir, None, options)):
         yield from row
 
 
@@ -163,12 +166,14 @@ def iter_encoded_sorted(
     report: LoadReport | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     tmp_dir: str | Path | None = None,
+    sorting: Callable[[int], None] | None = None,
     **options: Any,
 ) -> Iterator[Encoded]:
     """`iter_events_sorted`'s events, in the same order and with the same report, as (ts, user_id,
     `encode(event)`): what a publisher needs, without parsing and validating every event a second time
-    (they were validated when loaded)."""
-    for line in _time_ordered_lines(fmt, path, report, chunk_rows, tmp_dir, options):
+    (they were validated when loaded). `sorting(n)` is told of every SORTING_EVERY rows the sort reads
+    before its first event comes out (not called when the file streams)."""
+    for line in _time_ordered_lines(fmt, path, report, chunk_rows, tmp_dir, sorting, options):
         yield from encoded_events(line)
 
 
@@ -178,6 +183,7 @@ def _time_ordered_lines(
     report: LoadReport | None,
     chunk_rows: int,
     tmp_dir: str | Path | None,
+    sorting: Callable[[int], None] | None,
     options: dict[str, Any],
 ) -> Iterator[bytes]:
     """The rows as sorted lines: streamed when the file is already in time order, else sorted (which
@@ -187,7 +193,22 @@ def _time_ordered_lines(
     if in_time_order(fmt, path, max_ties=chunk_rows):
         report.already_in_time_order = True
         return ordered_lines(rows, report)
+    if sorting is not None:
+        rows = _told(rows, sorting)
     return sorted_lines(rows, report, chunk_rows, tmp_dir)
+
+
+def _told(rows: Iterator[Row], tell: Callable[[int], None]) -> Iterator[Row]:
+    """`rows`, telling `tell` of every SORTING_EVERY of them (and of the rest at the end)."""
+    count = 0
+    for row in rows:
+        yield row
+        count += 1
+        if count == SORTING_EVERY:
+            tell(count)
+            count = 0
+    if count:
+        tell(count)
 
 
 def in_time_order(fmt: str, path: str | Path, max_ties: int = DEFAULT_CHUNK_ROWS) -> bool:

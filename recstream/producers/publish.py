@@ -210,7 +210,9 @@ class _LogLines(io.TextIOBase):
         return len(text)
 
 
-def progress_bar(label: str, detail: str = "", quiet: bool = False, stream: TextIO | None = None) -> tqdm:
+def progress_bar(
+    label: str, detail: str = "", quiet: bool = False, stream: TextIO | None = None, unit: str = "events"
+) -> tqdm:
     """Count, rate and elapsed time of a publisher, on stderr: one line redrawn in place a few times a
     second on a terminal; a plain line every few seconds when stderr is a file or a pipe (CI logs,
     docker), so logs stay readable. `detail` (and later `set_postfix_str`) follows the numbers."""
@@ -220,7 +222,7 @@ def progress_bar(label: str, detail: str = "", quiet: bool = False, stream: Text
     tty = stream.isatty()
     return tqdm(
         desc=label,
-        unit=" events",
+        unit=" " + unit,
         file=stream if tty else _LogLines(stream),
         mininterval=TTY_REFRESH_S if tty else LOG_REFRESH_S,
         postfix=detail or None,

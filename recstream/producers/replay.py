@@ -101,8 +101,17 @@ async def replay(
     # dated from the log's first event. A file already in time order streams from there (the worker
     # gets events within a second); any other is sorted first, which reads all of it. Events come out
     # as the bytes the sort holds (validated when loaded), so they are sent without being parsed again.
-    events = iter_encoded_sorted(fmt, path, report, chunk_rows=chunk_rows)
+    sort_bars = []  # a progress line for the sort, only if there is one
+
+    def sorting(rows: int) -> None:
+        if not sort_bars:
+            sort_bars.append(progress_bar("sorting (not in time order)", quiet=quiet, unit="rows"))
+        sort_bars[0].update(rows)
+
+    events = iter_encoded_sorted(fmt, path, report, chunk_rows=chunk_rows, sorting=sorting)
     first = next(events, None)
+    for bar in sort_bars:
+        bar.close()
     created_at = now_ms() if retime or first is None else first[0]
     progress = progress_bar("replay", quiet=quiet)
     started = time.monotonic()

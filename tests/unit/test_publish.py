@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -212,3 +213,26 @@ async def test_replay_sends_the_sorted_events_bytes(settings: Settings, batches:
     assert sorted(repr(e.model_copy(update={"ts": 1})) for e in retimed_events) == sorted(
         repr(e.model_copy(update={"ts": 1})) for e in expected[:10]
     )
+
+
+async def test_replay_streams_a_file_in_time_order_and_shows_the_sort_of_one_that_is_not(
+    settings: Settings, batches: FakeBatches, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stats = await replay(settings, "kuairand", KUAIRAND_SAMPLE, None, None, None, False, 50, False)
+    err = capsys.readouterr().err
+    assert not stats["streamed_without_sort"] and "sorting (not in time order)" in err and "226 rows" in err
+
+    ordered = tmp_path / "log.csv"  # the sample's events in time order, one row per view
+    header = (
+        "user_id,video_id,time_ms,play_time_ms,duration_ms,is_like,is_forward,is_comment,is_follow,is_hate\n"
+    )
+    views = [e for e in iter_events_sorted("kuairand", KUAIRAND_SAMPLE) if e.type == "view"]
+    ordered.write_text(header + "".join(
+        f"{e.user_id},{e.video_id},{e.ts},{e.watch_time_ms},{e.duration_ms or 0},0,0,0,0,0\n" for e in views
+    ))  # fmt: skip
+    batches.sent.clear()
+    stats = await replay(settings, "kuairand", ordered, None, None, None, False, 50, False)
+    err = capsys.readouterr().err
+    assert stats["streamed_without_sort"] and "sorting" not in err and stats["events"] == len(views)
+    sent = sorted(sum(batches.records(f"{settings.topic_prefix}.interactions").values(), []))
+    assert sent == sorted((e.user_id.encode(), encode(e)) for e in views)
