@@ -42,7 +42,11 @@ class Pipeline:
         self.gate = commits.CommitGate(topic, sinks)
         self.outbox = Outbox(producer())
         self.flusher = Flusher(self.gate, self.outbox, self.tables, pause=user_path.step_aside)
-        self.mongo = MongoSink(mongo, self.gate, lambda c, d: stores().upsert_many(c, d)) if mongo else None
+        self.mongo = (
+            MongoSink(mongo, self.gate, lambda c, d: stores().upsert_many(c, d), _s.persist_max_share)
+            if mongo
+            else None
+        )
         self.materialise = materialise
         self.write_interval_s = write_interval_s or _s.serving_write_interval_s
         self.pending: dict[str, int] = {}
@@ -137,7 +141,7 @@ async def write_serving() -> None:
 @app.timer(interval=_s.persist_interval_s)
 async def write_mongo() -> None:
     for pipeline in pipelines:
-        if pipeline.mongo is not None:
+        if pipeline.mongo is not None and pipeline.mongo.due():
             await pipeline.mongo.write()
 
 

@@ -242,6 +242,11 @@ class Settings(BaseSettings):
     with a large table cache): what finds the reference cycles a worker makes."""
     persist_interval_s: float = Field(default=2.0, gt=0)
     """How often per-video stats and user profiles changed since the last time go to MongoDB."""
+    persist_max_share: float = Field(default=0.1, gt=0, le=1)
+    """Most of the time an agent's MongoDB sink spends writing: after a write that took d seconds the
+    next waits at least d x (1/share - 1) (`streaming.sinks.MongoSink`). Under a backlog writes grow
+    rarer and larger, each document once for many batches; offsets are committed only past what
+    MongoDB holds, so a crash then replays more (exactly, all the same)."""
 
     # --- training -----------------------------------------------------------------------
     train_tune_trials: int = Field(default=8, ge=1)

@@ -76,6 +76,43 @@ async def test_upserts_beyond_one_bulk_write_are_all_written_and_erasures_apply(
     await stores.db[coll].drop()
 
 
+async def test_seen_filters_hold_exactly_the_bits_setbit_would_set(stores: Stores) -> None:
+    """The seen script sets each user's bits with BITFIELD (in chunks of 1,000 bits): the filter must
+    be the very string SETBIT would build, for one video, for many (past one chunk), and again after
+    a replay of the same batch."""
+    import redis.asyncio as aioredis
+
+    from recstream.redis_layout import bloom_positions, history_key, seen_key
+
+    raw = aioredis.from_url(stores.settings.redis_url)  # bytes: a filter is not text
+    bits, hashes = stores.settings.seen_bloom_bits, stores.settings.seen_bloom_hashes
+    run = uuid.uuid4().hex[:8]
+    new_videos = {
+        f"{run}-one": {"v1"},
+        f"{run}-many": {f"v{i}" for i in range(300)},  # 2,100 bits: three BITFIELD calls
+        f"{run}-none": set(),
+    }
+    try:
+        for _ in range(2):  # the second time as a replay would: nothing may change
+            await stores.write_user_state({u: [] for u in new_videos}, new_videos)
+            for user, videos in new_videos.items():
+                expected = bytearray()
+                for video in videos:
+                    for b in bloom_positions(video, bits, hashes):
+                        if b // 8 >= len(expected):
+                            expected.extend(bytes(b // 8 + 1 - len(expected)))
+                        expected[b // 8] |= 0x80 >> (b % 8)
+                got = await raw.get(seen_key(user))
+                if not videos:
+                    assert got is None, user
+                    continue
+                assert got == bytes(expected), user
+                assert 0 < await raw.ttl(seen_key(user))
+    finally:
+        await raw.delete(*(seen_key(u) for u in new_videos), *(history_key(u) for u in new_videos))
+        await raw.aclose()
+
+
 async def test_health_reports_both(stores: Stores) -> None:
     assert await stores.health() == {"redis": "ok", "mongo": "ok"}
 

@@ -74,3 +74,46 @@ def test_a_revocation_flushing_under_the_batch_lock_does_not_deadlock_with_the_t
 
     asyncio.run(main())
     assert [orjson.loads(v) for _t, _p, records in outbox.sent for _k, v in records] == [{"o": 1}, {"o": 2}]
+
+
+def test_a_slow_mongo_write_makes_the_next_one_wait_its_share_and_a_failure_keeps_everything() -> None:
+    """MongoSink: after a write of d seconds the timer skips it for d x (1/share - 1); a failed write
+    keeps its documents staged (newer versions win) and does not move the sink's progress."""
+    from recstream.streaming.sinks import MongoSink
+
+    written: list[dict] = []
+    fail = False
+
+    async def upsert(collection: str, docs: dict) -> int:
+        await asyncio.sleep(0.05)  # the server's time
+        if fail:
+            raise ConnectionError("down")
+        written.append(dict(docs))
+        return len(docs)
+
+    async def main() -> None:
+        nonlocal fail
+        gate = CommitGate("mongo-test", ["mongo"])
+        sink = MongoSink("user_profiles", gate, upsert, max_share=0.2)
+        assert sink.due()
+        sink.stage({"u1": {"n": 1}})
+        gate.record({})
+        await sink.write()
+        assert written == [{"u1": {"n": 1}}] and gate.done["mongo"] == gate.seq
+        assert not sink.due()  # ~0.05 x 4 = 0.2 s of rest
+        await asyncio.sleep(0.1)
+        assert not sink.due()
+        await asyncio.sleep(0.15)
+        assert sink.due()
+
+        fail = True
+        sink.stage({"u1": {"n": 2}, "u2": {"n": 1}})
+        seq = gate.record({})
+        await sink.write()
+        assert gate.done["mongo"] < seq and sink.due()  # nothing marked, and retried at the next tick
+        sink.stage({"u2": {"n": 3}})  # staged meanwhile: newer than the failed write's
+        fail = False
+        await sink.write()
+        assert written[-1] == {"u1": {"n": 2}, "u2": {"n": 3}} and gate.done["mongo"] == seq
+
+    asyncio.run(main())
