@@ -54,7 +54,7 @@ async def process(events) -> None:  # noqa: ANN001
     ]
     erased: set[str] = set()  # users erased by this batch (erased first; events after it start anew)
     touched: dict[str, int] = {}  # user -> partition
-    new_videos: dict[str, set[str]] = defaultdict(set)
+    left: dict[str, set[str]] = defaultdict(set)  # user -> videos that left the history: the seen filter
     to_engagement: dict[int, list[list]] = defaultdict(list)
     by_source: dict[str, list[tuple]] = defaultdict(list)  # source video -> its groups, in log order
     counted: list[tuple[int, int, Interaction]] = []  # (partition, offset, record) for Redis counters
@@ -69,7 +69,7 @@ async def process(events) -> None:  # noqa: ANN001
             # Redis and MongoDB below. A replay applies their earlier events again and then this.
             user_history.put(p, record.erase_user, None)
             touched.pop(record.erase_user, None)
-            new_videos.pop(record.erase_user, None)
+            left.pop(record.erase_user, None)
             erased.add(record.erase_user)
             continue
         user = record.user_id
@@ -77,13 +77,14 @@ async def process(events) -> None:  # noqa: ANN001
         if state is None:
             state = new_history()
         touched[user] = p
-        new_videos[user].add(record.video_id)
         counted.append((p, offset, record))
         if offset <= state["o"]:  # applied before a crash: already in the history and forwarded
             user_history.put(p, user, state)
             continue
         weight = scoring.engagement_weight(record, PARAMS.engagement)
-        add_covisit_runs(by_source, state, record.video_id, record.ts, weight, p, offset, PARAMS)
+        leaving = add_covisit_runs(by_source, state, record.video_id, record.ts, weight, p, offset, PARAMS)
+        if leaving is not None:
+            left[user].add(leaving)
         user_history.put(p, user, state)
         to_engagement[partition_for(record.video_id.encode(), n_video)].append(
             [record.video_id, p, offset, record.type, record.ts, record.watch_time_ms, record.duration_ms]
@@ -107,7 +108,7 @@ async def process(events) -> None:  # noqa: ANN001
         pipeline.mongo.stage(dict.fromkeys(erased))  # None: the profile is deleted
     if touched:
         histories = {u: user_history.get(p, u)["h"] for u, p in touched.items()}
-        await retry("redis", lambda: stores().write_user_state(histories, new_videos))
+        await retry("redis", lambda: stores().write_user_state(histories, left))
         await retry("redis", lambda: _write_counters(counted))
         pipeline.mongo.stage(
             {u: {"history": h, "updated_ms": max((e[1] for e in h), default=0)} for u, h in histories.items()}

@@ -1,6 +1,6 @@
 """Redis rebuilt from the tables when it lost its data (FLUSHALL, a restart without persistence, a new
 instance): every view serving reads that a table holds is written again, without re-publishing
-anything: histories and seen filters, per-video stats and trending, neighbour lists, and the catalog
+anything: histories, per-video stats and trending, neighbour lists, and the catalog
 (metadata, creators, fresh videos).
 
 How a worker notices: Redis holds a random token (`EPOCH_KEY`). Every `redis_check_interval_s` a worker
@@ -9,8 +9,9 @@ other than the one it last saw writes its own partitions again. A worker's first
 finds (Redis already holds what the log implies), unless there was none.
 
 What has no table behind it restarts: the dashboard's per-second overview and per-video timelines
-count from the next events on. A seen filter is rebuilt from the user's history (the last
-`history_length` engagements): videos engaged with before those may be recommended again.
+count from the next events on, and so do the seen filters: serving takes a user's seen videos as the
+history (written again here: the last `history_length` engagements) plus the filter, which holds only
+videos that left the history; those engaged with before the loss may be recommended again.
 """
 
 from __future__ import annotations
@@ -71,9 +72,7 @@ async def rematerialise() -> dict[str, int]:
         for p in _owned(pipeline.topic):
             for chunk in _chunks(user_history.items(p)):
                 histories = {user: state["h"] for user, state in chunk.items()}
-                await stores().write_user_state(
-                    histories, {u: {e[0] for e in h} for u, h in histories.items()}
-                )
+                await stores().write_user_state(histories, {})  # the filters hold only what left
                 n += len(chunk)
                 await asyncio.sleep(0)
         written["histories"] = n

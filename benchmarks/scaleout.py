@@ -157,7 +157,9 @@ def _ingest(env: streaming.BenchEnv, poller: CounterPoller, timeout: float) -> d
     )
     streaming._expected_state(env, end_ms)  # env.reference, from the same events (checks the topic's offsets)
     client = redis.Redis.from_url(s.redis_url)
-    diffs = reference.compare_redis(client, env.reference, env.params, limit=0)
+    diffs = reference.compare_redis(
+        client, env.reference, env.params, limit=0, seen_bloom=(s.seen_bloom_bits, s.seen_bloom_hashes)
+    )
     other = [d for d in diffs if not d.startswith("neighbours of ")]
     out["exact"] = {
         "differences_other_than_pruned_neighbour_lists": len(other),

@@ -884,6 +884,10 @@ def _rates(w: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _seen_bloom(settings: Settings) -> tuple[int, int]:
+    return settings.seen_bloom_bits, settings.seen_bloom_hashes
+
+
 def _exactness(
     settings: Settings,
     ref: reference.Reference,
@@ -897,7 +901,7 @@ def _exactness(
     client = redis.Redis.from_url(settings.redis_url)
     try:
         t0 = time.perf_counter()
-        diffs = reference.compare_redis(client, ref, params, limit=0)
+        diffs = reference.compare_redis(client, ref, params, limit=0, seen_bloom=_seen_bloom(settings))
         other = [d for d in diffs if not d.startswith("neighbours of ")]
         out: dict[str, Any] = {
             "compare_redis_empty": not diffs,
@@ -909,7 +913,9 @@ def _exactness(
             time.sleep(5)
             later = [
                 d
-                for d in reference.compare_redis(client, ref, params, limit=0)
+                for d in reference.compare_redis(
+                    client, ref, params, limit=0, seen_bloom=_seen_bloom(settings)
+                )
                 if not d.startswith("neighbours of ")
             ]
             out.update(

@@ -75,6 +75,12 @@ sink_retries = Counter(
     ["sink"],
     registry=registry,
 )
+mongo_documents = Counter(
+    "recstream_mongo_documents_written_total",
+    "Documents the agents wrote (upserted or deleted) to MongoDB, per collection",
+    ["collection"],
+    registry=registry,
+)
 redis_rebuilds = Counter(
     "recstream_redis_rebuilds_total",
     "Times this worker wrote its views to Redis again after Redis lost its data",

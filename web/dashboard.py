@@ -173,10 +173,12 @@ class UserHistory(web.View):
     @guarded("/api/users/history", "user")
     async def get(self, request: web.Request, user_id: str) -> web.Response:
         history, seen, overexposed = await stores().user_state(user_id)
+        s = app.recstream_settings  # type: ignore[attr-defined]
+        # The history, plus what left it for the seen filter (an estimate; -1 when the filter is full).
+        in_filter = seen_count(seen, s.seen_bloom_bits, s.seen_bloom_hashes)
+        seen_n = -1 if in_filter < 0 else len(history) + in_filter
         history = history[: _int(request, "k", 50, 1, 500)]
         meta = await stores().video_meta([e[0] for e in history])
-        s = app.recstream_settings  # type: ignore[attr-defined]
-        seen_n = seen_count(seen, s.seen_bloom_bits, s.seen_bloom_hashes)
         return self.json(
             {
                 "user_id": user_id,

@@ -19,7 +19,7 @@ import orjson
 
 from recstream import scoring
 from recstream.records import Interaction
-from recstream.redis_layout import VIDEO_STATS_KEY, history_key, neighbours_key
+from recstream.redis_layout import VIDEO_STATS_KEY, bloom_positions, history_key, neighbours_key, seen_key
 from recstream.streamstate import (
     Facts,
     StreamParams,
@@ -44,6 +44,8 @@ class Reference:
     counters: dict[str, dict[str, float]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(float))
     )
+    engaged: dict[str, set[str]] = field(default_factory=dict)
+    """Every video each user engaged with: serving's seen set (history + seen filter) must hold them."""
 
 
 def compute(events: Iterable[tuple[int, int, Interaction]], params: StreamParams) -> Reference:
@@ -51,6 +53,7 @@ def compute(events: Iterable[tuple[int, int, Interaction]], params: StreamParams
     ref = Reference()
     for p, offset, e in events:
         state = ref.histories.setdefault(e.user_id, new_history())
+        ref.engaged.setdefault(e.user_id, set()).add(e.video_id)
         weight = scoring.engagement_weight(e, params.engagement)
         for src, dst, w, position in covisit_entries(state, e.video_id, e.ts, weight, offset, params):
             apply_pair(ref.neighbours.setdefault(src, new_neighbours()), dst, w, e.ts, p, position, params)
@@ -85,16 +88,24 @@ def is_best_cut(got: dict[str, float], neighbours: dict[str, float], limit: int)
 
 
 def compare_redis(
-    client: Any, ref: Reference, params: StreamParams, limit: int = 20, counters: bool = True
+    client: Any,
+    ref: Reference,
+    params: StreamParams,
+    limit: int = 20,
+    counters: bool = True,
+    seen_bloom: tuple[int, int] | None = None,
 ) -> list[str]:
     """Differences between a (sync, decode_responses=False) redis client's data and the reference
-    (`counters=False`: not the dashboard's per-second counters, which no table holds)."""
+    (`counters=False`: not the dashboard's per-second counters, which no table holds). With
+    `seen_bloom` (bits, hashes): also every video a user engaged with is in their history or filter."""
     diffs: list[str] = []
     users = sorted(ref.histories)
     for user, raw in zip(users, client.mget([history_key(u) for u in users]), strict=True):
         got = scoring.history_entries(orjson.loads(raw)) if raw else None
         if got != ref.histories[user]["h"]:
             diffs.append(f"history of {user}: {got} != {ref.histories[user]['h']}")
+    if seen_bloom is not None:
+        diffs += _unseen(client, ref, *seen_bloom)
     videos = sorted(ref.videos)
     raw_stats = client.hmget(VIDEO_STATS_KEY, videos) if videos else []
     for video, raw in zip(videos, raw_stats, strict=True):
@@ -121,6 +132,25 @@ def compare_redis(
         if got != {k: float(v) for k, v in fields.items()}:
             diffs.append(f"{key}: {got} != {dict(fields)}")
     return diffs[:limit] if limit else diffs
+
+
+def _unseen(client: Any, ref: Reference, bits: int, hashes: int) -> list[str]:
+    """Videos a user engaged with that serving would not take as seen: in neither the reference's
+    history (compared above) nor the seen filter."""
+    diffs = []
+    users = sorted(ref.engaged)
+    for i in range(0, len(users), 1000):
+        chunk = users[i : i + 1000]
+        for user, raw in zip(chunk, client.mget([seen_key(u) for u in chunk]), strict=True):
+            in_history = {e[0] for e in ref.histories[user]["h"]}
+            seen = raw or b""
+            for video in sorted(ref.engaged[user] - in_history):
+                if not all(
+                    b // 8 < len(seen) and seen[b // 8] >> (7 - b % 8) & 1
+                    for b in bloom_positions(video, bits, hashes)
+                ):
+                    diffs.append(f"seen filter of {user}: {video} (engaged, out of the history) missing")
+    return diffs
 
 
 def compare_mongo(db: Any, ref: Reference, params: StreamParams, limit: int = 20) -> list[str]:

@@ -230,22 +230,26 @@ class Stores:
 
     # --- Redis: writes by the agents, one pipeline per batch -------------------------------
     async def write_user_state(
-        self, histories: Mapping[str, list], new_videos: Mapping[str, set[str]]
+        self, histories: Mapping[str, list], left_history: Mapping[str, set[str]]
     ) -> None:
-        """Absolute histories, and the batch's videos added to each seen set: both idempotent."""
-        await self.redis.mset(
-            {history_key(user): orjson.dumps(history) for user, history in histories.items()}
-        )
+        """Absolute histories, and the videos that left them added to each seen filter: both idempotent.
+
+        The filter first: serving reads a user's history and filter in one MGET, and a video that left
+        the history must already be in the filter when the shorter history appears
+        (`streamstate.left_history`)."""
         bits, hashes = self.settings.seen_bloom_bits, self.settings.seen_bloom_hashes
         # Each video's bit positions as they are (a bit set twice is set): flattening, de-duplicating
         # and sorting them here cost ~2 µs per event, setting a bit twice in Redis far less.
         seen = {
             seen_key(user): [bloom_positions(v, bits, hashes) for v in videos]
-            for user, videos in new_videos.items()
+            for user, videos in left_history.items()
             if videos
         }
         if seen:
             await self._add_seen(args=[orjson.dumps(seen), SEEN_TTL_S])
+        await self.redis.mset(
+            {history_key(user): orjson.dumps(history) for user, history in histories.items()}
+        )
 
     async def read_progress(self, key: str, partitions: list[int]) -> dict[int, int]:
         values = await self.redis.hmget(key, [str(p) for p in partitions])

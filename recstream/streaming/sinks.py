@@ -161,6 +161,7 @@ class MongoSink:
                 metrics.sink_retries.labels(sink="mongo").inc()
                 log.warning("MongoDB write of %d %s failed (%s); will retry", len(docs), self.collection, exc)
                 return
+            metrics.mongo_documents.labels(collection=self.collection).inc(len(docs))
             now = loop.time()
             self._next_write = now + (now - started) * self._rest_after_write
             self.gate.mark("mongo", upto)

@@ -75,18 +75,24 @@ async def read_log(cluster: Cluster, n: int, timeout: float = 60) -> list[tuple[
 
 
 def wait_exact(
-    cluster: Cluster, ref: reference.Reference, timeout: float = 120, counters: bool = True
+    cluster: Cluster,
+    ref: reference.Reference,
+    timeout: float = 120,
+    counters: bool = True,
+    seen: bool = True,
 ) -> list[str]:
     """Until Redis and MongoDB equal the reference (then []), or the differences left at the deadline."""
     params = StreamParams.from_settings(cluster.settings)
+    # Seen filters of users whose filter survives: a flushed Redis loses what left the histories before.
+    seen_bloom = (cluster.settings.seen_bloom_bits, cluster.settings.seen_bloom_hashes) if seen else None
     client = redis.Redis.from_url(cluster.settings.redis_url)
     mongo = pymongo.MongoClient(cluster.settings.mongo_url)[cluster.settings.mongo_db]
     deadline = time.monotonic() + timeout
     diffs: list[str] = ["not checked"]
     while time.monotonic() < deadline:
-        diffs = reference.compare_redis(client, ref, params, counters=counters) or reference.compare_mongo(
-            mongo, ref, params
-        )
+        diffs = reference.compare_redis(
+            client, ref, params, counters=counters, seen_bloom=seen_bloom
+        ) or reference.compare_mongo(mongo, ref, params)
         if not diffs:
             return []
         time.sleep(1)

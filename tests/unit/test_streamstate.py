@@ -276,6 +276,13 @@ def test_a_sources_groups_from_a_batch_apply_as_each_group_in_turn_and_skip_what
     apply_runs(resumed, runs[:45], params)
     assert apply_runs(resumed, runs, params) == sum(len(r[3]) for r in runs[45:])
     assert resumed == whole
+    # Cut anywhere into consecutive parts applied in turn (messages one by one) == joined (the covisit
+    # agent gathers a source's runs across a batch's messages): bit for bit.
+    for cuts in ([1], [17, 18, 60], sorted(rng.sample(range(1, 80), 9))):
+        parts = new_neighbours()
+        for lo, hi in zip([0, *cuts], [*cuts, len(runs)], strict=True):
+            apply_runs(parts, runs[lo:hi], params)
+        assert parts == whole
 
 
 def test_a_materialised_list_is_checked_as_the_best_cut_ties_either_way() -> None:
@@ -338,3 +345,30 @@ def test_apply_runs_keys_any_partition_number_as_apply_pairs_does() -> None:
         apply_pairs(one_by_one, dsts, ws, ts, p, first, params)
     assert whole == one_by_one and whole["a"] == {"5000": 8, "3": 0}
     assert is_applied(whole["a"], 5000, 8) and apply_runs(whole, runs, params) == 0
+
+
+def test_every_video_engaged_with_stays_in_the_history_or_what_left_it() -> None:
+    """What the seen filter gets (`add_covisit_runs`' return) plus the history hold every video the user
+    engaged with, after every event: repeats, skips (negative weights), re-engagements of the oldest
+    entry; and nothing is named while the history is not full."""
+    from collections import defaultdict
+
+    from recstream.streamstate import add_covisit_runs, left_history, new_history
+
+    params = StreamParams(history_length=8)
+    rng = random.Random(4)
+    state, engaged, left = new_history(), set(), set()
+    named = 0
+    for offset in range(3000):
+        video = f"v{min(rng.randrange(30), rng.randrange(30))}"  # popular ones repeat
+        weight = rng.choice([-0.5, 0.0, 1.0, 2.0])
+        full = len(state["h"]) >= params.history_length
+        leaving = add_covisit_runs(defaultdict(list), state, video, offset, weight, 0, offset, params)
+        assert (leaving is not None) == full
+        if leaving is not None:
+            named += 1
+            left.add(leaving)
+        engaged.add(video)
+        assert engaged <= left | {e[0] for e in state["h"]}, offset
+    assert named > 2000 and len(left) > params.history_length
+    assert left_history([("a", 1, 1.0)], 2) is None and left_history([("a", 1, 1.0), ("b", 0, 1.0)], 2) == "b"
