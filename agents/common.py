@@ -21,8 +21,13 @@ YIELD_EVERY = 256
 """Agents give the event loop back this often inside a batch, so that the HTTP views sharing it (POST
 /events above all) are not held up for a whole batch: a burst of POSTs is accepted at full speed and the
 agents catch up from Kafka."""
-MATERIALISE_SLICE = 256
-"""Keys a downstream agent materialises for serving between two turns of the event loop (a few ms)."""
+MATERIALISE_SLICE = 64
+"""Keys a downstream agent materialises for serving between two turns of the event loop (~1-3 ms; at
+256, slices of popular videos' neighbour lists held the loop 30 ms and more on a busy host)."""
+DOWNSTREAM_SLICE = 64
+"""Internal-topic entries a downstream agent applies between two turns of the event loop: an entry is a
+whole source video's pairs, and 256 of them held the loop for 30 ms and more on a busy host, each time
+a user's own event was ready to run."""
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -184,7 +189,7 @@ async def in_slices(touched: dict[str, int]) -> AsyncIterator[list[tuple[str, in
 
 
 async def unpacked(events: Sequence[EventT], shape: Shape) -> AsyncIterator[tuple[EventT, list[list]]]:
-    """Each internal message with its entries, in slices of at most YIELD_EVERY entries with the event
+    """Each internal message with its entries, in slices of at most DOWNSTREAM_SLICE entries with the event
     loop given back (and a history batch under way waited out) before each: a message holds up to
     PACK_MAX_ENTRIES entries, and applying them in one go would hold the loop, and a user's own event,
     for as long. A message that is not what our agents write goes to the dead-letter topic with the
@@ -196,10 +201,10 @@ async def unpacked(events: Sequence[EventT], shape: Shape) -> AsyncIterator[tupl
         except (ValueError, TypeError) as exc:
             await dead_letter(event, _reason(exc))
             continue
-        for i in range(0, len(entries), YIELD_EVERY):
+        for i in range(0, len(entries), DOWNSTREAM_SLICE):
             if i:
                 await user_path.step_aside()
-            yield event, entries[i : i + YIELD_EVERY]
+            yield event, entries[i : i + DOWNSTREAM_SLICE]
 
 
 async def take_batches(
