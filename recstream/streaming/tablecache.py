@@ -169,8 +169,8 @@ class BatchTable:
         return out
 
     async def _release(self, pause: Callable[[], Awaitable[None]]) -> None:
-        """Drop from the cache every key RocksDB holds as cached (all but those dirtied since they were
-        taken), RELEASE_SLICE keys between two turns of the event loop: freeing tens of thousands of
+        """Drop every cached key that RocksDB holds as cached, i.e. all but those dirtied since they were
+        taken, RELEASE_SLICE keys between two turns of the event loop: freeing tens of thousands of
         decoded values at once (millions of objects) held the loop, and every user's next event, for up
         to ~0.3 s. A key a batch dirties meanwhile is kept with its newer value."""
         for partition, part in list(self.cache.items()):
@@ -183,8 +183,6 @@ class BatchTable:
                     if key not in dirty:
                         part.pop(key, None)
             await pause()
-        for partition in [p for p, part in self.cache.items() if not part]:
-            del self.cache[partition]
 
     def set_persisted_offset(self, partition: int, offset: int) -> None:
         """Recovery of this partition may start after `offset` of the changelog (Kafka holds it)."""
