@@ -43,7 +43,13 @@ class Pipeline:
         self.outbox = Outbox(producer())
         self.flusher = Flusher(self.gate, self.outbox, self.tables, pause=user_path.step_aside)
         self.mongo = (
-            MongoSink(mongo, self.gate, lambda c, d: stores().upsert_many(c, d), _s.persist_max_share)
+            MongoSink(
+                mongo,
+                self.gate,
+                lambda c, d: stores().upsert_many(c, d),
+                _s.persist_max_share,
+                ready=lambda: stores().ping_mongo(),
+            )
             if mongo
             else None
         )

@@ -177,6 +177,10 @@ class Stores:
         return out
 
     # --- MongoDB: durable documents -----------------------------------------------------
+    async def ping_mongo(self) -> None:
+        """Returns once the server answers (raises after server selection's 5 s if it does not)."""
+        await self.db.command("ping")
+
     async def upsert_many(self, collection: str, docs: Mapping[str, Mapping[str, Any]]) -> int:
         """Replace-or-insert documents by `_id`, in bulk writes of at most MONGO_SLICE; returns how many
         were written. Every document is written again when it raises (upserts: idempotent)."""

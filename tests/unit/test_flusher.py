@@ -117,3 +117,28 @@ def test_a_slow_mongo_write_makes_the_next_one_wait_its_share_and_a_failure_keep
         assert written[-1] == {"u1": {"n": 2}, "u2": {"n": 3}} and gate.done["mongo"] == seq
 
     asyncio.run(main())
+
+
+def test_waiting_for_mongo_to_come_back_is_not_counted_as_write_time() -> None:
+    """A write that first waits 0.5 s for the server (`ready`, a ping) and then takes 0.02 s rests
+    ~0.02 x 9 s, not 0.52 x 9: the CI run where it did left MongoDB stale 45 s after a 5 s outage."""
+    from recstream.streaming.sinks import MongoSink
+
+    async def ready() -> None:
+        await asyncio.sleep(0.5)  # server selection, the server restarting
+
+    async def upsert(collection: str, docs: dict) -> int:
+        await asyncio.sleep(0.02)
+        return len(docs)
+
+    async def main() -> None:
+        gate = CommitGate("mongo-ready-test", ["mongo"])
+        sink = MongoSink("user_profiles", gate, upsert, max_share=0.1, ready=ready)
+        sink.stage({"u1": {"n": 1}})
+        seq = gate.record({})
+        await sink.write()
+        assert gate.done["mongo"] == seq and not sink.due()
+        await asyncio.sleep(0.4)  # 0.02 x 9 = 0.18 s of rest (timed with the wait: 4.7 s)
+        assert sink.due()
+
+    asyncio.run(main())
