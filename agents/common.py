@@ -28,8 +28,6 @@ DOWNSTREAM_SLICE = 64
 """Internal-topic entries a downstream agent applies between two turns of the event loop: an entry is a
 whole source video's pairs, and 256 of them held the loop for 30 ms and more on a busy host, each time
 a user's own event was ready to run."""
-BACKLOG_POLL_S = 0.002
-"""How often a downstream agent held back by the history agent's backlog looks again (`UserPath.defer`)."""
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -159,12 +157,6 @@ class UserPath:
     def __init__(self) -> None:
         self._idle = asyncio.Event()
         self._idle.set()
-        self._queue: asyncio.Queue | None = None
-        self._backlog = 0
-
-    def watch(self, queue: asyncio.Queue, backlog: int) -> None:
-        """The history agent's queue, and how many events waiting there make a backlog."""
-        self._queue, self._backlog = queue, backlog
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -182,19 +174,6 @@ class UserPath:
         if not self._idle.is_set():
             await self._idle.wait()
 
-    async def defer(self) -> None:
-        """What a downstream agent does between slices: step aside, and keep stepping aside while the
-        history agent has a backlog (a quarter of a batch or more waiting: a replay, a burst past its
-        speed). Taking turns with it then bought nothing and cost: a replay of 1,000,000 events took
-        132 s at 120 CPU µs per event with downstream interleaved (smaller batches, hot keys
-        rewritten more often), 123-125 s at 111-112 µs with downstream catching up behind history in
-        larger batches. Live traffic does not queue that much, so downstream goes on there as
-        before."""
-        await self.step_aside()
-        while self._queue is not None and self._queue.qsize() >= self._backlog:
-            await asyncio.sleep(BACKLOG_POLL_S)
-            await self.step_aside()
-
 
 user_path = UserPath()
 
@@ -205,7 +184,7 @@ async def in_slices(touched: dict[str, int]) -> AsyncIterator[list[tuple[str, in
     items = list(touched.items())
     for i in range(0, len(items), MATERIALISE_SLICE):
         if i:
-            await user_path.defer()
+            await user_path.step_aside()
         yield items[i : i + MATERIALISE_SLICE]
 
 
@@ -216,7 +195,7 @@ async def unpacked(events: Sequence[EventT], shape: Shape) -> AsyncIterator[tupl
     for as long. A message that is not what our agents write goes to the dead-letter topic with the
     reason, and the agent goes on."""
     for event in events:
-        await user_path.defer()
+        await user_path.step_aside()
         try:
             entries = unpack(event.value, shape)
         except (ValueError, TypeError) as exc:
@@ -224,7 +203,7 @@ async def unpacked(events: Sequence[EventT], shape: Shape) -> AsyncIterator[tupl
             continue
         for i in range(0, len(entries), DOWNSTREAM_SLICE):
             if i:
-                await user_path.defer()
+                await user_path.step_aside()
             yield event, entries[i : i + DOWNSTREAM_SLICE]
 
 
@@ -233,7 +212,6 @@ async def take_batches(
     max_: int,
     within: float,  # noqa: ANN001
     lock: asyncio.Lock,
-    user_facing: bool = False,
 ) -> AsyncIterator[list[EventT]]:
     """The agent's events in batches of up to `max_`: what is queued at once when events were waiting
     already, else waiting at most `within` seconds to fill one.
@@ -242,9 +220,6 @@ async def take_batches(
     costs several µs per event (its own futures, sensors, processors), most of a worker's CPU at
     thousands of events per second. Events are acknowledged once the caller is done with a batch;
     the offsets committed are `recstream.streaming.commits`'s, not these acknowledgements.
-
-    `user_facing`: the history agent's, whose backlog (a quarter of `max_` queued) the downstream agents
-    defer to (`UserPath.defer`).
 
     The caller processes each batch holding `lock`, which the agent's revocation handler also takes
     (`agents.pipeline.Pipeline.on_revoked`): a rebalance never lands in the middle of a batch. Under
@@ -255,8 +230,6 @@ async def take_batches(
     """
     channel = aiter(stream.channel)  # subscribes this agent's iterator to the topic's conductor
     queue = channel.queue
-    if user_facing:
-        user_path.watch(queue, max(1, max_ // 4))
     loop = asyncio.get_running_loop()
     app = stream.app
     # Faust empties the queue whenever flow resumes, including when recovery ends and the consumer seeks

@@ -19,7 +19,7 @@ from recstream.agents.pipeline import Pipeline
 from recstream.kafka.batches import partition_for
 from recstream.records import Interaction, UserErasure, bound_ts
 from recstream.redis_layout import ACTIVE_USERS_PREFIX, HISTORY_PROGRESS_KEY
-from recstream.serving.stores import counters_payload, uncounted
+from recstream.serving.stores import uncounted
 from recstream.streaming import channels
 from recstream.streaming.app import app
 from recstream.streaming.runtime import stores
@@ -37,9 +37,7 @@ pipeline = Pipeline("history", channels.interactions.get_topic_name(), [user_his
 
 @app.agent(channels.interactions, name="history")
 async def history_agent(stream) -> None:  # noqa: ANN001
-    async for events in take_batches(
-        stream, _s.batch_size, _s.batch_within_s, pipeline.lock, user_facing=True
-    ):
+    async for events in take_batches(stream, _s.batch_size, _s.batch_within_s, pipeline.lock):
         with user_path.running():  # the keyed-by-video agents step aside meanwhile
             await process(events)
 
@@ -105,65 +103,40 @@ async def process(events) -> None:  # noqa: ANN001
         await asyncio.sleep(0)
         await pipeline.outbox.send(channels.covisit.get_topic_name(), partition, pack(entries))
 
-    # The previous batch's Redis writes first: an erasure, or a newer history, must land after them.
-    await pipeline.written()
     if erased:
         await retry("redis", lambda: stores().erase_users(sorted(erased)))
         pipeline.mongo.stage(dict.fromkeys(erased))  # None: the profile is deleted
-    histories = {u: user_history.get(p, u)["h"] for u, p in touched.items()}
-    if histories:
+    if touched:
+        histories = {u: user_history.get(p, u)["h"] for u, p in touched.items()}
+        await retry("redis", lambda: stores().write_user_state(histories, left))
+        await retry("redis", lambda: _write_counters(counted))
         pipeline.mongo.stage(
             {u: {"history": h, "updated_ms": max((e[1] for e in h), default=0)} for u, h in histories.items()}
         )
-    seen, values = stores().user_batch_payload(histories, left)  # serialised now: the lists change
-    sent_at = [event.message.timestamp for event, _r in parsed]
-    await pipeline.write_behind(lambda: _write_behind(events, seen, values, counted, sent_at))
+    pipeline.ticket(events)
     for type_, count in by_type.items():
         metrics.events_processed.labels(type=type_).inc(count)
     metrics.messages_processed.labels(agent="history").inc(len(events))
-
-
-async def _write_behind(events, seen, values, counted, sent_at) -> None:  # noqa: ANN001
-    """A batch's own Redis effects, written while the next batch is processed, then its ticket.
-
-    Awaited inside the batch, they were four round trips in which the loop had nothing to do: ~30 ms
-    a batch, a fifth of the history agent's time in a replay."""
-    if seen is not None or values or counted:
-        await retry("redis", lambda: _write_user_batch(seen, values, counted))
-    pipeline.ticket(events)
     now = time.time()  # event.message.timestamp: Kafka's CreateTime, in seconds (POST /events' send)
-    metrics.observe_many(FRESHNESS, [max(0.0, now - sent) for sent in sent_at])
+    metrics.observe_many(FRESHNESS, [max(0.0, now - event.message.timestamp) for event, _r in parsed])
 
 
-# Interactions partition -> the last offset the Redis counters hold, as this worker last wrote or read it.
-_counted_upto: dict[int, int] = {}
-
-
-async def _write_user_batch(
-    seen: bytes | None, values: dict[str, bytes], counted: list[tuple[int, int, Interaction]]
-) -> None:
-    """Seen filters, histories and the per-second overview and per-video timeline counters in one round
-    trip. The counters are increments, so each event counts once: only events past the offsets Redis
-    holds, checked in the same atomic script that moves those offsets. The offsets expected are those
-    this worker last wrote (read once per partition); when another owner moved them meanwhile (a
-    rebalance) the check fails, nothing is counted, and they are read again."""
-    payload, newest = None, {}
-    if counted:
-        partitions = sorted({p for p, _o, _r in counted})
-        if missing := [p for p in partitions if p not in _counted_upto]:
-            held = await stores().read_progress(PROGRESS_KEY, missing)
-            _counted_upto.update({p: held.get(p, -1) for p in missing})
-        # Past the offsets Redis counted, and each offset once: a batch may hold one twice (a re-fetch).
-        records, newest = uncounted(counted, _counted_upto)
-        if newest:
-            overview: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-            active: dict[str, set[str]] = defaultdict(set)
-            for record in records:
-                add_to_counters(overview, record, PARAMS)
-                active[f"{ACTIVE_USERS_PREFIX}{record.ts // 60_000}"].add(record.user_id)
-            payload = counters_payload(_counted_upto, newest, overview, active)
-    if not await stores().write_user_batch(seen, values, PROGRESS_KEY, payload):
-        for p in newest:
-            _counted_upto.pop(p, None)
-        raise RuntimeError("Redis counter offsets changed under us; recounting")
-    _counted_upto.update(newest)
+async def _write_counters(counted: list[tuple[int, int, Interaction]]) -> None:
+    """Add this batch's events to the per-second overview and per-video timeline counters in Redis,
+    exactly once: only events after the offsets Redis has already counted, in the same atomic script
+    that moves those offsets."""
+    if not counted:
+        return
+    partitions = sorted({p for p, _o, _r in counted})
+    seen = await stores().read_progress(PROGRESS_KEY, partitions)
+    overview: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    active: dict[str, set[str]] = defaultdict(set)
+    # Past the offsets Redis counted, and each offset once: a batch may hold one twice (a re-fetch).
+    records, newest = uncounted(counted, seen)
+    for record in records:
+        add_to_counters(overview, record, PARAMS)
+        active[f"{ACTIVE_USERS_PREFIX}{record.ts // 60_000}"].add(record.user_id)
+    if newest:
+        applied = await stores().add_counters(PROGRESS_KEY, seen, newest, overview, active)
+        if not applied:  # another owner moved the offsets meanwhile (a rebalance): read them again
+            raise RuntimeError("Redis counter offsets changed under us; recounting")

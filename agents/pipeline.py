@@ -58,7 +58,6 @@ class Pipeline:
         self.pending: dict[str, int] = {}
         self._next_write = 0.0
         self._write_lock = asyncio.Lock()
-        self._behind: asyncio.Task | None = None
         self.lock = asyncio.Lock()
         """Held while a batch is processed (`agents.common.take_batches`) and while partitions are
         revoked: a revocation flushes whole batches, never half of one."""
@@ -70,20 +69,6 @@ class Pipeline:
         self.ticket(events)
         if asyncio.get_running_loop().time() >= self._next_write:
             await self.write_serving()
-
-    async def write_behind(self, write: Callable[[], Awaitable[None]]) -> None:
-        """Start `write` (a batch's own Redis effects, ending with its ticket) once the previous one is
-        done, and return without waiting for it: the next batch's work overlaps this one's round trip,
-        and the writes, so the tickets, keep batch order."""
-        await self.written()
-        self._behind = asyncio.create_task(write())
-
-    async def written(self) -> None:
-        """The last `write_behind` finished: before what must follow it (the next batch's writes to the
-        same keys, a revocation's flush and commit, shutdown)."""
-        if self._behind is not None:
-            task, self._behind = self._behind, None
-            await task
 
     async def write_serving(self) -> None:
         """Coalesced: a key touched by several batches in an interval is written once."""
@@ -131,7 +116,6 @@ class Pipeline:
         if not mine:
             return
         async with self.lock:  # the batch under way finishes first
-            await self.written()  # and its Redis writes: a new owner's must not be overwritten by them
             await self.write_serving()  # before the cache of those partitions goes
             await self.flush(holding_lock=True)  # the next owner starts from the freshest state we have
             # Faust committed before this flush: commit what it made durable, or the next owner replays it.
@@ -176,7 +160,6 @@ async def _on_revoked(app, revoked: set[TP], **kwargs) -> None:  # noqa: ANN001 
 
 async def _on_shutdown() -> None:
     for pipeline in pipelines:
-        await pipeline.written()
         await pipeline.write_serving()
         await pipeline.flush()
         if pipeline.mongo is not None:

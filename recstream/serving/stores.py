@@ -11,7 +11,6 @@ import orjson
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient, DeleteOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from redis.exceptions import NoScriptError
 
 from recstream.redis_layout import (
     ACTIVE_USERS_PREFIX,
@@ -36,28 +35,6 @@ from recstream.redis_layout import (
 )
 from recstream.serving.resp import PipelinedRedis
 from recstream.settings import Settings
-
-
-def counters_payload(
-    expect: Mapping[int, int],
-    newest: Mapping[int, int],
-    counters: Mapping[str, Mapping[str, float]],
-    members: Mapping[str, set[str]],
-) -> bytes:
-    """ADD_COUNTERS_LUA's argument: the counters and HyperLogLog members to add, and the per-partition
-    offsets they move from `expect` to `newest`."""
-    hll = []
-    for key, users in members.items():
-        users_list = sorted(users)
-        hll += [[key, users_list[i : i + 1000]] for i in range(0, len(users_list), 1000)]
-    return orjson.dumps(
-        {
-            "expect": {str(p): expect.get(p, -1) for p in newest},
-            "set": {str(p): o for p, o in newest.items()},
-            "incr": [[key, fields] for key, fields in counters.items()],
-            "hll": hll,
-        }
-    )
 
 
 def uncounted(
@@ -264,17 +241,6 @@ class Stores:
         The filter first: serving reads a user's history and filter in one MGET, and a video that left
         the history must already be in the filter when the shorter history appears
         (`streamstate.left_history`)."""
-        seen, values = self.user_batch_payload(histories, left_history)
-        if seen is not None:
-            await self._add_seen(args=[seen, SEEN_TTL_S])
-        if values:
-            await self.redis.mset(values)
-
-    def user_batch_payload(
-        self, histories: Mapping[str, list], left_history: Mapping[str, set[str]]
-    ) -> tuple[bytes | None, dict[str, bytes]]:
-        """`write_user_state`'s values, serialised now (the agent goes on changing the lists): the seen
-        filters' bits as ADD_SEEN_LUA's argument (None when nothing left a history), and the MSET."""
         bits, hashes = self.settings.seen_bloom_bits, self.settings.seen_bloom_hashes
         # Each video's bit positions as they are (a bit set twice is set): flattening, de-duplicating
         # and sorting them here cost ~2 µs per event, setting a bit twice in Redis far less.
@@ -283,33 +249,11 @@ class Stores:
             for user, videos in left_history.items()
             if videos
         }
-        return (orjson.dumps(seen) if seen else None), {
-            history_key(user): orjson.dumps(history) for user, history in histories.items()
-        }
-
-    async def write_user_batch(
-        self, seen: bytes | None, histories: Mapping[str, bytes], progress_key: str, counters: bytes | None
-    ) -> bool:
-        """A history batch's Redis effects in one round trip: seen filters, then histories (the order
-        `write_user_state` explains), then the counters (`counters_payload`; None: nothing new).
-        False when the counters' offsets were not those expected: nothing counted, the rest written."""
-        for attempt in range(2):
-            pipe = self.redis.pipeline(transaction=False)
-            if seen is not None:
-                pipe.evalsha(self._add_seen.sha, 0, seen, SEEN_TTL_S)
-            if histories:
-                pipe.mset(histories)
-            if counters is not None:
-                pipe.evalsha(self._add_counters.sha, 1, progress_key, counters, OVERVIEW_TTL_S)
-            try:
-                replies = await pipe.execute()
-                break
-            except NoScriptError:  # a new or restarted Redis: load the scripts and send it all again
-                if attempt:
-                    raise
-                await self.redis.script_load(ADD_SEEN_LUA)
-                await self.redis.script_load(ADD_COUNTERS_LUA)
-        return counters is None or bool(replies[-1])
+        if seen:
+            await self._add_seen(args=[orjson.dumps(seen), SEEN_TTL_S])
+        await self.redis.mset(
+            {history_key(user): orjson.dumps(history) for user, history in histories.items()}
+        )
 
     async def read_progress(self, key: str, partitions: list[int]) -> dict[int, int]:
         values = await self.redis.hmget(key, [str(p) for p in partitions])
@@ -325,8 +269,19 @@ class Stores:
     ) -> bool:
         """Add counters (HINCRBYFLOAT) and HyperLogLog members, moving the per-partition offsets they
         cover from `expect` to `newest` in one atomic step; False when the offsets were not `expect`."""
-        payload = counters_payload(expect, newest, counters, members)
-        return bool(await self._add_counters(keys=[progress_key], args=[payload, OVERVIEW_TTL_S]))
+        hll = []
+        for key, users in members.items():
+            users_list = sorted(users)
+            hll += [[key, users_list[i : i + 1000]] for i in range(0, len(users_list), 1000)]
+        payload = {
+            "expect": {str(p): expect.get(p, -1) for p in newest},
+            "set": {str(p): o for p, o in newest.items()},
+            "incr": [[key, fields] for key, fields in counters.items()],
+            "hll": hll,
+        }
+        return bool(
+            await self._add_counters(keys=[progress_key], args=[orjson.dumps(payload), OVERVIEW_TTL_S])
+        )
 
     async def write_video_stats(
         self, stats: Mapping[str, Mapping[str, Any]], trend_ranks: Mapping[str, float]
