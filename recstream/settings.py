@@ -184,11 +184,8 @@ class Settings(BaseSettings):
     of the long_window_s / long_window_step_s panes it covers, added up when it is read."""
     trending_half_life_s: float = Field(default=1800, gt=0)
     """Half-life of the gravity-decayed trending score."""
-    batch_size: int = Field(default=5000, ge=1)
-    """Most events an agent aggregates before writing tables and Redis once per key. Only a backlog
-    fills a batch (live traffic takes what is queued). A one-worker replay of 1,000,000 events took
-    131 s at 5,000 against 141-155 s at 2,000 in the same hour (2026-12-05/06; the same ~120 CPU µs per
-    event: fewer batches, so fewer Redis round trips with the loop idle)."""
+    batch_size: int = Field(default=2000, ge=1)
+    """Most events an agent aggregates before writing tables and Redis once per key."""
     batch_within_s: float = Field(default=0.05, gt=0)
     """Longest an agent waits to fill a batch: the floor of event-to-visible latency."""
     serving_write_interval_s: float = Field(default=0.15, gt=0)
