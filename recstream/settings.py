@@ -187,7 +187,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=2000, ge=1)
     """Most events an agent aggregates before writing tables and Redis once per key. 5,000 was tried
     (2026-12-06): a one-worker replay of 1,000,000 events took 131 s against 141-155 s at 2,000 that
-    hour, but freshness p99 under 5,000 events/s rose to 896 ms (420 at 2,000): a user's event waits
+    hour, but freshness p99 under 5,000 events/s was 896 ms (420 in the published run at 2,000): an event waits
     for the whole batch it lands in whenever history falls briefly behind."""
     batch_within_s: float = Field(default=0.05, gt=0)
     """Longest an agent waits to fill a batch: the floor of event-to-visible latency."""
