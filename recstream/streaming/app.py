@@ -27,6 +27,9 @@ class RecstreamApp(faust.App):
         """A worker process (`recstream worker`, `faust ... worker`), not a tool importing the app."""
         garbage.Collector.install()
         metrics.track_gc()
+        # The Kafka consumer runs in a thread of its own (Faust's), which needs the GIL for every step
+        # of a fetch; see `Settings.gil_switch_interval_ms`.
+        sys.setswitchinterval(self.recstream_settings.gil_switch_interval_ms / 1000)  # type: ignore[attr-defined]
         super().worker_init()
 
     async def on_first_start(self) -> None:
