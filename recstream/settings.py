@@ -191,11 +191,13 @@ class Settings(BaseSettings):
     of the long_window_s / long_window_step_s panes it covers, added up when it is read."""
     trending_half_life_s: float = Field(default=1800, gt=0)
     """Half-life of the gravity-decayed trending score."""
-    batch_size: int = Field(default=2000, ge=1)
-    """Most events an agent aggregates before writing tables and Redis once per key. 5,000 was tried
-    (2026-12-06): a one-worker replay of 1,000,000 events took 131 s against 141-155 s at 2,000 that
-    hour, but freshness p99 under 5,000 events/s was 896 ms (420 in the published run at 2,000): an event waits
-    for the whole batch it lands in whenever history falls briefly behind."""
+    batch_size: int = Field(default=5000, ge=1)
+    """Most events an agent aggregates before writing tables and Redis once per key. A larger batch
+    costs less per event (fewer Redis round trips, each key written once for more events); what it cost
+    was freshness: at 5,000 (tried on 2026-12-06 before `gil_switch_interval_ms`) p99 under 5,000
+    events/s was 896 ms, the consumer thread's slow fetches letting history fall behind and an event
+    wait for the whole batch it landed in. With fetches that keep up, 5,000: one-worker replay of
+    1,000,000 events 111.5 s against 124.5 s at 2,000 (101 against 112 CPU µs per event)."""
     batch_within_s: float = Field(default=0.05, gt=0)
     """Longest an agent waits to fill a batch: the floor of event-to-visible latency."""
     serving_write_interval_s: float = Field(default=0.15, gt=0)

@@ -28,7 +28,7 @@ class Context:
     settings: Settings
     threads: int = 2
     replay_batch: int = 10_000
-    """Events per replayed agent batch. The agents take up to `batch_size` (2,000) at a time; a larger
+    """Events per replayed agent batch. The agents take up to `batch_size` (5,000) at a time; a larger
     batch only merges neighbour lists less often (measured on ML-100k: NDCG@10 within 0.001 of
     2,000, a third faster)."""
     max_trials: int | None = None
