@@ -157,9 +157,8 @@ class Settings(BaseSettings):
     """How long a worker's busy thread may hold the GIL while another waits for it (Python's default is
     5 ms). Faust's Kafka consumer runs in a thread of its own and needs the GIL for every step of a fetch
     (every socket wait releases it); while the agents kept the main thread busy, each step waited up to
-    5 ms, so a fetch took hundreds of ms and a user's event sat at the broker meanwhile: at 5,000
-    events/s the history agent went up to 0.66 s without an event while events waited. At 0.5 ms:
-    freshness p99 116 ms against 355-782 ms in four runs at 5 ms the same day (docs/architecture.md)."""
+    5 ms, so a fetch took hundreds of ms and a user's event sat at the broker meanwhile. Freshness p99 at
+    5,000 events/s went from 355-782 ms to 116 ms (docs/architecture.md, "The consumer's thread")."""
 
     # --- streaming algorithms -----------------------------------------------------------
     history_length: int = Field(default=50, ge=1)
