@@ -129,9 +129,21 @@ class Shape:
 
 VIDEO_EVENT = Shape(tuple[str, int, int, str, int, int | None, int | None])
 """An engagement entry: [video, source partition, source offset, type, ts, watch_time_ms, duration_ms]."""
+
+
+def _runs_aligned(entry: Any) -> bool:
+    """Every group's destinations and weights are as many. A plain loop: this runs for every group of
+    every message, and `all()` over a generator took nearly twice as long (0.67 s against 0.36-0.41 s
+    for half of the replay workload's co-visitation messages)."""
+    for run in entry[1]:
+        if len(run[3]) != len(run[4]):
+            return False
+    return True
+
+
 COVISIT_SOURCE = Shape(
     tuple[str, list[tuple[int, int, int, list[str], list[float]]]],
-    lambda e: all(len(run[3]) == len(run[4]) for run in e[1]),
+    _runs_aligned,
     "destinations and weights differ in length",
 )
 """Co-visitation pairs of one source video from one history batch: [source video, [[origin partition,

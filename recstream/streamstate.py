@@ -314,20 +314,10 @@ def apply_runs(state: dict[str, Any], runs: Sequence[Sequence[Any]], params: Str
     order), each `(origin partition, ts, first position, destinations, weights)`: a group already
     applied is skipped whole, the others applied as `apply_pairs` would, bit for bit. Returns the pairs
     applied."""
-    applied = state["a"]
-    fresh = []
-    count = 0
-    for p, ts, first, dsts, weights in runs:
-        key = str(p)
-        if first > applied.get(key, -1):
-            fresh.append((ts, dsts, weights))
-            applied[key] = first + len(dsts) - 1
-            count += len(dsts)
-    if fresh:
-        state["b"] = scoring.add_runs(
-            state["n"], state["b"], fresh, params.covisit_half_life_s, params.neighbours_per_video
-        )
-    return count
+    state["b"], added = scoring.add_runs(
+        state["n"], state["b"], runs, params.covisit_half_life_s, params.neighbours_per_video, state["a"]
+    )
+    return added
 
 
 # --- impressions ---------------------------------------------------------------------------------

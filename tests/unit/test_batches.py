@@ -57,6 +57,9 @@ def test_unpack_checks_every_entry_before_any_is_applied() -> None:
     for bad in (
         msgspec.msgpack.encode([sources[0], ["a", [[0, 1_000, 8, ["c", "d"], [1.0]]]]]),  # lengths differ
         msgspec.msgpack.encode(
+            [sources[0], ["a", [[0, 1_000, 8, ["c"], [1.0]], [0, 1_000, 9, ["c"], [1.0, 2.0]]]]]
+        ),  # in a later group
+        msgspec.msgpack.encode(
             [["a", ["b"], [0.5], 1_000, 0, 7]]
         ),  # a group of the older format (covisit-v4)
         msgspec.msgpack.encode([["a", [[0, 1_000, 7, [1], [0.5]]]]]),
