@@ -549,8 +549,10 @@ def markdown(res: dict[str, Any], serving: bool = False) -> str:
             f"Workload (`benchmarks/workload.py`): {cfg.get('events', 0):,} events, {cfg.get('users', 0):,} "
             f"users, {cfg.get('videos', 0):,} videos, Zipf {cfg.get('zipf')}, seed {cfg.get('seed')}; "
             "default settings. Ingest and replay times run to the moment the counters completed and what "
-            "serving reads in Redis took its final value (polled until unchanged for 6 s, dated to the first "
-            "poll that saw it); the run counts only when that value equals the from-scratch reference.",
+            "serving reads in Redis took its final value (polled until unchanged for 6 s, dated to the last "
+            "write Redis took before the first poll that saw it, read every 50 ms; runs before 2026-12-06 "
+            "07:00 dated it to that poll's end, ~2.5 s later with a million events' state); the run counts "
+            "only when that value equals the from-scratch reference.",
         ]
     trial = " **Trial run (reduced sizes): not the published numbers.**" if res.get("trial") else ""
     lines += [

@@ -735,6 +735,24 @@ async def _watch_counters(
     With `redis_url`, the run ends when what serving reads in Redis has stopped changing too
     (`_redis_settled`), not when the counters say so: the agents write it on their own timers, seconds
     after they counted an event under a backlog. `t_end` is then the later of the two."""
+    if redis_url is None:
+        return await _watch(cfg, url, target, timeout, base, label, settle_s, pairs, None, None)
+    async with _WriteClock(redis_url) as clock:
+        return await _watch(cfg, url, target, timeout, base, label, settle_s, pairs, redis_url, clock)
+
+
+async def _watch(
+    cfg: BenchConfig,
+    url: str | list[str],
+    target: Callable[[], int | None],
+    timeout: float,
+    base: dict[str, float] | None,
+    label: str,
+    settle_s: float,
+    pairs: int | None,
+    redis_url: str | None,
+    clock: _WriteClock | None,
+) -> dict[str, Any]:
     base = base or {}
     series: list[tuple[float, dict[str, float]]] = []
     deadline = time.monotonic() + timeout
@@ -795,7 +813,7 @@ async def _watch_counters(
     t_counted = max(t_hist, t_eng, t_cov)
     settled: dict[str, Any] = {}
     if redis_url is not None:
-        settled = await _redis_settled(redis_url, max(1.0, deadline - time.monotonic()))
+        settled = await _redis_settled(redis_url, max(1.0, deadline - time.monotonic()), clock)
         if "error" in settled:
             return {"error": f"{label}: {settled['error']}", "series": series}
     t_redis = settled.get("t_last_change", t_counted)
@@ -809,6 +827,11 @@ async def _watch_counters(
         "t_end": max(t_counted, t_redis),
         "redis_after_counters_s": r(max(0.0, t_redis - t_counted), 2) if settled else None,
         "redis_polls": settled.get("polls"),
+        # The same dated to the end of the first full read that saw the final value (before the write
+        # clock, every run's end was dated so).
+        "redis_seen_after_counters_s": r(max(0.0, settled["t_first_poll_seen"] - t_counted), 2)
+        if settled
+        else None,
         "covisit_pairs": int(cov_total),
         "dead_letters": last.get("dead_letters", 0),
         "polls": len(series),
@@ -822,11 +845,56 @@ REDIS_QUIET_S = 6.0
 spaced writes at the end of a backlog (neighbour lists every >= 1 s, a write's time x 9 under load)."""
 
 
-async def _redis_settled(redis_url: str, timeout: float) -> dict[str, Any]:
+class _WriteClock:
+    """When the benchmark's Redis last took a write: its count of changes (INFO's
+    `rdb_changes_since_last_save`; the private server never saves, so the count only grows), read every
+    WRITE_CLOCK_S, each change dated to the read that saw it. A full read of every view takes ~2 s
+    with a million events' state, and dating the final value to the end of the read that first saw it
+    added that much to every run."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self.changes: list[float] = []
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> _WriteClock:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        client = redis.asyncio.Redis.from_url(self.redis_url)
+        last = None
+        try:
+            while True:
+                count = (await client.info("persistence"))["rdb_changes_since_last_save"]
+                if count != last:
+                    last = count
+                    self.changes.append(time.perf_counter())
+                await asyncio.sleep(WRITE_CLOCK_S)
+        finally:
+            await client.aclose()
+
+    def last_write_by(self, t: float) -> float | None:
+        """The latest change seen at or before `t` (perf_counter), if any."""
+        return next((c for c in reversed(self.changes) if c <= t), None)
+
+
+WRITE_CLOCK_S = 0.05
+
+
+async def _redis_settled(redis_url: str, timeout: float, clock: _WriteClock | None = None) -> dict[str, Any]:
     """The moment the downstream agents' Redis views (video stats, trending, neighbour lists) took their
-    final value: polled until unchanged for REDIS_QUIET_S, and dated to the first poll that saw it (an
-    upper bound: between polls is unknown). That the final value equals the reference is `_exactness`'s
-    check; histories and the dashboard counters are written before the history counter moves."""
+    final value: polled until unchanged for REDIS_QUIET_S. The first poll that saw it ended after the
+    value was in place, and so did the last write Redis took before that poll ended: with `clock`, the
+    moment is that write (dated within WRITE_CLOCK_S; a write to anything else only makes it later),
+    else the poll's end. That the final value equals the reference is `_exactness`'s check; histories
+    and the dashboard counters are written before the history counter moves."""
     client = redis.asyncio.Redis.from_url(redis_url)
     deadline = time.monotonic() + timeout
     last, first_seen, polls = None, 0.0, 0
@@ -848,7 +916,12 @@ async def _redis_settled(redis_url: str, timeout: float) -> dict[str, Any]:
             if digest.digest() != last:
                 last, first_seen = digest.digest(), t
             elif t - first_seen >= REDIS_QUIET_S:
-                return {"t_last_change": first_seen, "polls": polls}
+                written = clock.last_write_by(first_seen) if clock is not None else None
+                return {
+                    "t_last_change": first_seen if written is None else written,
+                    "t_first_poll_seen": first_seen,
+                    "polls": polls,
+                }
             await asyncio.sleep(0.2)
     finally:
         await client.aclose()
@@ -2178,6 +2251,7 @@ def _replay_run(env: BenchEnv, path: Path, workers: int, redis_db: int) -> dict[
         minutes=r(total / 60, 2),
         events_per_s=r(watched["n"] / total, 0),
         redis_after_counters_s=watched.get("redis_after_counters_s"),
+        redis_seen_after_counters_s=watched.get("redis_seen_after_counters_s"),
         covisit_pairs=watched["covisit_pairs"],
     )
     say(
