@@ -211,7 +211,9 @@ class Settings(BaseSettings):
     """Most of the time an agent spends writing what serving reads: after a write that took d seconds
     the next waits at least d x (1/share - 1). Idle, writes are short and the interval rules; under a
     backlog they grow, and grow rarer, each key written once for many batches (at 0.25, in a trial
-    where downstream ran alongside a history backlog, its writes took 15 % of a 1,000,000-event ingest)."""
+    where downstream ran alongside a history backlog, its writes took 15 % of a 1,000,000-event ingest).
+    Once an agent has had no batch for 0.5 s the backlog is over, and the interval rules again
+    (`agents.pipeline.write_due`): the last keys of a replay or a burst are written at once."""
     state_flush_interval_s: float = Field(default=5.0, gt=0)
     """How often an agent makes its state durable: dirty table keys to RocksDB and the changelog (once per
     key, however many events changed it), forwarded messages acknowledged, then the offset commit. Longer
