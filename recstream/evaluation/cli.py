@@ -47,6 +47,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=42, help="recommenders: split seed")
     parser.add_argument("--ratio", type=float, default=0.75, help="recommenders: training share per group")
+    parser.add_argument(
+        "--validation-ratio",
+        type=float,
+        default=0.9,
+        help="recommenders: training share per group when validation is carved out of the training rows",
+    )
+    parser.add_argument(
+        "--validation-folds",
+        type=int,
+        default=3,
+        help="recommenders: validation carve-outs (seeds seed, seed+1, ...); each choice is their mean",
+    )
     parser.add_argument("--keep-last", type=int, default=13, help="leave-one-out: rows kept per user")
     parser.add_argument(
         "--test-fraction", type=float, default=0.2, help="temporal: share of rows after the cut"
@@ -64,7 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _protocol_options(args: argparse.Namespace) -> dict[str, object]:
     if args.protocol == "recommenders":
-        return {"by": args.by, "ratio": args.ratio, "seed": args.seed}
+        return {
+            "by": args.by,
+            "ratio": args.ratio,
+            "seed": args.seed,
+            "validation_ratio": args.validation_ratio,
+            "validation_folds": args.validation_folds,
+        }
     if args.protocol == "leave-one-out":
         return {"keep_last": args.keep_last}
     return {"test_fraction": args.test_fraction}

@@ -147,7 +147,8 @@ def markdown_table(data: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         f"`{data.get('command', 'recstream evaluate')}` (grid {data.get('grid')}), {data['created_at']}: "
-        f"{p['test_users']:,} test users ranked over {p['candidates']:,} candidates; ± is the 95 % "
+        f"{p['test_users']:,} test users ranked over {p['candidates']:,} candidates (protocol "
+        f"`{json.dumps(p.get('params', {}), sort_keys=True)}`); ± is the 95 % "
         "interval of the mean over users. Chosen on validation: "
         + "; ".join(
             f"{n} `{json.dumps(m['params'], sort_keys=True)}`"

@@ -91,7 +91,7 @@ def choose_blend(
         model = BASE_MODELS[name]
         fitted[name] = model.fit(ds, split.train, model.start(ctx), ctx)
     sources = Hybrid.sources(fitted, dict(zip(t.users.tolist(), t.seen, strict=True)))
-    return blend_rule(sources, t, ctx, "train", log, Hybrid.NAME), t
+    return blend_rule([(sources, t)], ctx, "train", log, Hybrid.NAME), t
 
 
 @dataclass
@@ -125,10 +125,12 @@ def pick_weighting(
     return max(tried, key=lambda w: accuracy[tune.key(w)])
 
 
-def blend_rule(
-    sources: Sources, t: targets.Targets, ctx: Context, grid: str, log: Log, label: str
-) -> BlendChoice:
-    """The training round's blend rule on one holdout: among the weightings of `Hybrid.joint_axes` (and
+Holdout = tuple[Sources, targets.Targets]
+"""A blend's candidate lists on one holdout, and that holdout's targets."""
+
+
+def blend_rule(holdouts: list[Holdout], ctx: Context, grid: str, log: Log, label: str) -> BlendChoice:
+    """The training round's blend rule on its holdout (on several, by their means): among the weightings of `Hybrid.joint_axes` (and
     the settings' own) at least as accurate (`TUNE_METRIC`) as the best single source, the one with the
     most popularity-debiased NDCG@10 (`DEBIASED`); when none is (pinned weights), the most accurate.
 
@@ -144,9 +146,13 @@ def blend_rule(
     def measure(weights: dict[str, float]) -> None:
         key = tune.key(weights)
         if key not in accuracy:
-            per_user, top = _measure(Hybrid.assemble(sources, weights, ctx), t)
-            accuracy[key] = float(per_user[TUNE_METRIC].mean())
-            debiased[key] = metrics.debiased_ndcg(top, t.relevant, t.item_rows)
+            values = []
+            for sources, t in holdouts:
+                per_user, top = _measure(Hybrid.assemble(sources, weights, ctx), t)
+                values.append(
+                    (per_user[TUNE_METRIC].mean(), metrics.debiased_ndcg(top, t.relevant, t.item_rows))
+                )
+            accuracy[key], debiased[key] = (float(v) for v in np.mean(values, axis=0))
             log(
                 f"[evaluate]   {label} {weights} -> {TUNE_METRIC} {accuracy[key]:.4f}, "
                 f"{DEBIASED} {debiased[key]:.4f}"
@@ -174,9 +180,14 @@ def measure_blend(sources: Sources, weights: dict[str, float], t: targets.Target
     return _measure(Hybrid.assemble(sources, weights, ctx), t)[0]
 
 
-def _blend_value(sources: Sources, weights: dict[str, Any], t: targets.Targets, ctx: Context) -> float:
-    """`TUNE_METRIC`'s mean over users for the blend with these weights."""
-    return float(measure_blend(sources, weights, t, ctx)[TUNE_METRIC].mean())
+def _blend_value(holdouts: list[Holdout], weights: dict[str, Any], ctx: Context) -> float:
+    """`TUNE_METRIC`'s mean over users for the blend with these weights (over holdouts: their mean)."""
+    return float(np.mean([measure_blend(s, weights, t, ctx)[TUNE_METRIC].mean() for s, t in holdouts]))
+
+
+def _seen(t: targets.Targets) -> dict[int, np.ndarray]:
+    """Each target user's training items (serving's seen set)."""
+    return dict(zip(t.users.tolist(), t.seen, strict=True))
 
 
 def _measure(fitted: Fitted, t: targets.Targets) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -199,44 +210,46 @@ def run(
     unknown = sorted(set(models) - set(model_names()))
     if unknown:
         raise ValueError(f"unknown models {unknown}; choose from {', '.join(model_names())}")
-    val_t = targets.build(ds, protocol.validation)
+    val_ts = [targets.build(ds, split) for split in protocol.validations]
     test_t = targets.build(ds, protocol.test)
+    folds = f" (mean of {len(val_ts)} folds)" if len(val_ts) > 1 else ""
     log(
-        f"[evaluate] {protocol.name}: validation {len(protocol.validation.train):,} train rows -> "
-        f"{len(val_t.users):,} users; test {len(protocol.test.train):,} train rows -> {len(test_t.users):,} users"
+        f"[evaluate] {protocol.name}: validation{folds} {len(protocol.validation.train):,} train rows -> "
+        f"{len(val_ts[0].users):,} users; test {len(protocol.test.train):,} train rows -> {len(test_t.users):,} users"
     )
     wanted = set(models)
     if wanted & set(HYBRIDS):
         wanted |= set(COMPONENTS)
     results: dict[str, ModelResult] = {}
-    fitted_val: dict[str, Fitted] = {}
+    fitted_val: dict[str, list[Fitted]] = {}  # per validation fold
     fitted_test: dict[str, Fitted] = {}
     for name in model_names():
         if name not in wanted or name in HYBRIDS:
             continue
         model = BASE_MODELS[name.removesuffix(DEFAULTS_SUFFIX)]
         untuned = name.endswith(DEFAULTS_SUFFIX) or name in fixed
-        search, tune_s, fitted_val[name] = _tune(name, model, grid, untuned, ds, protocol, val_t, ctx, log)
+        search, tune_s, fitted_val[name] = _tune(name, model, grid, untuned, ds, protocol, val_ts, ctx, log)
         results[name] = _refit_and_measure(
             name, model, search, tune_s, ds, protocol, test_t, ctx, fitted_test, log
         )
 
     if wanted & set(HYBRIDS):
         # The candidate lists do not depend on the weights: built once, shared by every blend.
-        val_sources = Hybrid.sources(fitted_val, dict(zip(val_t.users.tolist(), val_t.seen, strict=True)))
-        test_sources = Hybrid.sources(fitted_test, dict(zip(test_t.users.tolist(), test_t.seen, strict=True)))
+        val_holdouts = [
+            (Hybrid.sources({c: fitted_val[c][i] for c in COMPONENTS}, _seen(t)), t)
+            for i, t in enumerate(val_ts)
+        ]
+        test_sources = Hybrid.sources(fitted_test, _seen(test_t))
     for name in HYBRIDS:
         if name not in wanted:
             continue
-        results[name] = _hybrid(
-            name, grid, val_t, test_t, val_sources, test_sources, ctx, log, training_blend
-        )
+        results[name] = _hybrid(name, grid, val_holdouts, test_t, test_sources, ctx, log, training_blend)
         # A blend trains nothing of its own: its training time is its components'.
         results[name].fit_s = sum(results[c].fit_s for c in COMPONENTS)
     return RunResult(
         protocol,
         test_t,
-        val_t,
+        val_ts[0],
         {n: results[n] for n in models},
         test_sources if wanted & set(HYBRIDS) else None,
     )
@@ -249,19 +262,22 @@ def _tune(
     untuned: bool,
     ds: Dataset,
     protocol: Protocol,
-    val_t: targets.Targets,
+    val_ts: list[targets.Targets],
     ctx: Context,
     log: Log,
-) -> tuple[Search, float, Fitted]:
-    """Search the model's axes on validation; also returns the best validation fit (for the hybrid)."""
+) -> tuple[Search, float, list[Fitted]]:
+    """Search the model's axes on validation (a parameter set's value: its mean over the folds); also
+    returns the best parameters' fit on each fold (for the hybrid)."""
     axes = {} if untuned else model.axes(grid, ctx)
     best: dict[str, Any] = {}
 
     def evaluate(params: dict[str, Any]) -> tuple[float, float]:
         t0 = time.perf_counter()
-        fitted = model.fit(ds, protocol.validation.train, params, ctx)
+        fitted = [model.fit(ds, split.train, params, ctx) for split in protocol.validations]
         seconds = time.perf_counter() - t0
-        value = float(_measure(fitted, val_t)[0][TUNE_METRIC].mean())
+        value = float(
+            np.mean([_measure(f, t)[0][TUNE_METRIC].mean() for f, t in zip(fitted, val_ts, strict=True)])
+        )
         if value > best.get("value", -1.0):
             best.update(value=value, fitted=fitted)
         log(f"[evaluate]   {name} {params} -> validation {TUNE_METRIC} {value:.4f} ({seconds:.1f} s)")
@@ -312,9 +328,8 @@ def _refit_and_measure(
 def _hybrid(
     name: str,
     grid: str,
-    val_t: targets.Targets,
+    val_holdouts: list[Holdout],
     test_t: targets.Targets,
-    val_sources: Sources,
     test_sources: Sources,
     ctx: Context,
     log: Log,
@@ -322,14 +337,14 @@ def _hybrid(
 ) -> ModelResult:
     t0 = time.perf_counter()
     if name == Hybrid.NAME and training_blend:  # the training round's rule (`blend_rule`)
-        choice = blend_rule(val_sources, val_t, ctx, grid, log, name)
+        choice = blend_rule(val_holdouts, ctx, grid, log, name)
         search = choice.search
         validation = choice.accuracy[tune.key(search.best)]  # the report's column: NDCG@10 for every model
     else:
         axes = Hybrid.axes(grid, ctx) if name == Hybrid.NAME else {}
 
         def evaluate(weights: dict[str, Any]) -> tuple[float, float]:
-            value = _blend_value(val_sources, weights, val_t, ctx)
+            value = _blend_value(val_holdouts, weights, ctx)
             log(f"[evaluate]   {name} {weights} -> validation {TUNE_METRIC} {value:.4f}")
             return value, 0.0
 

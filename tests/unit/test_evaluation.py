@@ -173,6 +173,14 @@ def test_runner_and_report_on_a_tiny_dataset(tmp_path: Path) -> None:
     pop = Popularity.fit(ds, p.test.train, {}, Context(Settings()))
     manual = metrics.per_user(targets.rank(pop.scores, result.test), result.test.relevant)["ndcg@10"]
     assert result.models["popularity"].per_user["ndcg@10"] == pytest.approx(manual)
+    # The validation value is the mean over the protocol's folds, each fitted on its own rows.
+    per_fold = []
+    for split in p.validations:
+        t = targets.build(ds, split)
+        fitted = Popularity.fit(ds, split.train, {}, Context(Settings()))
+        per_fold.append(metrics.per_user(targets.rank(fitted.scores, t), t.relevant)["ndcg@10"].mean())
+    assert len(per_fold) == 3 and len(set(per_fold)) > 1
+    assert result.models["popularity"].validation == pytest.approx(np.mean(per_fold))
 
     payload = report.payload(ds, result, {"command": "recstream evaluate movielens u.data"})
     json_path, html_path = report.write(tmp_path / "out", payload)

@@ -41,7 +41,7 @@ def test_pandas_sample_is_randomstate_permutation() -> None:
 
 def test_recommenders_split_by_item_matches_the_hand_worked_split() -> None:
     ds = dataset(RATINGS)
-    p = protocols.recommenders(ds)  # by item, 0.75, seed 42
+    p = protocols.recommenders(ds, validation_ratio=0.75)  # by item, 0.75, seed 42
     # item x: rows r0 r3 r5 r8, shuffled by [1 3 0 2] -> r3 r8 r0 | r5   (round(3.0) = 3 train)
     # item y: rows r1 r6, shuffled by [1 0] -> r6 r1 |                    (round(1.5) = 2 train)
     # item z: rows r2 r4 r7 r9 r10 r11, shuffled by [0 1 5 2 4 3]
@@ -51,12 +51,41 @@ def test_recommenders_split_by_item_matches_the_hand_worked_split() -> None:
     assert sorted(p.test.train.tolist()) == [0, 1, 2, 3, 4, 6, 7, 8, 11, 12]
     # The training rows come back as pandas holds them: each group in its shuffled order.
     assert p.test.train.tolist() == [3, 8, 0, 6, 1, 2, 4, 11, 7, 12]
-    # Validation: the same split of the training rows, each group in that shuffled order.
+    # Validation: the same split of the training rows (here at the same ratio), each group in that
+    # shuffled order.
     # x: r3 r8 r0 by [0 1 2] -> r3 r8 | r0 (round(2.25) = 2);  y: r6 r1 -> both train;
     # z: r2 r4 r11 r7 by [1 3 0 2] -> r4 r7 r2 | r11;  w: r12 -> train.
     assert sorted(p.validation.test.tolist()) == [0, 11]
     assert sorted(p.validation.train.tolist()) == [1, 2, 3, 4, 6, 7, 8, 12]
     assert rows_of(ds, p.test.test) == {("c", "x"), ("d", "z"), ("e", "z")}
+
+
+def test_recommenders_validation_holds_out_a_tenth_of_the_training_rows_by_default() -> None:
+    # One item with 40 rows: 30 train (round(30.0)); validation keeps round(0.9 * 30) = 27 of them, so
+    # the validation fit sees 27 rows (67.5 %) against the final fit's 30 (75 %).
+    ds = dataset([(f"u{i}", "x", i + 1) for i in range(40)])
+    p = protocols.recommenders(ds)
+    assert (len(p.test.train), len(p.test.test)) == (30, 10)
+    assert (len(p.validation.train), len(p.validation.test)) == (27, 3)
+    assert set(p.validation.train.tolist()) | set(p.validation.test.tolist()) == set(p.test.train.tolist())
+    assert p.params["validation_ratio"] == 0.9
+    with pytest.raises(ValueError):
+        protocols.recommenders(ds, validation_ratio=1.0)
+
+
+def test_recommenders_validation_folds_are_the_same_carve_out_with_the_next_seeds() -> None:
+    ds = dataset([(f"u{i}", "x", i + 1) for i in range(40)])
+    p = protocols.recommenders(ds, validation_folds=3)
+    assert len(p.validations) == 3 and p.validations[0] == p.validation
+    for i, fold in enumerate(p.validations):
+        again = protocols.stratified(ds.item, p.test.train, 0.9, 42 + i)
+        assert fold.train.tolist() == again.train.tolist() and fold.test.tolist() == again.test.tolist()
+        assert set(fold.train.tolist()) | set(fold.test.tolist()) == set(p.test.train.tolist())
+    held_out = [set(fold.test.tolist()) for fold in p.validations]
+    assert len({frozenset(h) for h in held_out}) == 3  # three different carve-outs
+    assert len(protocols.recommenders(ds, validation_folds=1).validations) == 1
+    with pytest.raises(ValueError):
+        protocols.recommenders(ds, validation_folds=0)
 
 
 def test_recommenders_split_by_user() -> None:
