@@ -130,9 +130,10 @@ Holdout = tuple[Sources, targets.Targets]
 
 
 def blend_rule(holdouts: list[Holdout], ctx: Context, grid: str, log: Log, label: str) -> BlendChoice:
-    """The training round's blend rule on its holdout (on several, by their means): among the weightings of `Hybrid.joint_axes` (and
-    the settings' own) at least as accurate (`TUNE_METRIC`) as the best single source, the one with the
-    most popularity-debiased NDCG@10 (`DEBIASED`); when none is (pinned weights), the most accurate.
+    """The training round's blend rule on its holdout (on several: by their means). Among the
+    weightings of `Hybrid.joint_axes` (and the settings' own) at least as accurate (`TUNE_METRIC`) as
+    the best single source, the one with the most popularity-debiased NDCG@10 (`DEBIASED`); when none
+    is (pinned weights), the most accurate.
 
     Two targets, each guarding what the other misses. Accuracy alone rewards leaning on what users
     would have found anyway (the popular next video: in the closed loop such a blend fell 2-5 s of
@@ -267,7 +268,7 @@ def _tune(
     log: Log,
 ) -> tuple[Search, float, list[Fitted]]:
     """Search the model's axes on validation (a parameter set's value: its mean over the folds); also
-    returns the best parameters' fit on each fold (for the hybrid)."""
+    returns the chosen parameters' fit on each fold (for the hybrid)."""
     axes = {} if untuned else model.axes(grid, ctx)
     best: dict[str, Any] = {}
 
@@ -279,13 +280,18 @@ def _tune(
             np.mean([_measure(f, t)[0][TUNE_METRIC].mean() for f, t in zip(fitted, val_ts, strict=True)])
         )
         if value > best.get("value", -1.0):
-            best.update(value=value, fitted=fitted)
+            best.update(value=value, fitted=fitted, key=tune.key(params))
         log(f"[evaluate]   {name} {params} -> validation {TUNE_METRIC} {value:.4f} ({seconds:.1f} s)")
         return value, seconds
 
     t0 = time.perf_counter()
     search = coordinate_ascent(model.start(ctx), axes, evaluate, max_trials=ctx.max_trials)
-    return search, time.perf_counter() - t0, best["fitted"]
+    tune_s = time.perf_counter() - t0
+    if best["key"] != tune.key(search.best):
+        # The search kept a simpler set within `min_gain` of the highest value: the blend is chosen over
+        # the components that will serve, so those are fitted again.
+        best["fitted"] = [model.fit(ds, split.train, search.best, ctx) for split in protocol.validations]
+    return search, tune_s, best["fitted"]
 
 
 def _refit_and_measure(

@@ -115,6 +115,39 @@ def test_the_blend_rule_keeps_the_accuracy_floor_then_takes_the_least_popularity
     assert runner.single_source("trending") == {"w_itemcf": 0.0, "w_als": 0.0, "w_trending": 1.0}
 
 
+def test_tuning_hands_the_blend_the_chosen_parameters_fits(monkeypatch: pytest.MonkeyPatch) -> None:
+    # x=1 scores 0.0005 above the start, less than min_gain: the search keeps x=0, so the fits handed
+    # on (the hybrid's validation components) must be x=0's, one per fold, not the highest-valued x=1's.
+    fits: list[dict] = []
+
+    class Model:
+        @staticmethod
+        def start(ctx: Context) -> dict:
+            return {"x": 0}
+
+        @staticmethod
+        def axes(size: str, ctx: Context) -> dict:
+            return {"x": [0, 1]}
+
+        @staticmethod
+        def fit(ds: object, rows: np.ndarray, params: dict, ctx: Context) -> dict:
+            fits.append(dict(params))
+            return dict(params)
+
+    value = {0: 0.2, 1: 0.2005}
+    monkeypatch.setattr(
+        runner, "_measure", lambda f, t: ({runner.TUNE_METRIC: np.array([value[f["x"]]])}, None)
+    )
+    rows = np.arange(4)
+    protocol = protocols.Protocol("p", Split(rows, rows), Split(rows, rows), {}, (Split(rows, rows),))
+    search, _s, fitted = runner._tune(
+        "m", Model, "full", False, None, protocol, [None, None], Context(Settings()), print
+    )
+    assert search.best == {"x": 0}
+    assert fitted == [{"x": 0}, {"x": 0}]
+    assert fits[-2:] == [{"x": 0}, {"x": 0}]  # refitted after the search, on each fold
+
+
 def test_itemcf_replay_is_the_agents_functions() -> None:
     # a watches x then y; b watches x: b's item-CF candidates come from x's neighbour y.
     ds = from_events([view("a", "x", 1), view("a", "y", 2), view("b", "x", 3)])
