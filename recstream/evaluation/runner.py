@@ -90,8 +90,7 @@ def choose_blend(
     for name in COMPONENTS:
         model = BASE_MODELS[name]
         fitted[name] = model.fit(ds, split.train, model.start(ctx), ctx)
-    sources = Hybrid.sources(fitted, dict(zip(t.users.tolist(), t.seen, strict=True)))
-    return blend_rule([(sources, t)], ctx, "train", log, Hybrid.NAME), t
+    return blend_rule([(Hybrid.sources(fitted, _seen(t)), t)], ctx, "train", log, Hybrid.NAME), t
 
 
 @dataclass

@@ -12,7 +12,8 @@ from recstream.evaluation import ml100k
 from recstream.settings import get_settings
 
 # Floors well below what this command measures (in parentheses, --grid small, seed 42, three
-# validation folds), so that only a broken protocol or model trips them. popularity is deterministic: its value is exact.
+# validation folds), so that only a broken protocol or model trips them. popularity is deterministic:
+# its value is exact.
 FLOORS = {
     "popularity": 0.25,  # (0.2509; Microsoft Recommenders' protocol gives 0.251 for it too)
     "trending": 0.15,  # (0.207)
