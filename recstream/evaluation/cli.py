@@ -15,7 +15,7 @@ from pathlib import Path
 
 from recstream.evaluation.protocols import PROTOCOLS
 
-DEFAULT_MODELS = "popularity,trending,itemcf,spark-als,implicit-als,hybrid,hybrid-defaults"
+DEFAULT_MODELS = "popularity,trending,itemcf,spark-als,implicit-als,ease,hybrid,hybrid-defaults"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

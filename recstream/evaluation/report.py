@@ -116,11 +116,13 @@ LABELS = {
     "hybrid": "hybrid (served default)",
     "hybrid-defaults": "hybrid, built-in weights",
     "implicit-als": "implicit-als (peer)",
+    "ease": "ease (reference, not served)",
 }
 NOTES = {
     "hybrid": " (**served default**)",
     "hybrid-defaults": " (built-in weights)",
     "implicit-als": " (peer)",
+    "ease": " (reference, not served)",
 }
 TABLE_METRICS = ("ndcg@10", "ndcg@20", "hr@10", "hr@20", "recall@10", "precision@10", "map")
 

@@ -24,6 +24,7 @@ from recstream.evaluation import metrics, targets, tune
 from recstream.evaluation.data import Dataset
 from recstream.evaluation.models import Context, Fitted
 from recstream.evaluation.models.baselines import Popularity, Trending
+from recstream.evaluation.models.ease import EASE
 from recstream.evaluation.models.hybrid import COMPONENTS, WEIGHTS, Hybrid, Sources, settings_weights
 from recstream.evaluation.models.implicit_als import ImplicitALS
 from recstream.evaluation.models.itemcf import ItemCF
@@ -32,7 +33,7 @@ from recstream.evaluation.protocols import Protocol, Split
 from recstream.evaluation.tune import Search, Trial, coordinate_ascent
 from recstream.serving.recommend import FILL_WEIGHT
 
-BASE_MODELS = {m.NAME: m for m in (Popularity, Trending, ItemCF, SparkALS, ImplicitALS)}
+BASE_MODELS = {m.NAME: m for m in (Popularity, Trending, ItemCF, SparkALS, ImplicitALS, EASE)}
 HYBRIDS = (Hybrid.NAME, Hybrid.DEFAULTS)
 DEFAULTS_SUFFIX = "-defaults"  # e.g. implicit-als-defaults: the start parameters, untuned
 DEFAULT_MODELS = (
@@ -41,6 +42,7 @@ DEFAULT_MODELS = (
     "itemcf",
     "spark-als",
     "implicit-als",
+    "ease",
     "hybrid",
     "hybrid-defaults",
 )
