@@ -36,16 +36,6 @@ from recstream.serving.recommend import FILL_WEIGHT
 BASE_MODELS = {m.NAME: m for m in (Popularity, Trending, ItemCF, SparkALS, ImplicitALS, EASE)}
 HYBRIDS = (Hybrid.NAME, Hybrid.DEFAULTS)
 DEFAULTS_SUFFIX = "-defaults"  # e.g. implicit-als-defaults: the start parameters, untuned
-DEFAULT_MODELS = (
-    "popularity",
-    "trending",
-    "itemcf",
-    "spark-als",
-    "implicit-als",
-    "ease",
-    "hybrid",
-    "hybrid-defaults",
-)
 TUNE_METRIC = "ndcg@10"
 DEBIASED = "debiased-ndcg@10"
 """The blend search's other objective: `metrics.debiased_ndcg` (the training job's, see training/tuning.py)."""
