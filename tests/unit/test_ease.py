@@ -9,19 +9,27 @@ import pytest
 
 from recstream.evaluation import data, protocols, runner
 from recstream.evaluation.data import from_events
-from recstream.evaluation.models import Context
+from recstream.evaluation.models import Context, ease
 from recstream.evaluation.models.ease import EASE, gram, weights
 from recstream.records import Interaction
 from recstream.settings import Settings
 from tests.unit.test_evaluation import tiny_movielens
 
 
-def test_gram_counts_each_user_item_once() -> None:
-    users = np.array([0, 0, 0, 1, 1, 2])
-    items = np.array([0, 1, 1, 1, 2, 2])  # user 0 has item 1 twice: one positive
-    x = np.zeros((3, 3))
-    x[users, items] = 1.0
-    assert gram(users, items, 3) == pytest.approx(x.T @ x)
+@pytest.mark.parametrize("gain", [1e-9, 1e9])  # pair counts, and BLAS over dense blocks of users
+@pytest.mark.parametrize("share", [0.05, 0.6])
+def test_gram_counts_each_user_item_once(share: float, gain: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ease, "DENSE_BLOCK", 7)  # several blocks
+    monkeypatch.setattr(ease, "GRAM_BLAS_GAIN", gain)
+    rng = np.random.default_rng(1)
+    x = rng.random((40, 50)) < share
+    users, items = np.nonzero(x)
+    users, items = (
+        np.concatenate([users, users[:5]]),
+        np.concatenate([items, items[:5]]),
+    )  # repeats count once
+    expected = x.T.astype(float) @ x.astype(float)
+    assert gram(users, items, 50) == pytest.approx(expected)
 
 
 def test_weights_are_each_items_ridge_regression_on_the_others() -> None:
@@ -65,6 +73,24 @@ def test_fit_scores_sum_the_users_positive_items_rows_over_the_head_only() -> No
     scores = fitted.scores(np.arange(ds.n_users))
     assert scores[:, fitted.head] == pytest.approx(x @ b, rel=1e-5)
     assert np.isneginf(scores[:, ds.item_ids.index("d")]).all()
+
+
+@pytest.mark.parametrize("gain", [1e-9, 1e9])  # summed rows of B, and one matrix product
+def test_both_scoring_paths_give_x_times_b(gain: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(2)
+    events = [
+        Interaction(type="view", user_id=f"u{u}", video_id=f"v{v}", ts=u * 100 + v, watch_time_ms=60_000)
+        for u in range(20)
+        for v in rng.choice(30, size=6, replace=False).tolist()
+    ]
+    ds = from_events(events)
+    fitted = EASE.fit(ds, np.arange(ds.n_rows), {"l2": 2.0}, Context(Settings()))
+    x = np.zeros((ds.n_users, ds.n_items))
+    x[ds.user, ds.item] = 1.0
+    expected = x[:, fitted.head] @ weights(x[:, fitted.head].T @ x[:, fitted.head], 2.0)
+    monkeypatch.setattr(ease, "SCORE_BLAS_GAIN", gain)
+    users = np.array([3, 0, 19])
+    assert fitted.scores(users)[:, fitted.head] == pytest.approx(expected[users], rel=1e-4, abs=1e-6)
 
 
 def test_ease_in_a_run_beats_popularity_on_taste_groups(tmp_path: Path) -> None:
